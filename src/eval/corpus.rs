@@ -1,0 +1,67 @@
+//! Evaluation text -> token windows.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+/// Reads an evaluation text: it must exist, be UTF-8 and hold more than whitespace.
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = crate::error::read_file(path)?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error::bad_file(path, format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))
+    })?;
+    if text.trim().is_empty() {
+        return Err(Error::bad_file(path, "the text is empty"));
+    }
+    Ok(text)
+}
+
+/// How the evaluation text is cut into windows.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WindowSpec {
+    /// Tokens per window (a BOS, when used, is one of them).
+    pub ctx: usize,
+    pub max_windows: Option<usize>,
+    pub bos: bool,
+}
+
+impl Default for WindowSpec {
+    fn default() -> Self {
+        Self { ctx: 512, max_windows: None, bos: false }
+    }
+}
+
+/// Non-overlapping windows of `spec.ctx` tokens, in text order; a trailing partial window is dropped.
+/// `text_name` names the text in errors.
+pub fn windows(model: &Model, tokens: &[u32], spec: WindowSpec, text_name: &Path) -> Result<Vec<Vec<u32>>> {
+    let max = model.architecture.max_context();
+    if spec.ctx < 2 {
+        return Err(Error::InvalidArgument(format!("context {} is too short: a window needs at least 2 tokens", spec.ctx)));
+    }
+    if spec.ctx > max {
+        return Err(Error::InvalidArgument(format!("context {} is longer than the model supports ({max})", spec.ctx)));
+    }
+    let bos = if spec.bos {
+        Some(model.bos_token_id.ok_or_else(|| Error::InvalidArgument("--bos: the model has no BOS token".into()))?)
+    } else {
+        None
+    };
+    let text_per_window = spec.ctx - bos.is_some() as usize;
+    let available = tokens.len() / text_per_window;
+    if available == 0 {
+        return Err(Error::bad_file(
+            text_name,
+            format!("the text has {} tokens, fewer than one window of {}", tokens.len(), text_per_window),
+        ));
+    }
+    let count = spec.max_windows.map_or(available, |m| m.min(available));
+    if count == 0 {
+        return Err(Error::InvalidArgument("--max-windows must be at least 1".into()));
+    }
+    Ok(tokens
+        .chunks_exact(text_per_window)
+        .take(count)
+        .map(|chunk| bos.into_iter().chain(chunk.iter().copied()).collect())
+        .collect())
+}

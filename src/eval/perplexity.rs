@@ -1,0 +1,161 @@
+//! Perplexity over non-overlapping windows, and KL divergence against a recorded reference (llama.cpp style).
+
+use std::time::Instant;
+
+use half::f16;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::{log_softmax, nll};
+use crate::error::{Error, Result};
+use crate::job::Job;
+use crate::model::{Model, argmax};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PplReport {
+    pub windows: usize,
+    pub tokens_scored: usize,
+    /// Mean negative log-likelihood per scored token (nats).
+    pub nll: f64,
+    /// Standard error of that mean.
+    pub nll_stderr: f64,
+    pub ppl: f64,
+    pub seconds: f64,
+    /// Tokens run through the model (scored or not) per second.
+    pub tokens_per_second: f64,
+    pub kld: Option<KldStats>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct KldStats {
+    /// Mean KL(reference || model) per scored token (nats).
+    pub mean: f64,
+    pub p99: f64,
+    /// Share of scored tokens where both models' argmax agree.
+    pub top1_agreement: f64,
+}
+
+/// The reference model's log-probabilities at every scored position, kept as f16 to halve the memory.
+pub struct ReferenceLogits {
+    windows: Vec<Vec<f16>>,
+    vocab: usize,
+}
+
+/// What to do about KL divergence during an evaluation.
+pub enum Kld<'a> {
+    Skip,
+    /// Keep this model's log-probabilities as the reference for later runs.
+    Record,
+    Against(&'a ReferenceLogits),
+}
+
+/// Per scored token: NLL, and with a reference, KL and whether the argmax agrees.
+struct TokenScore {
+    nll: f64,
+    kl: f64,
+    top1_agrees: bool,
+}
+
+pub fn evaluate_ppl(
+    model: &Model,
+    windows: &[Vec<u32>],
+    kld: Kld,
+    job: &Job,
+) -> Result<(PplReport, Option<ReferenceLogits>)> {
+    let start = Instant::now();
+    let mut scores: Vec<TokenScore> = Vec::new();
+    let mut recorded = Vec::new();
+    let mut vocab = 0;
+    if let Kld::Against(reference) = &kld {
+        if reference.windows.len() < windows.len() {
+            return Err(Error::InvalidArgument("the KLD reference holds fewer windows than this evaluation".into()));
+        }
+    }
+    for (w, window) in windows.iter().enumerate() {
+        job.checkpoint()?;
+        let logits = model.forward(window)?;
+        let (_, v) = logits.dims2()?;
+        vocab = v;
+        let logits = logits.flatten_all()?.to_vec1::<f32>()?;
+        let scored = window.len() - 1;
+        let reference = match &kld {
+            Kld::Against(r) if r.vocab != v => {
+                return Err(Error::InvalidArgument("the KLD reference has another vocabulary size".into()));
+            }
+            Kld::Against(r) => Some(&r.windows[w]),
+            _ => None,
+        };
+        let row_scores: Vec<TokenScore> = (0..scored)
+            .into_par_iter()
+            .map(|i| {
+                let row = &logits[i * v..(i + 1) * v];
+                score_token(row, window[i + 1], reference.map(|r| &r[i * v..(i + 1) * v]))
+            })
+            .collect();
+        if matches!(kld, Kld::Record) {
+            recorded.push(
+                (0..scored)
+                    .into_par_iter()
+                    .flat_map_iter(|i| log_softmax(&logits[i * v..(i + 1) * v]).into_iter().map(f16::from_f32))
+                    .collect(),
+            );
+        }
+        scores.extend(row_scores);
+        let running_nll = scores.iter().map(|s| s.nll).sum::<f64>() / scores.len() as f64;
+        job.report("evaluate", w as u64 + 1, windows.len() as u64, Some(running_nll.exp()));
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let tokens_run: usize = windows.iter().map(|w| w.len()).sum();
+    let nlls: Vec<f64> = scores.iter().map(|s| s.nll).collect();
+    let (nll, nll_stderr) = mean_and_stderr(&nlls);
+    let kld_stats = matches!(kld, Kld::Against(_)).then(|| kld_stats(&scores));
+    let report = PplReport {
+        windows: windows.len(),
+        tokens_scored: scores.len(),
+        nll,
+        nll_stderr,
+        ppl: nll.exp(),
+        seconds,
+        tokens_per_second: tokens_run as f64 / seconds,
+        kld: kld_stats,
+    };
+    let reference = matches!(kld, Kld::Record).then_some(ReferenceLogits { windows: recorded, vocab });
+    Ok((report, reference))
+}
+
+fn score_token(row: &[f32], target: u32, reference: Option<&[f16]>) -> TokenScore {
+    let nll = nll(row, target);
+    let Some(reference) = reference else { return TokenScore { nll, kl: 0.0, top1_agrees: true } };
+    let log_q = log_softmax(row);
+    let mut kl = 0.0f64;
+    let mut best_ref = 0;
+    for (i, (p, q)) in reference.iter().zip(&log_q).enumerate() {
+        let log_p = p.to_f32();
+        if log_p > reference[best_ref].to_f32() {
+            best_ref = i;
+        }
+        kl += (log_p as f64).exp() * (log_p - q) as f64;
+    }
+    TokenScore { nll, kl: kl.max(0.0), top1_agrees: best_ref == argmax(row) }
+}
+
+pub(crate) fn mean_and_stderr(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    if values.len() < 2 {
+        return (mean, 0.0);
+    }
+    let variance = values.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, (variance / n).sqrt())
+}
+
+fn kld_stats(scores: &[TokenScore]) -> KldStats {
+    let mut kl: Vec<f64> = scores.iter().map(|s| s.kl).collect();
+    kl.sort_by(f64::total_cmp);
+    let p99_index = ((0.99 * kl.len() as f64).ceil() as usize).clamp(1, kl.len()) - 1;
+    KldStats {
+        mean: kl.iter().sum::<f64>() / kl.len() as f64,
+        p99: kl[p99_index],
+        top1_agreement: scores.iter().filter(|s| s.top1_agrees).count() as f64 / scores.len() as f64,
+    }
+}

@@ -1,0 +1,72 @@
+//! The original prototype's protocol: N texts of the evaluation set, each truncated to 64 tokens; the mean of
+//! the per-text mean causal-LM losses. Texts are the lines of the evaluation file (WikiText rows), skipping
+//! section headings (` = Title = `) and lines of fewer than 8 tokens, in file order.
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::nll;
+use crate::error::{Error, Result};
+use crate::job::Job;
+use crate::model::Model;
+
+pub const SEED_TOKENS: usize = 64;
+pub const SEED_TEXTS: usize = 50;
+const MIN_TOKENS: usize = 8;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SeedReport {
+    pub texts: usize,
+    pub tokens_scored: usize,
+    /// Mean over texts of each text's mean NLL (nats).
+    pub loss: f64,
+    /// Standard error of that mean over texts.
+    pub loss_stderr: f64,
+    pub seconds: f64,
+    pub tokens_per_second: f64,
+}
+
+/// The first `count` qualifying lines, tokenized and truncated to 64 tokens (with BOS in front when asked).
+pub fn seed_texts(model: &Model, text: &str, count: usize, bos: bool) -> Result<Vec<Vec<u32>>> {
+    let bos = if bos { model.bos_token_id } else { None };
+    let mut texts = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('=')) {
+        let ids = model.encode(line)?;
+        if ids.len() >= MIN_TOKENS {
+            let keep = SEED_TOKENS - bos.is_some() as usize;
+            texts.push(bos.into_iter().chain(ids.into_iter().take(keep)).collect());
+        }
+        if texts.len() == count {
+            return Ok(texts);
+        }
+    }
+    if texts.is_empty() {
+        return Err(Error::InvalidArgument(format!("no line of the text has at least {MIN_TOKENS} tokens")));
+    }
+    Ok(texts)
+}
+
+pub fn evaluate_seed(model: &Model, texts: &[Vec<u32>], job: &Job) -> Result<SeedReport> {
+    let start = std::time::Instant::now();
+    let mut losses = Vec::with_capacity(texts.len());
+    for (i, ids) in texts.iter().enumerate() {
+        job.checkpoint()?;
+        let logits = model.forward(ids)?;
+        let (_, v) = logits.dims2()?;
+        let logits = logits.flatten_all()?.to_vec1::<f32>()?;
+        let total: f64 = (0..ids.len() - 1).into_par_iter().map(|p| nll(&logits[p * v..(p + 1) * v], ids[p + 1])).sum();
+        losses.push(total / (ids.len() - 1) as f64);
+        job.report("seed loss", i as u64 + 1, texts.len() as u64, None);
+    }
+    let (loss, loss_stderr) = super::perplexity::mean_and_stderr(&losses);
+    let seconds = start.elapsed().as_secs_f64();
+    let tokens: usize = texts.iter().map(Vec::len).sum();
+    Ok(SeedReport {
+        texts: texts.len(),
+        tokens_scored: tokens - texts.len(),
+        loss,
+        loss_stderr,
+        seconds,
+        tokens_per_second: tokens as f64 / seconds,
+    })
+}

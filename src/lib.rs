@@ -1,0 +1,13 @@
+//! Nash-Swarm Explorer's engine: load language models, score weight importance, quantize them to mixed
+//! precision with honest bit accounting, allocate bits as a Nash equilibrium, evaluate and export.
+//! Nothing in the library knows about the GUI; the CLI and the GUI call the same chain (see ARCHITECTURE).
+
+pub mod demo;
+pub mod error;
+pub mod eval;
+pub mod job;
+pub mod model;
+
+pub use error::{Error, Result};
+pub use job::{CancelToken, Job, Progress};
+pub use model::{Model, load};

@@ -1,0 +1,106 @@
+//! GPT-2 (GPT2LMHeadModel): learned positions, LayerNorm, gelu_new, tied head. Conv1D weights arrive `[in, out]`
+//! and are transposed on load (see `CONV1D_SUFFIXES`), so this file sees `[out, in]` like every other.
+
+use candle_core::Tensor;
+
+use super::config::Gpt2Config;
+use super::llama::{causal_mask, linear};
+use super::{TensorRole, Weights, cpu};
+use crate::error::Result;
+
+pub const EMBED: &str = "wte.weight";
+pub const POSITIONS: &str = "wpe.weight";
+
+/// Weights stored by Hugging Face's Conv1D as `[in, out]`.
+pub const CONV1D_SUFFIXES: [&str; 4] =
+    ["attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"];
+
+/// Hugging Face keys of a GPT-2 checkpoint -> ours: no `transformer.` prefix; causal-mask buffers and the tied
+/// `lm_head` dropped. Returns None for keys to drop.
+pub fn canonical_name(key: &str) -> Option<String> {
+    let name = key.strip_prefix("transformer.").unwrap_or(key);
+    let is_buffer = name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias");
+    if is_buffer || name == "lm_head.weight" { None } else { Some(name.to_string()) }
+}
+
+pub fn is_conv1d(name: &str) -> bool {
+    CONV1D_SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
+pub fn expected_tensors(c: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
+    let (d, inner) = (c.n_embd, c.inner());
+    let mut shapes = vec![
+        (EMBED.to_string(), vec![c.vocab_size, d]),
+        (POSITIONS.to_string(), vec![c.n_positions, d]),
+        ("ln_f.weight".to_string(), vec![d]),
+        ("ln_f.bias".to_string(), vec![d]),
+    ];
+    for i in 0..c.n_layer {
+        let p = format!("h.{i}");
+        shapes.extend([
+            (format!("{p}.ln_1.weight"), vec![d]),
+            (format!("{p}.ln_1.bias"), vec![d]),
+            (format!("{p}.ln_2.weight"), vec![d]),
+            (format!("{p}.ln_2.bias"), vec![d]),
+            (format!("{p}.attn.c_attn.weight"), vec![3 * d, d]),
+            (format!("{p}.attn.c_attn.bias"), vec![3 * d]),
+            (format!("{p}.attn.c_proj.weight"), vec![d, d]),
+            (format!("{p}.attn.c_proj.bias"), vec![d]),
+            (format!("{p}.mlp.c_fc.weight"), vec![inner, d]),
+            (format!("{p}.mlp.c_fc.bias"), vec![inner]),
+            (format!("{p}.mlp.c_proj.weight"), vec![d, inner]),
+            (format!("{p}.mlp.c_proj.bias"), vec![d]),
+        ]);
+    }
+    shapes
+}
+
+pub fn tensor_role(name: &str) -> TensorRole {
+    if name == EMBED {
+        TensorRole::Embedding
+    } else if !name.ends_with(".weight") || name.contains(".ln_") || name == POSITIONS || name == "ln_f.weight" {
+        TensorRole::Other
+    } else if name.contains(".attn.") {
+        TensorRole::Attention
+    } else if name.contains(".mlp.") {
+        TensorRole::Mlp
+    } else {
+        TensorRole::Other
+    }
+}
+
+/// Logits for every position of `ids`: `[T, vocab]`.
+pub fn forward(c: &Gpt2Config, w: &Weights, ids: &[u32]) -> Result<Tensor> {
+    let t = ids.len();
+    let (d, heads) = (c.n_embd, c.n_head);
+    let hd = d / heads;
+    let eps = c.layer_norm_epsilon as f32;
+    let mask = causal_mask(t)?;
+    let scale = 1.0 / (hd as f64).sqrt();
+
+    let token_ids = Tensor::new(ids, &cpu())?;
+    let positions = Tensor::arange(0u32, t as u32, &cpu())?;
+    let mut x = (w.get(EMBED)?.index_select(&token_ids, 0)? + w.get(POSITIONS)?.index_select(&positions, 0)?)?;
+    let norm = |x: &Tensor, name: &str| -> Result<Tensor> {
+        Ok(candle_nn::ops::layer_norm(x, w.get(&format!("{name}.weight"))?, w.get(&format!("{name}.bias"))?, eps)?)
+    };
+    let affine = |x: &Tensor, name: &str| -> Result<Tensor> {
+        Ok(linear(x, w.get(&format!("{name}.weight"))?)?.broadcast_add(w.get(&format!("{name}.bias"))?)?)
+    };
+    for i in 0..c.n_layer {
+        let p = format!("h.{i}");
+        let qkv = affine(&norm(&x, &format!("{p}.ln_1"))?, &format!("{p}.attn.c_attn"))?;
+        let split = |k: usize| -> Result<Tensor> {
+            Ok(qkv.narrow(1, k * d, d)?.reshape((1, t, heads, hd))?.transpose(1, 2)?.contiguous()?)
+        };
+        let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
+        let attn = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?;
+        let attn = attn.transpose(1, 2)?.reshape((t, d))?;
+        x = (x + affine(&attn, &format!("{p}.attn.c_proj"))?)?;
+
+        let h = affine(&norm(&x, &format!("{p}.ln_2"))?, &format!("{p}.mlp.c_fc"))?.gelu()?;
+        x = (x + affine(&h, &format!("{p}.mlp.c_proj"))?)?;
+    }
+    linear(&norm(&x, "ln_f")?, w.get(EMBED)?)
+}

@@ -1,0 +1,137 @@
+//! Llama (LlamaForCausalLM): RMSNorm, rotate-half RoPE, grouped-query attention, SwiGLU, tied or untied head.
+//! Covers SmolLM/SmolLM2, TinyLlama, Llama 3.x and stories260k. Weight names mirror Hugging Face.
+
+use candle_core::Tensor;
+
+use super::config::LlamaConfig;
+use super::{TensorRole, Weights, cpu};
+use crate::error::Result;
+
+pub const EMBED: &str = "model.embed_tokens.weight";
+pub const LM_HEAD: &str = "lm_head.weight";
+
+pub fn expected_tensors(c: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
+    let (d, hd) = (c.hidden_size, c.head_dim());
+    let (q_out, kv_out, ff) = (c.num_attention_heads * hd, c.kv_heads() * hd, c.intermediate_size);
+    let mut shapes = vec![(EMBED.to_string(), vec![c.vocab_size, d]), ("model.norm.weight".to_string(), vec![d])];
+    if !c.tie_word_embeddings {
+        shapes.push((LM_HEAD.to_string(), vec![c.vocab_size, d]));
+    }
+    for i in 0..c.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        shapes.extend([
+            (format!("{p}.input_layernorm.weight"), vec![d]),
+            (format!("{p}.post_attention_layernorm.weight"), vec![d]),
+            (format!("{p}.self_attn.q_proj.weight"), vec![q_out, d]),
+            (format!("{p}.self_attn.k_proj.weight"), vec![kv_out, d]),
+            (format!("{p}.self_attn.v_proj.weight"), vec![kv_out, d]),
+            (format!("{p}.self_attn.o_proj.weight"), vec![d, q_out]),
+            (format!("{p}.mlp.gate_proj.weight"), vec![ff, d]),
+            (format!("{p}.mlp.up_proj.weight"), vec![ff, d]),
+            (format!("{p}.mlp.down_proj.weight"), vec![d, ff]),
+        ]);
+    }
+    shapes
+}
+
+pub fn tensor_role(name: &str) -> TensorRole {
+    if name == EMBED {
+        TensorRole::Embedding
+    } else if name == LM_HEAD {
+        TensorRole::LmHead
+    } else if name.contains(".self_attn.") && name.ends_with("_proj.weight") {
+        TensorRole::Attention
+    } else if name.contains(".mlp.") && name.ends_with("_proj.weight") {
+        TensorRole::Mlp
+    } else {
+        TensorRole::Other
+    }
+}
+
+/// Logits for every position of `ids`: `[T, vocab]`.
+pub fn forward(c: &LlamaConfig, w: &Weights, ids: &[u32]) -> Result<Tensor> {
+    let t = ids.len();
+    let (heads, kv_heads, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
+    let eps = c.rms_norm_eps as f32;
+    let (cos, sin) = rope_tables(c, t)?;
+    let mask = causal_mask(t)?;
+    let scale = 1.0 / (hd as f64).sqrt();
+
+    let ids = Tensor::new(ids, &cpu())?;
+    let mut x = w.get(EMBED)?.index_select(&ids, 0)?;
+    for i in 0..c.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        let h = candle_nn::ops::rms_norm(&x, w.get(&format!("{p}.input_layernorm.weight"))?, eps)?;
+        let heads_of = |name: &str, n: usize| -> Result<Tensor> {
+            let y = linear(&h, w.get(&format!("{p}.self_attn.{name}.weight"))?)?;
+            Ok(y.reshape((1, t, n, hd))?.transpose(1, 2)?.contiguous()?)
+        };
+        let q = candle_nn::rotary_emb::rope(&heads_of("q_proj", heads)?, &cos, &sin)?;
+        let k = candle_nn::rotary_emb::rope(&heads_of("k_proj", kv_heads)?, &cos, &sin)?;
+        let v = heads_of("v_proj", kv_heads)?;
+        let (k, v) = (repeat_kv(&k, heads / kv_heads)?, repeat_kv(&v, heads / kv_heads)?);
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
+        let attn = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?;
+        let attn = attn.transpose(1, 2)?.reshape((t, heads * hd))?;
+        x = (x + linear(&attn, w.get(&format!("{p}.self_attn.o_proj.weight"))?)?)?;
+
+        let h = candle_nn::ops::rms_norm(&x, w.get(&format!("{p}.post_attention_layernorm.weight"))?, eps)?;
+        let gate = linear(&h, w.get(&format!("{p}.mlp.gate_proj.weight"))?)?.silu()?;
+        let up = linear(&h, w.get(&format!("{p}.mlp.up_proj.weight"))?)?;
+        x = (x + linear(&(gate * up)?, w.get(&format!("{p}.mlp.down_proj.weight"))?)?)?;
+    }
+    let x = candle_nn::ops::rms_norm(&x, w.get("model.norm.weight")?, eps)?;
+    let head = if c.tie_word_embeddings { w.get(EMBED)? } else { w.get(LM_HEAD)? };
+    linear(&x, head)
+}
+
+/// `x @ w^T` for a `[out, in]` weight.
+pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    Ok(x.matmul(&w.t()?)?)
+}
+
+/// `[T, T]` additive mask: 0 on and below the diagonal, -inf above.
+pub(crate) fn causal_mask(t: usize) -> Result<Tensor> {
+    let mask: Vec<f32> =
+        (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+    Ok(Tensor::from_vec(mask, (t, t), &cpu())?)
+}
+
+fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
+    if n_rep == 1 {
+        return Ok(x.clone());
+    }
+    let (b, kv, t, hd) = x.dims4()?;
+    Ok(x.unsqueeze(2)?.expand((b, kv, n_rep, t, hd))?.reshape((b, kv * n_rep, t, hd))?)
+}
+
+/// cos/sin tables `[T, head_dim / 2]` for rotate-half RoPE, with Llama 3 frequency scaling when configured.
+fn rope_tables(c: &LlamaConfig, t: usize) -> Result<(Tensor, Tensor)> {
+    let hd = c.head_dim();
+    let inv_freq: Vec<f64> = (0..hd / 2)
+        .map(|i| 1.0 / c.rope_theta.powf(2.0 * i as f64 / hd as f64))
+        .map(|f| match &c.rope_scaling {
+            Some(s) => llama3_scaled(f, s),
+            None => f,
+        })
+        .collect();
+    let angles: Vec<f64> = (0..t).flat_map(|p| inv_freq.iter().map(move |f| p as f64 * f)).collect();
+    let cos: Vec<f32> = angles.iter().map(|a| a.cos() as f32).collect();
+    let sin: Vec<f32> = angles.iter().map(|a| a.sin() as f32).collect();
+    Ok((Tensor::from_vec(cos, (t, hd / 2), &cpu())?, Tensor::from_vec(sin, (t, hd / 2), &cpu())?))
+}
+
+fn llama3_scaled(freq: f64, s: &super::config::RopeScaling) -> f64 {
+    let original = s.original_max_position_embeddings as f64;
+    let (low_wavelen, high_wavelen) = (original / s.low_freq_factor, original / s.high_freq_factor);
+    let wavelen = 2.0 * std::f64::consts::PI / freq;
+    if wavelen < high_wavelen {
+        freq
+    } else if wavelen > low_wavelen {
+        freq / s.factor
+    } else {
+        let smooth = (original / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        (1.0 - smooth) * freq / s.factor + smooth * freq
+    }
+}
+

@@ -1,0 +1,199 @@
+//! A language model as named f32 weights + architecture + tokenizer.
+//!
+//! Weights keep Hugging Face names and the `[out, in]` layout of `nn.Linear` for every matrix (GPT-2's Conv1D
+//! weights are transposed on load), so the quantizer sees one convention whatever the source format.
+
+pub mod config;
+pub mod gguf;
+pub mod gpt2;
+pub mod llama;
+pub mod load;
+mod tensor_io;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+
+pub use config::{Gpt2Config, LlamaConfig};
+pub use load::load;
+pub use tensor_io::{read_safetensors_f32, tensor_to_vec};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Architecture {
+    Llama(LlamaConfig),
+    Gpt2(Gpt2Config),
+}
+
+impl Architecture {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Architecture::Llama(_) => "llama",
+            Architecture::Gpt2(_) => "gpt2",
+        }
+    }
+
+    pub fn max_context(&self) -> usize {
+        match self {
+            Architecture::Llama(c) => c.max_position_embeddings,
+            Architecture::Gpt2(c) => c.n_positions,
+        }
+    }
+
+    pub fn num_layers(&self) -> usize {
+        match self {
+            Architecture::Llama(c) => c.num_hidden_layers,
+            Architecture::Gpt2(c) => c.n_layer,
+        }
+    }
+
+    /// Every tensor the forward pass needs, with its shape as implied by the config.
+    pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
+        match self {
+            Architecture::Llama(c) => llama::expected_tensors(c),
+            Architecture::Gpt2(c) => gpt2::expected_tensors(c),
+        }
+    }
+
+    /// What role a weight plays; decides whether (and how) it is quantized.
+    pub fn tensor_role(&self, name: &str) -> TensorRole {
+        match self {
+            Architecture::Llama(_) => llama::tensor_role(name),
+            Architecture::Gpt2(_) => gpt2::tensor_role(name),
+        }
+    }
+}
+
+/// The role of a weight tensor in the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TensorRole {
+    Attention,
+    Mlp,
+    Embedding,
+    LmHead,
+    /// Norm weights, biases and position tables: kept at 16 bits and counted.
+    Other,
+}
+
+/// Where a model came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceFormat {
+    HuggingFace,
+    Gguf,
+    /// Our packed quantized export (quantized weights are already on their grid).
+    Packed,
+}
+
+/// Named f32 tensors on the CPU, in a deterministic (sorted) order.
+#[derive(Clone, Debug, Default)]
+pub struct Weights(pub BTreeMap<String, Tensor>);
+
+impl Weights {
+    pub fn get(&self, name: &str) -> Result<&Tensor> {
+        self.0.get(name).ok_or_else(|| Error::InvalidArgument(format!("weight `{name}` is not loaded")))
+    }
+
+    pub fn insert(&mut self, name: impl Into<String>, tensor: Tensor) {
+        self.0.insert(name.into(), tensor);
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.0.values().map(|t| t.elem_count()).sum()
+    }
+
+    pub fn f32_bytes(&self) -> usize {
+        self.param_count() * 4
+    }
+}
+
+#[derive(Clone)]
+pub struct Model {
+    pub source: PathBuf,
+    pub format: SourceFormat,
+    pub architecture: Architecture,
+    pub weights: Weights,
+    pub tokenizer: Arc<tokenizers::Tokenizer>,
+    pub bos_token_id: Option<u32>,
+    /// How each weight was stored at the source (F32, BF16, Q4_1, ...), before conversion to f32.
+    pub stored_dtypes: BTreeMap<String, String>,
+}
+
+impl Model {
+    /// Logits `[ids.len(), vocab]` for every position.
+    pub fn forward(&self, ids: &[u32]) -> Result<Tensor> {
+        if ids.is_empty() {
+            return Err(Error::InvalidArgument("forward pass over zero tokens".into()));
+        }
+        if ids.len() > self.architecture.max_context() {
+            return Err(Error::InvalidArgument(format!(
+                "{} tokens exceed the model's context of {}",
+                ids.len(),
+                self.architecture.max_context()
+            )));
+        }
+        match &self.architecture {
+            Architecture::Llama(c) => llama::forward(c, &self.weights, ids),
+            Architecture::Gpt2(c) => gpt2::forward(c, &self.weights, ids),
+        }
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.weights.param_count()
+    }
+
+    /// Tokenizes plain text without adding special tokens (BOS is the evaluator's choice).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| Error::InvalidArgument(format!("tokenization failed: {e}")))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer.decode(ids, false).map_err(|e| Error::InvalidArgument(format!("decoding failed: {e}")))
+    }
+
+    /// The same model with other weights (a quantized copy): shares the tokenizer.
+    pub fn with_weights(&self, weights: Weights) -> Model {
+        Model { weights, ..self.clone() }
+    }
+
+    /// Greedy continuation; used by the smoke test that SmolLM2 knows its capitals.
+    pub fn generate_greedy(&self, prompt: &str, new_tokens: usize) -> Result<String> {
+        let mut ids = self.encode(prompt)?;
+        let start = ids.len();
+        for _ in 0..new_tokens {
+            let logits = self.forward(&ids)?;
+            let last = logits.get(ids.len() - 1)?.to_vec1::<f32>()?;
+            ids.push(argmax(&last) as u32);
+        }
+        self.decode(&ids[start..])
+    }
+
+    pub fn display_name(&self) -> String {
+        display_name(&self.source)
+    }
+}
+
+pub fn display_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+}
+
+pub fn argmax(values: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, v) in values.iter().enumerate() {
+        if *v > values[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+pub(crate) fn cpu() -> Device {
+    Device::Cpu
+}
