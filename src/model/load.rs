@@ -25,6 +25,9 @@ pub fn load(path: &Path) -> Result<Model> {
         }
         return Err(Error::bad_file(path, "neither a GGUF file nor a Hugging Face model folder"));
     }
+    if crate::export::packed::is_packed_dir(path) {
+        return crate::export::packed::load(path);
+    }
     load_hf_dir(path)
 }
 

@@ -8,7 +8,7 @@ pub mod gguf;
 pub mod gpt2;
 pub mod llama;
 pub mod load;
-mod tensor_io;
+pub mod tensor_io;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -110,6 +110,29 @@ impl Weights {
     }
 }
 
+/// Sees `(weight name, input [T, in])` for every matrix multiplication of a forward pass.
+pub type Observer<'a> = dyn FnMut(&str, &Tensor) -> Result<()> + 'a;
+
+/// The weights as the forward pass uses them: `x @ W^T`, with an optional observer of each input.
+pub struct Linears<'a> {
+    pub weights: &'a Weights,
+    observer: Option<std::cell::RefCell<&'a mut Observer<'a>>>,
+}
+
+impl Linears<'_> {
+    pub fn get(&self, name: &str) -> Result<&Tensor> {
+        self.weights.get(name)
+    }
+
+    /// `x @ W^T` for the `[out, in]` weight `name`.
+    pub fn linear(&self, name: &str, x: &Tensor) -> Result<Tensor> {
+        if let Some(observer) = &self.observer {
+            (observer.borrow_mut())(name, x)?;
+        }
+        Ok(x.matmul(&self.weights.get(name)?.t()?)?)
+    }
+}
+
 #[derive(Clone)]
 pub struct Model {
     pub source: PathBuf,
@@ -125,6 +148,11 @@ pub struct Model {
 impl Model {
     /// Logits `[ids.len(), vocab]` for every position.
     pub fn forward(&self, ids: &[u32]) -> Result<Tensor> {
+        self.forward_observed(ids, None)
+    }
+
+    /// The forward pass, showing every matrix's input to `observer` (calibration statistics).
+    pub fn forward_observed(&self, ids: &[u32], observer: Option<&mut Observer>) -> Result<Tensor> {
         if ids.is_empty() {
             return Err(Error::InvalidArgument("forward pass over zero tokens".into()));
         }
@@ -135,9 +163,11 @@ impl Model {
                 self.architecture.max_context()
             )));
         }
+        let observer = observer.map(|o| std::cell::RefCell::new(o as &mut Observer));
+        let linears = Linears { weights: &self.weights, observer };
         match &self.architecture {
-            Architecture::Llama(c) => llama::forward(c, &self.weights, ids),
-            Architecture::Gpt2(c) => gpt2::forward(c, &self.weights, ids),
+            Architecture::Llama(c) => llama::forward(c, &linears, ids),
+            Architecture::Gpt2(c) => gpt2::forward(c, &linears, ids),
         }
     }
 

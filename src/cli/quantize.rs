@@ -1,0 +1,172 @@
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{ArgGroup, Args, ValueEnum};
+use nash_swarm::eval::{self, Kld, WindowSpec};
+use nash_swarm::importance::{ImportanceMethod, activation};
+use nash_swarm::quant::{QuantConfig, quantize_model};
+use nash_swarm::{Model, export};
+use serde_json::json;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ImportanceArg {
+    Magnitude,
+    Swarm,
+    Activation,
+}
+
+impl ImportanceArg {
+    pub fn method(self) -> ImportanceMethod {
+        match self {
+            ImportanceArg::Magnitude => ImportanceMethod::Magnitude,
+            ImportanceArg::Swarm => ImportanceMethod::default(),
+            ImportanceArg::Activation => ImportanceMethod::Activation,
+        }
+    }
+}
+
+#[derive(Args)]
+#[command(group(ArgGroup::new("what").required(true).args(["preset", "target_bpw", "config"])))]
+pub struct QuantizeArgs {
+    /// Hugging Face folder, .gguf file or packed export folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// seed (the original 10/20/70 -> 8/4/2), uniform4, uniform3 (g128), uniform4-tensor.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Nash allocation of attention and MLP matrices to this true bits per weight (over all parameters).
+    #[arg(long)]
+    target_bpw: Option<f64>,
+    /// A quantization.toml (or .json), e.g. from an earlier export.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Importance method, replacing the preset's or file's.
+    #[arg(long, value_enum)]
+    importance: Option<ImportanceArg>,
+    /// Output folder for the packed model, its configuration, config.json and tokenizer.json.
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write dequantized fp16 weights in plain Hugging Face layout to this folder.
+    #[arg(long)]
+    export_hf: Option<PathBuf>,
+    /// Calibration text for activation importance (default: windows from the end of --eval-text).
+    #[arg(long)]
+    calib_text: Option<PathBuf>,
+    /// Evaluate the quantized model on this text.
+    #[arg(long)]
+    eval_text: Option<PathBuf>,
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    #[arg(long)]
+    max_windows: Option<usize>,
+    #[arg(long)]
+    bos: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
+    let model = nash_swarm::load(&args.model)?;
+    let (job, bar) = super::progress_job("quantize");
+    let eval_tokens = match &args.eval_text {
+        Some(path) => Some(model.encode(&eval::read_text(path)?)?),
+        None => None,
+    };
+    let start = Instant::now();
+    let mut config = match (&args.preset, &args.config) {
+        (Some(name), _) => QuantConfig::preset(name)?,
+        (_, Some(path)) => QuantConfig::read(path)?,
+        _ => QuantConfig::uniform(4, nash_swarm::quant::GroupSize::G(128)),
+    };
+    if let Some(importance) = args.importance {
+        config.importance = importance.method();
+    }
+    let calibration_windows = if matches!(config.importance, ImportanceMethod::Activation) || args.target_bpw.is_some() && matches!(args.importance, Some(ImportanceArg::Activation)) {
+        Some(calibration_windows(&model, &args, eval_tokens.as_deref(), &config)?)
+    } else {
+        None
+    };
+    let calibration = match &calibration_windows {
+        Some(windows) => Some(activation::calibrate(&model, windows, &job)?),
+        None => None,
+    };
+    let mut allocation = None;
+    if let Some(target) = args.target_bpw {
+        let (game, base) = super::compare::nash_game_for(&model, &config.importance, calibration.as_ref(), &job)?;
+        let solved = game.solve(target)?;
+        config = game.config_for(&base, &solved);
+        allocation = Some(solved);
+    }
+    let allocation_seconds = start.elapsed().as_secs_f64();
+    let quantized = quantize_model(&model, &config, calibration.as_ref(), &job)?;
+    let size_bytes = export::packed::export(&model, &quantized, &args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    if let Some(hf) = &args.export_hf {
+        export::hf_fp16::export(&model, &quantized.weights()?, hf)?;
+    }
+    let b = &quantized.bits;
+    let mut out = json!({
+        "model": args.model, "out": args.out, "configuration": config.summary(), "params": b.params,
+        "quantized_weights": b.quantized_weights, "payload_bpw": b.payload_bpw, "true_bpw": b.true_bpw,
+        "true_bpw_entropy_coded_map": b.true_bpw_entropy_coded_map, "size_bytes": size_bytes,
+        "compression_vs_fp32": b.compression_vs_fp32, "compression_vs_fp16": b.compression_vs_fp16,
+        "quantize_seconds": quantized.quantize_seconds,
+        "bits": {"payload": b.payload_bits, "block_params": b.param_bits, "tier_map": b.tier_map_bits, "fp16": b.fp16_bits},
+    });
+    if let Some(a) = &allocation {
+        out["nash"] = json!({"target_bpw": a.target_bpw, "true_bpw": a.true_bpw, "price": a.price,
+            "total_error": a.total_error, "allocation_seconds": allocation_seconds});
+    }
+    if let (Some(tokens), Some(path)) = (&eval_tokens, &args.eval_text) {
+        let usable = match &calibration_windows {
+            Some(w) if args.calib_text.is_none() => &tokens[..tokens.len() - w.len() * w[0].len()],
+            _ => tokens.as_slice(),
+        };
+        let spec = WindowSpec { ctx: args.ctx, max_windows: args.max_windows, bos: args.bos };
+        let quantized_model = model.with_weights(quantized.weights()?);
+        let windows = eval::windows(&quantized_model, usable, spec, path)?;
+        let (report, _) = eval::evaluate_ppl(&quantized_model, &windows, Kld::Skip, &job)?;
+        out["ppl"] = report.ppl.into();
+        out["nll"] = report.nll.into();
+        out["nll_stderr"] = report.nll_stderr.into();
+        out["tokens_scored"] = report.tokens_scored.into();
+    }
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        print_human(&out);
+    }
+    Ok(())
+}
+
+fn calibration_windows(model: &Model, args: &QuantizeArgs, eval_tokens: Option<&[u32]>, config: &QuantConfig) -> anyhow::Result<Vec<Vec<u32>>> {
+    let spec = config.calibration;
+    if let Some(path) = &args.calib_text {
+        let tokens = model.encode(&eval::read_text(path)?)?;
+        let windows: Vec<Vec<u32>> = tokens.chunks_exact(spec.tokens).take(spec.windows).map(<[u32]>::to_vec).collect();
+        anyhow::ensure!(!windows.is_empty(), "{}: fewer than {} tokens for one calibration window", path.display(), spec.tokens);
+        return Ok(windows);
+    }
+    let (Some(tokens), Some(path)) = (eval_tokens, &args.eval_text) else {
+        anyhow::bail!("activation importance needs --calib-text PATH or --eval-text PATH (calibration then uses its end)");
+    };
+    Ok(eval::split_calibration(tokens, spec.windows, spec.tokens, path)?.1)
+}
+
+fn print_human(out: &serde_json::Value) {
+    let f = |k: &str| out[k].as_f64().unwrap_or(f64::NAN);
+    println!("wrote          {}", out["out"].as_str().unwrap_or("?"));
+    println!("configuration  {}", out["configuration"].as_str().unwrap_or("?"));
+    println!("payload        {:.3} bits per quantized weight", f("payload_bpw"));
+    println!("true           {:.3} bits per parameter ({:.3} with an entropy-coded tier map)", f("true_bpw"), f("true_bpw_entropy_coded_map"));
+    println!("size           {} bytes ({:.1}% smaller than fp32, {:.1}% than fp16)", out["size_bytes"], 100.0 * f("compression_vs_fp32"), 100.0 * f("compression_vs_fp16"));
+    println!("quantized in   {:.2} s", f("quantize_seconds"));
+    if let Some(nash) = out.get("nash") {
+        println!("nash           price λ = {:.3e}, {:.3} bpw for a target of {:.3}", nash["price"].as_f64().unwrap_or(0.0), nash["true_bpw"].as_f64().unwrap_or(0.0), nash["target_bpw"].as_f64().unwrap_or(0.0));
+    }
+    if out.get("ppl").is_some() {
+        println!("perplexity     {:.3} (mean NLL {:.4} ± {:.4}, {} tokens)", f("ppl"), f("nll"), f("nll_stderr"), out["tokens_scored"]);
+    }
+}

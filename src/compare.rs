@@ -1,0 +1,159 @@
+//! The comparison a result is always shown with (METHOD.md section 6): the unquantized model, uniform RTN
+//! baselines, the original's configuration, Nash allocations at the uniform rows' true bpw, and the
+//! random-importance ablation, all on the same windows and texts.
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::eval::{self, Kld, ReferenceLogits, WindowSpec};
+use crate::importance::{self, ImportanceMethod};
+use crate::job::Job;
+use crate::model::Model;
+use crate::quant::nash::{self, Game};
+use crate::quant::plan::treatments;
+use crate::quant::{GroupSize, QuantConfig, Quantized, quantize_model};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub method: String,
+    pub configuration: String,
+    pub payload_bpw: f64,
+    pub true_bpw: f64,
+    pub size_bytes: u64,
+    pub ppl: f64,
+    pub nll: f64,
+    pub nll_stderr: f64,
+    pub delta_ppl_pct: f64,
+    pub seed_loss: f64,
+    pub delta_seed_loss_pct: f64,
+    pub kld_mean: f64,
+    pub kld_p99: f64,
+    pub top1_agreement: f64,
+    pub quantize_seconds: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct CompareSpec {
+    pub windows: WindowSpec,
+    pub seed_texts: usize,
+    /// Importance for the Nash rows.
+    pub importance: ImportanceMethod,
+}
+
+/// Everything every row is evaluated on.
+pub struct Bench<'a> {
+    pub model: &'a Model,
+    pub windows: Vec<Vec<u32>>,
+    pub seed_texts: Vec<Vec<u32>>,
+    reference: ReferenceLogits,
+    pub base: Row,
+}
+
+impl<'a> Bench<'a> {
+    /// Evaluates the unquantized model once and records its log-probabilities as the KLD reference.
+    pub fn new(model: &'a Model, text: &str, text_path: &std::path::Path, spec: &CompareSpec, job: &Job) -> Result<Self> {
+        let windows = eval::windows(model, &model.encode(text)?, spec.windows, text_path)?;
+        let seed_texts = eval::seed_texts(model, text, spec.seed_texts, spec.windows.bos)?;
+        let (report, reference) = eval::evaluate_ppl(model, &windows, Kld::Record, job)?;
+        let seed = eval::evaluate_seed(model, &seed_texts, job)?;
+        let base = Row {
+            method: "baseline".into(),
+            configuration: "unquantized (f32 as loaded)".into(),
+            payload_bpw: 32.0,
+            true_bpw: 32.0,
+            size_bytes: model.param_count() as u64 * 4,
+            ppl: report.ppl,
+            nll: report.nll,
+            nll_stderr: report.nll_stderr,
+            delta_ppl_pct: 0.0,
+            seed_loss: seed.loss,
+            delta_seed_loss_pct: 0.0,
+            // Against itself the divergence is zero and the argmax always agrees.
+            kld_mean: 0.0,
+            kld_p99: 0.0,
+            top1_agreement: 1.0,
+            quantize_seconds: 0.0,
+        };
+        Ok(Bench { model, windows, seed_texts, reference: reference.expect("recorded"), base })
+    }
+
+    /// Evaluates a quantized result against the baseline.
+    pub fn row(&self, method: &str, quantized: &Quantized, job: &Job) -> Result<Row> {
+        let model = self.model.with_weights(quantized.weights()?);
+        let (report, _) = eval::evaluate_ppl(&model, &self.windows, Kld::Against(&self.reference), job)?;
+        let seed = eval::evaluate_seed(&model, &self.seed_texts, job)?;
+        let kld = report.kld.expect("evaluated against the reference");
+        let size = crate::export::packed::packed_size(self.model, quantized) as u64;
+        Ok(Row {
+            method: method.to_string(),
+            configuration: quantized.config.summary(),
+            payload_bpw: quantized.bits.payload_bpw,
+            true_bpw: quantized.bits.true_bpw,
+            size_bytes: size,
+            ppl: report.ppl,
+            nll: report.nll,
+            nll_stderr: report.nll_stderr,
+            delta_ppl_pct: 100.0 * (report.ppl - self.base.ppl) / self.base.ppl,
+            seed_loss: seed.loss,
+            delta_seed_loss_pct: 100.0 * (seed.loss - self.base.seed_loss) / self.base.seed_loss,
+            kld_mean: kld.mean,
+            kld_p99: kld.p99,
+            top1_agreement: kld.top1_agreement,
+            quantize_seconds: quantized.quantize_seconds,
+        })
+    }
+}
+
+/// The Nash game over attention and MLP matrices (embeddings and head kept at 8 bits), priced with `importance`.
+pub fn nash_game(
+    model: &Model,
+    importance: &ImportanceMethod,
+    calibration: Option<&crate::importance::CalibrationStats>,
+    job: &Job,
+) -> Result<(Game, QuantConfig)> {
+    let base = QuantConfig { importance: importance.clone(), ..QuantConfig::uniform(4, GroupSize::G(128)) };
+    let names: Vec<String> = treatments(model, &base)
+        .into_iter()
+        .filter(|(_, t)| matches!(t, crate::quant::Treatment::Quantize { follows_tiers: true, .. }))
+        .map(|(n, _)| n)
+        .collect();
+    let scores = importance::compute(model, &names, importance, calibration, job)?;
+    let game = nash::build_game(model, &base, &scores, nash::default_menu(GroupSize::G(128), base.grid), job)?;
+    Ok((game, base))
+}
+
+/// Every row of the comparison, in the order METHOD.md lists them. `on_row` sees each as it is done.
+pub fn run(
+    model: &Model,
+    text: &str,
+    text_path: &std::path::Path,
+    spec: &CompareSpec,
+    job: &Job,
+    mut on_row: impl FnMut(&Row),
+) -> Result<Vec<Row>> {
+    let bench = Bench::new(model, text, text_path, spec, job)?;
+    on_row(&bench.base);
+    let mut rows = vec![bench.base.clone()];
+    let mut evaluate = |method: &str, config: &QuantConfig| -> Result<Row> {
+        let quantized = quantize_model(model, config, None, job)?;
+        let row = bench.row(method, &quantized, job)?;
+        on_row(&row);
+        Ok(row)
+    };
+    rows.push(evaluate("uniform-4bit-tensor", &QuantConfig::uniform4_per_tensor())?);
+    let uniform4 = evaluate("uniform-4bit-g128", &QuantConfig::uniform(4, GroupSize::G(128)))?;
+    let uniform3 = evaluate("uniform-3bit-g128", &QuantConfig::uniform(3, GroupSize::G(128)))?;
+    let targets = [uniform4.true_bpw, uniform3.true_bpw];
+    rows.extend([uniform4, uniform3]);
+    rows.push(evaluate("seed-10/20/70-8/4/2", &QuantConfig::seed())?);
+    let (game, base) = nash_game(model, &spec.importance, None, job)?;
+    for target in targets {
+        let allocation = game.solve(target)?;
+        let config = game.config_for(&base, &allocation);
+        rows.push(evaluate(&format!("nash@{target:.3}"), &config)?);
+    }
+    let ablation = QuantConfig { importance: ImportanceMethod::Random { seed: 0 }, ..QuantConfig::seed() };
+    rows.push(evaluate("random-ablation", &ablation)?);
+    Ok(rows)
+}
+

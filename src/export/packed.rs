@@ -1,0 +1,222 @@
+//! Our packed format: a folder with
+//! - `model.safetensors`: per quantized matrix `NAME::codes.T` (U8, tier T's integer codes packed LSB-first at
+//!   the tier's bit width, in storage order: block by block, tier by tier, weights in row-major order),
+//!   `NAME::params` (F16, per block and tier present: scale then min for the asymmetric grid, scale for the
+//!   symmetric one), `NAME::tiers` (U8, each unit's tier packed at ceil(log2 k) bits, only when k > 1); every
+//!   other tensor as F16 under its own name. `__metadata__` names the format, the configuration, the source
+//!   model and its SHA-256, each matrix's plan and shape, and the bit report.
+//! - `quantization.toml`: the configuration that reproduces it; `config.json`, `tokenizer.json`.
+//!
+//! The arrays hold exactly the bits the bit report counts (each array rounded up to whole bytes).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use half::f16;
+use serde::{Deserialize, Serialize};
+
+use super::{Array, config_json, f16_bytes, safetensors_size, write_dir_atomically, write_safetensors, write_tokenizer};
+use crate::error::{Error, Result};
+use crate::model::{Model, SourceFormat, Weights, cpu};
+use crate::quant::pack::{self, Unpacker};
+use crate::quant::rtn::{BlockGrid, TensorPlan};
+use crate::quant::tiers::index_bits;
+use crate::quant::{QuantConfig, Quantized};
+
+pub const FORMAT: &str = "nash-swarm-packed/1";
+pub const CONFIG_FILE: &str = "quantization.toml";
+
+/// What the metadata records for each quantized matrix.
+#[derive(Serialize, Deserialize)]
+struct MatrixEntry {
+    rows: usize,
+    cols: usize,
+    plan: TensorPlan,
+}
+
+fn arrays(q: &Quantized) -> Vec<Array<'_>> {
+    let mut arrays = Vec::new();
+    for (name, t) in &q.tensors {
+        for (i, codes) in t.codes.iter().enumerate().filter(|(_, c)| c.count > 0) {
+            arrays.push(Array { name: format!("{name}::codes.{i}"), dtype: "U8", shape: vec![codes.packed.len()], bytes: Cow::Borrowed(&codes.packed) });
+        }
+        if !t.params.is_empty() {
+            arrays.push(Array { name: format!("{name}::params"), dtype: "F16", shape: vec![t.params.len()], bytes: Cow::Owned(f16_bytes(&t.params)) });
+        }
+        let map_bits = index_bits(t.plan.tiers.len());
+        if map_bits > 0 {
+            let map = pack::pack(t.unit_tiers.iter().map(|v| *v as u16), map_bits);
+            arrays.push(Array { name: format!("{name}::tiers"), dtype: "U8", shape: vec![map.len()], bytes: Cow::Owned(map) });
+        }
+    }
+    for (name, (shape, values)) in &q.fp16 {
+        arrays.push(Array { name: name.clone(), dtype: "F16", shape: shape.clone(), bytes: Cow::Owned(f16_bytes(values)) });
+    }
+    arrays
+}
+
+fn metadata(model: &Model, q: &Quantized, source_sha256: &str) -> BTreeMap<String, String> {
+    let matrices: BTreeMap<&String, MatrixEntry> = q
+        .tensors
+        .iter()
+        .map(|(name, t)| (name, MatrixEntry { rows: t.rows, cols: t.cols, plan: t.plan.clone() }))
+        .collect();
+    BTreeMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("config".to_string(), serde_json::to_string(&q.config).expect("serializes")),
+        ("matrices".to_string(), serde_json::to_string(&matrices).expect("serializes")),
+        ("bits".to_string(), serde_json::to_string(&q.bits).expect("serializes")),
+        ("architecture".to_string(), model.architecture.name().to_string()),
+        ("source".to_string(), crate::model::display_name(&model.source)),
+        ("source_sha256".to_string(), source_sha256.to_string()),
+    ])
+}
+
+/// Exact size in bytes of the packed `model.safetensors` for this result (without writing it).
+pub fn packed_size(model: &Model, q: &Quantized) -> usize {
+    safetensors_size(&arrays(q), &metadata(model, q, &"0".repeat(64)))
+}
+
+/// SHA-256 of the source weights: the GGUF file, or the safetensors files of a folder in name order.
+pub fn source_sha256(model: &Model) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let files: Vec<std::path::PathBuf> = if model.source.is_file() {
+        vec![model.source.clone()]
+    } else {
+        let mut files: Vec<_> = std::fs::read_dir(&model.source)
+            .map_err(|e| Error::io(&model.source, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        files.sort();
+        files
+    };
+    let mut hasher = Sha256::new();
+    for f in &files {
+        hasher.update(crate::error::read_file(f)?);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes the packed folder atomically. Returns the size of `model.safetensors` in bytes.
+pub fn export(model: &Model, q: &Quantized, out: &Path) -> Result<u64> {
+    let sha = source_sha256(model)?;
+    let arrays = arrays(q);
+    let metadata = metadata(model, q, &sha);
+    write_dir_atomically(out, |dir| {
+        write_safetensors(&dir.join("model.safetensors"), &arrays, &metadata)?;
+        let io = |e| Error::io(dir, e);
+        std::fs::write(dir.join(CONFIG_FILE), q.config.to_toml()).map_err(io)?;
+        std::fs::write(dir.join("config.json"), config_json(&model.architecture)).map_err(io)?;
+        write_tokenizer(&model.tokenizer, &dir.join("tokenizer.json"))
+    })?;
+    let file = out.join("model.safetensors");
+    Ok(std::fs::metadata(&file).map_err(|e| Error::io(&file, e))?.len())
+}
+
+pub fn is_packed_dir(dir: &Path) -> bool {
+    dir.join(CONFIG_FILE).is_file() && dir.join("model.safetensors").is_file()
+}
+
+/// Opens a packed folder: unpacks and dequantizes every matrix.
+pub fn load(dir: &Path) -> Result<Model> {
+    let architecture = crate::model::load::read_config(dir)?;
+    let path = dir.join("model.safetensors");
+    let bytes = crate::model::tensor_io::map_file(&path)?;
+    let st = crate::model::tensor_io::parse_safetensors(&path, &bytes)?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::bad_file(&path, format!("not a valid safetensors file ({e})")))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    if meta.get("format").map(String::as_str) != Some(FORMAT) {
+        return Err(Error::bad_file(&path, format!("not a {FORMAT} file (no matching `format` metadata)")));
+    }
+    let bad = |problem: String| Error::bad_file(&path, problem);
+    let matrices: BTreeMap<String, MatrixEntry> = serde_json::from_str(meta.get("matrices").map_or("", |s| s))
+        .map_err(|e| bad(format!("invalid `matrices` metadata: {e}")))?;
+    let mut weights = Weights::default();
+    for (name, entry) in &matrices {
+        let array = |suffix: &str| st.tensor(&format!("{name}::{suffix}")).ok().map(|v| v.data().to_vec());
+        let values = unpack_matrix(entry, &array).map_err(|problem| bad(format!("matrix `{name}`: {problem}")))?;
+        weights.insert(name, candle_core::Tensor::from_vec(values, (entry.rows, entry.cols), &cpu())?);
+    }
+    for (name, view) in st.tensors() {
+        if name.contains("::") {
+            continue;
+        }
+        if view.dtype() != safetensors::Dtype::F16 {
+            return Err(bad(format!("tensor `{name}` is {:?}, expected F16", view.dtype())));
+        }
+        let values: Vec<f32> = view.data().chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect();
+        weights.insert(name, candle_core::Tensor::from_vec(values, view.shape(), &cpu())?);
+    }
+    let sourced = weights.0.into_iter().map(|(k, t)| (k, (t, path.clone()))).collect();
+    let weights = crate::model::load::validate(dir, &architecture, sourced)?;
+    let tokenizer = crate::model::load::load_tokenizer(dir)?;
+    let bos_token_id = match &architecture {
+        crate::model::Architecture::Llama(c) => c.bos_token_id,
+        crate::model::Architecture::Gpt2(c) => c.bos_token_id,
+    };
+    let stored_dtypes = matrices.iter().map(|(n, e)| (n.clone(), e.plan.label())).collect();
+    Ok(Model {
+        source: dir.to_path_buf(),
+        format: SourceFormat::Packed,
+        architecture,
+        weights,
+        tokenizer: Arc::new(tokenizer),
+        bos_token_id,
+        stored_dtypes,
+    })
+}
+
+/// Reads a packed folder's configuration.
+pub fn read_config(dir: &Path) -> Result<QuantConfig> {
+    QuantConfig::read(&dir.join(CONFIG_FILE))
+}
+
+/// The inverse of `rtn::quantize`'s storage order.
+fn unpack_matrix(entry: &MatrixEntry, array: &dyn Fn(&str) -> Option<Vec<u8>>) -> std::result::Result<Vec<f32>, String> {
+    let plan = &entry.plan;
+    let (rows, cols, k) = (entry.rows, entry.cols, plan.tiers.len());
+    let unit_tiers: Vec<u8> = if k > 1 {
+        let map = array("tiers").ok_or("tier map missing")?;
+        let mut u = Unpacker::new(&map, index_bits(k));
+        (0..plan.granularity.units(rows, cols))
+            .map(|_| u.next_code().map(|t| t as u8).filter(|t| (*t as usize) < k))
+            .collect::<Option<_>>()
+            .ok_or("tier map truncated or out of range")?
+    } else {
+        Vec::new()
+    };
+    let tier_of = |i: usize| if k == 1 { 0 } else { unit_tiers[plan.granularity.unit_of(i, cols)] as usize };
+    let code_arrays: Vec<Vec<u8>> = (0..k).map(|t| array(&format!("codes.{t}")).unwrap_or_default()).collect();
+    let mut readers: Vec<Unpacker> = code_arrays.iter().zip(&plan.tiers).map(|(a, t)| Unpacker::new(a, t.bits)).collect();
+    let params: Vec<f16> = array("params").unwrap_or_default().chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect();
+    let per_block = plan.grid.params_per_block();
+    let mut next_param = 0;
+    let mut out = vec![0f32; rows * cols];
+    for (start, len) in plan.group_size.blocks(rows, cols) {
+        for (t, tier) in plan.tiers.iter().enumerate() {
+            let members: Vec<usize> = (start..start + len).filter(|&i| tier_of(i) == t).collect();
+            if members.is_empty() {
+                continue;
+            }
+            let grid = if tier.bits == 16 {
+                None
+            } else {
+                let stored = params.get(next_param..next_param + per_block).ok_or("block parameters truncated")?;
+                next_param += per_block;
+                Some(BlockGrid::from_stored(plan.grid, tier.bits, stored))
+            };
+            for i in members {
+                let code = readers[t].next_code().ok_or("codes truncated")?;
+                out[i] = match &grid {
+                    Some(g) => g.value(code),
+                    None => f16::from_bits(code).to_f32(),
+                };
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,39 @@
+//! Comparison reports as Markdown and CSV.
+
+use crate::compare::Row;
+
+pub fn markdown(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "| method | configuration | payload bpw | true bpw | size (MB) | PPL | ΔPPL | seed loss | Δseed loss | KLD mean | KLD p99 | top-1 agree |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        s += &format!(
+            "| {} | {} | {:.3} | {:.3} | {:.2} | {:.3} | {:+.2}% | {:.4} | {:+.2}% | {:.4} | {:.4} | {:.1}% |\n",
+            r.method,
+            r.configuration,
+            r.payload_bpw,
+            r.true_bpw,
+            r.size_bytes as f64 / 1e6,
+            r.ppl,
+            r.delta_ppl_pct,
+            r.seed_loss,
+            r.delta_seed_loss_pct,
+            r.kld_mean,
+            r.kld_p99,
+            100.0 * r.top1_agreement
+        );
+    }
+    s
+}
+
+pub fn csv(rows: &[Row]) -> String {
+    let mut s = String::from("method,configuration,payload_bpw,true_bpw,size_bytes,ppl,delta_ppl_pct,seed_loss,delta_seed_loss_pct,kld_mean,kld_p99,top1_agreement,quantize_seconds\n");
+    for r in rows {
+        s += &format!(
+            "{},\"{}\",{},{},{},{},{},{},{},{},{},{},{}\n",
+            r.method, r.configuration.replace('"', "'"), r.payload_bpw, r.true_bpw, r.size_bytes, r.ppl, r.delta_ppl_pct,
+            r.seed_loss, r.delta_seed_loss_pct, r.kld_mean, r.kld_p99, r.top1_agreement, r.quantize_seconds
+        );
+    }
+    s
+}

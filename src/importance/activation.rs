@@ -1,0 +1,44 @@
+//! Activation-aware importance: s_ij = |w_ij| · sqrt(E[x_j²]), where E[x_j²] is the mean square of input
+//! feature j of that matrix over calibration tokens, gathered by observing every matmul of the forward pass.
+
+use std::collections::BTreeMap;
+
+use crate::error::Result;
+use crate::job::Job;
+use crate::model::Model;
+
+/// Mean square of every input feature of every matrix, over the calibration tokens.
+#[derive(Clone, Debug, Default)]
+pub struct CalibrationStats {
+    pub mean_square: BTreeMap<String, Vec<f32>>,
+    pub tokens: usize,
+}
+
+/// Runs the model over the calibration windows and records E[x_j²] for each matrix's input.
+pub fn calibrate(model: &Model, windows: &[Vec<u32>], job: &Job) -> Result<CalibrationStats> {
+    let mut sums: BTreeMap<String, (Vec<f64>, usize)> = BTreeMap::new();
+    for (i, window) in windows.iter().enumerate() {
+        job.checkpoint()?;
+        let mut observe = |name: &str, x: &candle_core::Tensor| -> Result<()> {
+            let rows = x.dims()[0];
+            let square_sums = x.sqr()?.sum(0)?.to_vec1::<f32>()?;
+            let entry = sums.entry(name.to_string()).or_insert_with(|| (vec![0.0; square_sums.len()], 0));
+            entry.0.iter_mut().zip(&square_sums).for_each(|(acc, v)| *acc += *v as f64);
+            entry.1 += rows;
+            Ok(())
+        };
+        model.forward_observed(window, Some(&mut observe))?;
+        job.report("calibration", i as u64 + 1, windows.len() as u64, None);
+    }
+    let tokens = windows.iter().map(Vec::len).sum();
+    let mean_square =
+        sums.into_iter().map(|(k, (s, n))| (k, s.iter().map(|v| (v / n as f64) as f32).collect())).collect();
+    Ok(CalibrationStats { mean_square, tokens })
+}
+
+pub fn scores(w: &[f32], rows: usize, mean_square: &[f32]) -> Vec<f32> {
+    let cols = w.len() / rows;
+    let scale: Vec<f32> = mean_square.iter().map(|m| m.sqrt()).collect();
+    debug_assert_eq!(scale.len(), cols);
+    w.chunks_exact(cols).flat_map(|row| row.iter().zip(&scale).map(|(v, s)| v.abs() * s)).collect()
+}

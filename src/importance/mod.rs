@@ -1,0 +1,114 @@
+//! Per-weight importance (METHOD.md section 1): one score per weight of every quantizable matrix, laid out like
+//! the weight (`[out, in]`, row-major).
+
+pub mod activation;
+pub mod magnitude;
+pub mod random;
+pub mod swarm;
+
+use std::collections::BTreeMap;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+pub use activation::CalibrationStats;
+
+use crate::error::{Error, Result};
+use crate::job::Job;
+use crate::model::{Model, tensor_to_vec};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "kebab-case")]
+pub enum ImportanceMethod {
+    /// s = |w|
+    Magnitude,
+    /// s_ij = (1 - alpha)|w_ij| + alpha * mean |w_ik| over the `radius` columns each side of j.
+    Swarm { alpha: f32, radius: usize },
+    /// s_ij = |w_ij| * sqrt(E[x_j^2]) over calibration tokens (AWQ / imatrix signal).
+    Activation,
+    /// Uniform random scores: the ablation that shows whether importance matters at all.
+    Random { seed: u64 },
+}
+
+impl Default for ImportanceMethod {
+    fn default() -> Self {
+        ImportanceMethod::Swarm { alpha: 0.5, radius: 8 }
+    }
+}
+
+impl ImportanceMethod {
+    pub fn label(&self) -> String {
+        match self {
+            ImportanceMethod::Magnitude => "magnitude".into(),
+            ImportanceMethod::Swarm { alpha, radius } => format!("swarm(α={alpha}, r={radius})"),
+            ImportanceMethod::Activation => "activation".into(),
+            ImportanceMethod::Random { seed } => format!("random(seed={seed})"),
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if let ImportanceMethod::Swarm { alpha, .. } = self {
+            if !(0.0..=1.0).contains(alpha) {
+                return Err(Error::InvalidArgument(format!("swarm alpha {alpha} must lie in [0, 1]")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Importance scores of the quantizable tensors, keyed by weight name.
+#[derive(Clone, Debug, Default)]
+pub struct Scores(pub BTreeMap<String, Vec<f32>>);
+
+/// Scores for the named tensors. `Activation` needs calibration statistics (see `activation::calibrate`).
+pub fn compute(
+    model: &Model,
+    names: &[String],
+    method: &ImportanceMethod,
+    calibration: Option<&CalibrationStats>,
+    job: &Job,
+) -> Result<Scores> {
+    check_inputs(method, calibration)?;
+    job.report("importance", 0, names.len() as u64, None);
+    let scores = names
+        .par_iter()
+        .map(|name| {
+            job.checkpoint()?;
+            let tensor = model.weights.get(name)?;
+            let (rows, _) = tensor.dims2()?;
+            Ok((name.clone(), tensor_scores(method, name, &tensor_to_vec(tensor)?, rows, calibration)))
+        })
+        .collect::<Result<BTreeMap<_, _>>>()?;
+    job.report("importance", names.len() as u64, names.len() as u64, None);
+    Ok(Scores(scores))
+}
+
+/// Scores of one `[rows, cols]` matrix `w`. `Activation` needs `calibration` (checked by `compute`).
+pub fn tensor_scores(
+    method: &ImportanceMethod,
+    name: &str,
+    w: &[f32],
+    rows: usize,
+    calibration: Option<&CalibrationStats>,
+) -> Vec<f32> {
+    let cols = w.len() / rows;
+    match method {
+        ImportanceMethod::Magnitude => magnitude::scores(w),
+        ImportanceMethod::Swarm { alpha, radius } => swarm::scores(w, cols, *alpha, *radius),
+        // A matrix the calibration never saw as a matmul input (an untied embedding) falls back to |w|.
+        ImportanceMethod::Activation => match calibration.and_then(|c| c.mean_square.get(name)) {
+            Some(ms) => activation::scores(w, rows, ms),
+            None => magnitude::scores(w),
+        },
+        ImportanceMethod::Random { seed } => random::scores(w.len(), *seed, name),
+    }
+}
+
+/// Checks that a method can run with what it is given.
+pub fn check_inputs(method: &ImportanceMethod, calibration: Option<&CalibrationStats>) -> Result<()> {
+    method.validate()?;
+    if matches!(method, ImportanceMethod::Activation) && calibration.is_none() {
+        return Err(Error::InvalidArgument("activation importance needs calibration text".into()));
+    }
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! Nash allocation (METHOD.md section 5). Players are the quantizable tensors; each picks a strategy (a tensor
+//! plan) from a menu. Tensor i's payoff is −(D_i + λ·B_i): D_i its importance-weighted error Σ s·(w − q(w))²,
+//! B_i its stored bits (payload, block parameters, tier map). For a bit price λ every tensor plays its best
+//! response; bisection finds the λ at which the best responses meet the budget. There the marginal error per
+//! bit is equal across tensors and no tensor gains by deviating alone: a Nash equilibrium of the game.
+//! The leftover budget below the target is then spent greedily on the best error-per-bit upgrades.
+
+use std::collections::BTreeMap;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::bits::TensorBits;
+use super::config::QuantConfig;
+use super::plan::{Quantized, Treatment, assign, treatments};
+use super::rtn::{self, Grid, GroupSize, TensorPlan};
+use super::tiers::{Granularity, Tier};
+use crate::error::{Error, Result};
+use crate::importance::Scores;
+use crate::job::Job;
+use crate::model::{Model, tensor_to_vec};
+
+/// The default menu: uniform 2..8 bits and group-level mixes, all with blocks of `group_size`.
+pub fn default_menu(group_size: GroupSize, grid: Grid) -> Vec<TensorPlan> {
+    let mut menu: Vec<TensorPlan> = [2, 3, 4, 5, 6, 8].iter().map(|&b| TensorPlan::uniform(b, group_size, grid)).collect();
+    let granularity = match group_size {
+        GroupSize::G(g) => Granularity::Group(g),
+        _ => Granularity::Channel,
+    };
+    let mixes: [&[(f64, u8)]; 7] = [
+        &[(0.1, 8), (0.9, 2)],
+        &[(0.25, 4), (0.75, 2)],
+        &[(0.1, 8), (0.2, 4), (0.7, 2)],
+        &[(0.1, 8), (0.9, 3)],
+        &[(0.5, 4), (0.5, 3)],
+        &[(0.1, 8), (0.9, 4)],
+        &[(0.5, 5), (0.5, 4)],
+    ];
+    for mix in mixes {
+        let tiers = mix.iter().map(|&(share, bits)| Tier { share, bits }).collect();
+        menu.push(TensorPlan { tiers, granularity, group_size, grid });
+    }
+    menu
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Outcome {
+    pub error: f64,
+    pub bits: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Player {
+    pub name: String,
+    pub params: usize,
+    /// One outcome per menu entry.
+    pub outcomes: Vec<Outcome>,
+}
+
+/// Everything the allocation needs, computed once: each player's error and bits under each strategy.
+#[derive(Clone, Debug)]
+pub struct Game {
+    pub menu: Vec<TensorPlan>,
+    pub players: Vec<Player>,
+    /// Bits of everything that is not a player (kept matrices, fp16 tensors).
+    pub fixed_bits: u64,
+    pub total_params: usize,
+}
+
+/// Quantizes every player under every strategy of the menu (the expensive part; rayon across tensors).
+pub fn build_game(model: &Model, base: &QuantConfig, scores: &Scores, menu: Vec<TensorPlan>, job: &Job) -> Result<Game> {
+    let treatments = treatments(model, base);
+    let names: Vec<&String> = treatments
+        .iter()
+        .filter(|(_, t)| matches!(t, Treatment::Quantize { follows_tiers: true, .. }))
+        .map(|(n, _)| n)
+        .collect();
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let players = names
+        .par_iter()
+        .map(|name| {
+            job.checkpoint()?;
+            let tensor = model.weights.get(name)?;
+            let (rows, cols) = tensor.dims2()?;
+            let w = tensor_to_vec(tensor)?;
+            let s = scores.0.get(*name).ok_or_else(|| Error::InvalidArgument(format!("no importance for {name}")))?;
+            let outcomes = menu
+                .iter()
+                .map(|plan| {
+                    let unit_tiers = assign(plan, rows, cols, Some(s), None)?;
+                    let q = rtn::quantize(&w, rows, cols, plan, unit_tiers);
+                    Ok(Outcome { error: Quantized::weighted_error(&w, &q, s), bits: TensorBits::of(&q).total() })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            job.report("strategy errors", n, names.len() as u64, None);
+            Ok(Player { name: (*name).clone(), params: rows * cols, outcomes })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut fixed_bits = 0u64;
+    for (name, t) in &treatments {
+        let tensor = model.weights.get(name)?;
+        fixed_bits += match t {
+            Treatment::Quantize { follows_tiers: true, .. } => 0,
+            Treatment::Fp16 => 16 * tensor.elem_count() as u64,
+            Treatment::Quantize { plan, .. } => {
+                let (rows, cols) = tensor.dims2()?;
+                TensorBits::of(&rtn::quantize(&tensor_to_vec(tensor)?, rows, cols, plan, Vec::new())).total()
+            }
+        };
+    }
+    Ok(Game { menu, players, fixed_bits, total_params: model.param_count() })
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Allocation {
+    /// The equilibrium bit price λ (error units per bit).
+    pub price: f64,
+    /// Menu index chosen by each player.
+    pub choices: BTreeMap<String, usize>,
+    pub true_bpw: f64,
+    pub target_bpw: f64,
+    pub total_error: f64,
+}
+
+impl Game {
+    fn bpw(&self, player_bits: u64) -> f64 {
+        (player_bits + self.fixed_bits) as f64 / self.total_params as f64
+    }
+
+    /// Each player's best response to price λ.
+    fn best_responses(&self, price: f64) -> Vec<usize> {
+        self.players
+            .iter()
+            .map(|p| {
+                let cost = |o: &Outcome| o.error + price * o.bits as f64;
+                (0..p.outcomes.len()).min_by(|&a, &b| cost(&p.outcomes[a]).total_cmp(&cost(&p.outcomes[b]))).unwrap()
+            })
+            .collect()
+    }
+
+    fn bits_of(&self, choice: &[usize]) -> u64 {
+        self.players.iter().zip(choice).map(|(p, &c)| p.outcomes[c].bits).sum()
+    }
+
+    /// The cheapest and richest reachable true bpw.
+    pub fn range(&self) -> (f64, f64) {
+        let min: u64 = self.players.iter().map(|p| p.outcomes.iter().map(|o| o.bits).min().unwrap()).sum();
+        let max: u64 = self.players.iter().map(|p| p.outcomes.iter().map(|o| o.bits).max().unwrap()).sum();
+        (self.bpw(min), self.bpw(max))
+    }
+
+    /// The equilibrium allocation for a target true bpw over all parameters.
+    pub fn solve(&self, target_bpw: f64) -> Result<Allocation> {
+        let (cheapest, richest) = self.range();
+        if target_bpw < cheapest {
+            return Err(Error::InvalidArgument(format!(
+                "target {target_bpw:.3} bpw is below the cheapest strategy mix ({cheapest:.3} bpw)"
+            )));
+        }
+        if target_bpw > richest {
+            return Err(Error::InvalidArgument(format!(
+                "target {target_bpw:.3} bpw is above the richest strategy mix ({richest:.3} bpw)"
+            )));
+        }
+        let budget = ((target_bpw * self.total_params as f64).floor() as u64).saturating_sub(self.fixed_bits);
+        // Bracket the price: at `hi` the best responses fit the budget, at `lo` they do not (or lo = 0 fits).
+        let (mut lo, mut hi) = (0.0f64, 1e-12f64);
+        if self.bits_of(&self.best_responses(0.0)) <= budget {
+            hi = 0.0;
+        } else {
+            while self.bits_of(&self.best_responses(hi)) > budget {
+                lo = hi;
+                hi *= 4.0;
+                if hi > 1e30 {
+                    break;
+                }
+            }
+            for _ in 0..200 {
+                let mid = if lo == 0.0 { hi / 2.0 } else { (lo * hi).sqrt() };
+                if self.bits_of(&self.best_responses(mid)) > budget { lo = mid } else { hi = mid }
+                if hi - lo <= hi * 1e-12 {
+                    break;
+                }
+            }
+        }
+        let mut choice = self.best_responses(hi);
+        // The discrete game rarely lands on the budget exactly: spend what is left on the upgrades that buy the
+        // most error reduction per bit.
+        self.fill(&mut choice, budget);
+        let bits = self.bits_of(&choice);
+        let total_error = self.players.iter().zip(&choice).map(|(p, &c)| p.outcomes[c].error).sum();
+        Ok(Allocation {
+            price: hi,
+            choices: self.players.iter().zip(&choice).map(|(p, &c)| (p.name.clone(), c)).collect(),
+            true_bpw: self.bpw(bits),
+            target_bpw,
+            total_error,
+        })
+    }
+
+    fn fill(&self, choice: &mut [usize], budget: u64) {
+        loop {
+            let spent = self.bits_of(choice);
+            let mut best: Option<(f64, usize, usize)> = None;
+            for (i, p) in self.players.iter().enumerate() {
+                let current = p.outcomes[choice[i]];
+                for (s, o) in p.outcomes.iter().enumerate() {
+                    if o.bits <= current.bits || o.error >= current.error || spent - current.bits + o.bits > budget {
+                        continue;
+                    }
+                    let gain = (current.error - o.error) / (o.bits - current.bits) as f64;
+                    if best.is_none_or(|(g, _, _)| gain > g) {
+                        best = Some((gain, i, s));
+                    }
+                }
+            }
+            match best {
+                Some((_, i, s)) => choice[i] = s,
+                None => return,
+            }
+        }
+    }
+
+    /// The configuration that reproduces an allocation: the base configuration with one plan per player.
+    pub fn config_for(&self, base: &QuantConfig, allocation: &Allocation) -> QuantConfig {
+        let overrides = allocation.choices.iter().map(|(name, &c)| (name.clone(), self.menu[c].clone())).collect();
+        QuantConfig { overrides, ..base.clone() }
+    }
+}

@@ -1,0 +1,222 @@
+//! Configuration -> per-tensor plan -> tier assignment -> quantized model. The chain the CLI and GUI share.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use half::f16;
+use rayon::prelude::*;
+
+use super::bits::{BitReport, TensorBits};
+use super::config::{QuantConfig, Scope};
+use super::rtn::{self, QuantizedTensor, TensorPlan};
+use super::tiers::{thresholds, tier_of};
+use crate::error::{Error, Result};
+use crate::importance::{self, CalibrationStats, Scores};
+use crate::job::Job;
+use crate::model::{Model, TensorRole, Weights, cpu, tensor_to_vec};
+
+/// What happens to one weight tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Treatment {
+    /// Quantized with this plan; `follows_tiers` when the plan is the configuration's tiers (global thresholds
+    /// apply to these together).
+    Quantize { plan: TensorPlan, follows_tiers: bool },
+    Fp16,
+}
+
+pub fn treatments(model: &Model, config: &QuantConfig) -> BTreeMap<String, Treatment> {
+    model
+        .weights
+        .0
+        .iter()
+        .map(|(name, tensor)| {
+            let role = model.architecture.tensor_role(name);
+            let treatment = if tensor.rank() != 2 || role == TensorRole::Other {
+                Treatment::Fp16
+            } else if let Some(plan) = config.overrides.get(name) {
+                Treatment::Quantize { plan: plan.clone(), follows_tiers: false }
+            } else if config.quantize.includes(role) {
+                Treatment::Quantize { plan: config.tier_plan(), follows_tiers: true }
+            } else if config.keep_bits == 16 {
+                Treatment::Fp16
+            } else {
+                let plan = TensorPlan::uniform(config.keep_bits, config.group_size, config.grid);
+                Treatment::Quantize { plan, follows_tiers: false }
+            };
+            (name.clone(), treatment)
+        })
+        .collect()
+}
+
+/// Tensors whose plan has several tiers, so they need importance scores.
+pub fn needs_scores(treatments: &BTreeMap<String, Treatment>) -> Vec<String> {
+    treatments
+        .iter()
+        .filter(|(_, t)| matches!(t, Treatment::Quantize { plan, .. } if plan.tiers.len() > 1))
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+/// The result of quantizing a model: packed tensors, fp16 tensors, and the bill.
+pub struct Quantized {
+    pub config: QuantConfig,
+    pub tensors: BTreeMap<String, QuantizedTensor>,
+    pub fp16: BTreeMap<String, (Vec<usize>, Vec<f16>)>,
+    pub bits: BitReport,
+    pub quantize_seconds: f64,
+}
+
+impl Quantized {
+    /// Dequantized f32 weights for evaluation ("fake quantization").
+    pub fn weights(&self) -> Result<Weights> {
+        let mut weights = Weights::default();
+        for (name, q) in &self.tensors {
+            weights.insert(name, candle_core::Tensor::from_vec(q.dequantized.clone(), (q.rows, q.cols), &cpu())?);
+        }
+        for (name, (shape, values)) in &self.fp16 {
+            let values: Vec<f32> = values.iter().map(|v| v.to_f32()).collect();
+            weights.insert(name, candle_core::Tensor::from_vec(values, shape.as_slice(), &cpu())?);
+        }
+        Ok(weights)
+    }
+
+    /// Σ importance · (w − q(w))² of one tensor, the error the Nash game prices.
+    pub fn weighted_error(original: &[f32], q: &QuantizedTensor, scores: &[f32]) -> f64 {
+        original.iter().zip(&q.dequantized).zip(scores).map(|((w, d), s)| *s as f64 * ((w - d) as f64).powi(2)).sum()
+    }
+}
+
+/// Importance (with calibration when the method needs it), then quantization. With per-tensor thresholds each
+/// tensor goes importance -> tiers -> quantizer on its own, so the scores of the whole model never sit in memory.
+pub fn quantize_model(model: &Model, config: &QuantConfig, calibration: Option<&CalibrationStats>, job: &Job) -> Result<Quantized> {
+    config.validate()?;
+    importance::check_inputs(&config.importance, calibration)?;
+    let start = Instant::now();
+    let treatments = treatments(model, config);
+    let scores = if config.scope == Scope::Global && config.tiers.len() > 1 {
+        Some(importance::compute(model, &needs_scores(&treatments), &config.importance, calibration, job)?)
+    } else {
+        None
+    };
+    let mut quantized = apply(model, config, &treatments, scores.as_ref(), calibration, job)?;
+    quantized.quantize_seconds = start.elapsed().as_secs_f64();
+    Ok(quantized)
+}
+
+/// Assigns tiers and quantizes every tensor. Scores missing from `scores` are computed on the way.
+pub fn apply(
+    model: &Model,
+    config: &QuantConfig,
+    treatments: &BTreeMap<String, Treatment>,
+    scores: Option<&Scores>,
+    calibration: Option<&CalibrationStats>,
+    job: &Job,
+) -> Result<Quantized> {
+    let start = Instant::now();
+    let global = match scores {
+        Some(scores) => global_thresholds(model, config, treatments, scores)?,
+        None => None,
+    };
+    let total = treatments.len() as u64;
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let results = treatments
+        .par_iter()
+        .map(|(name, treatment)| {
+            job.checkpoint()?;
+            let tensor = model.weights.get(name)?;
+            let values = tensor_to_vec(tensor)?;
+            let outcome = match treatment {
+                Treatment::Fp16 => {
+                    Outcome::Fp16(tensor.dims().to_vec(), values.iter().map(|v| f16::from_f32(*v)).collect())
+                }
+                Treatment::Quantize { plan, follows_tiers } => {
+                    let (rows, cols) = tensor.dims2()?;
+                    let computed;
+                    let tensor_scores = match scores.and_then(|s| s.0.get(name)) {
+                        Some(s) => Some(s.as_slice()),
+                        None if plan.tiers.len() > 1 => {
+                            computed = importance::tensor_scores(&config.importance, name, &values, rows, calibration);
+                            Some(computed.as_slice())
+                        }
+                        None => None,
+                    };
+                    let th = if *follows_tiers { global.as_deref() } else { None };
+                    let unit_tiers = assign(plan, rows, cols, tensor_scores, th)?;
+                    Outcome::Quantized(rtn::quantize(&values, rows, cols, plan, unit_tiers))
+                }
+            };
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            job.report("quantize", n, total, None);
+            Ok((name.clone(), outcome))
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let mut tensors = BTreeMap::new();
+    let mut fp16 = BTreeMap::new();
+    for (name, outcome) in results {
+        match outcome {
+            Outcome::Quantized(q) => {
+                tensors.insert(name, q);
+            }
+            Outcome::Fp16(shape, values) => {
+                fp16.insert(name, (shape, values));
+            }
+        }
+    }
+    let bits = bit_report(model.param_count(), &tensors, &fp16);
+    Ok(Quantized { config: config.clone(), tensors, fp16, bits, quantize_seconds: start.elapsed().as_secs_f64() })
+}
+
+enum Outcome {
+    Quantized(QuantizedTensor),
+    Fp16(Vec<usize>, Vec<f16>),
+}
+
+pub fn bit_report(
+    params: usize,
+    tensors: &BTreeMap<String, QuantizedTensor>,
+    fp16: &BTreeMap<String, (Vec<usize>, Vec<f16>)>,
+) -> BitReport {
+    let per_tensor: Vec<(usize, TensorBits)> = tensors.values().map(|q| (q.rows * q.cols, TensorBits::of(q))).collect();
+    let fp16_params = fp16.values().map(|(_, v)| v.len()).sum();
+    BitReport::new(params, &per_tensor, fp16_params)
+}
+
+/// Tier of every unit. Single-tier plans need no map (empty).
+pub fn assign(plan: &TensorPlan, rows: usize, cols: usize, scores: Option<&[f32]>, global: Option<&[f32]>) -> Result<Vec<u8>> {
+    if plan.tiers.len() == 1 {
+        return Ok(Vec::new());
+    }
+    let scores = scores.ok_or_else(|| Error::InvalidArgument("a multi-tier plan needs importance scores".into()))?;
+    let units = plan.granularity.unit_scores(scores, cols);
+    debug_assert_eq!(units.len(), plan.granularity.units(rows, cols));
+    let th = match global {
+        Some(th) => th.to_vec(),
+        None => thresholds(&mut units.to_vec(), &plan.tiers),
+    };
+    Ok(units.iter().map(|s| tier_of(*s, &th)).collect())
+}
+
+/// With global scope, one set of thresholds over the units of every tensor that follows the tiers.
+fn global_thresholds(
+    model: &Model,
+    config: &QuantConfig,
+    treatments: &BTreeMap<String, Treatment>,
+    scores: &Scores,
+) -> Result<Option<Vec<f32>>> {
+    if config.scope != Scope::Global || config.tiers.len() == 1 {
+        return Ok(None);
+    }
+    let mut all_units: Vec<f32> = Vec::new();
+    for (name, t) in treatments {
+        if let Treatment::Quantize { follows_tiers: true, .. } = t {
+            let (_, cols) = model.weights.get(name)?.dims2()?;
+            let s = scores.0.get(name).ok_or_else(|| Error::InvalidArgument(format!("no scores for {name}")))?;
+            all_units.extend_from_slice(&config.granularity.unit_scores(s, cols));
+        }
+    }
+    if all_units.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(thresholds(&mut all_units, &config.tiers)))
+}
