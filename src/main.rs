@@ -4,11 +4,6 @@ use clap::Parser;
 
 mod cli;
 
-// Quantization allocates and frees many large buffers; glibc returns them to the kernel each time and pays for
-// fresh zeroed pages on the next allocation. mimalloc keeps them.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     // Die quietly like other Unix tools when stdout is closed early (`nash-swarm info ... | head`).
     #[cfg(unix)]

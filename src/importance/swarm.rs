@@ -1,10 +1,18 @@
 //! The original's "local importance from the neighbourhood": each weight's magnitude blended with the mean
 //! magnitude of its row neighbours. s_ij = (1 - α)|w_ij| + α · mean(|w_ik|, |k - j| <= r), clipped at the row ends.
 
+use rayon::prelude::*;
+
 pub fn scores(w: &[f32], cols: usize, alpha: f32, radius: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(w.len());
+    let mut out = vec![0f32; w.len()];
+    out.par_chunks_mut(cols).zip(w.par_chunks(cols)).for_each(|(out, row)| row_scores(row, out, alpha, radius));
+    out
+}
+
+fn row_scores(row: &[f32], out: &mut [f32], alpha: f32, radius: usize) {
+    let cols = row.len();
     let full_window = 1.0 / (2 * radius + 1) as f32;
-    for row in w.chunks_exact(cols) {
+    {
         // A running window sum makes every mean O(1); f64 keeps the running sum from drifting along long rows.
         let mut sum: f64 = row[..radius.min(cols)].iter().map(|v| v.abs() as f64).sum();
         for (j, v) in row.iter().enumerate() {
@@ -16,10 +24,9 @@ pub fn scores(w: &[f32], cols: usize, alpha: f32, radius: usize) -> Vec<f32> {
             }
             let (lo, hi) = (j.saturating_sub(radius), (j + radius + 1).min(cols));
             let inv = if hi - lo == 2 * radius + 1 { full_window } else { 1.0 / (hi - lo) as f32 };
-            out.push((1.0 - alpha) * v.abs() + alpha * sum as f32 * inv);
+            out[j] = (1.0 - alpha) * v.abs() + alpha * sum as f32 * inv;
         }
     }
-    out
 }
 
 #[cfg(test)]

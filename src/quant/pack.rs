@@ -20,6 +20,14 @@ pub fn pack(codes: impl IntoIterator<Item = u16>, bits: u8) -> Vec<u8> {
     out
 }
 
+/// The same bytes as `pack`, packed in parallel chunks of a multiple of 8 codes (so each chunk ends on a byte).
+pub fn pack_parallel(codes: &[u16], bits: u8) -> Vec<u8> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 8 * 8192;
+    let chunks: Vec<Vec<u8>> = codes.par_chunks(CHUNK).map(|c| pack(c.iter().copied(), bits)).collect();
+    chunks.concat()
+}
+
 /// Reads codes back in order.
 pub struct Unpacker<'a> {
     bytes: &'a [u8],
@@ -63,6 +71,8 @@ mod tests {
             let codes: Vec<u16> = (0..1001u32).map(|i| (i.wrapping_mul(2654435761) % (max + 1)) as u16).collect();
             let packed = pack(codes.iter().copied(), bits);
             assert_eq!(packed.len(), packed_len(codes.len(), bits));
+            let long: Vec<u16> = codes.iter().cycle().take(200_003).copied().collect();
+            assert_eq!(pack_parallel(&long, bits), pack(long.iter().copied(), bits));
             let mut unpacker = Unpacker::new(&packed, bits);
             let back: Vec<u16> = (0..codes.len()).map(|_| unpacker.next_code().unwrap()).collect();
             assert_eq!(back, codes, "bits {bits}");

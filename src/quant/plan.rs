@@ -194,7 +194,7 @@ pub fn assign(plan: &TensorPlan, rows: usize, cols: usize, scores: Option<&[f32]
         Some(th) => th.to_vec(),
         None => thresholds(&mut units.to_vec(), &plan.tiers),
     };
-    Ok(units.iter().map(|s| tier_of(*s, &th)).collect())
+    Ok(units.par_iter().map(|s| tier_of(*s, &th)).collect())
 }
 
 /// With global scope, one set of thresholds over the units of every tensor that follows the tiers.

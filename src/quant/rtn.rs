@@ -166,7 +166,7 @@ pub fn quantize(w: &[f32], rows: usize, cols: usize, plan: &TensorPlan, unit_tie
     let codes = codes
         .into_iter()
         .zip(&plan.tiers)
-        .map(|(c, tier)| TierCodes { bits: tier.bits, count: c.len(), packed: pack::pack(c, tier.bits) })
+        .map(|(c, tier)| TierCodes { bits: tier.bits, count: c.len(), packed: pack::pack_parallel(&c, tier.bits) })
         .collect();
     drop(weight_tiers);
     QuantizedTensor { rows, cols, plan: plan.clone(), unit_tiers, codes, params, dequantized }
