@@ -1,0 +1,234 @@
+//! The quantization engine on real models: bits equal bytes, exports round-trip exactly, configurations
+//! reproduce byte-identical weights, the Nash allocation meets its budget and beats uniform bits.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use nash_swarm::eval::{self, Kld, WindowSpec};
+use nash_swarm::export::packed;
+use nash_swarm::quant::nash;
+use nash_swarm::quant::{GroupSize, QuantConfig, quantize_model};
+use nash_swarm::{Job, load};
+
+fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_nash-swarm")).args(args).output().unwrap()
+}
+
+fn cli_json(args: &[&str]) -> serde_json::Value {
+    let out = cli(args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn safetensors_data_bytes(path: &Path) -> (u64, Vec<(String, usize)>) {
+    let bytes = std::fs::read(path).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let arrays = st.tensors().into_iter().map(|(n, v)| (n, v.data().len())).collect();
+    (bytes.len() as u64 - 8 - header_len, arrays)
+}
+
+#[test]
+fn the_seed_preset_has_a_3_bit_payload_and_its_bits_are_the_bytes_written() {
+    let model = load(&stories()).unwrap();
+    let q = quantize_model(&model, &QuantConfig::seed(), None, &Job::silent()).unwrap();
+    assert!((q.bits.payload_bpw - 3.0).abs() < 0.01, "payload {}", q.bits.payload_bpw);
+    assert!(q.bits.true_bpw > q.bits.payload_bpw, "the true cost includes scales and tier maps");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("seed");
+    let size = packed::export(&model, &q, &out).unwrap();
+    assert_eq!(size as usize, packed::packed_size(&model, &q));
+    let (data_bytes, arrays) = safetensors_data_bytes(&out.join("model.safetensors"));
+    // Every array is rounded up to whole bytes: at most 7 bits of padding each.
+    let counted = q.bits.total_bits();
+    assert!(data_bytes * 8 >= counted && data_bytes * 8 - counted <= 7 * arrays.len() as u64, "{data_bytes} B vs {counted} bits");
+    // true bpw over all parameters is what the data section holds.
+    assert!((data_bytes as f64 * 8.0 / q.bits.params as f64 - q.bits.true_bpw).abs() < 0.01);
+}
+
+#[test]
+fn a_packed_export_reopens_to_the_same_weights_and_perplexity() {
+    for fixture in [stories(), tiny_gpt2()] {
+        let model = load(&fixture).unwrap();
+        let q = quantize_model(&model, &QuantConfig::seed(), None, &Job::silent()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        packed::export(&model, &q, dir.path().join("q").as_path()).unwrap();
+        let reopened = load(&dir.path().join("q")).unwrap();
+        let in_memory = q.weights().unwrap();
+        assert_eq!(reopened.weights.0.keys().collect::<Vec<_>>(), in_memory.0.keys().collect::<Vec<_>>());
+        for (name, t) in &in_memory.0 {
+            let a = nash_swarm::model::tensor_to_vec(t).unwrap();
+            let b = nash_swarm::model::tensor_to_vec(reopened.weights.get(name).unwrap()).unwrap();
+            assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "{name} differs after reopening");
+        }
+        let text = eval::read_text(&wikitext()).unwrap();
+        let spec = WindowSpec { ctx: 64, max_windows: Some(4), bos: false };
+        let windows = eval::windows(&model, &model.encode(&text).unwrap(), spec, &wikitext()).unwrap();
+        let mem = eval::evaluate_ppl(&model.with_weights(in_memory), &windows, Kld::Skip, &Job::silent()).unwrap().0;
+        let disk = eval::evaluate_ppl(&reopened, &windows, Kld::Skip, &Job::silent()).unwrap().0;
+        assert_eq!(mem.nll, disk.nll);
+    }
+}
+
+#[test]
+fn the_saved_configuration_reproduces_byte_identical_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second, third) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+    let s = stories();
+    let model = s.to_str().unwrap();
+    cli_json(&["quantize", "--model", model, "--preset", "seed", "--out", first.to_str().unwrap(), "--json"]);
+    let saved = first.join("quantization.toml");
+    cli_json(&["quantize", "--model", model, "--config", saved.to_str().unwrap(), "--out", second.to_str().unwrap(), "--json"]);
+    cli_json(&["quantize", "--model", model, "--preset", "seed", "--out", third.to_str().unwrap(), "--json"]);
+    let bytes = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert!(bytes(&first) == bytes(&second), "configuration round trip changed the weights");
+    assert!(bytes(&first) == bytes(&third), "the same configuration gave different bytes");
+    let config = QuantConfig::read(&saved).unwrap();
+    assert_eq!(config, QuantConfig::seed());
+    assert_eq!(QuantConfig::from_toml(&config.to_toml()).unwrap(), config);
+}
+
+#[test]
+fn nash_meets_its_budget_and_beats_uniform_bits_at_the_same_budget() {
+    let model = load(&stories()).unwrap();
+    let (game, base) = nash_swarm::compare::nash_game(&model, &Default::default(), None, &Job::silent()).unwrap();
+    let uniform4 = game.menu.iter().position(|p| *p == nash_swarm::quant::TensorPlan::uniform(4, GroupSize::G(128), base.grid)).unwrap();
+    let uniform_bits: u64 = game.players.iter().map(|p| p.outcomes[uniform4].bits).sum();
+    let uniform_error: f64 = game.players.iter().map(|p| p.outcomes[uniform4].error).sum();
+    let target = (uniform_bits + game.fixed_bits) as f64 / game.total_params as f64;
+
+    let allocation = game.solve(target).unwrap();
+    assert!(allocation.true_bpw <= target + 1e-9 && target - allocation.true_bpw <= 0.01, "{} vs {target}", allocation.true_bpw);
+    assert!(allocation.total_error < uniform_error, "nash {} vs uniform {uniform_error}", allocation.total_error);
+    assert!(allocation.price > 0.0);
+
+    // The configuration it writes reproduces the allocation's bits when applied.
+    let config = game.config_for(&base, &allocation);
+    let q = quantize_model(&model, &config, None, &Job::silent()).unwrap();
+    assert!((q.bits.true_bpw - allocation.true_bpw).abs() < 1e-9);
+
+    let (cheapest, richest) = game.range();
+    let below = game.solve(cheapest - 0.1).unwrap_err().to_string();
+    assert!(below.contains("below the cheapest"), "{below}");
+    let above = game.solve(richest + 0.1).unwrap_err().to_string();
+    assert!(above.contains("above the richest"), "{above}");
+}
+
+#[test]
+fn nash_allocations_cost_what_they_are_priced_at() {
+    let model = load(&stories()).unwrap();
+    let (game, _) = nash_swarm::compare::nash_game(&model, &Default::default(), None, &Job::silent()).unwrap();
+    let (cheapest, richest) = game.range();
+    let mut previous_error = f64::INFINITY;
+    for step in 0..5 {
+        let target = cheapest + (richest - cheapest) * (0.1 + 0.2 * step as f64);
+        let a = game.solve(target).unwrap();
+        assert!(a.true_bpw <= target + 1e-9 && target - a.true_bpw <= 0.01);
+        assert!(a.total_error <= previous_error, "more bits never cost more error");
+        previous_error = a.total_error;
+    }
+    assert!(nash::default_menu(GroupSize::G(128), Default::default()).len() >= 10);
+}
+
+#[test]
+fn impossible_configurations_are_refused_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = QuantConfig::seed().to_toml();
+    let cases = [
+        ("order.toml", base.replacen("share = 0.1", "share = 0.5", 1), "sum to"),
+        ("bits.toml", base.replacen("bits = 4", "bits = 7", 1), "7 bits"),
+        ("syntax.toml", "tiers = [".to_string(), "invalid quantization configuration"),
+        ("alpha.toml", base.replacen("alpha = 0.5", "alpha = 1.5", 1), "alpha"),
+    ];
+    for (name, text, problem) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = cli(&["quantize", "--model", stories().to_str().unwrap(), "--config", path.to_str().unwrap(), "--out", dir.path().join("o").to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && !stderr.contains("panicked"), "{name}: {stderr}");
+        assert!(stderr.contains(name) && stderr.contains(problem), "{name}: {stderr}");
+        assert!(!dir.path().join("o").exists(), "no output is left behind");
+    }
+    assert!(nash_swarm::quant::tiers::tiers_from_quantiles(&[0.7, 0.9], &[8, 4, 2]).is_err());
+}
+
+#[test]
+fn impossible_bit_targets_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (target, problem) in [("0.5", "below the cheapest"), ("30", "above the richest")] {
+        let out = cli(&["quantize", "--model", stories().to_str().unwrap(), "--target-bpw", target, "--out", dir.path().join("o").to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(problem), "{stderr}");
+    }
+}
+
+#[test]
+fn quantize_cli_reports_bits_and_perplexity_and_exports_loadable_fp16() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, hf) = (dir.path().join("q"), dir.path().join("hf"));
+    let report = cli_json(&[
+        "quantize", "--model", stories().to_str().unwrap(), "--target-bpw", "6", "--out", out.to_str().unwrap(),
+        "--export-hf", hf.to_str().unwrap(), "--eval-text", wikitext().to_str().unwrap(), "--ctx", "128",
+        "--max-windows", "4", "--json",
+    ]);
+    for key in ["params", "payload_bpw", "true_bpw", "size_bytes", "quantize_seconds", "ppl", "nll", "tokens_scored"] {
+        assert!(report.get(key).is_some(), "{key} missing: {report}");
+    }
+    assert!((report["true_bpw"].as_f64().unwrap() - 6.0).abs() <= 0.01);
+    assert_eq!(report["size_bytes"].as_u64().unwrap(), std::fs::metadata(out.join("model.safetensors")).unwrap().len());
+    // The fp16 export opens as a plain Hugging Face folder and gives nearly the same perplexity.
+    let packed_eval = cli_json(&["eval", "--model", out.to_str().unwrap(), "--text", wikitext().to_str().unwrap(), "--ctx", "128", "--max-windows", "4", "--json"]);
+    let hf_eval = cli_json(&["eval", "--model", hf.to_str().unwrap(), "--text", wikitext().to_str().unwrap(), "--ctx", "128", "--max-windows", "4", "--json"]);
+    assert_eq!(packed_eval["ppl"], report["ppl"]);
+    let (a, b) = (packed_eval["nll"].as_f64().unwrap(), hf_eval["nll"].as_f64().unwrap());
+    assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+}
+
+#[test]
+fn activation_importance_uses_held_out_calibration() {
+    let model = load(&stories()).unwrap();
+    let text = eval::read_text(&wikitext()).unwrap();
+    let tokens = model.encode(&text).unwrap();
+    let (usable, windows) = eval::split_calibration(&tokens, 8, 64, &wikitext()).unwrap();
+    assert_eq!(usable.len() + 8 * 64, tokens.len());
+    let stats = nash_swarm::importance::activation::calibrate(&model, &windows, &Job::silent()).unwrap();
+    let q_proj = &stats.mean_square["model.layers.0.self_attn.q_proj.weight"];
+    assert_eq!(q_proj.len(), 64);
+    assert!(q_proj.iter().all(|v| v.is_finite() && *v > 0.0));
+    let config = QuantConfig { importance: nash_swarm::importance::ImportanceMethod::Activation, ..QuantConfig::seed() };
+    assert!(quantize_model(&model, &config, None, &Job::silent()).is_err(), "activation without calibration is refused");
+    let with = quantize_model(&model, &config, Some(&stats), &Job::silent()).unwrap();
+    let magnitude = quantize_model(&model, &QuantConfig { importance: nash_swarm::importance::ImportanceMethod::Magnitude, ..QuantConfig::seed() }, None, &Job::silent()).unwrap();
+    let name = "model.layers.0.self_attn.q_proj.weight";
+    assert_ne!(with.tensors[name].unit_tiers, magnitude.tensors[name].unit_tiers);
+}
+
+#[test]
+fn compare_reports_every_row_with_its_exact_method_name() {
+    let report = cli_json(&[
+        "compare", "--model", stories().to_str().unwrap(), "--text", wikitext().to_str().unwrap(), "--ctx", "128",
+        "--max-windows", "4", "--seed-texts", "10", "--json",
+    ]);
+    let rows = report["rows"].as_array().unwrap();
+    let methods: Vec<&str> = rows.iter().map(|r| r["method"].as_str().unwrap()).collect();
+    assert_eq!(methods[..5], ["baseline", "uniform-4bit-tensor", "uniform-4bit-g128", "uniform-3bit-g128", "seed-10/20/70-8/4/2"]);
+    assert!(methods[5].starts_with("nash@") && methods[6].starts_with("nash@"));
+    assert_eq!(methods[7], "random-ablation");
+    for row in rows {
+        for key in ["payload_bpw", "true_bpw", "size_bytes", "ppl", "delta_ppl_pct", "seed_loss", "delta_seed_loss_pct", "kld_mean", "kld_p99", "top1_agreement", "quantize_seconds"] {
+            assert!(row[key].is_number(), "{key} of {}", row["method"]);
+        }
+    }
+    // Nash rows sit at the uniform g128 rows' true bpw.
+    for (nash, uniform) in [(5, 2), (6, 3)] {
+        let (a, b) = (rows[nash]["true_bpw"].as_f64().unwrap(), rows[uniform]["true_bpw"].as_f64().unwrap());
+        assert!(a <= b + 1e-9 && b - a <= 0.01, "{a} vs {b}");
+    }
+    // Quantization costs something measurable and the ablation is worse than the baseline.
+    assert!(rows[1..].iter().all(|r| r["kld_mean"].as_f64().unwrap() > 0.0));
+    assert!(rows[7]["ppl"].as_f64().unwrap() > rows[0]["ppl"].as_f64().unwrap());
+}
