@@ -232,3 +232,29 @@ fn compare_reports_every_row_with_its_exact_method_name() {
     assert!(rows[1..].iter().all(|r| r["kld_mean"].as_f64().unwrap() > 0.0));
     assert!(rows[7]["ppl"].as_f64().unwrap() > rows[0]["ppl"].as_f64().unwrap());
 }
+
+#[test]
+fn live_estimates_track_the_exact_bits() {
+    use nash_swarm::quant::estimate::{ImportanceIndex, estimate};
+    use nash_swarm::quant::{Granularity, Scope, Tier};
+    let model = load(&stories()).unwrap();
+    let all: Vec<String> = model.weights.0.iter().filter(|(_, t)| t.rank() == 2).map(|(n, _)| n.clone()).collect();
+    let scores = nash_swarm::importance::compute(&model, &all, &Default::default(), None, &Job::silent()).unwrap();
+    let index = ImportanceIndex::build(&model, &scores);
+    let global = QuantConfig {
+        scope: Scope::Global,
+        granularity: Granularity::Group(32),
+        group_size: GroupSize::G(32),
+        tiers: vec![Tier { share: 0.2, bits: 6 }, Tier { share: 0.8, bits: 3 }],
+        ..QuantConfig::seed()
+    };
+    for config in [QuantConfig::seed(), QuantConfig::uniform(4, GroupSize::G(128)), QuantConfig::uniform4_per_tensor(), global] {
+        let exact = quantize_model(&model, &config, None, &Job::silent()).unwrap();
+        let guess = estimate(&model, &index, &config);
+        assert!((guess.payload_bpw - exact.bits.payload_bpw).abs() < 0.02, "{}: payload {} vs {}", config.summary(), guess.payload_bpw, exact.bits.payload_bpw);
+        let relative = (guess.true_bpw - exact.bits.true_bpw).abs() / exact.bits.true_bpw;
+        assert!(relative < 0.03, "{}: true {} vs {}", config.summary(), guess.true_bpw, exact.bits.true_bpw);
+        let size = packed::packed_size(&model, &exact) as f64;
+        assert!((guess.size_bytes as f64 - size).abs() / size < 0.05, "{}: size {} vs {size}", config.summary(), guess.size_bytes);
+    }
+}

@@ -50,7 +50,9 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     };
     let (job, bar) = super::progress_job("compare");
     let rows = compare::run(&model, &text, &args.text, &spec, &job, |row| {
-        bar.println(format!("{:<22} true {:.3} bpw  PPL {:.3}  ({:+.2}%)", row.method, row.true_bpw, row.ppl, row.delta_ppl_pct));
+        let line = format!("{:<22} true {:.3} bpw  PPL {:.3}  ({:+.2}%)", row.method, row.true_bpw, row.ppl, row.delta_ppl_pct);
+        // Without a terminal the bar is hidden; the rows still show progress on stderr.
+        if bar.is_hidden() { eprintln!("{line}") } else { bar.println(line) }
     })?;
     bar.finish_and_clear();
     let markdown = nash_swarm::export::report::markdown(&rows);

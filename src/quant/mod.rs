@@ -2,6 +2,7 @@
 
 pub mod bits;
 pub mod config;
+pub mod estimate;
 pub mod nash;
 pub mod pack;
 pub mod plan;
