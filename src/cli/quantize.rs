@@ -164,7 +164,7 @@ fn print_human(out: &serde_json::Value) {
     println!("size           {} bytes ({:.1}% smaller than fp32, {:.1}% than fp16)", out["size_bytes"], 100.0 * f("compression_vs_fp32"), 100.0 * f("compression_vs_fp16"));
     println!("quantized in   {:.2} s", f("quantize_seconds"));
     if let Some(nash) = out.get("nash") {
-        println!("nash           price λ = {:.3e}, {:.3} bpw for a target of {:.3}", nash["price"].as_f64().unwrap_or(0.0), nash["true_bpw"].as_f64().unwrap_or(0.0), nash["target_bpw"].as_f64().unwrap_or(0.0));
+        println!("nash           price lambda = {:.3e}, {:.3} bpw for a target of {:.3}", nash["price"].as_f64().unwrap_or(0.0), nash["true_bpw"].as_f64().unwrap_or(0.0), nash["target_bpw"].as_f64().unwrap_or(0.0));
     }
     if out.get("ppl").is_some() {
         println!("perplexity     {:.3} (mean NLL {:.4} ± {:.4}, {} tokens)", f("ppl"), f("nll"), f("nll_stderr"), out["tokens_scored"]);

@@ -4,7 +4,7 @@ use crate::compare::Row;
 
 pub fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| method | configuration | payload bpw | true bpw | size (MB) | PPL | ΔPPL | seed loss | Δseed loss | KLD mean | KLD p99 | top-1 agree |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| method | configuration | payload bpw | true bpw | size (MB) | PPL | dPPL | seed loss | dseed loss | KLD mean | KLD p99 | top-1 agree |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         s += &format!(

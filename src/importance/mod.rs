@@ -40,7 +40,7 @@ impl ImportanceMethod {
     pub fn label(&self) -> String {
         match self {
             ImportanceMethod::Magnitude => "magnitude".into(),
-            ImportanceMethod::Swarm { alpha, radius } => format!("swarm(α={alpha}, r={radius})"),
+            ImportanceMethod::Swarm { alpha, radius } => format!("swarm(alpha={alpha}, r={radius})"),
             ImportanceMethod::Activation => "activation".into(),
             ImportanceMethod::Random { seed } => format!("random(seed={seed})"),
         }

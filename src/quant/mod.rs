@@ -7,6 +7,7 @@ pub mod nash;
 pub mod pack;
 pub mod plan;
 pub mod rtn;
+pub mod summary;
 pub mod tiers;
 
 pub use bits::{BitReport, TensorBits};

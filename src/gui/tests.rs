@@ -1,0 +1,192 @@
+//! The real explorer driven by egui_kittest on stories260k: open, drag a threshold, run, cancel, export and
+//! import a configuration, survive a bad file. Snapshots (wgpu, lavapipe headless) are kept in tests/snapshots.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use eframe::egui;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::{Harness, SnapshotOptions};
+
+use super::app::{Dialogs, ExplorerApp, Launch};
+
+fn shared(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared").join(path)
+}
+
+/// Dialogs answered with fixed paths inside a scratch folder.
+struct TestDialogs(PathBuf);
+
+impl Dialogs for TestDialogs {
+    fn pick_model_file(&self) -> Option<PathBuf> {
+        None
+    }
+    fn pick_model_folder(&self) -> Option<PathBuf> {
+        None
+    }
+    fn pick_text(&self) -> Option<PathBuf> {
+        None
+    }
+    fn open_config(&self) -> Option<PathBuf> {
+        Some(self.0.join("quantization.toml"))
+    }
+    fn save_file(&self, _title: &str, default_name: &str) -> Option<PathBuf> {
+        Some(self.0.join(default_name))
+    }
+    fn save_folder(&self, _title: &str) -> Option<PathBuf> {
+        Some(self.0.join("model"))
+    }
+}
+
+fn harness(model: PathBuf, scratch: &Path) -> Harness<'static, ExplorerApp> {
+    let scratch = scratch.to_path_buf();
+    let launch = Launch {
+        model: Some(model),
+        text: Some(shared("data/wikitext-2-raw/wiki.test.raw")),
+        dialogs: Box::new(TestDialogs(scratch)),
+        show_frame_time: false,
+    };
+    Harness::builder()
+        .with_size(egui::vec2(1480.0, 920.0))
+        .with_max_steps(10_000)
+        .build_eframe(move |cc| ExplorerApp::new(cc, launch))
+}
+
+/// Steps frames until no background job runs (jobs are real threads: wait in real time).
+fn settle(harness: &mut Harness<'static, ExplorerApp>) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while harness.state().jobs.any_running() {
+        assert!(Instant::now() < deadline, "a background job did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+        harness.step();
+    }
+    harness.run_steps(4);
+}
+
+fn stories() -> PathBuf {
+    shared("fixtures/stories260k")
+}
+
+fn snapshot(harness: &mut Harness<'static, ExplorerApp>, name: &str) {
+    // Text antialiasing may differ by a few pixels between GPUs; the layout may not.
+    harness.snapshot_options(name, &SnapshotOptions::new().threshold(1.0).max_failed_pixels(200));
+}
+
+fn tier_shares(harness: &Harness<'static, ExplorerApp>) -> Vec<f64> {
+    harness.state().settings.config.tiers.iter().map(|t| t.share).collect()
+}
+
+#[test]
+fn opens_a_model_and_dragging_a_threshold_updates_the_bits_live() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut harness = harness(stories(), scratch.path());
+    settle(&mut harness);
+    assert!(harness.state().analysis.is_some(), "importance is ready");
+    assert!(harness.state().model.as_ref().unwrap().param_count() == 260_032);
+    let before = harness.state().estimate.clone().unwrap();
+    harness.get_by_label_contains("payload 3.000 bpw");
+    snapshot(&mut harness, "explorer_loaded");
+
+    // Drag the first threshold (top tier) to the left: more weights in the 8-bit tier, more bits.
+    let rect = harness.state().histogram.plot_rect.unwrap();
+    let x = harness.state().histogram.line_x[0];
+    let (from, to) = (egui::pos2(x, rect.center().y), egui::pos2(x - 60.0, rect.center().y));
+    harness.hover_at(from);
+    harness.step();
+    harness.drag_at(from);
+    harness.step();
+    for i in 1..=6 {
+        harness.hover_at(from + (to - from) * (i as f32 / 6.0));
+        harness.step();
+    }
+    harness.drop_at(to);
+    harness.run_steps(3);
+    let after = harness.state().estimate.clone().unwrap();
+    let shares = tier_shares(&harness);
+    assert!(shares[0] > 0.1 + 0.01, "the top tier grew: {shares:?}");
+    assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    assert!(after.payload_bpw > before.payload_bpw + 0.05, "{} -> {}", before.payload_bpw, after.payload_bpw);
+    assert!(after.true_bpw > before.true_bpw);
+    harness.get_by_label_contains(&format!("payload {:.3} bpw", after.payload_bpw));
+    snapshot(&mut harness, "explorer_dragged");
+}
+
+#[test]
+fn a_run_adds_a_row_and_a_click_restores_its_configuration() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut harness = harness(stories(), scratch.path());
+    settle(&mut harness);
+    harness.state_mut().settings.ctx = 128;
+    harness.get_by_label("Run").click();
+    harness.step();
+    assert!(harness.state().jobs.is_running(super::worker::JobKind::Run));
+    settle(&mut harness);
+    let state = harness.state();
+    assert!(state.problems.is_empty(), "{:?}", state.problems);
+    assert_eq!(state.runs.len(), 1);
+    let run = &state.runs[0];
+    assert!(run.ppl.is_finite() && run.ppl > 1.0 && run.kld.mean > 0.0);
+    assert!(!state.detail.is_empty(), "per-tensor results feed the heatmap");
+    harness.get_by_label("run 1");
+    snapshot(&mut harness, "explorer_results");
+
+    // Change the configuration, then restore the run's.
+    let original = harness.state().settings.config.clone();
+    harness.state_mut().settings.config.tiers[0].share = 0.3;
+    harness.state_mut().settings.config.tiers[2].share = 0.5;
+    harness.run_steps(2);
+    harness.get_by_label("run 1").click();
+    harness.run_steps(2);
+    assert_eq!(harness.state().settings.config, original);
+}
+
+#[test]
+fn a_run_can_be_cancelled_and_leaves_no_row() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut harness = harness(stories(), scratch.path());
+    settle(&mut harness);
+    harness.state_mut().settings.eval_windows = 400; // long enough to be caught running
+    harness.get_by_label("Run").click();
+    harness.run_steps(2);
+    assert!(harness.state().jobs.is_running(super::worker::JobKind::Run));
+    harness.get_by_label("Cancel").click();
+    harness.step();
+    assert!(!harness.state().jobs.any_running());
+    std::thread::sleep(Duration::from_millis(300));
+    harness.run_steps(4);
+    assert!(harness.state().runs.is_empty(), "a cancelled run is not shown");
+    assert!(harness.state().problems.is_empty(), "{:?}", harness.state().problems);
+}
+
+#[test]
+fn a_configuration_exports_and_imports_again() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut harness = harness(stories(), scratch.path());
+    settle(&mut harness);
+    harness.state_mut().settings.config.tiers[0].share = 0.2;
+    harness.state_mut().settings.config.tiers[2].share = 0.6;
+    let exported = harness.state().settings.config.clone();
+    harness.get_by_label("Export config…").click();
+    harness.run_steps(2);
+    let written = nash_swarm::quant::QuantConfig::read(&scratch.path().join("quantization.toml")).unwrap();
+    assert_eq!(written, exported);
+
+    harness.state_mut().settings.config = nash_swarm::quant::QuantConfig::uniform(3, nash_swarm::quant::GroupSize::G(64));
+    harness.get_by_label("Import config…").click();
+    harness.run_steps(2);
+    assert_eq!(harness.state().settings.config, exported);
+}
+
+#[test]
+fn a_bad_model_shows_its_error_in_the_window() {
+    let scratch = tempfile::tempdir().unwrap();
+    let broken = scratch.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    std::fs::write(broken.join("config.json"), "{ not json").unwrap();
+    let mut harness = harness(broken.clone(), scratch.path());
+    settle(&mut harness);
+    let problems = harness.state().problems.join("\n");
+    assert!(problems.contains("config.json") && problems.contains("malformed JSON"), "{problems}");
+    harness.get_by_label_contains("malformed JSON");
+    harness.get_by_label("Open model file…");
+}

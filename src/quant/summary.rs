@@ -1,0 +1,78 @@
+//! Per-tensor figures for views: downsampled images of a matrix, and what quantization did to each tensor.
+
+use serde::Serialize;
+
+use super::bits::TensorBits;
+use super::rtn::QuantizedTensor;
+
+/// A small image of a matrix: mean of each cell of `rows / height` × `cols / width` values.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Thumbnail {
+    pub height: usize,
+    pub width: usize,
+    pub values: Vec<f32>,
+}
+
+pub fn thumbnail(values: &[f32], rows: usize, cols: usize, max_side: usize) -> Thumbnail {
+    let (height, width) = (rows.min(max_side), cols.min(max_side));
+    let mut sums = vec![0f64; height * width];
+    let mut counts = vec![0u32; height * width];
+    for r in 0..rows {
+        let cell_row = r * height / rows;
+        for (c, v) in values[r * cols..(r + 1) * cols].iter().enumerate() {
+            let cell = cell_row * width + c * width / cols;
+            sums[cell] += *v as f64;
+            counts[cell] += 1;
+        }
+    }
+    let values = sums.iter().zip(&counts).map(|(s, n)| (*s / (*n).max(1) as f64) as f32).collect();
+    Thumbnail { height, width, values }
+}
+
+/// What quantization did to one tensor.
+#[derive(Clone, Debug, Serialize)]
+pub struct TensorResult {
+    /// Everything stored for the tensor (payload, block parameters, tier map) per weight.
+    pub bits_per_weight: f64,
+    /// Share of units in the most important tier.
+    pub top_tier_share: f64,
+    /// Σ (w − q)² / Σ w².
+    pub relative_error: f64,
+    /// Bits of each weight's tier, downsampled.
+    pub bits_image: Thumbnail,
+    pub plan_label: String,
+}
+
+pub fn tensor_result(original: &[f32], q: &QuantizedTensor, max_side: usize) -> TensorResult {
+    let n = original.len();
+    let (mut err, mut norm) = (0f64, 0f64);
+    for (w, d) in original.iter().zip(&q.dequantized) {
+        err += ((w - d) as f64).powi(2);
+        norm += (*w as f64).powi(2);
+    }
+    let k = q.plan.tiers.len();
+    let bits_of = |i: usize| {
+        let t = if k == 1 { 0 } else { q.unit_tiers[q.plan.granularity.unit_of(i, q.cols)] as usize };
+        q.plan.tiers[t].bits as f32
+    };
+    let per_weight: Vec<f32> = (0..n).map(bits_of).collect();
+    let top = if k == 1 { 1.0 } else { q.unit_tiers.iter().filter(|t| **t == 0).count() as f64 / q.unit_tiers.len() as f64 };
+    TensorResult {
+        bits_per_weight: TensorBits::of(q).total() as f64 / n as f64,
+        top_tier_share: top,
+        relative_error: if norm > 0.0 { err / norm } else { 0.0 },
+        bits_image: thumbnail(&per_weight, q.rows, q.cols, max_side),
+        plan_label: q.plan.label(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thumbnails_average_their_cells() {
+        let values: Vec<f32> = (0..16).map(|v| v as f32).collect();
+        let t = super::thumbnail(&values, 4, 4, 2);
+        assert_eq!((t.height, t.width), (2, 2));
+        assert_eq!(t.values, vec![2.5, 4.5, 10.5, 12.5]);
+    }
+}
