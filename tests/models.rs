@@ -15,10 +15,20 @@ fn gpt2_logits_match_the_float64_reference() {
     assert!(reference.is_err(), "reference.safetensors holds integer ids, which are not weights");
     let bytes = std::fs::read(tiny_gpt2().join("reference.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let ids: Vec<u32> =
-        st.tensor("input_ids").unwrap().data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32).collect();
-    let expected: Vec<f32> =
-        st.tensor("logits").unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let ids: Vec<u32> = st
+        .tensor("input_ids")
+        .unwrap()
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32)
+        .collect();
+    let expected: Vec<f32> = st
+        .tensor("logits")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
 
     // Our tokenizer gives the same first 32 tokens of WikiText-2.
     let text = eval::read_text(&wikitext()).unwrap();
@@ -30,7 +40,8 @@ fn gpt2_logits_match_the_float64_reference() {
 
     let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let mean_nll: f64 = metadata.metadata().as_ref().unwrap()["mean_nll"].parse().unwrap();
-    let windows = eval::windows(&model, &ids, WindowSpec { ctx: 32, max_windows: Some(1), bos: false }, &wikitext()).unwrap();
+    let windows =
+        eval::windows(&model, &ids, WindowSpec { ctx: 32, max_windows: Some(1), bos: false }, &wikitext()).unwrap();
     let (report, _) = eval::evaluate_ppl(&model, &windows, Kld::Skip, &Job::silent()).unwrap();
     assert_eq!(report.tokens_scored, 31);
     assert!((report.nll - mean_nll).abs() <= 1e-4, "mean NLL {} vs reference {mean_nll}", report.nll);
@@ -82,7 +93,8 @@ fn kld_of_a_model_against_itself_is_zero_and_against_another_is_not() {
     let w = weights.get(name).unwrap();
     let noisy = (w + w.randn_like(0.0, 0.2).unwrap()).unwrap();
     weights.insert(name, noisy);
-    let (other, _) = eval::evaluate_ppl(&model.with_weights(weights), &windows, Kld::Against(&reference), &Job::silent()).unwrap();
+    let (other, _) =
+        eval::evaluate_ppl(&model.with_weights(weights), &windows, Kld::Against(&reference), &Job::silent()).unwrap();
     let kld = other.kld.unwrap();
     assert!(kld.mean > 1e-3 && kld.p99 >= kld.mean && kld.top1_agreement < 1.0, "{kld:?}");
 }

@@ -45,7 +45,10 @@ fn the_seed_preset_has_a_3_bit_payload_and_its_bits_are_the_bytes_written() {
     let (data_bytes, arrays) = safetensors_data_bytes(&out.join("model.safetensors"));
     // Every array is rounded up to whole bytes: at most 7 bits of padding each.
     let counted = q.bits.total_bits();
-    assert!(data_bytes * 8 >= counted && data_bytes * 8 - counted <= 7 * arrays.len() as u64, "{data_bytes} B vs {counted} bits");
+    assert!(
+        data_bytes * 8 >= counted && data_bytes * 8 - counted <= 7 * arrays.len() as u64,
+        "{data_bytes} B vs {counted} bits"
+    );
     // true bpw over all parameters is what the data section holds.
     assert!((data_bytes as f64 * 8.0 / q.bits.params as f64 - q.bits.true_bpw).abs() < 0.01);
 }
@@ -82,7 +85,16 @@ fn the_saved_configuration_reproduces_byte_identical_files() {
     let model = s.to_str().unwrap();
     cli_json(&["quantize", "--model", model, "--preset", "seed", "--out", first.to_str().unwrap(), "--json"]);
     let saved = first.join("quantization.toml");
-    cli_json(&["quantize", "--model", model, "--config", saved.to_str().unwrap(), "--out", second.to_str().unwrap(), "--json"]);
+    cli_json(&[
+        "quantize",
+        "--model",
+        model,
+        "--config",
+        saved.to_str().unwrap(),
+        "--out",
+        second.to_str().unwrap(),
+        "--json",
+    ]);
     cli_json(&["quantize", "--model", model, "--preset", "seed", "--out", third.to_str().unwrap(), "--json"]);
     let bytes = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
     assert!(bytes(&first) == bytes(&second), "configuration round trip changed the weights");
@@ -96,13 +108,21 @@ fn the_saved_configuration_reproduces_byte_identical_files() {
 fn nash_meets_its_budget_and_beats_uniform_bits_at_the_same_budget() {
     let model = load(&stories()).unwrap();
     let (game, base) = nash_swarm::compare::nash_game(&model, &Default::default(), None, &Job::silent()).unwrap();
-    let uniform4 = game.menu.iter().position(|p| *p == nash_swarm::quant::TensorPlan::uniform(4, GroupSize::G(128), base.grid)).unwrap();
+    let uniform4 = game
+        .menu
+        .iter()
+        .position(|p| *p == nash_swarm::quant::TensorPlan::uniform(4, GroupSize::G(128), base.grid))
+        .unwrap();
     let uniform_bits: u64 = game.players.iter().map(|p| p.outcomes[uniform4].bits).sum();
     let uniform_error: f64 = game.players.iter().map(|p| p.outcomes[uniform4].error).sum();
     let target = (uniform_bits + game.fixed_bits) as f64 / game.total_params as f64;
 
     let allocation = game.solve(target).unwrap();
-    assert!(allocation.true_bpw <= target + 1e-9 && target - allocation.true_bpw <= 0.01, "{} vs {target}", allocation.true_bpw);
+    assert!(
+        allocation.true_bpw <= target + 1e-9 && target - allocation.true_bpw <= 0.01,
+        "{} vs {target}",
+        allocation.true_bpw
+    );
     assert!(allocation.total_error < uniform_error, "nash {} vs uniform {uniform_error}", allocation.total_error);
     assert!(allocation.price > 0.0);
 
@@ -147,7 +167,15 @@ fn impossible_configurations_are_refused_with_the_file_named() {
     for (name, text, problem) in cases {
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
-        let out = cli(&["quantize", "--model", stories().to_str().unwrap(), "--config", path.to_str().unwrap(), "--out", dir.path().join("o").to_str().unwrap()]);
+        let out = cli(&[
+            "quantize",
+            "--model",
+            stories().to_str().unwrap(),
+            "--config",
+            path.to_str().unwrap(),
+            "--out",
+            dir.path().join("o").to_str().unwrap(),
+        ]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && !stderr.contains("panicked"), "{name}: {stderr}");
         assert!(stderr.contains(name) && stderr.contains(problem), "{name}: {stderr}");
@@ -160,7 +188,15 @@ fn impossible_configurations_are_refused_with_the_file_named() {
 fn impossible_bit_targets_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     for (target, problem) in [("0.5", "below the cheapest"), ("30", "above the richest")] {
-        let out = cli(&["quantize", "--model", stories().to_str().unwrap(), "--target-bpw", target, "--out", dir.path().join("o").to_str().unwrap()]);
+        let out = cli(&[
+            "quantize",
+            "--model",
+            stories().to_str().unwrap(),
+            "--target-bpw",
+            target,
+            "--out",
+            dir.path().join("o").to_str().unwrap(),
+        ]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains(problem), "{stderr}");
     }
@@ -171,9 +207,22 @@ fn quantize_cli_reports_bits_and_perplexity_and_exports_loadable_fp16() {
     let dir = tempfile::tempdir().unwrap();
     let (out, hf) = (dir.path().join("q"), dir.path().join("hf"));
     let report = cli_json(&[
-        "quantize", "--model", stories().to_str().unwrap(), "--target-bpw", "6", "--out", out.to_str().unwrap(),
-        "--export-hf", hf.to_str().unwrap(), "--eval-text", wikitext().to_str().unwrap(), "--ctx", "128",
-        "--max-windows", "4", "--json",
+        "quantize",
+        "--model",
+        stories().to_str().unwrap(),
+        "--target-bpw",
+        "6",
+        "--out",
+        out.to_str().unwrap(),
+        "--export-hf",
+        hf.to_str().unwrap(),
+        "--eval-text",
+        wikitext().to_str().unwrap(),
+        "--ctx",
+        "128",
+        "--max-windows",
+        "4",
+        "--json",
     ]);
     for key in ["params", "payload_bpw", "true_bpw", "size_bytes", "quantize_seconds", "ppl", "nll", "tokens_scored"] {
         assert!(report.get(key).is_some(), "{key} missing: {report}");
@@ -181,8 +230,30 @@ fn quantize_cli_reports_bits_and_perplexity_and_exports_loadable_fp16() {
     assert!((report["true_bpw"].as_f64().unwrap() - 6.0).abs() <= 0.01);
     assert_eq!(report["size_bytes"].as_u64().unwrap(), std::fs::metadata(out.join("model.safetensors")).unwrap().len());
     // The fp16 export opens as a plain Hugging Face folder and gives nearly the same perplexity.
-    let packed_eval = cli_json(&["eval", "--model", out.to_str().unwrap(), "--text", wikitext().to_str().unwrap(), "--ctx", "128", "--max-windows", "4", "--json"]);
-    let hf_eval = cli_json(&["eval", "--model", hf.to_str().unwrap(), "--text", wikitext().to_str().unwrap(), "--ctx", "128", "--max-windows", "4", "--json"]);
+    let packed_eval = cli_json(&[
+        "eval",
+        "--model",
+        out.to_str().unwrap(),
+        "--text",
+        wikitext().to_str().unwrap(),
+        "--ctx",
+        "128",
+        "--max-windows",
+        "4",
+        "--json",
+    ]);
+    let hf_eval = cli_json(&[
+        "eval",
+        "--model",
+        hf.to_str().unwrap(),
+        "--text",
+        wikitext().to_str().unwrap(),
+        "--ctx",
+        "128",
+        "--max-windows",
+        "4",
+        "--json",
+    ]);
     assert_eq!(packed_eval["ppl"], report["ppl"]);
     let (a, b) = (packed_eval["nll"].as_f64().unwrap(), hf_eval["nll"].as_f64().unwrap());
     assert!((a - b).abs() < 1e-3, "{a} vs {b}");
@@ -199,10 +270,20 @@ fn activation_importance_uses_held_out_calibration() {
     let q_proj = &stats.mean_square["model.layers.0.self_attn.q_proj.weight"];
     assert_eq!(q_proj.len(), 64);
     assert!(q_proj.iter().all(|v| v.is_finite() && *v > 0.0));
-    let config = QuantConfig { importance: nash_swarm::importance::ImportanceMethod::Activation, ..QuantConfig::seed() };
-    assert!(quantize_model(&model, &config, None, &Job::silent()).is_err(), "activation without calibration is refused");
+    let config =
+        QuantConfig { importance: nash_swarm::importance::ImportanceMethod::Activation, ..QuantConfig::seed() };
+    assert!(
+        quantize_model(&model, &config, None, &Job::silent()).is_err(),
+        "activation without calibration is refused"
+    );
     let with = quantize_model(&model, &config, Some(&stats), &Job::silent()).unwrap();
-    let magnitude = quantize_model(&model, &QuantConfig { importance: nash_swarm::importance::ImportanceMethod::Magnitude, ..QuantConfig::seed() }, None, &Job::silent()).unwrap();
+    let magnitude = quantize_model(
+        &model,
+        &QuantConfig { importance: nash_swarm::importance::ImportanceMethod::Magnitude, ..QuantConfig::seed() },
+        None,
+        &Job::silent(),
+    )
+    .unwrap();
     let name = "model.layers.0.self_attn.q_proj.weight";
     assert_ne!(with.tensors[name].unit_tiers, magnitude.tensors[name].unit_tiers);
 }
@@ -210,16 +291,41 @@ fn activation_importance_uses_held_out_calibration() {
 #[test]
 fn compare_reports_every_row_with_its_exact_method_name() {
     let report = cli_json(&[
-        "compare", "--model", stories().to_str().unwrap(), "--text", wikitext().to_str().unwrap(), "--ctx", "128",
-        "--max-windows", "4", "--seed-texts", "10", "--json",
+        "compare",
+        "--model",
+        stories().to_str().unwrap(),
+        "--text",
+        wikitext().to_str().unwrap(),
+        "--ctx",
+        "128",
+        "--max-windows",
+        "4",
+        "--seed-texts",
+        "10",
+        "--json",
     ]);
     let rows = report["rows"].as_array().unwrap();
     let methods: Vec<&str> = rows.iter().map(|r| r["method"].as_str().unwrap()).collect();
-    assert_eq!(methods[..5], ["baseline", "uniform-4bit-tensor", "uniform-4bit-g128", "uniform-3bit-g128", "seed-10/20/70-8/4/2"]);
+    assert_eq!(
+        methods[..5],
+        ["baseline", "uniform-4bit-tensor", "uniform-4bit-g128", "uniform-3bit-g128", "seed-10/20/70-8/4/2"]
+    );
     assert!(methods[5].starts_with("nash@") && methods[6].starts_with("nash@"));
     assert_eq!(methods[7], "random-ablation");
     for row in rows {
-        for key in ["payload_bpw", "true_bpw", "size_bytes", "ppl", "delta_ppl_pct", "seed_loss", "delta_seed_loss_pct", "kld_mean", "kld_p99", "top1_agreement", "quantize_seconds"] {
+        for key in [
+            "payload_bpw",
+            "true_bpw",
+            "size_bytes",
+            "ppl",
+            "delta_ppl_pct",
+            "seed_loss",
+            "delta_seed_loss_pct",
+            "kld_mean",
+            "kld_p99",
+            "top1_agreement",
+            "quantize_seconds",
+        ] {
             assert!(row[key].is_number(), "{key} of {}", row["method"]);
         }
     }
@@ -248,13 +354,26 @@ fn live_estimates_track_the_exact_bits() {
         tiers: vec![Tier { share: 0.2, bits: 6 }, Tier { share: 0.8, bits: 3 }],
         ..QuantConfig::seed()
     };
-    for config in [QuantConfig::seed(), QuantConfig::uniform(4, GroupSize::G(128)), QuantConfig::uniform4_per_tensor(), global] {
+    for config in
+        [QuantConfig::seed(), QuantConfig::uniform(4, GroupSize::G(128)), QuantConfig::uniform4_per_tensor(), global]
+    {
         let exact = quantize_model(&model, &config, None, &Job::silent()).unwrap();
         let guess = estimate(&model, &index, &config);
-        assert!((guess.payload_bpw - exact.bits.payload_bpw).abs() < 0.02, "{}: payload {} vs {}", config.summary(), guess.payload_bpw, exact.bits.payload_bpw);
+        assert!(
+            (guess.payload_bpw - exact.bits.payload_bpw).abs() < 0.02,
+            "{}: payload {} vs {}",
+            config.summary(),
+            guess.payload_bpw,
+            exact.bits.payload_bpw
+        );
         let relative = (guess.true_bpw - exact.bits.true_bpw).abs() / exact.bits.true_bpw;
         assert!(relative < 0.03, "{}: true {} vs {}", config.summary(), guess.true_bpw, exact.bits.true_bpw);
         let size = packed::packed_size(&model, &exact) as f64;
-        assert!((guess.size_bytes as f64 - size).abs() / size < 0.05, "{}: size {} vs {size}", config.summary(), guess.size_bytes);
+        assert!(
+            (guess.size_bytes as f64 - size).abs() / size < 0.05,
+            "{}: size {} vs {size}",
+            config.summary(),
+            guess.size_bytes
+        );
     }
 }

@@ -61,9 +61,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("parameters            {}", model.param_count());
         println!("threads               {}", rayon::current_num_threads());
         println!("load (dequantized)    {load_seconds:.2} s");
-        println!("eval throughput       {:.1} tokens/s (ctx {}, {} windows)", report.tokens_per_second, args.ctx, report.windows);
+        println!(
+            "eval throughput       {:.1} tokens/s (ctx {}, {} windows)",
+            report.tokens_per_second, args.ctx, report.windows
+        );
         if let Some(rss) = peak_rss {
-            println!("peak RSS (eval)       {:.0} MiB = {:.2}x the f32 weights ({:.0} MiB)", mib(rss), rss as f64 / f32_bytes as f64, mib(f32_bytes as u64));
+            println!(
+                "peak RSS (eval)       {:.0} MiB = {:.2}x the f32 weights ({:.0} MiB)",
+                mib(rss),
+                rss as f64 / f32_bytes as f64,
+                mib(f32_bytes as u64)
+            );
         }
         println!("quantize --preset seed {:.2} s (importance + tiers + RTN + packing)", quant.quantize_seed_seconds);
         println!("importance histograms {:.2} s (once per importance setting)", quant.index_seconds);
@@ -129,5 +137,12 @@ fn quantization_figures(model: &nash_swarm::Model) -> anyhow::Result<QuantFigure
     let start = Instant::now();
     game.solve((cheapest + richest) / 2.0)?;
     let solve_seconds = start.elapsed().as_secs_f64();
-    Ok(QuantFigures { quantize_seed_seconds, index_seconds, estimate_ms, game_seconds, solve_seconds, menu_size: game.menu.len() })
+    Ok(QuantFigures {
+        quantize_seed_seconds,
+        index_seconds,
+        estimate_ms,
+        game_seconds,
+        solve_seconds,
+        menu_size: game.menu.len(),
+    })
 }

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use nash_swarm::compare::{self, CompareSpec};
-use nash_swarm::eval::{self, WindowSpec};
+use nash_swarm::eval;
 use nash_swarm::importance::{CalibrationStats, ImportanceMethod};
 use nash_swarm::quant::QuantConfig;
 use nash_swarm::quant::nash::Game;
@@ -14,12 +14,8 @@ pub struct CompareArgs {
     model: PathBuf,
     #[arg(long)]
     text: PathBuf,
-    #[arg(long, default_value_t = 512)]
-    ctx: usize,
-    #[arg(long)]
-    max_windows: Option<usize>,
-    #[arg(long)]
-    bos: bool,
+    #[command(flatten)]
+    windows: super::WindowArgs,
     /// Texts for the original's 64-token seed loss.
     #[arg(long, default_value_t = nash_swarm::eval::seed::SEED_TEXTS)]
     seed_texts: usize,
@@ -39,18 +35,14 @@ pub struct CompareArgs {
 pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let model = nash_swarm::load(&args.model)?;
     let text = eval::read_text(&args.text)?;
-    anyhow::ensure!(
-        !matches!(args.importance.method(), ImportanceMethod::Activation),
-        "compare prices Nash rows with magnitude or swarm importance; use quantize --importance activation for activation"
-    );
-    let spec = CompareSpec {
-        windows: WindowSpec { ctx: args.ctx, max_windows: args.max_windows, bos: args.bos },
-        seed_texts: args.seed_texts,
-        importance: args.importance.method(),
-    };
+    let spec =
+        CompareSpec { windows: args.windows.spec(), seed_texts: args.seed_texts, importance: args.importance.method() };
     let (job, bar) = super::progress_job("compare");
     let rows = compare::run(&model, &text, &args.text, &spec, &job, |row| {
-        let line = format!("{:<22} true {:.3} bpw  PPL {:.3}  ({:+.2}%)", row.method, row.true_bpw, row.ppl, row.delta_ppl_pct);
+        let line = format!(
+            "{:<22} true {:.3} bpw  PPL {:.3}  ({:+.2}%)",
+            row.method, row.true_bpw, row.ppl, row.delta_ppl_pct
+        );
         // Without a terminal the bar is hidden; the rows still show progress on stderr.
         if bar.is_hidden() { eprintln!("{line}") } else { bar.println(line) }
     })?;
@@ -58,7 +50,10 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let markdown = nash_swarm::export::report::markdown(&rows);
     if let Some(path) = &args.report {
         nash_swarm::export::write_file_atomically(path, markdown.as_bytes())?;
-        nash_swarm::export::write_file_atomically(&path.with_extension("csv"), nash_swarm::export::report::csv(&rows).as_bytes())?;
+        nash_swarm::export::write_file_atomically(
+            &path.with_extension("csv"),
+            nash_swarm::export::report::csv(&rows).as_bytes(),
+        )?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "rows": rows }))?);
@@ -69,6 +64,11 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
 }
 
 /// The Nash game for `quantize --target-bpw`, with calibration when the importance needs it.
-pub fn nash_game_for(model: &Model, importance: &ImportanceMethod, calibration: Option<&CalibrationStats>, job: &Job) -> anyhow::Result<(Game, QuantConfig)> {
+pub fn nash_game_for(
+    model: &Model,
+    importance: &ImportanceMethod,
+    calibration: Option<&CalibrationStats>,
+    job: &Job,
+) -> anyhow::Result<(Game, QuantConfig)> {
     Ok(compare::nash_game(model, importance, calibration, job)?)
 }

@@ -35,9 +35,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     super::eval::run(super::eval::EvalArgs {
         model,
         text,
-        ctx: 512,
-        max_windows: Some(args.max_windows),
-        bos: false,
+        windows: super::WindowArgs { ctx: 512, max_windows: Some(args.max_windows), bos: false },
         protocol: super::eval::Protocol::Ppl,
         seed_texts: nash_swarm::eval::seed::SEED_TEXTS,
         reference: None,

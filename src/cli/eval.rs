@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use nash_swarm::eval::{self, Kld, WindowSpec};
+use nash_swarm::eval::{self, Kld};
 use serde_json::json;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -20,15 +20,8 @@ pub struct EvalArgs {
     /// UTF-8 evaluation text (e.g. WikiText-2's wiki.test.raw).
     #[arg(long)]
     pub text: PathBuf,
-    /// Tokens per window.
-    #[arg(long, default_value_t = 512)]
-    pub ctx: usize,
-    /// Evaluate only the first N windows.
-    #[arg(long)]
-    pub max_windows: Option<usize>,
-    /// Start every window (or seed text) with the BOS token.
-    #[arg(long)]
-    pub bos: bool,
+    #[command(flatten)]
+    pub windows: super::WindowArgs,
     #[arg(long, value_enum, default_value = "ppl")]
     pub protocol: Protocol,
     /// Texts for --protocol seed.
@@ -52,7 +45,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     });
     match args.protocol {
         Protocol::Ppl => {
-            let spec = WindowSpec { ctx: args.ctx, max_windows: args.max_windows, bos: args.bos };
+            let spec = args.windows.spec();
             let windows = eval::windows(&model, &model.encode(&text)?, spec, &args.text)?;
             let reference = match &args.reference {
                 Some(path) => {
@@ -64,7 +57,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             let kld = reference.as_ref().map_or(Kld::Skip, Kld::Against);
             let (report, _) = eval::evaluate_ppl(&model, &windows, kld, &job)?;
             bar.finish_and_clear();
-            let extra = json!({"protocol": "ppl", "ctx": args.ctx, "bos": args.bos, "windows": report.windows,
+            let extra = json!({"protocol": "ppl", "ctx": spec.ctx, "bos": spec.bos, "windows": report.windows,
                 "tokens_scored": report.tokens_scored, "nll": report.nll, "nll_stderr": report.nll_stderr,
                 "ppl": report.ppl, "tokens_per_second": report.tokens_per_second, "seconds": report.seconds,
                 "kld_mean": report.kld.map(|k| k.mean), "kld_p99": report.kld.map(|k| k.p99),
@@ -72,7 +65,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             merge(&mut out, extra);
         }
         Protocol::Seed => {
-            let texts = eval::seed_texts(&model, &text, args.seed_texts, args.bos)?;
+            let texts = eval::seed_texts(&model, &text, args.seed_texts, args.windows.bos)?;
             let report = eval::evaluate_seed(&model, &texts, &job)?;
             bar.finish_and_clear();
             let extra = json!({"protocol": "seed", "texts": report.texts, "tokens_scored": report.tokens_scored,
@@ -97,7 +90,12 @@ fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
 
 fn print_human(out: &serde_json::Value) {
     let f = |k: &str| out[k].as_f64().unwrap_or(f64::NAN);
-    println!("model:          {} ({}, {} parameters)", out["model"].as_str().unwrap_or("?"), out["architecture"].as_str().unwrap_or("?"), out["params"]);
+    println!(
+        "model:          {} ({}, {} parameters)",
+        out["model"].as_str().unwrap_or("?"),
+        out["architecture"].as_str().unwrap_or("?"),
+        out["params"]
+    );
     println!("protocol:       {}", out["protocol"].as_str().unwrap_or("?"));
     println!("tokens scored:  {}", out["tokens_scored"]);
     println!("mean NLL:       {:.4} ± {:.4}", f("nll"), f("nll_stderr"));

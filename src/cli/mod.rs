@@ -56,11 +56,33 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Eval(args)) => eval::run(args),
         Some(Command::Quantize(args)) => quantize::run(args),
         Some(Command::Compare(args)) => compare::run(args),
-        Some(Command::FetchDemo) => nash_swarm::demo::fetch(&mut |line| eprintln!("{line}")).map(|_| ()).map_err(Into::into),
+        Some(Command::FetchDemo) => {
+            nash_swarm::demo::fetch(&mut |line| eprintln!("{line}")).map(|_| ()).map_err(Into::into)
+        }
         Some(Command::Demo(args)) => demo::run(args),
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Gui(args)) => crate::gui::run(args.model, args.text),
         None => crate::gui::run(None, None),
+    }
+}
+
+/// How the evaluation text is cut into windows; shared by every subcommand that evaluates.
+#[derive(clap::Args, Clone, Copy)]
+pub struct WindowArgs {
+    /// Tokens per window.
+    #[arg(long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Evaluate only the first N windows.
+    #[arg(long)]
+    pub max_windows: Option<usize>,
+    /// Start every window (or seed text) with the BOS token.
+    #[arg(long)]
+    pub bos: bool,
+}
+
+impl WindowArgs {
+    pub fn spec(&self) -> nash_swarm::eval::WindowSpec {
+        nash_swarm::eval::WindowSpec { ctx: self.ctx, max_windows: self.max_windows, bos: self.bos }
     }
 }
 

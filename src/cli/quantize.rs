@@ -3,7 +3,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{ArgGroup, Args, ValueEnum};
-use nash_swarm::eval::{self, Kld, WindowSpec};
+use nash_swarm::eval::{self, Kld};
 use nash_swarm::importance::{ImportanceMethod, activation};
 use nash_swarm::quant::{QuantConfig, quantize_model};
 use nash_swarm::{Model, export};
@@ -56,12 +56,8 @@ pub struct QuantizeArgs {
     /// Evaluate the quantized model on this text.
     #[arg(long)]
     eval_text: Option<PathBuf>,
-    #[arg(long, default_value_t = 512)]
-    ctx: usize,
-    #[arg(long)]
-    max_windows: Option<usize>,
-    #[arg(long)]
-    bos: bool,
+    #[command(flatten)]
+    windows: super::WindowArgs,
     #[arg(long)]
     json: bool,
 }
@@ -82,7 +78,9 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     if let Some(importance) = args.importance {
         config.importance = importance.method();
     }
-    let calibration_windows = if matches!(config.importance, ImportanceMethod::Activation) || args.target_bpw.is_some() && matches!(args.importance, Some(ImportanceArg::Activation)) {
+    let calibration_windows = if matches!(config.importance, ImportanceMethod::Activation)
+        || args.target_bpw.is_some() && matches!(args.importance, Some(ImportanceArg::Activation))
+    {
         Some(calibration_windows(&model, &args, eval_tokens.as_deref(), &config)?)
     } else {
         None
@@ -123,7 +121,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
             Some(w) if args.calib_text.is_none() => &tokens[..tokens.len() - w.len() * w[0].len()],
             _ => tokens.as_slice(),
         };
-        let spec = WindowSpec { ctx: args.ctx, max_windows: args.max_windows, bos: args.bos };
+        let spec = args.windows.spec();
         let quantized_model = model.with_weights(quantized.weights()?);
         let windows = eval::windows(&quantized_model, usable, spec, path)?;
         let (report, _) = eval::evaluate_ppl(&quantized_model, &windows, Kld::Skip, &job)?;
@@ -141,16 +139,28 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn calibration_windows(model: &Model, args: &QuantizeArgs, eval_tokens: Option<&[u32]>, config: &QuantConfig) -> anyhow::Result<Vec<Vec<u32>>> {
+fn calibration_windows(
+    model: &Model,
+    args: &QuantizeArgs,
+    eval_tokens: Option<&[u32]>,
+    config: &QuantConfig,
+) -> anyhow::Result<Vec<Vec<u32>>> {
     let spec = config.calibration;
     if let Some(path) = &args.calib_text {
         let tokens = model.encode(&eval::read_text(path)?)?;
         let windows: Vec<Vec<u32>> = tokens.chunks_exact(spec.tokens).take(spec.windows).map(<[u32]>::to_vec).collect();
-        anyhow::ensure!(!windows.is_empty(), "{}: fewer than {} tokens for one calibration window", path.display(), spec.tokens);
+        anyhow::ensure!(
+            !windows.is_empty(),
+            "{}: fewer than {} tokens for one calibration window",
+            path.display(),
+            spec.tokens
+        );
         return Ok(windows);
     }
     let (Some(tokens), Some(path)) = (eval_tokens, &args.eval_text) else {
-        anyhow::bail!("activation importance needs --calib-text PATH or --eval-text PATH (calibration then uses its end)");
+        anyhow::bail!(
+            "activation importance needs --calib-text PATH or --eval-text PATH (calibration then uses its end)"
+        );
     };
     Ok(eval::split_calibration(tokens, spec.windows, spec.tokens, path)?.1)
 }
@@ -160,13 +170,33 @@ fn print_human(out: &serde_json::Value) {
     println!("wrote          {}", out["out"].as_str().unwrap_or("?"));
     println!("configuration  {}", out["configuration"].as_str().unwrap_or("?"));
     println!("payload        {:.3} bits per quantized weight", f("payload_bpw"));
-    println!("true           {:.3} bits per parameter ({:.3} with an entropy-coded tier map)", f("true_bpw"), f("true_bpw_entropy_coded_map"));
-    println!("size           {} bytes ({:.1}% smaller than fp32, {:.1}% than fp16)", out["size_bytes"], 100.0 * f("compression_vs_fp32"), 100.0 * f("compression_vs_fp16"));
+    println!(
+        "true           {:.3} bits per parameter ({:.3} with an entropy-coded tier map)",
+        f("true_bpw"),
+        f("true_bpw_entropy_coded_map")
+    );
+    println!(
+        "size           {} bytes ({:.1}% smaller than fp32, {:.1}% than fp16)",
+        out["size_bytes"],
+        100.0 * f("compression_vs_fp32"),
+        100.0 * f("compression_vs_fp16")
+    );
     println!("quantized in   {:.2} s", f("quantize_seconds"));
     if let Some(nash) = out.get("nash") {
-        println!("nash           price lambda = {:.3e}, {:.3} bpw for a target of {:.3}", nash["price"].as_f64().unwrap_or(0.0), nash["true_bpw"].as_f64().unwrap_or(0.0), nash["target_bpw"].as_f64().unwrap_or(0.0));
+        println!(
+            "nash           price lambda = {:.3e}, {:.3} bpw for a target of {:.3}",
+            nash["price"].as_f64().unwrap_or(0.0),
+            nash["true_bpw"].as_f64().unwrap_or(0.0),
+            nash["target_bpw"].as_f64().unwrap_or(0.0)
+        );
     }
     if out.get("ppl").is_some() {
-        println!("perplexity     {:.3} (mean NLL {:.4} ± {:.4}, {} tokens)", f("ppl"), f("nll"), f("nll_stderr"), out["tokens_scored"]);
+        println!(
+            "perplexity     {:.3} (mean NLL {:.4} ± {:.4}, {} tokens)",
+            f("ppl"),
+            f("nll"),
+            f("nll_stderr"),
+            out["tokens_scored"]
+        );
     }
 }

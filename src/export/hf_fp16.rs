@@ -17,12 +17,18 @@ pub fn export(model: &Model, weights: &Weights, out: &Path) -> Result<()> {
         // GPT-2 keeps its Conv1D weights as [in, out] on disk.
         let tensor = if conv1d { tensor.t()?.contiguous()? } else { tensor.clone() };
         let values: Vec<f16> = tensor_to_vec(&tensor)?.into_iter().map(f16::from_f32).collect();
-        arrays.push(Array { name: name.clone(), dtype: "F16", shape: tensor.dims().to_vec(), bytes: Cow::Owned(f16_bytes(&values)) });
+        arrays.push(Array {
+            name: name.clone(),
+            dtype: "F16",
+            shape: tensor.dims().to_vec(),
+            bytes: Cow::Owned(f16_bytes(&values)),
+        });
     }
     let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
     write_dir_atomically(out, |dir| {
         write_safetensors(&dir.join("model.safetensors"), &arrays, &metadata)?;
-        std::fs::write(dir.join("config.json"), config_json(&model.architecture)).map_err(|e| crate::Error::io(dir, e))?;
+        std::fs::write(dir.join("config.json"), config_json(&model.architecture))
+            .map_err(|e| crate::Error::io(dir, e))?;
         write_tokenizer(&model.tokenizer, &dir.join("tokenizer.json"))
     })
 }

@@ -27,7 +27,10 @@ pub fn safetensors_header(arrays: &[Array], metadata: &BTreeMap<String, String>)
     let mut offset = 0;
     for a in arrays {
         let end = offset + a.bytes.len();
-        header.insert(a.name.clone(), serde_json::json!({"dtype": a.dtype, "shape": a.shape, "data_offsets": [offset, end]}));
+        header.insert(
+            a.name.clone(),
+            serde_json::json!({"dtype": a.dtype, "shape": a.shape, "data_offsets": [offset, end]}),
+        );
         offset = end;
     }
     let mut bytes = serde_json::to_vec(&header).expect("JSON serializes");
@@ -58,7 +61,8 @@ pub fn write_safetensors(path: &Path, arrays: &[Array], metadata: &BTreeMap<Stri
 /// Writes a folder through `fill` into a temporary sibling, then swaps it into place.
 pub fn write_dir_atomically(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = out.file_name().ok_or_else(|| Error::InvalidArgument(format!("{} is not a folder name", out.display())))?;
+    let name =
+        out.file_name().ok_or_else(|| Error::InvalidArgument(format!("{} is not a folder name", out.display())))?;
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     let staging = sibling(parent, name, "tmp");
     let _ = std::fs::remove_dir_all(&staging);
@@ -79,7 +83,8 @@ pub fn write_dir_atomically(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) 
 /// Writes one file through a temporary sibling and a rename.
 pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| Error::InvalidArgument(format!("{} is not a file name", path.display())))?;
+    let name =
+        path.file_name().ok_or_else(|| Error::InvalidArgument(format!("{} is not a file name", path.display())))?;
     let staging = sibling(parent, name, "tmp");
     std::fs::write(&staging, bytes).map_err(|e| Error::io(&staging, e))?;
     std::fs::rename(&staging, path).map_err(|e| Error::io(path, e))

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use half::f16;
 use serde::{Deserialize, Serialize};
 
-use super::{Array, config_json, f16_bytes, safetensors_size, write_dir_atomically, write_safetensors, write_tokenizer};
+use super::{
+    Array, config_json, f16_bytes, safetensors_size, write_dir_atomically, write_safetensors, write_tokenizer,
+};
 use crate::error::{Error, Result};
 use crate::model::{Model, SourceFormat, Weights, cpu};
 use crate::quant::pack::{self, Unpacker};
@@ -40,19 +42,39 @@ fn arrays(q: &Quantized) -> Vec<Array<'_>> {
     let mut arrays = Vec::new();
     for (name, t) in &q.tensors {
         for (i, codes) in t.codes.iter().enumerate().filter(|(_, c)| c.count > 0) {
-            arrays.push(Array { name: format!("{name}::codes.{i}"), dtype: "U8", shape: vec![codes.packed.len()], bytes: Cow::Borrowed(&codes.packed) });
+            arrays.push(Array {
+                name: format!("{name}::codes.{i}"),
+                dtype: "U8",
+                shape: vec![codes.packed.len()],
+                bytes: Cow::Borrowed(&codes.packed),
+            });
         }
         if !t.params.is_empty() {
-            arrays.push(Array { name: format!("{name}::params"), dtype: "F16", shape: vec![t.params.len()], bytes: Cow::Owned(f16_bytes(&t.params)) });
+            arrays.push(Array {
+                name: format!("{name}::params"),
+                dtype: "F16",
+                shape: vec![t.params.len()],
+                bytes: Cow::Owned(f16_bytes(&t.params)),
+            });
         }
         let map_bits = index_bits(t.plan.tiers.len());
         if map_bits > 0 {
             let map = pack::pack(t.unit_tiers.iter().map(|v| *v as u16), map_bits);
-            arrays.push(Array { name: format!("{name}::tiers"), dtype: "U8", shape: vec![map.len()], bytes: Cow::Owned(map) });
+            arrays.push(Array {
+                name: format!("{name}::tiers"),
+                dtype: "U8",
+                shape: vec![map.len()],
+                bytes: Cow::Owned(map),
+            });
         }
     }
     for (name, (shape, values)) in &q.fp16 {
-        arrays.push(Array { name: name.clone(), dtype: "F16", shape: shape.clone(), bytes: Cow::Owned(f16_bytes(values)) });
+        arrays.push(Array {
+            name: name.clone(),
+            dtype: "F16",
+            shape: shape.clone(),
+            bytes: Cow::Owned(f16_bytes(values)),
+        });
     }
     arrays
 }
@@ -176,7 +198,10 @@ pub fn read_config(dir: &Path) -> Result<QuantConfig> {
 }
 
 /// The inverse of `rtn::quantize`'s storage order.
-fn unpack_matrix(entry: &MatrixEntry, array: &dyn Fn(&str) -> Option<Vec<u8>>) -> std::result::Result<Vec<f32>, String> {
+fn unpack_matrix(
+    entry: &MatrixEntry,
+    array: &dyn Fn(&str) -> Option<Vec<u8>>,
+) -> std::result::Result<Vec<f32>, String> {
     let plan = &entry.plan;
     let (rows, cols, k) = (entry.rows, entry.cols, plan.tiers.len());
     let unit_tiers: Vec<u8> = if k > 1 {
@@ -191,8 +216,10 @@ fn unpack_matrix(entry: &MatrixEntry, array: &dyn Fn(&str) -> Option<Vec<u8>>) -
     };
     let tier_of = |i: usize| if k == 1 { 0 } else { unit_tiers[plan.granularity.unit_of(i, cols)] as usize };
     let code_arrays: Vec<Vec<u8>> = (0..k).map(|t| array(&format!("codes.{t}")).unwrap_or_default()).collect();
-    let mut readers: Vec<Unpacker> = code_arrays.iter().zip(&plan.tiers).map(|(a, t)| Unpacker::new(a, t.bits)).collect();
-    let params: Vec<f16> = array("params").unwrap_or_default().chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect();
+    let mut readers: Vec<Unpacker> =
+        code_arrays.iter().zip(&plan.tiers).map(|(a, t)| Unpacker::new(a, t.bits)).collect();
+    let params: Vec<f16> =
+        array("params").unwrap_or_default().chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect();
     let per_block = plan.grid.params_per_block();
     let mut next_param = 0;
     let mut out = vec![0f32; rows * cols];

@@ -27,12 +27,25 @@ pub fn markdown(rows: &[Row]) -> String {
 }
 
 pub fn csv(rows: &[Row]) -> String {
-    let mut s = String::from("method,configuration,payload_bpw,true_bpw,size_bytes,ppl,delta_ppl_pct,seed_loss,delta_seed_loss_pct,kld_mean,kld_p99,top1_agreement,quantize_seconds\n");
+    let mut s = String::from(
+        "method,configuration,payload_bpw,true_bpw,size_bytes,ppl,delta_ppl_pct,seed_loss,delta_seed_loss_pct,kld_mean,kld_p99,top1_agreement,quantize_seconds\n",
+    );
     for r in rows {
         s += &format!(
             "{},\"{}\",{},{},{},{},{},{},{},{},{},{},{}\n",
-            r.method, r.configuration.replace('"', "'"), r.payload_bpw, r.true_bpw, r.size_bytes, r.ppl, r.delta_ppl_pct,
-            r.seed_loss, r.delta_seed_loss_pct, r.kld_mean, r.kld_p99, r.top1_agreement, r.quantize_seconds
+            r.method,
+            r.configuration.replace('"', "'"),
+            r.payload_bpw,
+            r.true_bpw,
+            r.size_bytes,
+            r.ppl,
+            r.delta_ppl_pct,
+            r.seed_loss,
+            r.delta_seed_loss_pct,
+            r.kld_mean,
+            r.kld_p99,
+            r.top1_agreement,
+            r.quantize_seconds
         );
     }
     s

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use nash_swarm::eval::{self, Kld, KldStats, PplReport, ReferenceLogits, WindowSpec};
 use nash_swarm::importance::{self, CalibrationStats, ImportanceMethod, activation};
+use nash_swarm::model::{TensorRole, tensor_to_vec};
 use nash_swarm::quant::estimate::ImportanceIndex;
 use nash_swarm::quant::summary::{TensorResult, Thumbnail, tensor_result, thumbnail};
 use nash_swarm::quant::{BitReport, QuantConfig, quantize_model};
-use nash_swarm::model::{TensorRole, tensor_to_vec};
 use nash_swarm::{Job, Model};
 use rayon::prelude::*;
 
@@ -51,7 +51,9 @@ pub fn matrices(model: &Model) -> Vec<String> {
 pub fn layer_and_kind(name: &str) -> (Option<usize>, String) {
     let parts: Vec<&str> = name.split('.').collect();
     let at = parts.iter().position(|p| p.parse::<usize>().is_ok());
-    let Some(at) = at else { return (None, name.trim_end_matches(".weight").rsplit('.').next().unwrap_or(name).to_string()) };
+    let Some(at) = at else {
+        return (None, name.trim_end_matches(".weight").rsplit('.').next().unwrap_or(name).to_string());
+    };
     let layer = parts[at].parse().ok();
     let rest: Vec<&str> = parts[at + 1..].iter().copied().filter(|p| *p != "weight").collect();
     let kind = match rest.as_slice() {
@@ -65,7 +67,12 @@ pub fn layer_and_kind(name: &str) -> (Option<usize>, String) {
 
 const KIND_ORDER: [&str; 11] = ["q", "k", "v", "o", "gate", "up", "down", "c_attn", "c_proj", "c_fc", "mlp.c_proj"];
 
-pub fn analyze(model: &Model, method: &ImportanceMethod, calibration: Option<&CalibrationStats>, job: &Job) -> anyhow::Result<Analysis> {
+pub fn analyze(
+    model: &Model,
+    method: &ImportanceMethod,
+    calibration: Option<&CalibrationStats>,
+    job: &Job,
+) -> anyhow::Result<Analysis> {
     let names = matrices(model);
     let scores = importance::compute(model, &names, method, calibration, job)?;
     let index = ImportanceIndex::build(model, &scores);
@@ -76,7 +83,14 @@ pub fn analyze(model: &Model, method: &ImportanceMethod, calibration: Option<&Ca
             let (rows, cols) = model.weights.get(name).and_then(|t| Ok(t.dims2()?)).unwrap_or((1, s.len()));
             let (layer, kind) = layer_and_kind(name);
             let mean = (s.iter().map(|v| *v as f64).sum::<f64>() / s.len() as f64) as f32;
-            let info = TensorInfo { layer, kind, rows, cols, mean_importance: mean, importance_image: thumbnail(s, rows, cols, THUMBNAIL_SIDE) };
+            let info = TensorInfo {
+                layer,
+                kind,
+                rows,
+                cols,
+                mean_importance: mean,
+                importance_image: thumbnail(s, rows, cols, THUMBNAIL_SIDE),
+            };
             (name.clone(), info)
         })
         .collect();
@@ -129,7 +143,14 @@ pub struct RunOutput {
 }
 
 /// Quantizes with `config` and evaluates against the reference (recording it first when there is none).
-pub fn run(model: &Model, config: &QuantConfig, text: &PathBuf, spec: WindowSpec, reference: Option<Arc<Reference>>, job: &Job) -> anyhow::Result<RunOutput> {
+pub fn run(
+    model: &Model,
+    config: &QuantConfig,
+    text: &PathBuf,
+    spec: WindowSpec,
+    reference: Option<Arc<Reference>>,
+    job: &Job,
+) -> anyhow::Result<RunOutput> {
     let start = std::time::Instant::now();
     let fresh = match &reference {
         Some(r) if r.text == *text && r.spec == spec => None,
@@ -144,12 +165,15 @@ pub fn run(model: &Model, config: &QuantConfig, text: &PathBuf, spec: WindowSpec
     let detail = quantized
         .tensors
         .par_iter()
-        .map(|(name, q)| Ok((name.clone(), tensor_result(&tensor_to_vec(model.weights.get(name)?)?, q, THUMBNAIL_SIDE))))
+        .map(|(name, q)| {
+            Ok((name.clone(), tensor_result(&tensor_to_vec(model.weights.get(name)?)?, q, THUMBNAIL_SIDE)))
+        })
         .collect::<nash_swarm::Result<BTreeMap<_, _>>>()?;
     let size_bytes = nash_swarm::export::packed::packed_size(model, &quantized) as u64;
     let bits = quantized.bits.clone();
     let quantized_model = model.with_weights(quantized.into_weights()?);
-    let (report, _) = eval::evaluate_ppl(&quantized_model, &reference_ref.windows, Kld::Against(&reference_ref.logits), job)?;
+    let (report, _) =
+        eval::evaluate_ppl(&quantized_model, &reference_ref.windows, Kld::Against(&reference_ref.logits), job)?;
     let base_ppl = reference_ref.base.ppl;
     let record = RunRecord {
         config: config.clone(),

@@ -43,7 +43,10 @@ impl Dialogs for NativeDialogs {
         rfd::FileDialog::new().set_title("Open an evaluation text (UTF-8)").pick_file()
     }
     fn open_config(&self) -> Option<PathBuf> {
-        rfd::FileDialog::new().set_title("Import a configuration").add_filter("configuration", &["toml", "json"]).pick_file()
+        rfd::FileDialog::new()
+            .set_title("Import a configuration")
+            .add_filter("configuration", &["toml", "json"])
+            .pick_file()
     }
     fn save_file(&self, title: &str, default_name: &str) -> Option<PathBuf> {
         rfd::FileDialog::new().set_title(title).set_file_name(default_name).save_file()
@@ -243,7 +246,9 @@ impl ExplorerApp {
         self.jobs.spawn(ctx, JobKind::Analyze, move |job| {
             let calibration = match (&config.importance, &text) {
                 (ImportanceMethod::Activation, Some(text)) => Some(analysis::calibration(&model, text, &config, job)?),
-                (ImportanceMethod::Activation, None) => anyhow::bail!("activation importance needs an evaluation text (Open text…)"),
+                (ImportanceMethod::Activation, None) => {
+                    anyhow::bail!("activation importance needs an evaluation text (Open text…)")
+                }
                 _ => None,
             };
             Ok(Outcome::Analyzed(Arc::new(analysis::analyze(&model, &config.importance, calibration.as_ref(), job)?)))
@@ -323,10 +328,14 @@ impl ExplorerApp {
     }
 
     fn export_report(&mut self) {
-        let Some(path) = self.dialogs.save_file("Export report (Markdown; a CSV is written beside it)", "report.md") else { return };
+        let Some(path) = self.dialogs.save_file("Export report (Markdown; a CSV is written beside it)", "report.md")
+        else {
+            return;
+        };
         let rows = self.report_rows();
-        let written = export::write_file_atomically(&path, export::report::markdown(&rows).as_bytes())
-            .and_then(|()| export::write_file_atomically(&path.with_extension("csv"), export::report::csv(&rows).as_bytes()));
+        let written = export::write_file_atomically(&path, export::report::markdown(&rows).as_bytes()).and_then(|()| {
+            export::write_file_atomically(&path.with_extension("csv"), export::report::csv(&rows).as_bytes())
+        });
         self.report(written.map(|()| format!("report written to {} and .csv", path.display())));
     }
 
@@ -380,7 +389,8 @@ impl ExplorerApp {
                 }
                 Outcome::Analyzed(a) => {
                     if self.selected.is_none() {
-                        self.selected = a.tensors.keys().find(|n| n.contains("layers.0.") || n.starts_with("h.0.")).cloned();
+                        self.selected =
+                            a.tensors.keys().find(|n| n.contains("layers.0.") || n.starts_with("h.0.")).cloned();
                     }
                     self.analysis = Some(a);
                     self.textures = Default::default();
@@ -396,7 +406,8 @@ impl ExplorerApp {
                     self.textures = Default::default();
                 }
                 Outcome::Allocated(config, bits, price) => {
-                    self.notices.push(format!("Nash allocation at lambda = {price:.3e}: {} tensors priced", bits.len()));
+                    self.notices
+                        .push(format!("Nash allocation at lambda = {price:.3e}: {} tensors priced", bits.len()));
                     self.settings.config = config;
                     self.allocation = bits;
                     self.refresh_estimate();
@@ -439,12 +450,20 @@ impl ExplorerApp {
             if ui.add_enabled(self.model.is_some(), egui::Button::new("Export model…")).clicked() {
                 commands.push(Command::ExportModel);
             }
-            if ui.add_enabled(!self.runs.is_empty() || !self.baselines.is_empty(), egui::Button::new("Export report…")).clicked() {
+            if ui
+                .add_enabled(!self.runs.is_empty() || !self.baselines.is_empty(), egui::Button::new("Export report…"))
+                .clicked()
+            {
                 commands.push(Command::ExportReport);
             }
             ui.separator();
             let model = self.model.as_ref().map_or("no model".to_string(), |m| {
-                format!("{} · {} · {:.1}M parameters", m.display_name(), m.architecture.name(), m.param_count() as f64 / 1e6)
+                format!(
+                    "{} · {} · {:.1}M parameters",
+                    m.display_name(),
+                    m.architecture.name(),
+                    m.param_count() as f64 / 1e6
+                )
             });
             ui.label(model);
             let text = self.settings.text.as_ref().map_or("no text".into(), |t| nash_swarm::model::display_name(t));
@@ -522,9 +541,12 @@ impl eframe::App for ExplorerApp {
                 egui::ScrollArea::vertical().show(ui, |ui| {
                     ui.horizontal_top(|ui| {
                         ui.vertical(|ui| commands.extend(heatmap_ui::heatmap_ui(self, ui)));
-                        ui.vertical(|ui| tensor_ui::tensor_ui(self, ui));
+                        ui.vertical(|ui| {
+                            tensor_ui::tensor_ui(self, ui);
+                            ui.separator();
+                            commands.extend(histogram_ui::histogram_ui(self, ui));
+                        });
                     });
-                    commands.extend(histogram_ui::histogram_ui(self, ui));
                 });
             });
         }

@@ -7,7 +7,8 @@ use super::state::Metric;
 
 /// Viridis, sampled at five stops and interpolated.
 pub fn colormap(t: f32) -> Color32 {
-    const STOPS: [[f32; 3]; 5] = [[68.0, 1.0, 84.0], [59.0, 82.0, 139.0], [33.0, 145.0, 140.0], [94.0, 201.0, 98.0], [253.0, 231.0, 37.0]];
+    const STOPS: [[f32; 3]; 5] =
+        [[68.0, 1.0, 84.0], [59.0, 82.0, 139.0], [33.0, 145.0, 140.0], [94.0, 201.0, 98.0], [253.0, 231.0, 37.0]];
     let x = t.clamp(0.0, 1.0) * 4.0;
     let (i, f) = ((x.floor() as usize).min(3), x - x.floor().min(3.0));
     let c = |k: usize| STOPS[i][k] + (STOPS[i + 1][k] - STOPS[i][k]) * f;
@@ -17,10 +18,13 @@ pub fn colormap(t: f32) -> Color32 {
 /// The metric's value for a tensor (log10 for the wide-ranged ones), if known.
 pub fn metric_value(app: &ExplorerApp, name: &str) -> Option<f32> {
     match app.settings.metric {
-        Metric::MeanImportance => app.analysis.as_ref()?.tensors.get(name).map(|t| t.mean_importance.max(1e-12).log10()),
+        Metric::MeanImportance => {
+            app.analysis.as_ref()?.tensors.get(name).map(|t| t.mean_importance.max(1e-12).log10())
+        }
         Metric::TopTierShare => app.detail.get(name).map(|d| d.top_tier_share as f32),
         Metric::AssignedBits => {
-            let from_allocation = (!app.settings.config.overrides.is_empty()).then(|| app.allocation.get(name)).flatten();
+            let from_allocation =
+                (!app.settings.config.overrides.is_empty()).then(|| app.allocation.get(name)).flatten();
             from_allocation.copied().or_else(|| app.detail.get(name).map(|d| d.bits_per_weight)).map(|b| b as f32)
         }
         Metric::QuantError => app.detail.get(name).map(|d| d.relative_error.max(1e-12).log10() as f32),
@@ -55,7 +59,7 @@ pub fn heatmap_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) -> Vec<Command> {
     let (lo, hi) = known.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
     let span = (hi - lo).max(1e-6);
 
-    let cell = Vec2::new(40.0, (420.0 / analysis.layers.max(1) as f32).clamp(6.0, 22.0));
+    let cell = Vec2::new(40.0, (380.0 / analysis.layers.max(1) as f32).clamp(6.0, 22.0));
     let label_width = 28.0;
     let size = Vec2::new(label_width + cell.x * analysis.kinds.len() as f32, 16.0 + cell.y * analysis.layers as f32);
     let (rect, response) = ui.allocate_exact_size(size, Sense::click());
@@ -63,23 +67,45 @@ pub fn heatmap_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) -> Vec<Command> {
     let text_color = ui.visuals().text_color();
     for (k, kind) in analysis.kinds.iter().enumerate() {
         let x = rect.left() + label_width + (k as f32 + 0.5) * cell.x;
-        painter.text(egui::pos2(x, rect.top() + 7.0), egui::Align2::CENTER_CENTER, kind, egui::FontId::proportional(11.0), text_color);
+        painter.text(
+            egui::pos2(x, rect.top() + 7.0),
+            egui::Align2::CENTER_CENTER,
+            kind,
+            egui::FontId::proportional(11.0),
+            text_color,
+        );
     }
     let cell_rect = |layer: usize, k: usize| {
-        Rect::from_min_size(egui::pos2(rect.left() + label_width + k as f32 * cell.x, rect.top() + 16.0 + layer as f32 * cell.y), cell - Vec2::splat(1.0))
+        Rect::from_min_size(
+            egui::pos2(rect.left() + label_width + k as f32 * cell.x, rect.top() + 16.0 + layer as f32 * cell.y),
+            cell - Vec2::splat(1.0),
+        )
     };
     for layer in (0..analysis.layers).step_by((analysis.layers / 15).max(1)) {
         let y = rect.top() + 16.0 + (layer as f32 + 0.5) * cell.y;
-        painter.text(egui::pos2(rect.left() + label_width - 4.0, y), egui::Align2::RIGHT_CENTER, layer.to_string(), egui::FontId::proportional(10.0), text_color);
+        painter.text(
+            egui::pos2(rect.left() + label_width - 4.0, y),
+            egui::Align2::RIGHT_CENTER,
+            layer.to_string(),
+            egui::FontId::proportional(10.0),
+            text_color,
+        );
     }
     for ((layer, k, name), value) in cells.iter().zip(&values) {
         let color = value.map_or(Color32::from_gray(60), |v| colormap((v - lo) / span));
         painter.rect_filled(cell_rect(*layer, *k), 1.0, color);
         if app.selected.as_deref() == Some(name) {
-            painter.rect_stroke(cell_rect(*layer, *k), 1.0, egui::Stroke::new(2.0, Color32::WHITE), egui::StrokeKind::Inside);
+            painter.rect_stroke(
+                cell_rect(*layer, *k),
+                1.0,
+                egui::Stroke::new(2.0, Color32::WHITE),
+                egui::StrokeKind::Inside,
+            );
         }
     }
-    let hovered = response.hover_pos().and_then(|p| cells.iter().zip(&values).find(|((l, k, _), _)| cell_rect(*l, *k).contains(p)));
+    let hovered = response
+        .hover_pos()
+        .and_then(|p| cells.iter().zip(&values).find(|((l, k, _), _)| cell_rect(*l, *k).contains(p)));
     if let Some(((_, _, name), _)) = hovered {
         let name = name.clone();
         let tip = tooltip(app, &name);

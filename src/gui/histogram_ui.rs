@@ -39,7 +39,8 @@ pub fn histogram_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) -> Vec<Command> {
         .enumerate()
         .map(|(i, c)| {
             let x = index.log_min + width * group as f32 * (i as f32 + 0.5);
-            Bar::new(x as f64, 100.0 * c.iter().map(|v| *v as f64).sum::<f64>() / total).width((width * group as f32) as f64)
+            Bar::new(x as f64, 100.0 * c.iter().map(|v| *v as f64).sum::<f64>() / total)
+                .width((width * group as f32) as f64)
         })
         .collect();
 
@@ -50,7 +51,8 @@ pub fn histogram_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) -> Vec<Command> {
         sum += t.share;
         cumulative.push(sum);
     }
-    let lines: Vec<f32> = cumulative.iter().map(|c| ImportanceIndex::threshold_for_share(&hist, *c, index.log_min, width)).collect();
+    let lines: Vec<f32> =
+        cumulative.iter().map(|c| ImportanceIndex::threshold_for_share(&hist, *c, index.log_min, width)).collect();
 
     let response = Plot::new("histogram")
         .height(200.0)
@@ -72,7 +74,9 @@ pub fn histogram_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) -> Vec<Command> {
     let screen_x: Vec<f32> = lines.iter().map(|x| transform.position_from_point_x(*x as f64)).collect();
     let r = &response.response;
     if r.drag_started() {
-        let pointer = r.interact_pointer_pos().map_or(f32::NAN, |p| p.x);
+        // Where the button went down, not where the pointer is now: a fast drag has already moved away.
+        let origin = ui.input(|i| i.pointer.press_origin()).or(r.interact_pointer_pos());
+        let pointer = origin.map_or(f32::NAN, |p| p.x);
         app.histogram.dragging = screen_x
             .iter()
             .enumerate()

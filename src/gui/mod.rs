@@ -20,7 +20,9 @@ pub use app::{ExplorerApp, Launch, NativeDialogs};
 
 pub fn run(model: Option<PathBuf>, text: Option<PathBuf>) -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
-        viewport: eframe::egui::ViewportBuilder::default().with_inner_size([1480.0, 920.0]).with_title("Nash-Swarm Explorer"),
+        viewport: eframe::egui::ViewportBuilder::default()
+            .with_inner_size([1480.0, 920.0])
+            .with_title("Nash-Swarm Explorer"),
         ..Default::default()
     };
     let launch = Launch { model, text, dialogs: Box::new(NativeDialogs), show_frame_time: true };

@@ -51,15 +51,31 @@ pub fn results_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) -> Vec<Command> {
         });
         ui.vertical(|ui| {
             ui.heading("Pareto: true bpw vs PPL");
-            let runs: Vec<[f64; 2]> = app.runs.iter().map(|r| [r.bits.true_bpw, r.ppl]).collect();
-            let baselines: Vec<[f64; 2]> = app.baselines.iter().skip(1).map(|r| [r.true_bpw, r.ppl]).collect();
-            Plot::new("pareto").height(200.0).include_x(2.0).include_x(8.0).legend(Legend::default()).x_axis_label("true bits per weight").y_axis_label("PPL").show(ui, |plot| {
-                if let Some(base) = app.base_ppl {
-                    plot.hline(HLine::new("unquantized", base).color(egui::Color32::GRAY));
-                }
-                plot.points(Points::new("baselines", PlotPoints::from(baselines)).radius(5.0).color(egui::Color32::from_rgb(230, 150, 60)));
-                plot.points(Points::new("runs", PlotPoints::from(runs)).radius(5.0).color(egui::Color32::from_rgb(90, 170, 250)));
-            });
+            // PPL spans from tens to 1e9 between rows: a log axis keeps them all readable.
+            let runs: Vec<[f64; 2]> = app.runs.iter().map(|r| [r.bits.true_bpw, r.ppl.log10()]).collect();
+            let baselines: Vec<[f64; 2]> = app.baselines.iter().skip(1).map(|r| [r.true_bpw, r.ppl.log10()]).collect();
+            Plot::new("pareto")
+                .height(200.0)
+                .include_x(2.0)
+                .include_x(8.0)
+                .legend(Legend::default())
+                .x_axis_label("true bits per weight")
+                .y_axis_label("log10 PPL")
+                .show(ui, |plot| {
+                    if let Some(base) = app.base_ppl {
+                        plot.hline(HLine::new("unquantized", base.log10()).color(egui::Color32::GRAY));
+                    }
+                    plot.points(
+                        Points::new("baselines", PlotPoints::from(baselines))
+                            .radius(5.0)
+                            .color(egui::Color32::from_rgb(230, 150, 60)),
+                    );
+                    plot.points(
+                        Points::new("runs", PlotPoints::from(runs))
+                            .radius(5.0)
+                            .color(egui::Color32::from_rgb(90, 170, 250)),
+                    );
+                });
         });
     });
     commands

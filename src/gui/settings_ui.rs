@@ -49,16 +49,20 @@ pub fn settings_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) -> Vec<Command> {
         ui.horizontal(|ui| {
             let mut percent = config.tiers[i].share * 100.0;
             let last = i + 1 == k;
-            let share = ui.add_enabled(!last, egui::DragValue::new(&mut percent).range(0.0..=100.0).speed(0.1).suffix(" %"));
+            let share =
+                ui.add_enabled(!last, egui::DragValue::new(&mut percent).range(0.0..=100.0).speed(0.1).suffix(" %"));
             if share.changed() {
                 config.tiers[i].share = percent / 100.0;
                 changed = true;
             }
-            egui::ComboBox::new(("bits", i), "bits").width(60.0).selected_text(format!("{} bit", config.tiers[i].bits)).show_ui(ui, |ui| {
-                for b in ALLOWED_BITS {
-                    changed |= ui.selectable_value(&mut config.tiers[i].bits, b, format!("{b} bit")).changed();
-                }
-            });
+            egui::ComboBox::new(("bits", i), "bits")
+                .width(60.0)
+                .selected_text(format!("{} bit", config.tiers[i].bits))
+                .show_ui(ui, |ui| {
+                    for b in ALLOWED_BITS {
+                        changed |= ui.selectable_value(&mut config.tiers[i].bits, b, format!("{b} bit")).changed();
+                    }
+                });
             if k > 1 && ui.small_button("-").on_hover_text("remove this tier").clicked() {
                 remove = Some(i);
             }
@@ -80,16 +84,29 @@ pub fn settings_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) -> Vec<Command> {
 
     ui.separator();
     ui.heading("Granularity and groups");
-    egui::ComboBox::new("granularity", "tiers").selected_text(format!("tier per {}", config.granularity)).show_ui(ui, |ui| {
-        for g in [Granularity::Weight, Granularity::Group(32), Granularity::Group(64), Granularity::Group(128), Granularity::Channel, Granularity::Tensor] {
-            changed |= ui.selectable_value(&mut config.granularity, g, format!("tier per {g}")).changed();
-        }
-    });
-    egui::ComboBox::new("group_size", "scales").selected_text(format!("scale per {}", String::from(config.group_size))).show_ui(ui, |ui| {
-        for g in [GroupSize::G(32), GroupSize::G(64), GroupSize::G(128), GroupSize::Row, GroupSize::Tensor] {
-            changed |= ui.selectable_value(&mut config.group_size, g, format!("scale per {}", String::from(g))).changed();
-        }
-    });
+    egui::ComboBox::new("granularity", "tiers").selected_text(format!("tier per {}", config.granularity)).show_ui(
+        ui,
+        |ui| {
+            for g in [
+                Granularity::Weight,
+                Granularity::Group(32),
+                Granularity::Group(64),
+                Granularity::Group(128),
+                Granularity::Channel,
+                Granularity::Tensor,
+            ] {
+                changed |= ui.selectable_value(&mut config.granularity, g, format!("tier per {g}")).changed();
+            }
+        },
+    );
+    egui::ComboBox::new("group_size", "scales")
+        .selected_text(format!("scale per {}", String::from(config.group_size)))
+        .show_ui(ui, |ui| {
+            for g in [GroupSize::G(32), GroupSize::G(64), GroupSize::G(128), GroupSize::Row, GroupSize::Tensor] {
+                changed |=
+                    ui.selectable_value(&mut config.group_size, g, format!("scale per {}", String::from(g))).changed();
+            }
+        });
     ui.horizontal(|ui| {
         changed |= ui.radio_value(&mut config.scope, Scope::PerTensor, "per-tensor").changed();
         changed |= ui.radio_value(&mut config.scope, Scope::Global, "global").changed();
@@ -110,11 +127,14 @@ pub fn settings_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) -> Vec<Command> {
         changed |= ui.checkbox(&mut config.quantize.embedding, "embeddings").changed();
         changed |= ui.checkbox(&mut config.quantize.lm_head, "LM head").changed();
     });
-    egui::ComboBox::new("keep_bits", "kept").selected_text(format!("others at {} bit", config.keep_bits)).show_ui(ui, |ui| {
-        for b in ALLOWED_BITS {
-            changed |= ui.selectable_value(&mut config.keep_bits, b, format!("others at {b} bit")).changed();
-        }
-    });
+    egui::ComboBox::new("keep_bits", "kept").selected_text(format!("others at {} bit", config.keep_bits)).show_ui(
+        ui,
+        |ui| {
+            for b in ALLOWED_BITS {
+                changed |= ui.selectable_value(&mut config.keep_bits, b, format!("others at {b} bit")).changed();
+            }
+        },
+    );
     if !config.overrides.is_empty() {
         ui.horizontal(|ui| {
             ui.label(format!("{} tensors follow a Nash allocation", config.overrides.len()));

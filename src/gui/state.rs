@@ -14,7 +14,8 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 4] = [Metric::MeanImportance, Metric::TopTierShare, Metric::AssignedBits, Metric::QuantError];
+    pub const ALL: [Metric; 4] =
+        [Metric::MeanImportance, Metric::TopTierShare, Metric::AssignedBits, Metric::QuantError];
 
     pub fn label(self) -> &'static str {
         match self {

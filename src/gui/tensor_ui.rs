@@ -41,13 +41,16 @@ pub fn tensor_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) {
         let image = &info.importance_image;
         let logs: Vec<f32> = image.values.iter().map(|v| v.max(1e-12).log10()).collect();
         let (lo, hi) = logs.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
-        let scaled = Thumbnail { values: logs.iter().map(|v| (v - lo) / (hi - lo).max(1e-6)).collect(), ..image.clone() };
-        app.textures.importance = Some(ui.ctx().load_texture("importance", to_image(&scaled, colormap), TextureOptions::NEAREST));
-        app.textures.bits = detail.map(|d| ui.ctx().load_texture("bits", to_image(&d.bits_image, bits_color), TextureOptions::NEAREST));
+        let scaled =
+            Thumbnail { values: logs.iter().map(|v| (v - lo) / (hi - lo).max(1e-6)).collect(), ..image.clone() };
+        app.textures.importance =
+            Some(ui.ctx().load_texture("importance", to_image(&scaled, colormap), TextureOptions::NEAREST));
+        app.textures.bits =
+            detail.map(|d| ui.ctx().load_texture("bits", to_image(&d.bits_image, bits_color), TextureOptions::NEAREST));
         app.textures.key = Some(selected.clone());
     }
     ui.label(format!("{} × {} · mean importance {:.3e}", info.rows, info.cols, info.mean_importance));
-    let side = 200.0;
+    let side = 160.0;
     let size = |t: &Thumbnail| {
         let aspect = t.width as f32 / t.height.max(1) as f32;
         if aspect >= 1.0 { Vec2::new(side, side / aspect) } else { Vec2::new(side * aspect, side) }

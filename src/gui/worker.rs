@@ -58,7 +58,12 @@ impl<T: Send + 'static> Default for Jobs<T> {
 
 impl<T: Send + 'static> Jobs<T> {
     /// Starts `work` on a thread, superseding any running job of the same kind.
-    pub fn spawn(&mut self, ctx: &egui::Context, kind: JobKind, work: impl FnOnce(&Job) -> anyhow::Result<T> + Send + 'static) {
+    pub fn spawn(
+        &mut self,
+        ctx: &egui::Context,
+        kind: JobKind,
+        work: impl FnOnce(&Job) -> anyhow::Result<T> + Send + 'static,
+    ) {
         self.cancel(kind);
         let generation = self.next_generation;
         self.next_generation += 1;

@@ -58,7 +58,10 @@ impl LlamaConfig {
             return Err(format!("hidden_size {} is not divisible by num_attention_heads {heads}", self.hidden_size));
         }
         if self.kv_heads() == 0 || heads % self.kv_heads() != 0 {
-            return Err(format!("num_attention_heads {heads} is not a multiple of num_key_value_heads {}", self.kv_heads()));
+            return Err(format!(
+                "num_attention_heads {heads} is not a multiple of num_key_value_heads {}",
+                self.kv_heads()
+            ));
         }
         if self.head_dim() % 2 != 0 {
             return Err(format!("head dimension {} must be even for RoPE", self.head_dim()));

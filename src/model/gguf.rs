@@ -172,7 +172,10 @@ fn unpermute_rows(w: &Tensor, heads: usize) -> Result<Tensor> {
 fn tokenizer_from_metadata(meta: &Metadata) -> Result<tokenizers::Tokenizer> {
     let model = meta.string("tokenizer.ggml.model")?;
     if model != "gpt2" {
-        return Err(Error::bad_file(meta.path, format!("tokenizer model `{model}` is not supported (only gpt2-style BPE)")));
+        return Err(Error::bad_file(
+            meta.path,
+            format!("tokenizer model `{model}` is not supported (only gpt2-style BPE)"),
+        ));
     }
     let tokens: Vec<String> = meta
         .array("tokenizer.ggml.tokens")?
@@ -191,9 +194,7 @@ fn tokenizer_from_metadata(meta: &Metadata) -> Result<tokenizers::Tokenizer> {
         Err(_) => vec![1; tokens.len()],
     };
     let pre = meta.string("tokenizer.ggml.pre").unwrap_or_else(|_| "default".into());
-    let byte_level = |use_regex: bool| {
-        json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
-    };
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
     let pre_tokenizer = match pre.as_str() {
         "default" | "gpt-2" | "gpt2" => byte_level(true),
         // SmolLM: every digit on its own, then GPT-2's split.

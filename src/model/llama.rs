@@ -128,4 +128,3 @@ fn llama3_scaled(freq: f64, s: &super::config::RopeScaling) -> f64 {
         (1.0 - smooth) * freq / s.factor + smooth * freq
     }
 }
-

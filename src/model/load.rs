@@ -140,11 +140,8 @@ fn normalize_names(architecture: &Architecture, tensors: Sourced) -> Result<Sour
             let mut out = BTreeMap::new();
             for (key, (tensor, file)) in tensors {
                 let Some(name) = gpt2::canonical_name(&key) else { continue };
-                let tensor = if gpt2::is_conv1d(&name) && tensor.rank() == 2 {
-                    tensor.t()?.contiguous()?
-                } else {
-                    tensor
-                };
+                let tensor =
+                    if gpt2::is_conv1d(&name) && tensor.rank() == 2 { tensor.t()?.contiguous()? } else { tensor };
                 out.insert(name, (tensor, file));
             }
             Ok(out)

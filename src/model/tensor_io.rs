@@ -17,8 +17,7 @@ pub fn map_file(path: &Path) -> Result<memmap2::Mmap> {
 }
 
 pub fn parse_safetensors<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
-    SafeTensors::deserialize(bytes)
-        .map_err(|e| Error::bad_file(path, format!("not a valid safetensors file ({e})")))
+    SafeTensors::deserialize(bytes).map_err(|e| Error::bad_file(path, format!("not a valid safetensors file ({e})")))
 }
 
 /// Every floating-point tensor of a safetensors file, converted to f32, keyed by its stored name, with the

@@ -37,7 +37,12 @@ impl TensorBits {
                 -p * p.log2()
             })
             .sum();
-        TensorBits { payload, params, tier_map: units as u64 * index_bits(k) as u64, tier_map_entropy: units as f64 * entropy }
+        TensorBits {
+            payload,
+            params,
+            tier_map: units as u64 * index_bits(k) as u64,
+            tier_map_entropy: units as f64 * entropy,
+        }
     }
 
     /// Everything stored for this matrix with a plain tier map.

@@ -127,18 +127,27 @@ impl QuantConfig {
     }
 
     pub fn tier_plan(&self) -> TensorPlan {
-        TensorPlan { tiers: self.tiers.clone(), granularity: self.granularity, group_size: self.group_size, grid: self.grid }
+        TensorPlan {
+            tiers: self.tiers.clone(),
+            granularity: self.granularity,
+            group_size: self.group_size,
+            grid: self.grid,
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
         validate_tiers(&self.tiers)?;
         self.importance.validate()?;
         if !super::tiers::ALLOWED_BITS.contains(&self.keep_bits) {
-            return Err(Error::InvalidArgument(format!("keep_bits {} is not one of 2, 3, 4, 5, 6, 8, 16", self.keep_bits)));
+            return Err(Error::InvalidArgument(format!(
+                "keep_bits {} is not one of 2, 3, 4, 5, 6, 8, 16",
+                self.keep_bits
+            )));
         }
         if self.granularity == Granularity::Tensor && self.tiers.len() > 1 && self.scope == Scope::PerTensor {
             return Err(Error::InvalidArgument(
-                "tensor granularity with several tiers needs global scope (one tier per matrix across the model)".into(),
+                "tensor granularity with several tiers needs global scope (one tier per matrix across the model)"
+                    .into(),
             ));
         }
         for (name, plan) in &self.overrides {
@@ -159,8 +168,8 @@ impl QuantConfig {
 
     /// Reads `quantization.toml` (or `.json`), naming the file in every error.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = String::from_utf8(crate::error::read_file(path)?)
-            .map_err(|_| Error::bad_file(path, "not UTF-8 text"))?;
+        let text =
+            String::from_utf8(crate::error::read_file(path)?).map_err(|_| Error::bad_file(path, "not UTF-8 text"))?;
         let parsed = if path.extension().is_some_and(|e| e == "json") {
             serde_json::from_str::<QuantConfig>(&text).map_err(|e| e.to_string()).and_then(|c| {
                 c.validate().map_err(|e| e.to_string())?;
@@ -176,7 +185,11 @@ impl QuantConfig {
     pub fn summary(&self) -> String {
         let mut s = self.tier_plan().label();
         if self.tiers.len() > 1 {
-            s = format!("{s} {} {}", self.importance.label(), if self.scope == Scope::Global { "global" } else { "per-tensor" });
+            s = format!(
+                "{s} {} {}",
+                self.importance.label(),
+                if self.scope == Scope::Global { "global" } else { "per-tensor" }
+            );
         }
         if !self.overrides.is_empty() {
             s = format!("{} per-tensor plans", self.overrides.len());

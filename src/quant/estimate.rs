@@ -29,7 +29,11 @@ const FLOOR: f32 = 1e-12;
 
 impl ImportanceIndex {
     pub fn build(model: &Model, scores: &Scores) -> ImportanceIndex {
-        let logs = |s: &[f32]| s.iter().map(|v| v.max(FLOOR).log10()).fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), l| (a.min(l), b.max(l)));
+        let logs = |s: &[f32]| {
+            s.iter()
+                .map(|v| v.max(FLOOR).log10())
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), l| (a.min(l), b.max(l)))
+        };
         let ranges: Vec<(f32, f32)> = scores.0.par_iter().map(|(_, s)| logs(s)).collect();
         let log_min = ranges.iter().map(|r| r.0).fold(f32::INFINITY, f32::min);
         let log_max = ranges.iter().map(|r| r.1).fold(f32::NEG_INFINITY, f32::max).max(log_min + 1e-6);

@@ -22,7 +22,8 @@ use crate::model::{Model, tensor_to_vec};
 
 /// The default menu: uniform 2..8 bits and group-level mixes, all with blocks of `group_size`.
 pub fn default_menu(group_size: GroupSize, grid: Grid) -> Vec<TensorPlan> {
-    let mut menu: Vec<TensorPlan> = [2, 3, 4, 5, 6, 8].iter().map(|&b| TensorPlan::uniform(b, group_size, grid)).collect();
+    let mut menu: Vec<TensorPlan> =
+        [2, 3, 4, 5, 6, 8].iter().map(|&b| TensorPlan::uniform(b, group_size, grid)).collect();
     let granularity = match group_size {
         GroupSize::G(g) => Granularity::Group(g),
         _ => Granularity::Channel,
@@ -68,7 +69,13 @@ pub struct Game {
 }
 
 /// Quantizes every player under every strategy of the menu (the expensive part; rayon across tensors).
-pub fn build_game(model: &Model, base: &QuantConfig, scores: &Scores, menu: Vec<TensorPlan>, job: &Job) -> Result<Game> {
+pub fn build_game(
+    model: &Model,
+    base: &QuantConfig,
+    scores: &Scores,
+    menu: Vec<TensorPlan>,
+    job: &Job,
+) -> Result<Game> {
     let treatments = treatments(model, base);
     let names: Vec<&String> = treatments
         .iter()
@@ -178,7 +185,11 @@ impl Game {
             }
             for _ in 0..200 {
                 let mid = if lo == 0.0 { hi / 2.0 } else { (lo * hi).sqrt() };
-                if self.bits_of(&self.best_responses(mid)) > budget { lo = mid } else { hi = mid }
+                if self.bits_of(&self.best_responses(mid)) > budget {
+                    lo = mid
+                } else {
+                    hi = mid
+                }
                 if hi - lo <= hi * 1e-12 {
                     break;
                 }

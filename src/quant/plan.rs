@@ -20,7 +20,10 @@ use crate::model::{Model, TensorRole, Weights, cpu, tensor_to_vec};
 pub enum Treatment {
     /// Quantized with this plan; `follows_tiers` when the plan is the configuration's tiers (global thresholds
     /// apply to these together).
-    Quantize { plan: TensorPlan, follows_tiers: bool },
+    Quantize {
+        plan: TensorPlan,
+        follows_tiers: bool,
+    },
     Fp16,
 }
 
@@ -67,17 +70,16 @@ pub struct Quantized {
 }
 
 impl Quantized {
-    /// Dequantized f32 weights for evaluation ("fake quantization").
+    /// Dequantized f32 weights for evaluation ("fake quantization"), keeping the result.
     pub fn weights(&self) -> Result<Weights> {
-        let mut weights = Weights::default();
-        for (name, q) in &self.tensors {
-            weights.insert(name, candle_core::Tensor::from_vec(q.dequantized.clone(), (q.rows, q.cols), &cpu())?);
+        Quantized {
+            config: self.config.clone(),
+            tensors: self.tensors.clone(),
+            fp16: self.fp16.clone(),
+            bits: self.bits.clone(),
+            quantize_seconds: self.quantize_seconds,
         }
-        for (name, (shape, values)) in &self.fp16 {
-            let values: Vec<f32> = values.iter().map(|v| v.to_f32()).collect();
-            weights.insert(name, candle_core::Tensor::from_vec(values, shape.as_slice(), &cpu())?);
-        }
-        Ok(weights)
+        .into_weights()
     }
 
     /// Dequantized weights, consuming the result (no copy of the large buffers).
@@ -101,7 +103,12 @@ impl Quantized {
 
 /// Importance (with calibration when the method needs it), then quantization. With per-tensor thresholds each
 /// tensor goes importance -> tiers -> quantizer on its own, so the scores of the whole model never sit in memory.
-pub fn quantize_model(model: &Model, config: &QuantConfig, calibration: Option<&CalibrationStats>, job: &Job) -> Result<Quantized> {
+pub fn quantize_model(
+    model: &Model,
+    config: &QuantConfig,
+    calibration: Option<&CalibrationStats>,
+    job: &Job,
+) -> Result<Quantized> {
     config.validate()?;
     importance::check_inputs(&config.importance, calibration)?;
     let start = Instant::now();
@@ -196,7 +203,13 @@ pub fn bit_report(
 }
 
 /// Tier of every unit. Single-tier plans need no map (empty).
-pub fn assign(plan: &TensorPlan, rows: usize, cols: usize, scores: Option<&[f32]>, global: Option<&[f32]>) -> Result<Vec<u8>> {
+pub fn assign(
+    plan: &TensorPlan,
+    rows: usize,
+    cols: usize,
+    scores: Option<&[f32]>,
+    global: Option<&[f32]>,
+) -> Result<Vec<u8>> {
     if plan.tiers.len() == 1 {
         return Ok(Vec::new());
     }

@@ -73,9 +73,9 @@ impl GroupSize {
         match self {
             GroupSize::Tensor => vec![(0, rows * cols)],
             GroupSize::Row => (0..rows).map(|r| (r * cols, cols)).collect(),
-            GroupSize::G(g) => (0..rows)
-                .flat_map(|r| (0..cols).step_by(g).map(move |c| (r * cols + c, g.min(cols - c))))
-                .collect(),
+            GroupSize::G(g) => {
+                (0..rows).flat_map(|r| (0..cols).step_by(g).map(move |c| (r * cols + c, g.min(cols - c)))).collect()
+            }
         }
     }
 }
@@ -342,7 +342,9 @@ mod tests {
         let w = noisy(rows * cols);
         for grid in [Grid::Asymmetric, Grid::Symmetric] {
             for bits in [2u8, 3, 4, 5, 6, 8] {
-                for group_size in [GroupSize::G(32), GroupSize::G(64), GroupSize::G(128), GroupSize::Row, GroupSize::Tensor] {
+                for group_size in
+                    [GroupSize::G(32), GroupSize::G(64), GroupSize::G(128), GroupSize::Row, GroupSize::Tensor]
+                {
                     let plan = TensorPlan::uniform(bits, group_size, grid);
                     let q = quantize(&w, rows, cols, &plan, vec![]);
                     let mut p = 0;
@@ -352,7 +354,10 @@ mod tests {
                         let half_step = 0.5 * g.scale.to_f32() * (1.0 + 1e-5);
                         for i in start..start + len {
                             let err = (w[i] - q.dequantized[i]).abs();
-                            assert!(err <= half_step + 1e-9, "{grid:?} {bits}b {group_size:?}: err {err} > {half_step}");
+                            assert!(
+                                err <= half_step + 1e-9,
+                                "{grid:?} {bits}b {group_size:?}: err {err} > {half_step}"
+                            );
                         }
                     }
                     assert_eq!(p, q.params.len());

@@ -56,7 +56,8 @@ pub fn tensor_result(original: &[f32], q: &QuantizedTensor, max_side: usize) -> 
         q.plan.tiers[t].bits as f32
     };
     let per_weight: Vec<f32> = (0..n).map(bits_of).collect();
-    let top = if k == 1 { 1.0 } else { q.unit_tiers.iter().filter(|t| **t == 0).count() as f64 / q.unit_tiers.len() as f64 };
+    let top =
+        if k == 1 { 1.0 } else { q.unit_tiers.iter().filter(|t| **t == 0).count() as f64 / q.unit_tiers.len() as f64 };
     TensorResult {
         bits_per_weight: TensorBits::of(q).total() as f64 / n as f64,
         top_tier_share: top,

@@ -103,7 +103,9 @@ impl Granularity {
             Granularity::Weight => Cow::Borrowed(scores),
             Granularity::Tensor => Cow::Owned(vec![mean(scores)]),
             Granularity::Channel => Cow::Owned(scores.chunks_exact(cols).map(mean).collect()),
-            Granularity::Group(g) => Cow::Owned(scores.chunks_exact(cols).flat_map(|row| row.chunks(g).map(mean)).collect()),
+            Granularity::Group(g) => {
+                Cow::Owned(scores.chunks_exact(cols).flat_map(|row| row.chunks(g).map(mean)).collect())
+            }
         }
     }
 }
@@ -139,7 +141,9 @@ impl TryFrom<String> for Granularity {
             "group32" => Ok(Granularity::Group(32)),
             "group64" => Ok(Granularity::Group(64)),
             "group128" => Ok(Granularity::Group(128)),
-            other => Err(format!("granularity `{other}` is not one of weight, group32, group64, group128, channel, tensor")),
+            other => {
+                Err(format!("granularity `{other}` is not one of weight, group32, group64, group128, channel, tensor"))
+            }
         }
     }
 }

@@ -46,10 +46,7 @@ pub fn write_like_llama_cpp(model: &Model, path: &Path, architecture: &str) {
 }
 
 fn llama_cpp_name(hf: &str) -> String {
-    let fixed = [
-        ("model.embed_tokens.weight", "token_embd.weight"),
-        ("model.norm.weight", "output_norm.weight"),
-    ];
+    let fixed = [("model.embed_tokens.weight", "token_embd.weight"), ("model.norm.weight", "output_norm.weight")];
     if let Some((_, g)) = fixed.iter().find(|(h, _)| *h == hf) {
         return g.to_string();
     }

@@ -50,7 +50,8 @@ pub fn llama_logits(model: &Model, ids: &[u32]) -> Vec<Vec<f64>> {
     let all: BTreeMap<String, Mat> = model.weights.0.keys().map(|n| (n.clone(), mat(model, n))).collect();
     let w = |n: &str| -> &Mat { &all[n] };
     let embed = mat(model, "model.embed_tokens.weight");
-    let mut xs: Vec<Vec<f64>> = ids.iter().map(|&id| embed.v[id as usize * d..(id as usize + 1) * d].to_vec()).collect();
+    let mut xs: Vec<Vec<f64>> =
+        ids.iter().map(|&id| embed.v[id as usize * d..(id as usize + 1) * d].to_vec()).collect();
     for l in 0..c.num_hidden_layers {
         let p = format!("model.layers.{l}");
         let mut qs = Vec::new();
@@ -72,7 +73,10 @@ pub fn llama_logits(model: &Model, ids: &[u32]) -> Vec<Vec<f64>> {
                 let kvh = head / (nh / nkv);
                 let q = &qs[t][head * hd..(head + 1) * hd];
                 let scores: Vec<f64> = (0..=t)
-                    .map(|s| q.iter().zip(&ks[s][kvh * hd..(kvh + 1) * hd]).map(|(a, b)| a * b).sum::<f64>() / (hd as f64).sqrt())
+                    .map(|s| {
+                        q.iter().zip(&ks[s][kvh * hd..(kvh + 1) * hd]).map(|(a, b)| a * b).sum::<f64>()
+                            / (hd as f64).sqrt()
+                    })
                     .collect();
                 let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
