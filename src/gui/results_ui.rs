@@ -6,11 +6,13 @@ use egui_plot::{HLine, Legend, Plot, PlotPoints, Points};
 
 use super::app::{Command, ExplorerApp};
 
+const PARETO_WIDTH: f32 = 380.0;
+
 pub fn results_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) -> Vec<Command> {
     let mut commands = Vec::new();
     ui.horizontal_top(|ui| {
         ui.vertical(|ui| {
-            ui.set_width((ui.available_width() * 0.62).max(300.0));
+            ui.set_width((ui.available_width() - PARETO_WIDTH - 16.0).max(300.0));
             ui.heading("Results");
             // Vertical only: a floating horizontal scroll bar would sit on the last row and take its clicks.
             egui::ScrollArea::vertical().id_salt("results_table").show(ui, |ui| {
@@ -50,6 +52,7 @@ pub fn results_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) -> Vec<Command> {
             });
         });
         ui.vertical(|ui| {
+            ui.set_width(PARETO_WIDTH);
             ui.heading("Pareto: true bpw vs PPL");
             // PPL spans from tens to 1e9 between rows: a log axis keeps them all readable.
             let runs: Vec<[f64; 2]> = app.runs.iter().map(|r| [r.bits.true_bpw, r.ppl.log10()]).collect();
