@@ -86,17 +86,20 @@ impl<'a> Bench<'a> {
     }
 
     /// Evaluates a quantized result against the baseline.
-    pub fn row(&self, method: &str, quantized: &Quantized, job: &Job) -> Result<Row> {
-        let model = self.model.with_weights(quantized.weights()?);
+    /// Evaluates a quantized result against the baseline, consuming it (its weights become the model's).
+    pub fn row(&self, method: &str, quantized: Quantized, job: &Job) -> Result<Row> {
+        let size = crate::export::packed::packed_size(self.model, &quantized) as u64;
+        let (configuration, bits, quantize_seconds) =
+            (quantized.config.summary(), quantized.bits.clone(), quantized.quantize_seconds);
+        let model = self.model.with_weights(quantized.into_weights()?);
         let (report, _) = eval::evaluate_ppl(&model, &self.windows, Kld::Against(&self.reference), job)?;
         let seed = eval::evaluate_seed(&model, &self.seed_texts, job)?;
         let kld = report.kld.expect("evaluated against the reference");
-        let size = crate::export::packed::packed_size(self.model, quantized) as u64;
         Ok(Row {
             method: method.to_string(),
-            configuration: quantized.config.summary(),
-            payload_bpw: quantized.bits.payload_bpw,
-            true_bpw: quantized.bits.true_bpw,
+            configuration,
+            payload_bpw: bits.payload_bpw,
+            true_bpw: bits.true_bpw,
             size_bytes: size,
             ppl: report.ppl,
             nll: report.nll,
@@ -107,7 +110,7 @@ impl<'a> Bench<'a> {
             kld_mean: kld.mean,
             kld_p99: kld.p99,
             top1_agreement: kld.top1_agreement,
-            quantize_seconds: quantized.quantize_seconds,
+            quantize_seconds,
         })
     }
 }
@@ -154,7 +157,7 @@ pub fn run(
     let mut rows = vec![bench.base.clone()];
     let mut evaluate = |method: &str, config: &QuantConfig| -> Result<Row> {
         let quantized = quantize_model(model, config, calibration.as_ref(), job)?;
-        let row = bench.row(method, &quantized, job)?;
+        let row = bench.row(method, quantized, job)?;
         on_row(&row);
         Ok(row)
     };
