@@ -230,30 +230,22 @@ fn quantize_cli_reports_bits_and_perplexity_and_exports_loadable_fp16() {
     assert!((report["true_bpw"].as_f64().unwrap() - 6.0).abs() <= 0.01);
     assert_eq!(report["size_bytes"].as_u64().unwrap(), std::fs::metadata(out.join("model.safetensors")).unwrap().len());
     // The fp16 export opens as a plain Hugging Face folder and gives nearly the same perplexity.
-    let packed_eval = cli_json(&[
-        "eval",
-        "--model",
-        out.to_str().unwrap(),
-        "--text",
-        wikitext().to_str().unwrap(),
-        "--ctx",
-        "128",
-        "--max-windows",
-        "4",
-        "--json",
-    ]);
-    let hf_eval = cli_json(&[
-        "eval",
-        "--model",
-        hf.to_str().unwrap(),
-        "--text",
-        wikitext().to_str().unwrap(),
-        "--ctx",
-        "128",
-        "--max-windows",
-        "4",
-        "--json",
-    ]);
+    let eval_json = |model: &Path| {
+        let (model, text) = (model.to_str().unwrap(), wikitext());
+        cli_json(&[
+            "eval",
+            "--model",
+            model,
+            "--text",
+            text.to_str().unwrap(),
+            "--ctx",
+            "128",
+            "--max-windows",
+            "4",
+            "--json",
+        ])
+    };
+    let (packed_eval, hf_eval) = (eval_json(&out), eval_json(&hf));
     assert_eq!(packed_eval["ppl"], report["ppl"]);
     let (a, b) = (packed_eval["nll"].as_f64().unwrap(), hf_eval["nll"].as_f64().unwrap());
     assert!((a - b).abs() < 1e-3, "{a} vs {b}");
