@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use nash_swarm::eval::{self, Kld, KldStats, PplReport, ReferenceLogits, WindowSpec};
 use nash_swarm::importance::{self, CalibrationStats, ImportanceMethod, activation};
-use nash_swarm::model::{TensorRole, tensor_to_vec};
+use nash_swarm::model::TensorRole;
 use nash_swarm::quant::estimate::ImportanceIndex;
 use nash_swarm::quant::summary::{TensorResult, Thumbnail, tensor_result, thumbnail};
 use nash_swarm::quant::{BitReport, QuantConfig, quantize_model};
@@ -162,13 +162,8 @@ pub fn run(
         _ => None,
     };
     let quantized = quantize_model(model, config, calibration.as_ref(), job)?;
-    let detail = quantized
-        .tensors
-        .par_iter()
-        .map(|(name, q)| {
-            Ok((name.clone(), tensor_result(&tensor_to_vec(model.weights.get(name)?)?, q, THUMBNAIL_SIDE)))
-        })
-        .collect::<nash_swarm::Result<BTreeMap<_, _>>>()?;
+    let detail: BTreeMap<String, TensorResult> =
+        quantized.tensors.par_iter().map(|(name, q)| (name.clone(), tensor_result(q, THUMBNAIL_SIDE))).collect();
     let size_bytes = nash_swarm::export::packed::packed_size(model, &quantized) as u64;
     let bits = quantized.bits.clone();
     let quantized_model = model.with_weights(quantized.into_weights()?);

@@ -125,6 +125,9 @@ pub struct QuantizedTensor {
     /// f16 block parameters in storage order: per block, per tier present (scale[, min]).
     pub params: Vec<f16>,
     pub dequantized: Vec<f32>,
+    /// Σ (w − q(w))² and Σ w², for the relative error views show.
+    pub squared_error: f64,
+    pub squared_norm: f64,
 }
 
 /// Quantizes `w` ([rows, cols], row-major) given each unit's tier (empty for single-tier plans).
@@ -158,10 +161,13 @@ pub fn quantize(w: &[f32], rows: usize, cols: usize, plan: &TensorPlan, unit_tie
         .collect();
     let mut codes: Vec<Vec<u16>> = vec![Vec::new(); k];
     let (mut params, mut dequantized) = (Vec::new(), Vec::with_capacity(w.len()));
+    let (mut squared_error, mut squared_norm) = (0.0, 0.0);
     for part in parts {
         codes.iter_mut().zip(part.codes).for_each(|(all, c)| all.extend(c));
         params.extend(part.params);
         dequantized.extend(part.dequantized);
+        squared_error += part.squared_error;
+        squared_norm += part.squared_norm;
     }
     let codes = codes
         .into_iter()
@@ -169,7 +175,17 @@ pub fn quantize(w: &[f32], rows: usize, cols: usize, plan: &TensorPlan, unit_tie
         .map(|(c, tier)| TierCodes { bits: tier.bits, count: c.len(), packed: pack::pack_parallel(&c, tier.bits) })
         .collect();
     drop(weight_tiers);
-    QuantizedTensor { rows, cols, plan: plan.clone(), unit_tiers, codes, params, dequantized }
+    QuantizedTensor {
+        rows,
+        cols,
+        plan: plan.clone(),
+        unit_tiers,
+        codes,
+        params,
+        dequantized,
+        squared_error,
+        squared_norm,
+    }
 }
 
 pub const MAX_TIERS: usize = 8;
@@ -180,11 +196,19 @@ struct Part {
     codes: Vec<Vec<u16>>,
     params: Vec<f16>,
     dequantized: Vec<f32>,
+    squared_error: f64,
+    squared_norm: f64,
 }
 
 impl Part {
     fn new(k: usize, len: usize) -> Part {
-        Part { codes: vec![Vec::new(); k], params: Vec::new(), dequantized: Vec::with_capacity(len) }
+        Part {
+            codes: vec![Vec::new(); k],
+            params: Vec::new(),
+            dequantized: Vec::with_capacity(len),
+            squared_error: 0.0,
+            squared_norm: 0.0,
+        }
     }
 
     /// One block: a min/max pass per tier, then one coding pass. `tiers` is None for single-tier plans.
@@ -216,6 +240,8 @@ impl Part {
             };
             self.codes[t].push(code);
             self.dequantized.push(value);
+            self.squared_error += ((v - value) as f64).powi(2);
+            self.squared_norm += (v as f64).powi(2);
         }
     }
 }

@@ -14,14 +14,19 @@ pub struct Thumbnail {
 }
 
 pub fn thumbnail(values: &[f32], rows: usize, cols: usize, max_side: usize) -> Thumbnail {
+    thumbnail_of(|i| values[i], rows, cols, max_side)
+}
+
+/// A thumbnail of `value(i)` for every row-major index, without materializing the values.
+pub fn thumbnail_of(value: impl Fn(usize) -> f32, rows: usize, cols: usize, max_side: usize) -> Thumbnail {
     let (height, width) = (rows.min(max_side), cols.min(max_side));
     let mut sums = vec![0f64; height * width];
     let mut counts = vec![0u32; height * width];
     for r in 0..rows {
         let cell_row = r * height / rows;
-        for (c, v) in values[r * cols..(r + 1) * cols].iter().enumerate() {
+        for c in 0..cols {
             let cell = cell_row * width + c * width / cols;
-            sums[cell] += *v as f64;
+            sums[cell] += value(r * cols + c) as f64;
             counts[cell] += 1;
         }
     }
@@ -43,26 +48,20 @@ pub struct TensorResult {
     pub plan_label: String,
 }
 
-pub fn tensor_result(original: &[f32], q: &QuantizedTensor, max_side: usize) -> TensorResult {
-    let n = original.len();
-    let (mut err, mut norm) = (0f64, 0f64);
-    for (w, d) in original.iter().zip(&q.dequantized) {
-        err += ((w - d) as f64).powi(2);
-        norm += (*w as f64).powi(2);
-    }
+pub fn tensor_result(q: &QuantizedTensor, max_side: usize) -> TensorResult {
+    let n = q.rows * q.cols;
     let k = q.plan.tiers.len();
     let bits_of = |i: usize| {
         let t = if k == 1 { 0 } else { q.unit_tiers[q.plan.granularity.unit_of(i, q.cols)] as usize };
         q.plan.tiers[t].bits as f32
     };
-    let per_weight: Vec<f32> = (0..n).map(bits_of).collect();
     let top =
         if k == 1 { 1.0 } else { q.unit_tiers.iter().filter(|t| **t == 0).count() as f64 / q.unit_tiers.len() as f64 };
     TensorResult {
         bits_per_weight: TensorBits::of(q).total() as f64 / n as f64,
         top_tier_share: top,
-        relative_error: if norm > 0.0 { err / norm } else { 0.0 },
-        bits_image: thumbnail(&per_weight, q.rows, q.cols, max_side),
+        relative_error: if q.squared_norm > 0.0 { q.squared_error / q.squared_norm } else { 0.0 },
+        bits_image: thumbnail_of(bits_of, q.rows, q.cols, max_side),
         plan_label: q.plan.label(),
     }
 }
