@@ -22,6 +22,9 @@ pub struct BenchArgs {
     windows: usize,
     #[arg(long)]
     json: bool,
+    /// Also run llama.cpp (llama-cpp-python 0.3.36) on the same GGUF and windows, and print the ratio.
+    #[arg(long)]
+    llama_cpp: bool,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -44,6 +47,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (report, _) = eval::evaluate_ppl(&model, &windows, Kld::Skip, &nash_swarm::Job::silent())?;
     let peak_rss = peak_rss_bytes();
     let quant = quantization_figures(&model)?;
+    let llama_cpp =
+        if args.llama_cpp { Some(llama_cpp_figure(&model_path, &text_path, args.ctx, args.windows)) } else { None };
+    let llama_cpp_tps = llama_cpp.as_ref().and_then(|r| r.as_ref().ok()).copied();
 
     let figures = json!({
         "model": model_path, "params": model.param_count(), "threads": rayon::current_num_threads(),
@@ -53,6 +59,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "quantize_seed_seconds": quant.quantize_seed_seconds, "importance_index_seconds": quant.index_seconds,
         "threshold_estimate_ms": quant.estimate_ms, "nash_game_seconds": quant.game_seconds,
         "nash_solve_seconds": quant.solve_seconds,
+        "llama_cpp_tokens_per_second": llama_cpp_tps,
+        "eval_over_llama_cpp": llama_cpp_tps.map(|t| report.tokens_per_second / t),
     });
     if args.json {
         println!("{}", serde_json::to_string(&figures)?);
@@ -145,4 +153,24 @@ fn quantization_figures(model: &nash_swarm::Model) -> anyhow::Result<QuantFigure
         solve_seconds,
         menu_size: game.menu.len(),
     })
+}
+
+/// Runs `scripts/llama_cpp_bench.py` on the same model, text and window count; its tokens/s.
+fn llama_cpp_figure(
+    model: &std::path::Path,
+    text: &std::path::Path,
+    ctx: usize,
+    windows: usize,
+) -> Result<f64, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/llama_cpp_bench.py");
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(&python)
+        .arg(script)
+        .args(["--model", &model.display().to_string(), "--text", &text.display().to_string()])
+        .args(["--ctx", &ctx.to_string(), "--windows", &windows.to_string()])
+        .output()
+        .map_err(|e| format!("cannot run {python}: {e}"))?;
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|_| format!("no result from {script}: {}", String::from_utf8_lossy(&out.stderr).trim()))?;
+    value["tokens_per_second"].as_f64().ok_or_else(|| value["error"].as_str().unwrap_or("no figure").to_string())
 }
