@@ -73,6 +73,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "eval throughput       {:.1} tokens/s (ctx {}, {} windows)",
             report.tokens_per_second, args.ctx, report.windows
         );
+        match &llama_cpp {
+            Some(Ok(t)) => println!(
+                "llama.cpp, same GGUF  {t:.1} tokens/s (forward only, 2 threads): ours / theirs = {:.2}",
+                report.tokens_per_second / t
+            ),
+            Some(Err(e)) => println!("llama.cpp comparison  skipped: {e}"),
+            None => {}
+        }
         if let Some(rss) = peak_rss {
             println!(
                 "peak RSS (eval)       {:.0} MiB = {:.2}x the f32 weights ({:.0} MiB)",
