@@ -9,17 +9,23 @@ pub use corpus::{WindowSpec, read_text, split_calibration, windows};
 pub use perplexity::{Kld, KldStats, PplReport, ReferenceLogits, evaluate_ppl};
 pub use seed::{SeedReport, evaluate_seed, seed_texts};
 
-/// log-softmax of one row of logits, in f64 for the sums.
-pub(crate) fn log_softmax(row: &[f32]) -> Vec<f32> {
+/// log Σ exp(row), in f64 for the sums.
+pub(crate) fn log_sum_exp(row: &[f32]) -> f64 {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
-    let log_z = max as f64 + sum.ln();
+    max as f64 + sum.ln()
+}
+
+/// log-softmax of one row of logits.
+pub(crate) fn log_softmax(row: &[f32]) -> Vec<f32> {
+    log_softmax_with(row, log_sum_exp(row))
+}
+
+pub(crate) fn log_softmax_with(row: &[f32], log_z: f64) -> Vec<f32> {
     row.iter().map(|&v| (v as f64 - log_z) as f32).collect()
 }
 
 /// Negative log-likelihood of `target` under one row of logits.
 pub(crate) fn nll(row: &[f32], target: u32) -> f64 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
-    max as f64 + sum.ln() - row[target as usize] as f64
+    log_sum_exp(row) - row[target as usize] as f64
 }

@@ -6,7 +6,7 @@ use half::f16;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::{log_softmax, nll};
+use super::{log_softmax, log_softmax_with, log_sum_exp};
 use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::model::{Model, argmax};
@@ -124,9 +124,11 @@ pub fn evaluate_ppl(
 }
 
 fn score_token(row: &[f32], target: u32, reference: Option<&[f16]>) -> TokenScore {
-    let nll = nll(row, target);
+    // One log-sum-exp pass serves both the NLL and the log-probabilities the KL needs.
+    let log_z = log_sum_exp(row);
+    let nll = log_z - row[target as usize] as f64;
     let Some(reference) = reference else { return TokenScore { nll, kl: 0.0, top1_agrees: true } };
-    let log_q = log_softmax(row);
+    let log_q = log_softmax_with(row, log_z);
     let mut kl = 0.0f64;
     let mut best_ref = 0;
     for (i, (p, q)) in reference.iter().zip(&log_q).enumerate() {
