@@ -117,6 +117,22 @@ pub fn reference(model: &Model, text: &PathBuf, spec: WindowSpec, job: &Job) -> 
     Ok(Reference { text: text.clone(), spec, windows, logits: logits.expect("recorded"), base })
 }
 
+/// Calibration statistics when the configuration's importance needs them; a clear error without a text.
+pub fn calibration_if_needed(
+    model: &Model,
+    config: &QuantConfig,
+    text: Option<&PathBuf>,
+    job: &Job,
+) -> anyhow::Result<Option<CalibrationStats>> {
+    match (&config.importance, text) {
+        (ImportanceMethod::Activation, Some(text)) => Ok(Some(calibration(model, text, config, job)?)),
+        (ImportanceMethod::Activation, None) => {
+            anyhow::bail!("activation importance needs an evaluation text (Open text…)")
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Calibration windows from the end of the evaluation text (never scored by the GUI's few windows).
 pub fn calibration(model: &Model, text: &PathBuf, config: &QuantConfig, job: &Job) -> anyhow::Result<CalibrationStats> {
     let tokens = model.encode(&eval::read_text(text)?)?;
@@ -157,10 +173,7 @@ pub fn run(
         _ => Some(Arc::new(self::reference(model, text, spec, job)?)),
     };
     let reference_ref = fresh.clone().or(reference).expect("one of them");
-    let calibration = match config.importance {
-        ImportanceMethod::Activation => Some(calibration(model, text, config, job)?),
-        _ => None,
-    };
+    let calibration = calibration_if_needed(model, config, Some(text), job)?;
     let quantized = quantize_model(model, config, calibration.as_ref(), job)?;
     let detail: BTreeMap<String, TensorResult> =
         quantized.tensors.par_iter().map(|(name, q)| (name.clone(), tensor_result(q, THUMBNAIL_SIDE))).collect();

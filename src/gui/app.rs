@@ -244,13 +244,7 @@ impl ExplorerApp {
         let config = self.settings.config.clone();
         let text = self.settings.text.clone();
         self.jobs.spawn(ctx, JobKind::Analyze, move |job| {
-            let calibration = match (&config.importance, &text) {
-                (ImportanceMethod::Activation, Some(text)) => Some(analysis::calibration(&model, text, &config, job)?),
-                (ImportanceMethod::Activation, None) => {
-                    anyhow::bail!("activation importance needs an evaluation text (Open text…)")
-                }
-                _ => None,
-            };
+            let calibration = analysis::calibration_if_needed(&model, &config, text.as_ref(), job)?;
             Ok(Outcome::Analyzed(Arc::new(analysis::analyze(&model, &config.importance, calibration.as_ref(), job)?)))
         });
     }
@@ -287,10 +281,7 @@ impl ExplorerApp {
         let text = self.settings.text.clone();
         let config = self.settings.config.clone();
         self.jobs.spawn(ctx, JobKind::Allocate, move |job| {
-            let calibration = match (&importance, &text) {
-                (ImportanceMethod::Activation, Some(t)) => Some(analysis::calibration(&model, t, &config, job)?),
-                _ => None,
-            };
+            let calibration = analysis::calibration_if_needed(&model, &config, text.as_ref(), job)?;
             let (game, base) = compare::nash_game(&model, &importance, calibration.as_ref(), job)?;
             let allocation = game.solve(target)?;
             let bits = game
@@ -317,10 +308,7 @@ impl ExplorerApp {
         let config = self.settings.config.clone();
         let text = self.settings.text.clone();
         self.jobs.spawn(ctx, JobKind::Export, move |job| {
-            let calibration = match (&config.importance, &text) {
-                (ImportanceMethod::Activation, Some(t)) => Some(analysis::calibration(&model, t, &config, job)?),
-                _ => None,
-            };
+            let calibration = analysis::calibration_if_needed(&model, &config, text.as_ref(), job)?;
             let quantized = nash_swarm::quant::quantize_model(&model, &config, calibration.as_ref(), job)?;
             let size = export::packed::export(&model, &quantized, &out)?;
             Ok(Outcome::Exported(format!("quantized model written to {} ({size} bytes)", out.display())))
