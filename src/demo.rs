@@ -30,7 +30,7 @@ pub fn demo_model_path() -> PathBuf {
     cache_dir().join(GGUF_NAME)
 }
 
-/// The demo model's path if it is cached (size check only; `fetch` verified the hash when it stored it).
+/// The demo model's path if the file is cached (no hash check: `fetch` verified it before storing it).
 pub fn installed() -> Option<PathBuf> {
     let path = demo_model_path();
     path.is_file().then_some(path)

@@ -78,9 +78,8 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     if let Some(importance) = args.importance {
         config.importance = importance.method();
     }
-    let calibration_windows = if matches!(config.importance, ImportanceMethod::Activation)
-        || args.target_bpw.is_some() && matches!(args.importance, Some(ImportanceArg::Activation))
-    {
+    // `--importance` was copied into the configuration above, so this covers `--target-bpw` too.
+    let calibration_windows = if matches!(config.importance, ImportanceMethod::Activation) {
         Some(calibration_windows(&model, &args, eval_tokens.as_deref(), &config)?)
     } else {
         None
