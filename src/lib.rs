@@ -9,6 +9,7 @@ pub mod eval;
 pub mod export;
 pub mod importance;
 pub mod job;
+pub mod math;
 pub mod model;
 pub mod quant;
 

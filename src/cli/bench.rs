@@ -46,6 +46,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     eval::evaluate_ppl(&model, &windows[..1], Kld::Skip, &nash_swarm::Job::silent())?;
     let (report, _) = eval::evaluate_ppl(&model, &windows, Kld::Skip, &nash_swarm::Job::silent())?;
     let peak_rss = peak_rss_bytes();
+    let backend = nash_swarm::model::gemm::backend_name();
+    // The same windows on candle's own GEMM, as a reference in this run (skipped when OpenBLAS is absent).
+    let candle_tps = if backend == "OpenBLAS" {
+        nash_swarm::model::gemm::set_blas_enabled(false);
+        let candle = eval::evaluate_ppl(&model, &windows, Kld::Skip, &nash_swarm::Job::silent());
+        nash_swarm::model::gemm::set_blas_enabled(true);
+        Some(candle?.0.tokens_per_second)
+    } else {
+        None
+    };
     let quant = quantization_figures(&model)?;
     let llama_cpp =
         if args.llama_cpp { Some(llama_cpp_figure(&model_path, &text_path, args.ctx, args.windows)) } else { None };
@@ -54,7 +64,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let figures = json!({
         "model": model_path, "params": model.param_count(), "threads": rayon::current_num_threads(),
         "load_seconds": load_seconds, "ctx": args.ctx, "windows": report.windows,
-        "eval_tokens_per_second": report.tokens_per_second, "f32_bytes": f32_bytes,
+        "eval_tokens_per_second": report.tokens_per_second, "gemm_backend": backend,
+        "eval_tokens_per_second_candle_gemm": candle_tps, "f32_bytes": f32_bytes,
         "peak_rss_bytes": peak_rss, "peak_rss_over_f32": peak_rss.map(|r| r as f64 / f32_bytes as f64),
         "quantize_seed_seconds": quant.quantize_seed_seconds, "importance_index_seconds": quant.index_seconds,
         "threshold_estimate_ms": quant.estimate_ms, "nash_game_seconds": quant.game_seconds,
@@ -73,6 +84,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "eval throughput       {:.1} tokens/s (ctx {}, {} windows)",
             report.tokens_per_second, args.ctx, report.windows
         );
+        println!("matrix products       {backend}");
+        if let Some(candle) = candle_tps {
+            println!(
+                "  same run, candle GEMM {candle:.1} tokens/s: OpenBLAS / candle = {:.2}",
+                report.tokens_per_second / candle
+            );
+        }
         match &llama_cpp {
             Some(Ok(t)) => println!(
                 "llama.cpp, same GGUF  {t:.1} tokens/s (forward only, 2 threads): ours / theirs = {:.2}",

@@ -9,11 +9,10 @@ pub use corpus::{WindowSpec, read_text, split_calibration, windows};
 pub use perplexity::{Kld, KldStats, PplReport, ReferenceLogits, evaluate_ppl};
 pub use seed::{SeedReport, evaluate_seed, seed_texts};
 
-/// log Σ exp(row), in f64 for the sums.
+/// log Σ exp(row), with f64 sums.
 pub(crate) fn log_sum_exp(row: &[f32]) -> f64 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = row.iter().map(|&v| ((v - max) as f64).exp()).sum();
-    max as f64 + sum.ln()
+    let max = crate::math::max(row);
+    max as f64 + crate::math::sum_exp_shifted(row, max).ln()
 }
 
 /// log-softmax of one row of logits.

@@ -4,7 +4,7 @@
 use candle_core::Tensor;
 
 use super::config::Gpt2Config;
-use super::llama::causal_mask;
+use super::attention::causal_attention;
 use super::{Linears, TensorRole, cpu};
 use crate::error::Result;
 
@@ -69,13 +69,12 @@ pub fn tensor_role(name: &str) -> TensorRole {
     }
 }
 
-/// Logits for every position of `ids`: `[T, vocab]`.
+/// The final normed hidden state of every position of `ids`: `[T, n_embd]` (the tied head is applied by `Model`).
 pub fn forward(c: &Gpt2Config, w: &Linears, ids: &[u32]) -> Result<Tensor> {
     let t = ids.len();
     let (d, heads) = (c.n_embd, c.n_head);
     let hd = d / heads;
     let eps = c.layer_norm_epsilon as f32;
-    let mask = causal_mask(t)?;
     let scale = 1.0 / (hd as f64).sqrt();
 
     let token_ids = Tensor::new(ids, &cpu())?;
@@ -94,13 +93,11 @@ pub fn forward(c: &Gpt2Config, w: &Linears, ids: &[u32]) -> Result<Tensor> {
             Ok(qkv.narrow(1, k * d, d)?.reshape((1, t, heads, hd))?.transpose(1, 2)?.contiguous()?)
         };
         let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
-        let attn = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?;
-        let attn = attn.transpose(1, 2)?.reshape((t, d))?;
+        let attn = causal_attention(&q, &k, &v, scale)?;
         x = (x + affine(&attn, &format!("{p}.attn.c_proj"))?)?;
 
         let h = affine(&norm(&x, &format!("{p}.ln_2"))?, &format!("{p}.mlp.c_fc"))?.gelu()?;
         x = (x + affine(&h, &format!("{p}.mlp.c_proj"))?)?;
     }
-    w.linear(EMBED, &norm(&x, "ln_f")?)
+    norm(&x, "ln_f")
 }

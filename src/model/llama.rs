@@ -4,6 +4,8 @@
 use candle_core::Tensor;
 
 use super::config::LlamaConfig;
+use super::attention::causal_attention;
+use super::gemm::with_f32_slice;
 use super::{Linears, TensorRole, cpu};
 use crate::error::Result;
 
@@ -48,13 +50,12 @@ pub fn tensor_role(name: &str) -> TensorRole {
     }
 }
 
-/// Logits for every position of `ids`: `[T, vocab]`.
+/// The final normed hidden state of every position of `ids`: `[T, hidden]` (the head is applied by `Model`).
 pub fn forward(c: &LlamaConfig, w: &Linears, ids: &[u32]) -> Result<Tensor> {
     let t = ids.len();
     let (heads, kv_heads, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
     let eps = c.rms_norm_eps as f32;
     let (cos, sin) = rope_tables(c, t)?;
-    let mask = causal_mask(t)?;
     let scale = 1.0 / (hd as f64).sqrt();
 
     let ids = Tensor::new(ids, &cpu())?;
@@ -69,34 +70,27 @@ pub fn forward(c: &LlamaConfig, w: &Linears, ids: &[u32]) -> Result<Tensor> {
         let q = candle_nn::rotary_emb::rope(&heads_of("q_proj", heads)?, &cos, &sin)?;
         let k = candle_nn::rotary_emb::rope(&heads_of("k_proj", kv_heads)?, &cos, &sin)?;
         let v = heads_of("v_proj", kv_heads)?;
-        let (k, v) = (repeat_kv(&k, heads / kv_heads)?, repeat_kv(&v, heads / kv_heads)?);
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
-        let attn = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?;
-        let attn = attn.transpose(1, 2)?.reshape((t, heads * hd))?;
+        let attn = causal_attention(&q, &k, &v, scale)?;
         x = (x + w.linear(&format!("{p}.self_attn.o_proj.weight"), &attn)?)?;
 
         let h = candle_nn::ops::rms_norm(&x, w.get(&format!("{p}.post_attention_layernorm.weight"))?, eps)?;
-        let gate = w.linear(&format!("{p}.mlp.gate_proj.weight"), &h)?.silu()?;
+        let gate = w.linear(&format!("{p}.mlp.gate_proj.weight"), &h)?;
         let up = w.linear(&format!("{p}.mlp.up_proj.weight"), &h)?;
-        x = (x + w.linear(&format!("{p}.mlp.down_proj.weight"), &(gate * up)?)?)?;
+        x = (x + w.linear(&format!("{p}.mlp.down_proj.weight"), &swiglu(&gate, &up)?)?)?;
     }
-    let x = candle_nn::ops::rms_norm(&x, w.get("model.norm.weight")?, eps)?;
-    w.linear(if c.tie_word_embeddings { EMBED } else { LM_HEAD }, &x)
+    Ok(candle_nn::ops::rms_norm(&x, w.get("model.norm.weight")?, eps)?)
 }
 
-/// `[T, T]` additive mask: 0 on and below the diagonal, -inf above.
-pub(crate) fn causal_mask(t: usize) -> Result<Tensor> {
-    let mask: Vec<f32> =
-        (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
-    Ok(Tensor::from_vec(mask, (t, t), &cpu())?)
+/// The weight that maps hidden states to logits.
+pub fn head_name(c: &LlamaConfig) -> &'static str {
+    if c.tie_word_embeddings { EMBED } else { LM_HEAD }
 }
 
-fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
-    if n_rep == 1 {
-        return Ok(x.clone());
-    }
-    let (b, kv, t, hd) = x.dims4()?;
-    Ok(x.unsqueeze(2)?.expand((b, kv, n_rep, t, hd))?.reshape((b, kv * n_rep, t, hd))?)
+/// `silu(gate) * up`, fused into one pass with the vectorized exp.
+fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    let mut out = gate.flatten_all()?.to_vec1::<f32>()?;
+    with_f32_slice(&up.contiguous()?, |up| crate::math::silu_mul_in_place(&mut out, up))?;
+    Ok(Tensor::from_vec(out, gate.shape(), &cpu())?)
 }
 
 /// cos/sin tables `[T, head_dim / 2]` for rotate-half RoPE, with Llama 3 frequency scaling when configured.

@@ -3,7 +3,9 @@
 //! Weights keep Hugging Face names and the `[out, in]` layout of `nn.Linear` for every matrix (GPT-2's Conv1D
 //! weights are transposed on load), so the quantizer sees one convention whatever the source format.
 
+pub mod attention;
 pub mod config;
+pub mod gemm;
 pub mod gguf;
 pub mod gpt2;
 pub mod llama;
@@ -55,6 +57,14 @@ impl Architecture {
         match self {
             Architecture::Llama(c) => llama::expected_tensors(c),
             Architecture::Gpt2(c) => gpt2::expected_tensors(c),
+        }
+    }
+
+    /// The weight that maps final hidden states to logits (the embedding when tied).
+    pub fn head_name(&self) -> &'static str {
+        match self {
+            Architecture::Llama(c) => llama::head_name(c),
+            Architecture::Gpt2(_) => gpt2::EMBED,
         }
     }
 
@@ -129,7 +139,7 @@ impl Linears<'_> {
         if let Some(observer) = &self.observer {
             (observer.borrow_mut())(name, x)?;
         }
-        Ok(x.matmul(&self.weights.get(name)?.t()?)?)
+        gemm::matmul_t(x, self.weights.get(name)?)
     }
 }
 
@@ -153,6 +163,24 @@ impl Model {
 
     /// The forward pass, showing every matrix's input to `observer` (calibration statistics).
     pub fn forward_observed(&self, ids: &[u32], observer: Option<&mut Observer>) -> Result<Tensor> {
+        let observer = observer.map(|o| std::cell::RefCell::new(o as &mut Observer));
+        let linears = Linears { weights: &self.weights, observer };
+        let hidden = self.hidden_states(&linears, ids)?;
+        linears.linear(self.architecture.head_name(), &hidden)
+    }
+
+    /// The final hidden states `[ids.len(), hidden]`, before the head: evaluation applies the head block by block
+    /// so a window's full logits (100 MB for SmolLM2 at ctx 512) never exist at once.
+    pub fn forward_hidden(&self, ids: &[u32]) -> Result<Tensor> {
+        self.hidden_states(&Linears { weights: &self.weights, observer: None }, ids)
+    }
+
+    /// The head weight `[vocab, hidden]`.
+    pub fn head(&self) -> Result<&Tensor> {
+        self.weights.get(self.architecture.head_name())
+    }
+
+    fn hidden_states(&self, linears: &Linears, ids: &[u32]) -> Result<Tensor> {
         if ids.is_empty() {
             return Err(Error::InvalidArgument("forward pass over zero tokens".into()));
         }
@@ -163,11 +191,9 @@ impl Model {
                 self.architecture.max_context()
             )));
         }
-        let observer = observer.map(|o| std::cell::RefCell::new(o as &mut Observer));
-        let linears = Linears { weights: &self.weights, observer };
         match &self.architecture {
-            Architecture::Llama(c) => llama::forward(c, &linears, ids),
-            Architecture::Gpt2(c) => gpt2::forward(c, &linears, ids),
+            Architecture::Llama(c) => llama::forward(c, linears, ids),
+            Architecture::Gpt2(c) => gpt2::forward(c, linears, ids),
         }
     }
 
