@@ -10,7 +10,9 @@ use std::ffi::c_int;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
-use candle_core::{DType, Device, Storage, Tensor};
+use candle_core::{DType, Device, Tensor};
+
+pub(crate) use super::tensor_io::with_f32_slice;
 use rayon::prelude::*;
 
 use crate::error::Result;
@@ -160,19 +162,6 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
         })
     })??;
     Ok(Tensor::from_vec(out, (m, n), &Device::Cpu)?)
-}
-
-/// Runs `f` on the f32 elements of a contiguous CPU tensor.
-pub(crate) fn with_f32_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        return Err(crate::error::Error::InvalidArgument("tensor is not on the CPU".into()));
-    };
-    let all = cpu.as_slice::<f32>()?;
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| crate::error::Error::InvalidArgument("tensor is not contiguous".into()))?;
-    Ok(f(&all[start..end]))
 }
 
 #[cfg(test)]

@@ -145,27 +145,30 @@ pub fn quantize(w: &[f32], rows: usize, cols: usize, plan: &TensorPlan, unit_tie
         GroupSize::Tensor => rows,
         _ => (CHUNK_WEIGHTS / cols).clamp(1, rows),
     };
-    let parts: Vec<Part> = (0..rows.div_ceil(chunk_rows))
-        .into_par_iter()
-        .map(|c| {
-            let (r0, r1) = (c * chunk_rows, ((c + 1) * chunk_rows).min(rows));
-            let span = r0 * cols..r1 * cols;
-            let mut part = Part::new(k, span.len());
-            for (start, len) in plan.group_size.blocks(r1 - r0, cols) {
-                let block = span.start + start..span.start + start + len;
+    // Each chunk writes its dequantized weights straight into the result.
+    let mut dequantized = vec![0f32; w.len()];
+    let parts: Vec<Part> = dequantized
+        .par_chunks_mut((chunk_rows * cols).max(1))
+        .enumerate()
+        .map(|(c, out)| {
+            let r0 = c * chunk_rows;
+            let offset = r0 * cols;
+            let mut part = Part::new(k);
+            for (start, len) in plan.group_size.blocks(out.len() / cols.max(1), cols) {
+                let block = offset + start..offset + start + len;
                 let tiers = weight_tiers.as_deref().map(|t| &t[block.clone()]);
-                part.quantize_block(&w[block], tiers, plan);
+                part.quantize_block(&w[block], tiers, plan, &mut out[start..start + len]);
             }
+            (part.squared_error, part.squared_norm) = squared_error_and_norm(&w[offset..offset + out.len()], out);
             part
         })
         .collect();
     let mut codes: Vec<Vec<u16>> = vec![Vec::new(); k];
-    let (mut params, mut dequantized) = (Vec::new(), Vec::with_capacity(w.len()));
+    let mut params = Vec::new();
     let (mut squared_error, mut squared_norm) = (0.0, 0.0);
     for part in parts {
         codes.iter_mut().zip(part.codes).for_each(|(all, c)| all.extend(c));
         params.extend(part.params);
-        dequantized.extend(part.dequantized);
         squared_error += part.squared_error;
         squared_norm += part.squared_norm;
     }
@@ -195,24 +198,23 @@ const CHUNK_WEIGHTS: usize = 1 << 16;
 struct Part {
     codes: Vec<Vec<u16>>,
     params: Vec<f16>,
-    dequantized: Vec<f32>,
     squared_error: f64,
     squared_norm: f64,
 }
 
 impl Part {
-    fn new(k: usize, len: usize) -> Part {
+    fn new(k: usize) -> Part {
         Part {
             codes: vec![Vec::new(); k],
             params: Vec::new(),
-            dequantized: Vec::with_capacity(len),
             squared_error: 0.0,
             squared_norm: 0.0,
         }
     }
 
-    /// One block: a min/max pass per tier, then one coding pass. `tiers` is None for single-tier plans.
-    fn quantize_block(&mut self, w: &[f32], tiers: Option<&[u8]>, plan: &TensorPlan) {
+    /// One block: a min/max pass per tier, then one coding pass writing the dequantized weights into `out`.
+    /// `tiers` is None for single-tier plans.
+    fn quantize_block(&mut self, w: &[f32], tiers: Option<&[u8]>, plan: &TensorPlan, out: &mut [f32]) {
         let tier_at = |i: usize| tiers.map_or(0, |t| t[i] as usize);
         let (mut lo, mut hi) = ([f32::INFINITY; MAX_TIERS], [f32::NEG_INFINITY; MAX_TIERS]);
         for (i, &v) in w.iter().enumerate() {
@@ -220,16 +222,21 @@ impl Part {
             lo[t] = lo[t].min(v);
             hi[t] = hi[t].max(v);
         }
+        // 16-bit tiers (and tiers absent from this block) pass weights through as f16 and store no parameters.
         let mut grids = [None; MAX_TIERS];
         for (t, tier) in plan.tiers.iter().enumerate() {
-            // A tier with no weight in this block stores no parameters; 16 bits needs none.
             if lo[t] <= hi[t] && tier.bits < 16 {
                 let grid = BlockGrid::fit(plan.grid, tier.bits, lo[t], hi[t]);
-                self.params.extend(grid.stored());
+                self.params.push(grid.scale);
+                if plan.grid == Grid::Asymmetric {
+                    self.params.push(grid.min);
+                }
                 grids[t] = Some(grid.fast());
             }
         }
-        for (i, &v) in w.iter().enumerate() {
+        // Locals, not fields: the pushes below would otherwise force every update through memory.
+        let codes = &mut self.codes;
+        for (i, (&v, out)) in w.iter().zip(out).enumerate() {
             let t = tier_at(i);
             let (code, value) = match &grids[t] {
                 Some(g) => g.quantize(v),
@@ -238,12 +245,26 @@ impl Part {
                     (h.to_bits(), h.to_f32())
                 }
             };
-            self.codes[t].push(code);
-            self.dequantized.push(value);
-            self.squared_error += ((v - value) as f64).powi(2);
-            self.squared_norm += (v as f64).powi(2);
+            codes[t].push(code);
+            *out = value;
         }
     }
+}
+
+/// Σ (w − q)² and Σ w², in f32 lanes per 1024 weights summed in f64 (vectorizes; keeps whole-tensor sums exact
+/// enough for the relative error the views show).
+fn squared_error_and_norm(w: &[f32], q: &[f32]) -> (f64, f64) {
+    let (mut error, mut norm) = (0f64, 0f64);
+    for (w, q) in w.chunks(1024).zip(q.chunks(1024)) {
+        let (mut e, mut n) = ([0f32; 8], [0f32; 8]);
+        for (i, (&w, &q)) in w.iter().zip(q).enumerate() {
+            e[i % 8] += (w - q) * (w - q);
+            n[i % 8] += w * w;
+        }
+        error += e.iter().map(|&x| x as f64).sum::<f64>();
+        norm += n.iter().map(|&x| x as f64).sum::<f64>();
+    }
+    (error, norm)
 }
 
 /// A block grid with its parameters unpacked to f32, for the hot loop.
