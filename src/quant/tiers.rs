@@ -183,44 +183,46 @@ pub fn order_statistics(values: &[f32], ranks: &[usize]) -> Vec<f32> {
         return Vec::new();
     }
     assert!(ranks.iter().all(|&r| r < values.len()), "rank beyond the values");
-    let high = histogram(values, |key| Some(key >> 16));
+    const BINS: usize = 1 << 16;
+    let high = histogram(values, BINS, |key| Some((key >> 16) as usize));
     let located: Vec<(u32, usize)> = ranks.iter().map(|&r| locate(&high, r)).collect();
     let mut buckets: Vec<u32> = located.iter().map(|(b, _)| *b).collect();
     buckets.sort_unstable();
     buckets.dedup();
-    let mut out = vec![0f32; ranks.len()];
-    for bucket in buckets {
-        let low = histogram(values, |key| (key >> 16 == bucket).then_some(key & 0xFFFF));
-        for (slot, &(_, rank_in_bucket)) in out.iter_mut().zip(&located).filter(|(_, (b, _))| *b == bucket) {
-            let (low_bits, _) = locate(&low, rank_in_bucket);
-            *slot = from_order_key((bucket << 16) | low_bits);
-        }
-    }
-    out
+    // One pass histograms the low 16 bits inside every bucket that holds a rank.
+    let low = histogram(values, buckets.len() * BINS, |key| {
+        let slot = buckets.iter().position(|&b| b == key >> 16)?;
+        Some(slot * BINS + (key & 0xFFFF) as usize)
+    });
+    located
+        .iter()
+        .map(|&(bucket, rank_in_bucket)| {
+            let slot = buckets.iter().position(|&b| b == bucket).expect("bucket listed");
+            let (low_bits, _) = locate(&low[slot * BINS..(slot + 1) * BINS], rank_in_bucket);
+            from_order_key((bucket << 16) | low_bits)
+        })
+        .collect()
 }
 
-/// Counts of `bin(order key)` over 65536 bins, in parallel.
-fn histogram(values: &[f32], bin: impl Fn(u32) -> Option<u32> + Sync) -> Vec<u64> {
+/// Counts of `bin(order key)` over `bins` bins: one histogram per thread's share of the values, then summed.
+fn histogram(values: &[f32], bins: usize, bin: impl Fn(u32) -> Option<usize> + Sync) -> Vec<u64> {
+    let piece = values.len().div_ceil(rayon::current_num_threads()).max(1 << 20);
     values
-        .par_chunks(1 << 16)
-        .fold(
-            || vec![0u64; 1 << 16],
-            |mut counts, chunk| {
-                for &v in chunk {
-                    if let Some(b) = bin(order_key(v)) {
-                        counts[b as usize] += 1;
-                    }
+        .par_chunks(piece)
+        .map(|chunk| {
+            let mut counts = vec![0u64; bins];
+            for &v in chunk {
+                if let Some(b) = bin(order_key(v)) {
+                    counts[b] += 1;
                 }
-                counts
-            },
-        )
-        .reduce(
-            || vec![0u64; 1 << 16],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            },
-        )
+            }
+            counts
+        })
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+            a
+        })
+        .unwrap_or_else(|| vec![0; bins])
 }
 
 /// The bin holding rank `rank`, and the rank within that bin.
