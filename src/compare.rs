@@ -6,11 +6,10 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::eval::{self, Kld, ReferenceLogits, WindowSpec};
-use crate::importance::{self, ImportanceMethod};
+use crate::importance::ImportanceMethod;
 use crate::job::Job;
 use crate::model::Model;
 use crate::quant::nash::{self, Game};
-use crate::quant::plan::treatments;
 use crate::quant::{GroupSize, QuantConfig, Quantized, quantize_model};
 
 #[derive(Clone, Debug, Serialize)]
@@ -123,13 +122,7 @@ pub fn nash_game(
     job: &Job,
 ) -> Result<(Game, QuantConfig)> {
     let base = QuantConfig { importance: importance.clone(), ..QuantConfig::uniform(4, GroupSize::G(128)) };
-    let names: Vec<String> = treatments(model, &base)
-        .into_iter()
-        .filter(|(_, t)| matches!(t, crate::quant::Treatment::Quantize { follows_tiers: true, .. }))
-        .map(|(n, _)| n)
-        .collect();
-    let scores = importance::compute(model, &names, importance, calibration, job)?;
-    let game = nash::build_game(model, &base, &scores, nash::default_menu(GroupSize::G(128), base.grid), job)?;
+    let game = nash::build_game(model, &base, calibration, nash::default_menu(GroupSize::G(128), base.grid), job)?;
     Ok((game, base))
 }
 

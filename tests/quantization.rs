@@ -277,7 +277,7 @@ fn activation_importance_uses_held_out_calibration() {
     )
     .unwrap();
     let name = "model.layers.0.self_attn.q_proj.weight";
-    assert_ne!(with.tensors[name].unit_tiers, magnitude.tensors[name].unit_tiers);
+    assert_ne!(with.tensors[name].tier_map, magnitude.tensors[name].tier_map);
 }
 
 #[test]

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::model::{Model, SourceFormat, Weights, cpu};
-use crate::quant::pack::{self, Unpacker};
+use crate::quant::pack::Unpacker;
 use crate::quant::rtn::{BlockGrid, TensorPlan};
 use crate::quant::tiers::index_bits;
 use crate::quant::{QuantConfig, Quantized};
@@ -59,12 +59,12 @@ fn arrays(q: &Quantized) -> Vec<Array<'_>> {
         }
         let map_bits = index_bits(t.plan.tiers.len());
         if map_bits > 0 {
-            let map = pack::pack(t.unit_tiers.iter().map(|v| *v as u16), map_bits);
+            debug_assert_eq!(t.tier_map.bits, map_bits);
             arrays.push(Array {
                 name: format!("{name}::tiers"),
                 dtype: "U8",
-                shape: vec![map.len()],
-                bytes: Cow::Owned(map),
+                shape: vec![t.tier_map.packed.len()],
+                bytes: Cow::Borrowed(&t.tier_map.packed),
             });
         }
     }

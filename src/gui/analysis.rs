@@ -174,12 +174,14 @@ pub fn run(
     };
     let reference_ref = fresh.clone().or(reference).expect("one of them");
     let calibration = calibration_if_needed(model, config, Some(text), job)?;
+    crate::gui::worker::release_freed_memory(); // the reference's temporaries, before quantization's
     let quantized = quantize_model(model, config, calibration.as_ref(), job)?;
     let detail: BTreeMap<String, TensorResult> =
         quantized.tensors.par_iter().map(|(name, q)| (name.clone(), tensor_result(q, THUMBNAIL_SIDE))).collect();
     let size_bytes = nash_swarm::export::packed::packed_size(model, &quantized) as u64;
     let bits = quantized.bits.clone();
     let quantized_model = model.with_weights(quantized.into_weights()?);
+    crate::gui::worker::release_freed_memory();
     let (report, _) =
         eval::evaluate_ppl(&quantized_model, &reference_ref.windows, Kld::Against(&reference_ref.logits), job)?;
     let base_ppl = reference_ref.base.ppl;

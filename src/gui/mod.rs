@@ -19,6 +19,7 @@ use std::path::PathBuf;
 pub use app::{ExplorerApp, Launch, NativeDialogs};
 
 pub fn run(model: Option<PathBuf>, text: Option<PathBuf>) -> anyhow::Result<()> {
+    worker::return_large_blocks_at_once();
     let options = eframe::NativeOptions {
         viewport: eframe::egui::ViewportBuilder::default()
             .with_inner_size([1480.0, 920.0])

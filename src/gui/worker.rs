@@ -20,6 +20,10 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    fn quantizes(self) -> bool {
+        matches!(self, JobKind::Run | JobKind::Allocate | JobKind::Baselines | JobKind::Export)
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             JobKind::Load => "loading model",
@@ -79,7 +83,13 @@ impl<T: Send + 'static> Jobs<T> {
         std::thread::Builder::new()
             .name(format!("nash-swarm {}", kind.label()))
             .spawn(move || {
-                let result = work(&job);
+                let result = (|| {
+                    // Jobs that quantize the whole model take turns: two at once would hold two quantized copies
+                    // (and gain nothing on two cores).
+                    let _turn = if kind.quantizes() { Some(wait_turn(&job)?) } else { None };
+                    work(&job)
+                })();
+                release_freed_memory();
                 let _ = sender.send((generation, Message::Done(result)));
                 done.request_repaint();
             })
@@ -124,5 +134,43 @@ impl<T: Send + 'static> Jobs<T> {
             self.running.remove(kind);
         }
         finished
+    }
+}
+
+/// Returns memory freed by a finished job to the system. glibc keeps freed blocks in per-thread arenas, so after
+/// a run the window would otherwise hold hundreds of MB it no longer uses, and the next job would stack on top.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it is safe to call at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Large buffers (a layer's activations, a block of logits, a tensor's scores) get their own mappings, returned
+/// to the system when freed, instead of glibc's adaptive threshold moving them into arenas that keep them: the
+/// window lives long and runs many jobs, so its peak memory matters more than a few page faults.
+pub fn return_large_blocks_at_once() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; called before any worker thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+    }
+}
+
+static QUANTIZING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Waits until no other quantizing job runs; a cancel while waiting ends the job.
+fn wait_turn(job: &Job) -> anyhow::Result<std::sync::MutexGuard<'static, ()>> {
+    loop {
+        match QUANTIZING.try_lock() {
+            Ok(turn) => return Ok(turn),
+            Err(std::sync::TryLockError::Poisoned(e)) => return Ok(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                job.checkpoint()?;
+                job.report("waiting for the other job", 0, 1, None);
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
     }
 }

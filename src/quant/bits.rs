@@ -26,15 +26,8 @@ impl TensorBits {
         if k == 1 {
             return TensorBits { payload, params, tier_map: 0, tier_map_entropy: 0.0 };
         }
-        let units = q.unit_tiers.len();
-        let counts: Vec<usize> = if units == q.rows * q.cols {
-            // One unit per weight: each tier's code count is its unit count (saves a pass over the map).
-            q.codes.iter().map(|c| c.count).collect()
-        } else {
-            let mut counts = vec![0usize; k];
-            q.unit_tiers.iter().for_each(|t| counts[*t as usize] += 1);
-            counts
-        };
+        let units = q.tier_map.units;
+        let counts = q.tier_counts();
         let entropy: f64 = counts
             .iter()
             .filter(|c| **c > 0)

@@ -16,8 +16,9 @@ use super::plan::{Quantized, Treatment, assign, treatments};
 use super::rtn::{self, Grid, GroupSize, TensorPlan};
 use super::tiers::{Granularity, Tier};
 use crate::error::{Error, Result};
-use crate::importance::Scores;
+use crate::importance::{self, CalibrationStats, ImportanceMethod};
 use crate::job::Job;
+use crate::model::tensor_io::with_f32_slice;
 use crate::model::{Model, tensor_to_vec};
 
 /// The default menu: uniform 2..8 bits and group-level mixes, all with blocks of `group_size`.
@@ -68,14 +69,16 @@ pub struct Game {
     pub total_params: usize,
 }
 
-/// Quantizes every player under every strategy of the menu (the expensive part; rayon across tensors).
+/// Quantizes every player under every strategy of the menu (the expensive part; rayon across tensors). Each
+/// tensor's importance (`base.importance`) is computed on the way, so the whole model's scores never sit in memory.
 pub fn build_game(
     model: &Model,
     base: &QuantConfig,
-    scores: &Scores,
+    calibration: Option<&CalibrationStats>,
     menu: Vec<TensorPlan>,
     job: &Job,
 ) -> Result<Game> {
+    importance::check_inputs(&base.importance, calibration)?;
     let treatments = treatments(model, base);
     let names: Vec<&String> = treatments
         .iter()
@@ -87,21 +90,13 @@ pub fn build_game(
         .par_iter()
         .map(|name| {
             job.checkpoint()?;
-            let tensor = model.weights.get(name)?;
+            let tensor = model.weights.get(name)?.contiguous()?;
             let (rows, cols) = tensor.dims2()?;
-            let w = tensor_to_vec(tensor)?;
-            let s = scores.0.get(*name).ok_or_else(|| Error::InvalidArgument(format!("no importance for {name}")))?;
-            let outcomes = menu
-                .iter()
-                .map(|plan| {
-                    let unit_tiers = assign(plan, rows, cols, Some(s), None)?;
-                    let q = rtn::quantize(&w, rows, cols, plan, unit_tiers);
-                    Ok(Outcome { error: Quantized::weighted_error(&w, &q, s), bits: TensorBits::of(&q).total() })
-                })
-                .collect::<Result<Vec<_>>>()?;
+            with_f32_slice(&tensor, |w| player(name, w, rows, cols, &base.importance, calibration, &menu))?
+        })
+        .inspect(|_| {
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             job.report("strategy errors", n, names.len() as u64, None);
-            Ok(Player { name: (*name).clone(), params: rows * cols, outcomes })
         })
         .collect::<Result<Vec<_>>>()?;
     let mut fixed_bits = 0u64;
@@ -117,6 +112,28 @@ pub fn build_game(
         };
     }
     Ok(Game { menu, players, fixed_bits, total_params: model.param_count() })
+}
+
+/// One tensor's error and bits under every strategy of the menu.
+fn player(
+    name: &str,
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    method: &ImportanceMethod,
+    calibration: Option<&CalibrationStats>,
+    menu: &[TensorPlan],
+) -> Result<Player> {
+    let s = importance::tensor_scores(method, name, w, rows, calibration);
+    let outcomes = menu
+        .iter()
+        .map(|plan| {
+            let unit_tiers = assign(plan, rows, cols, Some(&s), None)?;
+            let q = rtn::quantize(w, rows, cols, plan, unit_tiers);
+            Ok(Outcome { error: Quantized::weighted_error(w, &q, &s), bits: TensorBits::of(&q).total() })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Player { name: name.to_string(), params: rows * cols, outcomes })
 }
 
 #[derive(Clone, Debug, Serialize)]

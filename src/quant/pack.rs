@@ -2,7 +2,12 @@
 
 /// Packs `codes` at `bits` bits each; the last byte is zero-padded.
 pub fn pack(codes: impl IntoIterator<Item = u16>, bits: u8) -> Vec<u8> {
-    let mut out = Vec::new();
+    pack_counted(codes, bits, 0)
+}
+
+/// `pack` with the number of codes known in advance (the output is allocated once).
+pub fn pack_counted(codes: impl IntoIterator<Item = u16>, bits: u8, count: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(packed_len(count, bits));
     let (mut acc, mut filled) = (0u32, 0u8);
     for code in codes {
         debug_assert!(bits == 16 || code < (1 << bits));
@@ -21,10 +26,11 @@ pub fn pack(codes: impl IntoIterator<Item = u16>, bits: u8) -> Vec<u8> {
 }
 
 /// The same bytes as `pack`, packed in parallel chunks of a multiple of 8 codes (so each chunk ends on a byte).
-pub fn pack_parallel(codes: &[u16], bits: u8) -> Vec<u8> {
+pub fn pack_parallel<T: Copy + Into<u16> + Sync>(codes: &[T], bits: u8) -> Vec<u8> {
     use rayon::prelude::*;
     const CHUNK: usize = 8 * 8192;
-    let chunks: Vec<Vec<u8>> = codes.par_chunks(CHUNK).map(|c| pack(c.iter().copied(), bits)).collect();
+    let chunks: Vec<Vec<u8>> =
+        codes.par_chunks(CHUNK).map(|c| pack_counted(c.iter().map(|&v| v.into()), bits, c.len())).collect();
     chunks.concat()
 }
 
@@ -54,6 +60,12 @@ impl<'a> Unpacker<'a> {
         self.position += 1;
         Some(((word >> shift) & ((1u32 << self.bits) - 1)) as u16)
     }
+}
+
+/// The code at `index` of bytes packed by `pack` at `bits` (at most 16) bits each; None past the end.
+pub fn code_at(bytes: &[u8], bits: u8, index: usize) -> Option<u16> {
+    let mut unpacker = Unpacker { bytes, bits, position: index };
+    unpacker.next_code()
 }
 
 pub fn packed_len(count: usize, bits: u8) -> usize {

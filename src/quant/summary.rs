@@ -51,12 +51,8 @@ pub struct TensorResult {
 pub fn tensor_result(q: &QuantizedTensor, max_side: usize) -> TensorResult {
     let n = q.rows * q.cols;
     let k = q.plan.tiers.len();
-    let bits_of = |i: usize| {
-        let t = if k == 1 { 0 } else { q.unit_tiers[q.plan.granularity.unit_of(i, q.cols)] as usize };
-        q.plan.tiers[t].bits as f32
-    };
-    let top =
-        if k == 1 { 1.0 } else { q.unit_tiers.iter().filter(|t| **t == 0).count() as f64 / q.unit_tiers.len() as f64 };
+    let bits_of = |i: usize| q.plan.tiers[q.tier_of_weight(i)].bits as f32;
+    let top = if k == 1 { 1.0 } else { q.tier_counts()[0] as f64 / q.tier_map.units as f64 };
     TensorResult {
         bits_per_weight: TensorBits::of(q).total() as f64 / n as f64,
         top_tier_share: top,
