@@ -10,6 +10,7 @@ pub mod export;
 pub mod importance;
 pub mod job;
 pub mod math;
+pub mod memory;
 pub mod model;
 pub mod quant;
 

@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 pub fn scores(w: &[f32], cols: usize, alpha: f32, radius: usize) -> Vec<f32> {
-    let mut out = vec![0f32; w.len()];
+    let mut out = crate::memory::zeroed_f32(w.len());
     out.par_chunks_mut(cols).zip(w.par_chunks(cols)).for_each(|(out, row)| row_scores(row, out, alpha, radius));
     out
 }

@@ -146,7 +146,7 @@ pub fn quantize(w: &[f32], rows: usize, cols: usize, plan: &TensorPlan, unit_tie
         _ => (CHUNK_WEIGHTS / cols).clamp(1, rows),
     };
     // Each chunk writes its dequantized weights straight into the result.
-    let mut dequantized = vec![0f32; w.len()];
+    let mut dequantized = crate::memory::zeroed_f32(w.len());
     let parts: Vec<Part> = dequantized
         .par_chunks_mut((chunk_rows * cols).max(1))
         .enumerate()
