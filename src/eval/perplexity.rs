@@ -9,7 +9,8 @@ use serde::Serialize;
 use super::{log_softmax, log_softmax_with, log_sum_exp};
 use crate::error::{Error, Result};
 use crate::job::Job;
-use crate::model::gemm::{matmul_t, with_f32_slice};
+use crate::model::gemm::matmul_t;
+use crate::model::tensor_io::with_f32_slice;
 use crate::model::{Model, argmax};
 
 /// Rows of logits computed at once: 128 x 49152 f32 is 25 MB for SmolLM2, against 100 MB for a whole window.
@@ -69,16 +70,13 @@ pub fn evaluate_ppl(
     let start = Instant::now();
     let mut scores: Vec<TokenScore> = Vec::new();
     let mut recorded = Vec::new();
-    let vocab;
+    let head = model.head()?;
+    let vocab = head.dim(0)?;
     if let Kld::Against(reference) = &kld {
         if reference.windows.len() < windows.len() {
             return Err(Error::InvalidArgument("the KLD reference holds fewer windows than this evaluation".into()));
         }
-    }
-    let head = model.head()?;
-    vocab = head.dim(0)?;
-    if let Kld::Against(r) = &kld {
-        if r.vocab != vocab {
+        if reference.vocab != vocab {
             return Err(Error::InvalidArgument("the KLD reference has another vocabulary size".into()));
         }
     }

@@ -3,7 +3,8 @@
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use super::gemm::{GemmShape, Sgemm, with_f32_slice};
+use super::gemm::{GemmShape, Sgemm};
+use super::tensor_io::with_f32_slice;
 use crate::error::Result;
 
 /// Query rows per task: small enough to skip most of the masked upper triangle, large enough for an efficient GEMM.
@@ -100,13 +101,22 @@ mod tests {
     }
 
     /// Plain loops in f64: softmax over keys 0..=i for every query i.
-    fn naive(q: &[f32], k: &[f32], v: &[f32], heads: usize, kv_heads: usize, t: usize, hd: usize, scale: f64) -> Vec<f64> {
+    fn naive(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        (heads, kv_heads, t, hd): (usize, usize, usize, usize),
+        scale: f64,
+    ) -> Vec<f64> {
         let mut out = vec![0f64; t * heads * hd];
         for h in 0..heads {
             let g = h / (heads / kv_heads);
             for i in 0..t {
                 let logits: Vec<f64> = (0..=i)
-                    .map(|j| (0..hd).map(|d| q[(h * t + i) * hd + d] as f64 * k[(g * t + j) * hd + d] as f64).sum::<f64>() * scale)
+                    .map(|j| {
+                        (0..hd).map(|d| q[(h * t + i) * hd + d] as f64 * k[(g * t + j) * hd + d] as f64).sum::<f64>()
+                            * scale
+                    })
                     .collect();
                 let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 let z: f64 = logits.iter().map(|l| (l - max).exp()).sum();
@@ -128,7 +138,7 @@ mod tests {
         let k = pseudo_random(kv_heads * t * hd, 2);
         let v = pseudo_random(kv_heads * t * hd, 3);
         let scale = 1.0 / (hd as f64).sqrt();
-        let want = naive(&q, &k, &v, heads, kv_heads, t, hd, scale);
+        let want = naive(&q, &k, &v, (heads, kv_heads, t, hd), scale);
         let tensor = |data: &[f32], h: usize| Tensor::from_vec(data.to_vec(), (1, h, t, hd), &Device::Cpu).unwrap();
         let (q, k, v) = (tensor(&q, heads), tensor(&k, kv_heads), tensor(&v, kv_heads));
 

@@ -7,14 +7,13 @@
 //! it still builds and runs, only slower; `bench` prints which backend ran and compares the two in one run.
 
 use std::ffi::c_int;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{DType, Device, Tensor};
-
-pub(crate) use super::tensor_io::with_f32_slice;
 use rayon::prelude::*;
 
+use super::tensor_io::with_f32_slice;
 use crate::error::Result;
 
 const CBLAS_ROW_MAJOR: c_int = 101;

@@ -3,8 +3,8 @@
 
 use candle_core::Tensor;
 
-use super::config::Gpt2Config;
 use super::attention::causal_attention;
+use super::config::Gpt2Config;
 use super::{Linears, TensorRole, cpu};
 use crate::error::Result;
 

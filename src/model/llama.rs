@@ -3,9 +3,9 @@
 
 use candle_core::Tensor;
 
-use super::config::LlamaConfig;
 use super::attention::causal_attention;
-use super::gemm::with_f32_slice;
+use super::config::LlamaConfig;
+use super::tensor_io::with_f32_slice;
 use super::{Linears, TensorRole, cpu};
 use crate::error::Result;
 

@@ -154,9 +154,8 @@ pub fn apply(
                     Treatment::Quantize { plan, follows_tiers } => {
                         let (rows, cols) = tensor.dims2()?;
                         let given = scores.and_then(|s| s.0.get(name)).map(Vec::as_slice);
-                        let computed = (given.is_none() && plan.tiers.len() > 1).then(|| {
-                            importance::tensor_scores(&config.importance, name, values, rows, calibration)
-                        });
+                        let computed = (given.is_none() && plan.tiers.len() > 1)
+                            .then(|| importance::tensor_scores(&config.importance, name, values, rows, calibration));
                         let tensor_scores = given.or(computed.as_deref());
                         let th = if *follows_tiers { global.as_deref() } else { None };
                         let unit_tiers = assign(plan, rows, cols, tensor_scores, th)?;

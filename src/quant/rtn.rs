@@ -210,7 +210,11 @@ impl QuantizedTensor {
 
     /// The tier of weight `i` (row-major).
     pub fn tier_of_weight(&self, i: usize) -> usize {
-        if self.plan.tiers.len() == 1 { 0 } else { self.tier_map.get(self.plan.granularity.unit_of(i, self.cols)) as usize }
+        if self.plan.tiers.len() == 1 {
+            0
+        } else {
+            self.tier_map.get(self.plan.granularity.unit_of(i, self.cols)) as usize
+        }
     }
 }
 
@@ -251,12 +255,7 @@ struct Part {
 
 impl Part {
     fn new(k: usize) -> Part {
-        Part {
-            codes: vec![Vec::new(); k],
-            params: Vec::new(),
-            squared_error: 0.0,
-            squared_norm: 0.0,
-        }
+        Part { codes: vec![Vec::new(); k], params: Vec::new(), squared_error: 0.0, squared_norm: 0.0 }
     }
 
     /// One block: a min/max pass per tier, then one coding pass writing the dequantized weights into `out`.

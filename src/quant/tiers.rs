@@ -290,7 +290,10 @@ mod tests {
         let ranks = [0, 1, 17, 40_000, 40_001, 100_000, 160_002, 199_999, 200_002];
         let got = order_statistics(&values, &ranks);
         let want: Vec<f32> = ranks.iter().map(|&r| sorted[r]).collect();
-        assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        assert_eq!(
+            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
     }
 
     #[test]
