@@ -369,3 +369,30 @@ fn live_estimates_track_the_exact_bits() {
         );
     }
 }
+
+#[test]
+fn a_comparison_reuses_a_known_reference_only_for_the_same_windows() {
+    use nash_swarm::compare::{Bench, CompareSpec, KnownReference};
+    let model = load(&stories()).unwrap();
+    let text = eval::read_text(&wikitext()).unwrap();
+    let tokens = model.encode(&text).unwrap();
+    let windows = WindowSpec { ctx: 64, max_windows: Some(3), bos: true };
+    let spec = CompareSpec { windows, seed_texts: 2, importance: Default::default() };
+    let job = Job::silent();
+    let evaluated = eval::windows(&model, &tokens, windows, &wikitext()).unwrap();
+    let (report, logits) = eval::evaluate_ppl(&model, &evaluated, Kld::Record, &job).unwrap();
+    let logits = std::sync::Arc::new(logits.unwrap());
+    // A marker PPL shows which report the baseline row came from.
+    let known = |windows: Vec<Vec<u32>>| KnownReference {
+        windows,
+        logits: logits.clone(),
+        report: eval::PplReport { ppl: 12345.0, ..report.clone() },
+    };
+
+    let reused = Bench::new(&model, &tokens, &text, &wikitext(), &spec, Some(known(evaluated.clone())), &job).unwrap();
+    assert_eq!(reused.base.ppl, 12345.0);
+
+    let other_windows = evaluated[1..].to_vec();
+    let fresh = Bench::new(&model, &tokens, &text, &wikitext(), &spec, Some(known(other_windows)), &job).unwrap();
+    assert!((fresh.base.ppl - report.ppl).abs() < 1e-9 * report.ppl, "{} vs {}", fresh.base.ppl, report.ppl);
+}

@@ -38,7 +38,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let spec =
         CompareSpec { windows: args.windows.spec(), seed_texts: args.seed_texts, importance: args.importance.method() };
     let (job, bar) = super::progress_job("compare");
-    let rows = compare::run(&model, &text, &args.text, &spec, &job, |row| {
+    let rows = compare::run(&model, &text, &args.text, &spec, None, &job, |row| {
         let line = format!(
             "{:<22} true {:.3} bpw  PPL {:.3}  ({:+.2}%)",
             row.method, row.true_bpw, row.ppl, row.delta_ppl_pct

@@ -106,7 +106,7 @@ pub struct Reference {
     pub text: PathBuf,
     pub spec: WindowSpec,
     pub windows: Vec<Vec<u32>>,
-    pub logits: ReferenceLogits,
+    pub logits: Arc<ReferenceLogits>,
     pub base: PplReport,
 }
 
@@ -114,7 +114,18 @@ pub fn reference(model: &Model, text: &PathBuf, spec: WindowSpec, job: &Job) -> 
     let tokens = model.encode(&eval::read_text(text)?)?;
     let windows = eval::windows(model, &tokens, spec, text)?;
     let (base, logits) = eval::evaluate_ppl(model, &windows, Kld::Record, job)?;
-    Ok(Reference { text: text.clone(), spec, windows, logits: logits.expect("recorded"), base })
+    Ok(Reference { text: text.clone(), spec, windows, logits: Arc::new(logits.expect("recorded")), base })
+}
+
+impl Reference {
+    /// For a comparison on the same text and windows: shares the log-probabilities instead of recording them again.
+    pub fn known_for(&self, text: &PathBuf, spec: WindowSpec) -> Option<nash_swarm::compare::KnownReference> {
+        (self.text == *text && self.spec == spec).then(|| nash_swarm::compare::KnownReference {
+            windows: self.windows.clone(),
+            logits: self.logits.clone(),
+            report: self.base.clone(),
+        })
+    }
 }
 
 /// Calibration statistics when the configuration's importance needs them; a clear error without a text.

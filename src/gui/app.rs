@@ -296,9 +296,10 @@ impl ExplorerApp {
     fn run_baselines(&mut self, ctx: &egui::Context) {
         let (Some(model), Some(text)) = (self.model.clone(), self.text_or_complain()) else { return };
         let spec = CompareSpec { windows: self.window_spec(), seed_texts: 20, importance: ImportanceMethod::default() };
+        let known = self.reference.as_ref().and_then(|r| r.known_for(&text, spec.windows));
         self.jobs.spawn(ctx, JobKind::Baselines, move |job| {
             let corpus = nash_swarm::eval::read_text(&text)?;
-            Ok(Outcome::Baselines(compare::run(&model, &corpus, &text, &spec, job, |_| {})?))
+            Ok(Outcome::Baselines(compare::run(&model, &corpus, &text, &spec, known, job, |_| {})?))
         });
     }
 
