@@ -193,14 +193,11 @@ pub fn quantize(w: &[f32], rows: usize, cols: usize, plan: &TensorPlan, unit_tie
 }
 
 impl QuantizedTensor {
-    /// Units in each tier.
+    /// Units in each tier (weights, for a single-tier plan, which stores no map).
     pub fn tier_counts(&self) -> Vec<usize> {
         let k = self.plan.tiers.len();
-        if k == 1 {
-            return vec![self.tier_map.units.max(1)];
-        }
-        if self.tier_map.units == self.rows * self.cols {
-            // One unit per weight: each tier's code count is its unit count (no pass over the map).
+        if k == 1 || self.tier_map.units == self.rows * self.cols {
+            // One tier, or one unit per weight: each tier's code count is its unit count (no pass over the map).
             return self.codes.iter().map(|c| c.count).collect();
         }
         let mut counts = vec![0; k];
