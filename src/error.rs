@@ -30,6 +30,10 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// Codes, parameters and tier map that do not fit together (in memory; a file says `BadFile`).
+    #[error("inconsistent quantized tensor: {0}")]
+    Inconsistent(String),
+
     #[error("cancelled")]
     Cancelled,
 

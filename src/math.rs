@@ -53,7 +53,7 @@ macro_rules! dispatch {
                 unsafe fn avx2($($arg: $ty),*) -> $ret {
                     kernel($($arg),*)
                 }
-                if has_avx2_fma() {
+                if $crate::math::has_avx2_fma() {
                     // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
                     return unsafe { avx2($($arg),*) };
                 }
@@ -63,12 +63,48 @@ macro_rules! dispatch {
     };
 }
 
-fn has_avx2_fma() -> bool {
+/// Kernels compiled twice (AVX2+FMA and baseline) are declared with this macro; rustc never contracts a*b+c
+/// into an FMA on its own, so both give bit-identical results.
+pub(crate) use dispatch;
+
+pub(crate) fn has_avx2_fma() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
     #[cfg(target_arch = "x86_64")]
     return *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
     #[cfg(not(target_arch = "x86_64"))]
     return *HAS.get_or_init(|| false);
+}
+
+dispatch! {
+    /// (min, max) of `values`, in eight lanes; (inf, -inf) when empty.
+    pub fn min_max(values: &[f32]) -> (f32, f32) {
+        let (mut lo, mut hi) = ([f32::INFINITY; 8], [f32::NEG_INFINITY; 8]);
+        let mut chunks = values.chunks_exact(8);
+        for chunk in &mut chunks {
+            for j in 0..8 {
+                lo[j] = lo[j].min(chunk[j]);
+                hi[j] = hi[j].max(chunk[j]);
+            }
+        }
+        for &v in chunks.remainder() {
+            (lo[0], hi[0]) = (lo[0].min(v), hi[0].max(v));
+        }
+        (lo.into_iter().fold(f32::INFINITY, f32::min), hi.into_iter().fold(f32::NEG_INFINITY, f32::max))
+    }
+}
+
+dispatch! {
+    /// Σ v², in f32 lanes (a run of a few hundred values keeps f32 precision).
+    pub fn sum_of_squares(values: &[f32]) -> f64 {
+        let mut lanes = [0f32; 8];
+        let mut chunks = values.chunks_exact(8);
+        for chunk in &mut chunks {
+            for (lane, &x) in lanes.iter_mut().zip(chunk) {
+                *lane += x * x;
+            }
+        }
+        (lanes.iter().sum::<f32>() + chunks.remainder().iter().map(|x| x * x).sum::<f32>()) as f64
+    }
 }
 
 dispatch! {

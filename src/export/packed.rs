@@ -22,8 +22,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::model::{Model, SourceFormat, Weights, cpu};
-use crate::quant::pack::Unpacker;
-use crate::quant::rtn::{BlockGrid, TensorPlan};
+use crate::quant::rtn::{QuantizedTensor, TensorPlan, TierCodes, TierMap};
 use crate::quant::tiers::index_bits;
 use crate::quant::{QuantConfig, Quantized};
 
@@ -197,53 +196,39 @@ pub fn read_config(dir: &Path) -> Result<QuantConfig> {
     QuantConfig::read(&dir.join(CONFIG_FILE))
 }
 
-/// The inverse of `rtn::quantize`'s storage order.
+/// Rebuilds a matrix's quantized form from its arrays and dequantizes it (the inverse of `rtn::quantize`).
 fn unpack_matrix(
     entry: &MatrixEntry,
     array: &dyn Fn(&str) -> Option<Vec<u8>>,
 ) -> std::result::Result<Vec<f32>, String> {
     let plan = &entry.plan;
     let (rows, cols, k) = (entry.rows, entry.cols, plan.tiers.len());
-    let unit_tiers: Vec<u8> = if k > 1 {
-        let map = array("tiers").ok_or("tier map missing")?;
-        let mut u = Unpacker::new(&map, index_bits(k));
-        (0..plan.granularity.units(rows, cols))
-            .map(|_| u.next_code().map(|t| t as u8).filter(|t| (*t as usize) < k))
-            .collect::<Option<_>>()
-            .ok_or("tier map truncated or out of range")?
+    let tier_map = if k > 1 {
+        let packed = array("tiers").ok_or("tier map missing")?;
+        TierMap { units: plan.granularity.units(rows, cols), bits: index_bits(k), packed }
     } else {
-        Vec::new()
+        TierMap::default()
     };
-    let tier_of = |i: usize| if k == 1 { 0 } else { unit_tiers[plan.granularity.unit_of(i, cols)] as usize };
-    let code_arrays: Vec<Vec<u8>> = (0..k).map(|t| array(&format!("codes.{t}")).unwrap_or_default()).collect();
-    let mut readers: Vec<Unpacker> =
-        code_arrays.iter().zip(&plan.tiers).map(|(a, t)| Unpacker::new(a, t.bits)).collect();
-    let params: Vec<f16> =
+    let codes = plan
+        .tiers
+        .iter()
+        .enumerate()
+        .map(|(t, tier)| {
+            let packed = array(&format!("codes.{t}")).unwrap_or_default();
+            TierCodes { bits: tier.bits, count: packed.len() * 8 / tier.bits as usize, packed }
+        })
+        .collect();
+    let params =
         array("params").unwrap_or_default().chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect();
-    let per_block = plan.grid.params_per_block();
-    let mut next_param = 0;
-    let mut out = vec![0f32; rows * cols];
-    for (start, len) in plan.group_size.blocks(rows, cols) {
-        for (t, tier) in plan.tiers.iter().enumerate() {
-            let members: Vec<usize> = (start..start + len).filter(|&i| tier_of(i) == t).collect();
-            if members.is_empty() {
-                continue;
-            }
-            let grid = if tier.bits == 16 {
-                None
-            } else {
-                let stored = params.get(next_param..next_param + per_block).ok_or("block parameters truncated")?;
-                next_param += per_block;
-                Some(BlockGrid::from_stored(plan.grid, tier.bits, stored))
-            };
-            for i in members {
-                let code = readers[t].next_code().ok_or("codes truncated")?;
-                out[i] = match &grid {
-                    Some(g) => g.value(code),
-                    None => f16::from_bits(code).to_f32(),
-                };
-            }
-        }
-    }
-    Ok(out)
+    let q = QuantizedTensor {
+        rows,
+        cols,
+        plan: plan.clone(),
+        tier_map,
+        codes,
+        params,
+        squared_error: 0.0,
+        squared_norm: 0.0,
+    };
+    q.dequantize()
 }

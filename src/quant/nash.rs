@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::bits::TensorBits;
 use super::config::QuantConfig;
 use super::plan::{Quantized, Treatment, assign, treatments};
-use super::rtn::{self, Grid, GroupSize, TensorPlan};
+use super::rtn::{self, Grid, GroupSize, TensorPlan, TierSource};
 use super::tiers::{Granularity, Tier};
 use crate::error::{Error, Result};
 use crate::importance::{self, CalibrationStats, ImportanceMethod};
@@ -107,7 +107,7 @@ pub fn build_game(
             Treatment::Fp16 => 16 * tensor.elem_count() as u64,
             Treatment::Quantize { plan, .. } => {
                 let (rows, cols) = tensor.dims2()?;
-                TensorBits::of(&rtn::quantize(&tensor_to_vec(tensor)?, rows, cols, plan, Vec::new())).total()
+                TensorBits::of(&rtn::quantize(&tensor_to_vec(tensor)?, rows, cols, plan, &TierSource::Single)).total()
             }
         };
     }
@@ -128,9 +128,8 @@ fn player(
     let outcomes = menu
         .iter()
         .map(|plan| {
-            let unit_tiers = assign(plan, rows, cols, Some(&s), None)?;
-            let q = rtn::quantize(w, rows, cols, plan, unit_tiers);
-            Ok(Outcome { error: Quantized::weighted_error(w, &q, &s), bits: TensorBits::of(&q).total() })
+            let q = rtn::quantize(w, rows, cols, plan, &assign(plan, rows, cols, Some(&s), None)?);
+            Ok(Outcome { error: Quantized::weighted_error(w, &q, &s)?, bits: TensorBits::of(&q).total() })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Player { name: name.to_string(), params: rows * cols, outcomes })

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::bits::{BitReport, TensorBits};
 use super::config::{QuantConfig, Scope};
-use super::rtn::{self, QuantizedTensor, TensorPlan};
+use super::rtn::{self, QuantizedTensor, TensorPlan, TierSource};
 use super::tiers::{thresholds, tier_of};
 use crate::error::{Error, Result};
 use crate::importance::{self, CalibrationStats, Scores};
@@ -86,8 +86,17 @@ impl Quantized {
     /// Dequantized weights, consuming the result (no copy of the large buffers).
     pub fn into_weights(self) -> Result<Weights> {
         let mut weights = Weights::default();
-        for (name, q) in self.tensors {
-            weights.insert(name, candle_core::Tensor::from_vec(q.dequantized, (q.rows, q.cols), &cpu())?);
+        // Tensor by tensor across threads; each tensor's codes are freed once it is dequantized.
+        let dequantized: Vec<(String, candle_core::Tensor)> = self
+            .tensors
+            .into_par_iter()
+            .map(|(name, q)| {
+                let values = q.dequantize().map_err(Error::Inconsistent)?;
+                Ok((name, candle_core::Tensor::from_vec(values, (q.rows, q.cols), &cpu())?))
+            })
+            .collect::<Result<_>>()?;
+        for (name, tensor) in dequantized {
+            weights.insert(name, tensor);
         }
         for (name, (shape, values)) in self.fp16 {
             let values: Vec<f32> = values.iter().map(|v| v.to_f32()).collect();
@@ -97,8 +106,9 @@ impl Quantized {
     }
 
     /// Σ importance · (w − q(w))² of one tensor, the error the Nash game prices.
-    pub fn weighted_error(original: &[f32], q: &QuantizedTensor, scores: &[f32]) -> f64 {
-        original.iter().zip(&q.dequantized).zip(scores).map(|((w, d), s)| *s as f64 * ((w - d) as f64).powi(2)).sum()
+    pub fn weighted_error(original: &[f32], q: &QuantizedTensor, scores: &[f32]) -> Result<f64> {
+        let dequantized = q.dequantize().map_err(Error::Inconsistent)?;
+        Ok(original.iter().zip(&dequantized).zip(scores).map(|((w, d), s)| *s as f64 * ((w - d) as f64).powi(2)).sum())
     }
 }
 
@@ -158,9 +168,8 @@ pub fn apply(
                             .then(|| importance::tensor_scores(&config.importance, name, values, rows, calibration));
                         let tensor_scores = given.or(computed.as_deref());
                         let th = if *follows_tiers { global.as_deref() } else { None };
-                        let unit_tiers = assign(plan, rows, cols, tensor_scores, th)?;
-                        drop(computed); // before quantizing: the scores are as large as the weights
-                        Outcome::Quantized(rtn::quantize(values, rows, cols, plan, unit_tiers))
+                        let tiers = assign(plan, rows, cols, tensor_scores, th)?;
+                        Outcome::Quantized(rtn::quantize(values, rows, cols, plan, &tiers))
                     }
                 })
             })??;
@@ -201,16 +210,17 @@ pub fn bit_report(
     BitReport::new(params, &per_tensor, fp16_params)
 }
 
-/// Tier of every unit. Single-tier plans need no map (empty).
-pub fn assign(
+/// Where each weight's tier comes from: per-weight plans compare scores with thresholds while quantizing,
+/// coarser granularities assign each unit here.
+pub fn assign<'a>(
     plan: &TensorPlan,
     rows: usize,
     cols: usize,
-    scores: Option<&[f32]>,
+    scores: Option<&'a [f32]>,
     global: Option<&[f32]>,
-) -> Result<Vec<u8>> {
+) -> Result<TierSource<'a>> {
     if plan.tiers.len() == 1 {
-        return Ok(Vec::new());
+        return Ok(TierSource::Single);
     }
     let scores = scores.ok_or_else(|| Error::InvalidArgument("a multi-tier plan needs importance scores".into()))?;
     let units = plan.granularity.unit_scores(scores, cols);
@@ -219,7 +229,10 @@ pub fn assign(
         Some(th) => th.to_vec(),
         None => thresholds(&units, &plan.tiers),
     };
-    Ok(units.par_iter().map(|s| tier_of(*s, &th)).collect())
+    Ok(match units {
+        std::borrow::Cow::Borrowed(_) => TierSource::Scores { scores, thresholds: th },
+        std::borrow::Cow::Owned(units) => TierSource::Units(units.iter().map(|s| tier_of(*s, &th)).collect()),
+    })
 }
 
 /// With global scope, one set of thresholds over the units of every tensor that follows the tiers.

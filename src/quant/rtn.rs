@@ -6,13 +6,11 @@
 //! m = 2^(b−1) − 1, zero a level, one f16 scale. 16 bits is fp16 passthrough. The f16 parameters are rounded
 //! outward so every weight stays within half a step of its original.
 
-use std::borrow::Cow;
-
 use half::f16;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::pack;
+use super::pack::{self, BitReader, BitWriter};
 use super::tiers::{Granularity, Tier};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -113,7 +111,7 @@ pub struct TierCodes {
     pub packed: Vec<u8>,
 }
 
-/// One quantized matrix: what the exporter writes and what evaluation uses.
+/// One quantized matrix: what the exporter writes and evaluation dequantizes.
 #[derive(Clone, Debug)]
 pub struct QuantizedTensor {
     pub rows: usize,
@@ -124,71 +122,98 @@ pub struct QuantizedTensor {
     pub codes: Vec<TierCodes>,
     /// f16 block parameters in storage order: per block, per tier present (scale[, min]).
     pub params: Vec<f16>,
-    pub dequantized: Vec<f32>,
     /// Σ (w − q(w))² and Σ w², for the relative error views show.
     pub squared_error: f64,
     pub squared_norm: f64,
 }
 
-/// Quantizes `w` ([rows, cols], row-major) given each unit's tier (empty for single-tier plans).
-pub fn quantize(w: &[f32], rows: usize, cols: usize, plan: &TensorPlan, unit_tiers: Vec<u8>) -> QuantizedTensor {
+/// Where each weight's tier comes from.
+#[derive(Clone, Debug)]
+pub enum TierSource<'a> {
+    /// A single-tier plan.
+    Single,
+    /// The tier of every unit of the plan's granularity (group, channel or tensor).
+    Units(Vec<u8>),
+    /// Per-weight granularity: a weight's tier is the number of thresholds above its score. Read while quantizing,
+    /// so no per-weight tier array is ever built.
+    Scores { scores: &'a [f32], thresholds: Vec<f32> },
+}
+
+impl TierSource<'_> {
+    /// Tiers of the weights `first..first + out.len()` (row-major).
+    fn fill(&self, granularity: Granularity, cols: usize, first: usize, out: &mut [u8]) {
+        match self {
+            TierSource::Single => out.fill(0),
+            TierSource::Scores { scores, thresholds } => {
+                let scores = &scores[first..first + out.len()];
+                out.fill(0);
+                // Thresholds descend: the tier is the number of them above the score (one vectorized pass each).
+                for &t in thresholds {
+                    out.iter_mut().zip(scores).for_each(|(o, &s)| *o += (s < t) as u8);
+                }
+            }
+            TierSource::Units(units) => {
+                out.iter_mut().enumerate().for_each(|(i, o)| *o = units[granularity.unit_of(first + i, cols)])
+            }
+        }
+    }
+}
+
+/// Quantizes `w` ([rows, cols], row-major) with the tiers `tiers` gives. Codes are packed as they are made; the
+/// dequantized weights are not kept (see `dequantize`).
+pub fn quantize(w: &[f32], rows: usize, cols: usize, plan: &TensorPlan, tiers: &TierSource) -> QuantizedTensor {
     let k = plan.tiers.len();
     assert!(k <= MAX_TIERS, "at most {MAX_TIERS} tiers");
-    // Per-weight tiers (borrowed when the granularity already is per weight).
-    let weight_tiers: Option<Cow<[u8]>> = match (k, plan.granularity) {
-        (1, _) => None,
-        (_, Granularity::Weight) => Some(Cow::Borrowed(unit_tiers.as_slice())),
-        (_, g) => Some(Cow::Owned((0..w.len()).map(|i| unit_tiers[g.unit_of(i, cols)]).collect())),
-    };
+    assert_eq!(matches!(tiers, TierSource::Single), k == 1, "a tier source for {k} tiers");
     // Blocks never straddle rows (except the one whole-tensor block), so row chunks quantize independently.
     let chunk_rows = match plan.group_size {
         GroupSize::Tensor => rows,
-        _ => (CHUNK_WEIGHTS / cols).clamp(1, rows),
+        _ => (CHUNK_WEIGHTS / cols.max(1)).clamp(1, rows.max(1)),
+    }
+    .max(1);
+    let map_bits = match tiers {
+        TierSource::Scores { .. } => super::tiers::index_bits(k) as u32,
+        _ => 0,
     };
-    // Each chunk writes its dequantized weights straight into the result.
-    let mut dequantized = crate::memory::zeroed_f32(w.len());
-    let parts: Vec<Part> = dequantized
-        .par_chunks_mut((chunk_rows * cols).max(1))
-        .enumerate()
-        .map(|(c, out)| {
-            let r0 = c * chunk_rows;
-            let offset = r0 * cols;
-            let mut part = Part::new(k);
-            for (start, len) in plan.group_size.blocks(out.len() / cols.max(1), cols) {
-                let block = offset + start..offset + start + len;
-                let tiers = weight_tiers.as_deref().map(|t| &t[block.clone()]);
-                part.quantize_block(&w[block], tiers, plan, &mut out[start..start + len]);
-            }
-            (part.squared_error, part.squared_norm) = squared_error_and_norm(&w[offset..offset + out.len()], out);
-            part
+    let coder = Coder::new(plan, tiers, cols, map_bits);
+    let parts: Vec<Part> = (0..rows.div_ceil(chunk_rows))
+        .into_par_iter()
+        .map(|c| {
+            let (r0, r1) = (c * chunk_rows, ((c + 1) * chunk_rows).min(rows));
+            coder.chunk(w, r0, r1)
         })
         .collect();
-    let params = parts.iter().flat_map(|p| p.params.iter().copied()).collect();
-    let squared_error = parts.iter().map(|p| p.squared_error).sum();
-    let squared_norm = parts.iter().map(|p| p.squared_norm).sum();
-    // Each tier's codes are packed straight from the parts: no concatenated copy (56 MB for SmolLM2's embedding).
     let codes = plan
         .tiers
-        .par_iter()
+        .iter()
         .enumerate()
         .map(|(t, tier)| {
-            let count = parts.iter().map(|p| p.codes[t].len()).sum();
-            let all = parts.iter().flat_map(|p| p.codes[t].iter().copied());
-            TierCodes { bits: tier.bits, count, packed: pack::pack_counted(all, tier.bits, count) }
+            let bits: usize = parts.iter().map(|p| p.codes[t].len_bits()).sum();
+            TierCodes {
+                bits: tier.bits,
+                count: bits / tier.bits as usize,
+                packed: BitWriter::concat(parts.iter().map(|p| &p.codes[t])),
+            }
         })
         .collect();
-    drop(parts);
-    drop(weight_tiers);
+    let tier_map = match tiers {
+        TierSource::Single => TierMap::default(),
+        TierSource::Units(units) => TierMap::pack(units, k),
+        TierSource::Scores { .. } => TierMap {
+            units: w.len(),
+            bits: map_bits as u8,
+            packed: BitWriter::concat(parts.iter().map(|p| &p.tier_map)),
+        },
+    };
     QuantizedTensor {
         rows,
         cols,
         plan: plan.clone(),
-        tier_map: TierMap::pack(&unit_tiers, k),
+        tier_map,
         codes,
-        params,
-        dequantized,
-        squared_error,
-        squared_norm,
+        params: parts.iter().flat_map(|p| p.params.iter().copied()).collect(),
+        squared_error: parts.iter().map(|p| p.squared_error).sum(),
+        squared_norm: parts.iter().map(|p| p.squared_norm).sum(),
     }
 }
 
@@ -212,6 +237,55 @@ impl QuantizedTensor {
         } else {
             self.tier_map.get(self.plan.granularity.unit_of(i, self.cols)) as usize
         }
+    }
+
+    /// The weights the codes stand for, row-major. An inconsistent tensor (read from a damaged file) is an error
+    /// naming what ran out, never a panic.
+    pub fn dequantize(&self) -> Result<Vec<f32>, String> {
+        let (k, cols) = (self.plan.tiers.len(), self.cols);
+        let weight_map = k > 1 && self.tier_map.units == self.rows * cols;
+        let units = self.plan.granularity.units(self.rows, cols);
+        if k > 1
+            && (self.tier_map.units != units
+                || self.tier_map.packed.len() < pack::packed_len(units, self.tier_map.bits))
+        {
+            return Err(format!("tier map truncated: {} bytes for {units} units", self.tier_map.packed.len()));
+        }
+        let mut out = crate::memory::zeroed_f32(self.rows * cols);
+        let mut codes: Vec<BitReader> = self.codes.iter().map(|c| BitReader::new(&c.packed)).collect();
+        let mut map = BitReader::new(&self.tier_map.packed);
+        let mut params = self.params.chunks_exact(self.plan.grid.params_per_block());
+        let mut tiers = Vec::new();
+        for (start, len) in self.plan.group_size.blocks(self.rows, cols) {
+            tiers.clear();
+            for i in start..start + len {
+                let tier = match (k, weight_map) {
+                    (1, _) => 0,
+                    (_, true) => map.read(self.tier_map.bits as u32).ok_or("tier map truncated")? as usize,
+                    _ => self.tier_map.get(self.plan.granularity.unit_of(i, cols)) as usize,
+                };
+                if tier >= k {
+                    return Err(format!("tier {tier} in the tier map of a {k}-tier plan"));
+                }
+                tiers.push(tier as u8);
+            }
+            let mut present = [false; MAX_TIERS];
+            tiers.iter().for_each(|&t| present[t as usize] = true);
+            let mut grids = [None; MAX_TIERS];
+            for (t, tier) in self.plan.tiers.iter().enumerate().filter(|(t, tier)| present[*t] && tier.bits < 16) {
+                let stored = params.next().ok_or("block parameters truncated")?;
+                grids[t] = Some(BlockGrid::from_stored(self.plan.grid, tier.bits, stored).fast());
+            }
+            for (out, &t) in out[start..start + len].iter_mut().zip(&tiers) {
+                let t = t as usize;
+                let code = codes[t].read(self.plan.tiers[t].bits as u32).ok_or("codes truncated")?;
+                *out = match &grids[t] {
+                    Some(g) => g.value(code),
+                    None => f16::from_bits(code).to_f32(),
+                };
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -241,78 +315,184 @@ impl TierMap {
 
 pub const MAX_TIERS: usize = 8;
 const CHUNK_WEIGHTS: usize = 1 << 16;
+/// Weights whose tiers are looked up at once (a stack buffer).
+const RUN: usize = 256;
 
-/// The output of a run of consecutive blocks, in storage order.
+/// The output of a run of consecutive rows, in storage order.
 struct Part {
-    codes: Vec<Vec<u16>>,
+    codes: [BitWriter; MAX_TIERS],
+    tier_map: BitWriter,
     params: Vec<f16>,
     squared_error: f64,
     squared_norm: f64,
 }
 
-impl Part {
-    fn new(k: usize) -> Part {
-        Part { codes: vec![Vec::new(); k], params: Vec::new(), squared_error: 0.0, squared_norm: 0.0 }
+/// What every block of one tensor shares.
+struct Coder<'a> {
+    plan: &'a TensorPlan,
+    tiers: &'a TierSource<'a>,
+    cols: usize,
+    /// Bits per weight of the tier map written while coding (0: none, the map is per unit or absent).
+    map_bits: u32,
+    bits: [u32; MAX_TIERS],
+}
+
+impl<'a> Coder<'a> {
+    fn new(plan: &'a TensorPlan, tiers: &'a TierSource<'a>, cols: usize, map_bits: u32) -> Self {
+        let mut bits = [0; MAX_TIERS];
+        plan.tiers.iter().enumerate().for_each(|(t, tier)| bits[t] = tier.bits as u32);
+        Coder { plan, tiers, cols, map_bits, bits }
     }
 
-    /// One block: a min/max pass per tier, then one coding pass writing the dequantized weights into `out`.
-    /// `tiers` is None for single-tier plans.
-    fn quantize_block(&mut self, w: &[f32], tiers: Option<&[u8]>, plan: &TensorPlan, out: &mut [f32]) {
-        let tier_at = |i: usize| tiers.map_or(0, |t| t[i] as usize);
+    /// Quantizes rows `r0..r1` of `w`.
+    fn chunk(&self, w: &[f32], r0: usize, r1: usize) -> Part {
+        let mut part = Part {
+            codes: Default::default(),
+            tier_map: BitWriter::default(),
+            params: Vec::new(),
+            squared_error: 0.0,
+            squared_norm: 0.0,
+        };
+        let offset = r0 * self.cols;
+        let mut split = Split { values: [[0.0; RUN]; MAX_TIERS], counts: [0; MAX_TIERS] };
+        for (start, len) in self.plan.group_size.blocks(r1 - r0, self.cols) {
+            let first = offset + start;
+            self.block(&w[first..first + len], first, &mut split, &mut part);
+        }
+        part
+    }
+
+    /// One block, in runs of weights split by tier: each tier's range, its grid, then each tier's weights coded
+    /// and appended to its bit stream. Split, a tier's weights are contiguous and every pass over them vectorizes.
+    /// Blocks longer than a run split each run twice (once per pass).
+    fn block(&self, w: &[f32], first: usize, split: &mut Split, part: &mut Part) {
+        let k = self.plan.tiers.len();
+        let mut tiers = [0u8; RUN];
         let (mut lo, mut hi) = ([f32::INFINITY; MAX_TIERS], [f32::NEG_INFINITY; MAX_TIERS]);
-        for (i, &v) in w.iter().enumerate() {
-            let t = tier_at(i);
-            lo[t] = lo[t].min(v);
-            hi[t] = hi[t].max(v);
+        for (r, run) in w.chunks(RUN).enumerate() {
+            self.split_run(run, first + r * RUN, &mut tiers, split);
+            for t in 0..k {
+                let (l, h) = crate::math::min_max(split.tier(t, k, run));
+                (lo[t], hi[t]) = (lo[t].min(l), hi[t].max(h));
+            }
         }
         // 16-bit tiers (and tiers absent from this block) pass weights through as f16 and store no parameters.
         let mut grids = [None; MAX_TIERS];
-        for (t, tier) in plan.tiers.iter().enumerate() {
-            if lo[t] <= hi[t] && tier.bits < 16 {
-                let grid = BlockGrid::fit(plan.grid, tier.bits, lo[t], hi[t]);
-                self.params.push(grid.scale);
-                if plan.grid == Grid::Asymmetric {
-                    self.params.push(grid.min);
-                }
-                grids[t] = Some(grid.fast());
+        for (t, tier) in self.plan.tiers.iter().enumerate().filter(|(t, tier)| lo[*t] <= hi[*t] && tier.bits < 16) {
+            let grid = BlockGrid::fit(self.plan.grid, tier.bits, lo[t], hi[t]);
+            part.params.push(grid.scale);
+            if self.plan.grid == Grid::Asymmetric {
+                part.params.push(grid.min);
+            }
+            grids[t] = Some(grid.fast());
+        }
+        let mut codes = [0u16; RUN];
+        for (r, run) in w.chunks(RUN).enumerate() {
+            if w.len() > RUN {
+                self.split_run(run, first + r * RUN, &mut tiers, split);
+            }
+            for t in 0..k {
+                let values = split.tier(t, k, run);
+                let codes = &mut codes[..values.len()];
+                part.squared_error += match &grids[t] {
+                    Some(grid) => code_run(values, *grid, codes),
+                    None => pass_through(values, codes),
+                };
+                part.codes[t].push_all(codes, self.bits[t]);
+            }
+            part.squared_norm += crate::math::sum_of_squares(run);
+            if self.map_bits > 0 {
+                part.tier_map.push_small(&tiers[..run.len()], self.map_bits);
             }
         }
-        // Locals, not fields: the pushes below would otherwise force every update through memory.
-        let codes = &mut self.codes;
-        for (i, (&v, out)) in w.iter().zip(out).enumerate() {
-            let t = tier_at(i);
-            let (code, value) = match &grids[t] {
-                Some(g) => g.quantize(v),
-                None => {
-                    let h = f16::from_f32(v);
-                    (h.to_bits(), h.to_f32())
-                }
-            };
-            codes[t].push(code);
-            *out = value;
-        }
+    }
+
+    /// Tiers of the run of weights starting at `first`, and the run split by tier (a single tier needs no split).
+    fn split_run(&self, run: &[f32], first: usize, tiers: &mut [u8; RUN], split: &mut Split) {
+        let tiers = &mut tiers[..run.len()];
+        self.tiers.fill(self.plan.granularity, self.cols, first, tiers);
+        split.counts = match self.plan.tiers.len() {
+            1 => return,
+            2 => split_by_tier::<2>(run, tiers, &mut split.values),
+            3 => split_by_tier::<3>(run, tiers, &mut split.values),
+            4 => split_by_tier::<4>(run, tiers, &mut split.values),
+            _ => split_by_tier::<MAX_TIERS>(run, tiers, &mut split.values),
+        };
     }
 }
 
-/// Σ (w − q)² and Σ w², in f32 lanes per 1024 weights summed in f64 (vectorizes; keeps whole-tensor sums exact
-/// enough for the relative error the views show).
-fn squared_error_and_norm(w: &[f32], q: &[f32]) -> (f64, f64) {
-    let (mut error, mut norm) = (0f64, 0f64);
-    for (w, q) in w.chunks(1024).zip(q.chunks(1024)) {
-        let (mut e, mut n) = ([0f32; 8], [0f32; 8]);
-        for (i, (&w, &q)) in w.iter().zip(q).enumerate() {
-            e[i % 8] += (w - q) * (w - q);
-            n[i % 8] += w * w;
-        }
-        error += e.iter().map(|&x| x as f64).sum::<f64>();
-        norm += n.iter().map(|&x| x as f64).sum::<f64>();
+/// A run of weights split by tier, each tier's in storage order.
+struct Split {
+    values: [[f32; RUN]; MAX_TIERS],
+    counts: [usize; MAX_TIERS],
+}
+
+impl Split {
+    /// The weights of tier `t` (of `k`) in `run`.
+    fn tier<'a>(&'a self, t: usize, k: usize, run: &'a [f32]) -> &'a [f32] {
+        if k == 1 { run } else { &self.values[t][..self.counts[t]] }
     }
-    (error, norm)
+}
+
+/// Each tier's weights of a run, in order, and how many each tier has. The K output cursors stay in registers
+/// (K is a constant) and every weight is written to every tier's buffer with only the matching cursor moving,
+/// so no branch depends on the (random) tier.
+fn split_by_tier<const K: usize>(run: &[f32], tiers: &[u8], out: &mut [[f32; RUN]; MAX_TIERS]) -> [usize; MAX_TIERS] {
+    let mut n = [0usize; K];
+    for (&v, &tier) in run.iter().zip(tiers) {
+        for j in 0..K {
+            out[j][n[j] % RUN] = v; // n[j] < RUN here; the modulo (a mask) spares the bounds check
+            n[j] += (tier as usize == j) as usize;
+        }
+    }
+    let mut counts = [0; MAX_TIERS];
+    counts[..K].copy_from_slice(&n);
+    counts
+}
+
+crate::math::dispatch! {
+    /// Codes of `values` on `grid`, and Σ (w − q(w))² over them; eight lanes at a time, so the loop vectorizes.
+    pub fn code_run(values: &[f32], grid: FastGrid, codes: &mut [u16]) -> f64 {
+        let mut error = [0f32; 8];
+        let mut lanes = values.chunks_exact(8).zip(codes.chunks_exact_mut(8));
+        for (v, c) in &mut lanes {
+            for j in 0..8 {
+                // `FastGrid::quantize` with the clamp as two selects (f32::clamp's NaN rules keep it scalar).
+                let x = (v[j] - grid.min) * grid.inv_scale + grid.offset + 0.5;
+                let x = if x > 0.0 { x } else { 0.0 };
+                let x = if x < grid.max_code { x } else { grid.max_code };
+                // SAFETY: x lies in [0, max_code] (a NaN became 0 above), so it fits an i32; unlike `as`, the
+                // unchecked conversion has no saturation fix-ups and vectorizes.
+                let q = unsafe { x.to_int_unchecked::<i32>() };
+                c[j] = q as u16;
+                let d = v[j] - ((q as f32 - grid.offset) * grid.scale + grid.min);
+                error[j] += d * d;
+            }
+        }
+        let tail = values.len() / 8 * 8;
+        for (&v, c) in values[tail..].iter().zip(&mut codes[tail..]) {
+            let value;
+            (*c, value) = grid.quantize(v);
+            error[0] += (v - value) * (v - value);
+        }
+        error.iter().map(|&e| e as f64).sum()
+    }
+}
+
+/// f16 passthrough (the code is the f16's bit pattern), and Σ (w − q(w))².
+fn pass_through(values: &[f32], codes: &mut [u16]) -> f64 {
+    let mut error = 0f64;
+    for (&v, code) in values.iter().zip(codes.iter_mut()) {
+        let h = f16::from_f32(v);
+        *code = h.to_bits();
+        error += ((v - h.to_f32()) as f64).powi(2);
+    }
+    error
 }
 
 /// A block grid with its parameters unpacked to f32, for the hot loop.
 #[derive(Clone, Copy, Debug)]
-struct FastGrid {
+pub struct FastGrid {
     inv_scale: f32,
     scale: f32,
     min: f32,
@@ -321,11 +501,16 @@ struct FastGrid {
 }
 
 impl FastGrid {
-    #[inline]
+    #[inline(always)]
     fn quantize(&self, w: f32) -> (u16, f32) {
-        // Non-negative before clamping, so adding 0.5 and truncating rounds to nearest.
-        let code = ((w - self.min) * self.inv_scale + self.offset + 0.5).clamp(0.0, self.max_code) as u16;
-        (code, (code as f32 - self.offset) * self.scale + self.min)
+        // Non-negative before clamping, so adding 0.5 and truncating rounds to nearest (through i32: vectorizes).
+        let code = ((w - self.min) * self.inv_scale + self.offset + 0.5).clamp(0.0, self.max_code) as i32 as u16;
+        (code, self.value(code))
+    }
+
+    #[inline(always)]
+    fn value(&self, code: u16) -> f32 {
+        (code as f32 - self.offset) * self.scale + self.min
     }
 }
 
@@ -436,14 +621,15 @@ mod tests {
                     [GroupSize::G(32), GroupSize::G(64), GroupSize::G(128), GroupSize::Row, GroupSize::Tensor]
                 {
                     let plan = TensorPlan::uniform(bits, group_size, grid);
-                    let q = quantize(&w, rows, cols, &plan, vec![]);
+                    let q = quantize(&w, rows, cols, &plan, &TierSource::Single);
+                    let dequantized = q.dequantize().unwrap();
                     let mut p = 0;
                     for (start, len) in group_size.blocks(rows, cols) {
                         let g = BlockGrid::from_stored(grid, bits, &q.params[p..p + grid.params_per_block()]);
                         p += grid.params_per_block();
                         let half_step = 0.5 * g.scale.to_f32() * (1.0 + 1e-5);
                         for i in start..start + len {
-                            let err = (w[i] - q.dequantized[i]).abs();
+                            let err = (w[i] - dequantized[i]).abs();
                             assert!(
                                 err <= half_step + 1e-9,
                                 "{grid:?} {bits}b {group_size:?}: err {err} > {half_step}"
@@ -459,11 +645,66 @@ mod tests {
     #[test]
     fn sixteen_bits_is_fp16() {
         let w = noisy(64);
-        let q = quantize(&w, 1, 64, &TensorPlan::uniform(16, GroupSize::G(32), Grid::Asymmetric), vec![]);
+        let q = quantize(&w, 1, 64, &TensorPlan::uniform(16, GroupSize::G(32), Grid::Asymmetric), &TierSource::Single);
         assert!(q.params.is_empty());
-        for (a, b) in w.iter().zip(&q.dequantized) {
+        for (a, b) in w.iter().zip(&q.dequantize().unwrap()) {
             assert_eq!(*b, f16::from_f32(*a).to_f32());
         }
+    }
+
+    #[test]
+    fn per_weight_tiers_from_scores_code_each_weight_on_its_tier_grid() {
+        // Three tiers, one of them fp16, per weight; rows longer than a run of tiers and a partial last group.
+        let (rows, cols) = (5, 300);
+        let w = noisy(rows * cols);
+        let scores: Vec<f32> = w.iter().enumerate().map(|(i, v)| v.abs() + (i % 7) as f32 * 1e-3).collect();
+        let thresholds = vec![0.06, 0.02];
+        let tiers = vec![Tier { share: 0.1, bits: 16 }, Tier { share: 0.2, bits: 4 }, Tier { share: 0.7, bits: 2 }];
+        let plan = TensorPlan {
+            tiers,
+            granularity: Granularity::Weight,
+            group_size: GroupSize::G(128),
+            grid: Grid::Asymmetric,
+        };
+        let source = TierSource::Scores { scores: &scores, thresholds: thresholds.clone() };
+        let q = quantize(&w, rows, cols, &plan, &source);
+        let tier_of = |i: usize| thresholds.iter().filter(|t| scores[i] < **t).count();
+        let unit_tiers: Vec<u8> = (0..w.len()).map(|i| tier_of(i) as u8).collect();
+        // The same tiers given per unit give the same bytes.
+        let by_units = quantize(&w, rows, cols, &plan, &TierSource::Units(unit_tiers.clone()));
+        assert_eq!((&by_units.codes, &by_units.params, &by_units.tier_map), (&q.codes, &q.params, &q.tier_map));
+        assert_eq!(q.tier_map, TierMap::pack(&unit_tiers, 3));
+        let dequantized = q.dequantize().unwrap();
+        let mut squared_error = 0.0;
+        for (start, len) in plan.group_size.blocks(rows, cols) {
+            for t in 0..3 {
+                let members: Vec<usize> = (start..start + len).filter(|&i| tier_of(i) == t).collect();
+                let (lo, hi) =
+                    members.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &i| (l.min(w[i]), h.max(w[i])));
+                for &i in &members {
+                    assert_eq!(q.tier_of_weight(i), t);
+                    let err = (w[i] - dequantized[i]).abs();
+                    if t == 0 {
+                        assert_eq!(dequantized[i], f16::from_f32(w[i]).to_f32());
+                    } else {
+                        let step = (hi - lo) / ((1 << plan.tiers[t].bits) - 1) as f32;
+                        assert!(err <= 0.5 * step * 1.01 + 1e-6, "weight {i} tier {t}: err {err}, step {step}");
+                    }
+                    squared_error += (err as f64).powi(2);
+                }
+            }
+        }
+        assert!((q.squared_error - squared_error).abs() <= 1e-4 * squared_error);
+        assert_eq!(q.tier_counts(), [0, 1, 2].map(|t| (0..w.len()).filter(|&i| tier_of(i) == t).count()));
+    }
+
+    #[test]
+    fn damaged_codes_are_an_error_not_a_panic() {
+        let w = noisy(256);
+        let mut q =
+            quantize(&w, 2, 128, &TensorPlan::uniform(4, GroupSize::G(32), Grid::Asymmetric), &TierSource::Single);
+        q.codes[0].packed.truncate(10);
+        assert!(q.dequantize().unwrap_err().contains("truncated"));
     }
 
     #[test]
