@@ -67,7 +67,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "eval_tokens_per_second": report.tokens_per_second, "gemm_backend": backend,
         "eval_tokens_per_second_candle_gemm": candle_tps, "f32_bytes": f32_bytes,
         "peak_rss_bytes": peak_rss, "peak_rss_over_f32": peak_rss.map(|r| r as f64 / f32_bytes as f64),
-        "quantize_seed_seconds": quant.quantize_seed_seconds, "importance_index_seconds": quant.index_seconds,
+        "quantize_seed_seconds": quant.quantize_seed.min,
+        "quantize_seed_seconds_median": quant.quantize_seed.median,
+        "quantize_uniform4_seconds": quant.quantize_uniform4.min, "read_pass_seconds": quant.read_pass.min, "importance_index_seconds": quant.index_seconds,
         "threshold_estimate_ms": quant.estimate_ms, "nash_game_seconds": quant.game_seconds,
         "nash_solve_seconds": quant.solve_seconds,
         "llama_cpp_tokens_per_second": llama_cpp_tps,
@@ -107,7 +109,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 mib(f32_bytes as u64)
             );
         }
-        println!("quantize --preset seed {:.2} s (importance + tiers + RTN + packing)", quant.quantize_seed_seconds);
+        let (seed, uniform4, read) = (quant.quantize_seed, quant.quantize_uniform4, quant.read_pass);
+        println!("quantize --preset seed {seed} (importance + tiers + RTN + packing)");
+        println!("  same run: uniform4   {uniform4}: seed / uniform4 = {:.2}", seed.min / uniform4.min);
+        println!("  same run: read pass  {read}: seed / one read of the weights = {:.1}", seed.min / read.min);
         println!("importance histograms {:.2} s (once per importance setting)", quant.index_seconds);
         println!("threshold change      {:.3} ms (new shares, payload/true bpw, size; mean of 100)", quant.estimate_ms);
         println!("nash strategy errors  {:.2} s ({} strategies per tensor)", quant.game_seconds, quant.menu_size);
@@ -128,8 +133,46 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The fastest and the median of repeated timings.
+#[derive(Clone, Copy)]
+struct Spread {
+    min: f64,
+    median: f64,
+}
+
+impl Spread {
+    fn of(mut seconds: Vec<f64>) -> Spread {
+        seconds.sort_by(f64::total_cmp);
+        Spread { min: seconds[0], median: seconds[seconds.len() / 2] }
+    }
+}
+
+impl std::fmt::Display for Spread {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{:.2} s (median {:.2} s of 5)", self.min, self.median)
+    }
+}
+
+/// Reads every 2-D weight once (a sum of squares, in parallel): the memory traffic no quantizer can avoid.
+fn read_pass_seconds(model: &nash_swarm::Model) -> anyhow::Result<f64> {
+    use rayon::prelude::*;
+    let start = Instant::now();
+    let matrices: Vec<&candle_core::Tensor> = model.weights.0.values().filter(|t| t.rank() == 2).collect();
+    matrices.par_iter().try_for_each(|tensor| -> anyhow::Result<()> {
+        let tensor = tensor.contiguous()?;
+        nash_swarm::model::tensor_io::with_f32_slice(&tensor, |values| {
+            let sum: f32 = values.par_chunks(1 << 16).map(|c| c.iter().map(|v| v * v).sum::<f32>()).sum();
+            std::hint::black_box(sum);
+        })?;
+        Ok(())
+    })?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
 struct QuantFigures {
-    quantize_seed_seconds: f64,
+    quantize_seed: Spread,
+    quantize_uniform4: Spread,
+    read_pass: Spread,
     index_seconds: f64,
     estimate_ms: f64,
     game_seconds: f64,
@@ -142,7 +185,15 @@ fn quantization_figures(model: &nash_swarm::Model) -> anyhow::Result<QuantFigure
     use nash_swarm::quant::{QuantConfig, Tier, quantize_model};
     let job = nash_swarm::Job::silent();
     let seed = QuantConfig::seed();
-    let quantize_seed_seconds = quantize_model(model, &seed, None, &job)?.quantize_seconds;
+    // The machine is shared and noisy: five runs each, and two references timed in the same run (a
+    // single-tier quantization, and a bare pass that reads every weight once).
+    let runs = |config: &QuantConfig| -> anyhow::Result<Spread> {
+        let seconds = (0..5).map(|_| Ok(quantize_model(model, config, None, &job)?.quantize_seconds));
+        Ok(Spread::of(seconds.collect::<anyhow::Result<Vec<f64>>>()?))
+    };
+    let quantize_seed = runs(&seed)?;
+    let quantize_uniform4 = runs(&QuantConfig::uniform(4, nash_swarm::quant::GroupSize::G(128)))?;
+    let read_pass = Spread::of((0..5).map(|_| read_pass_seconds(model)).collect::<anyhow::Result<Vec<f64>>>()?);
 
     let start = Instant::now();
     let names = nash_swarm::quant::plan::needs_scores(&nash_swarm::quant::plan::treatments(model, &seed));
@@ -172,7 +223,9 @@ fn quantization_figures(model: &nash_swarm::Model) -> anyhow::Result<QuantFigure
     game.solve((cheapest + richest) / 2.0)?;
     let solve_seconds = start.elapsed().as_secs_f64();
     Ok(QuantFigures {
-        quantize_seed_seconds,
+        quantize_seed,
+        quantize_uniform4,
+        read_pass,
         index_seconds,
         estimate_ms,
         game_seconds,

@@ -57,7 +57,7 @@ pub fn tensor_to_vec(t: &Tensor) -> Result<Vec<f32>> {
 }
 
 /// Runs `f` on the f32 elements of a contiguous CPU tensor.
-pub(crate) fn with_f32_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+pub fn with_f32_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let (storage, layout) = t.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {
         return Err(crate::error::Error::InvalidArgument("tensor is not on the CPU".into()));

@@ -62,6 +62,7 @@ impl BitWriter {
     }
 
     /// Appends `codes` at `bits` (1..=16) bits each, with the stream's state in registers for the loop.
+    #[inline(always)]
     pub fn push_all(&mut self, codes: &[u16], bits: u32) {
         self.words.reserve(codes.len() * bits as usize / 64 + 1);
         let (mut acc, mut filled) = (self.acc, self.filled);
@@ -80,6 +81,7 @@ impl BitWriter {
     }
 
     /// Appends small values (tier indices) at `bits` bits each, a 64-bit word's worth at a time.
+    #[inline(always)]
     pub fn push_small(&mut self, values: &[u8], bits: u32) {
         let per_word = (64 / bits) as usize;
         for chunk in values.chunks(per_word) {

@@ -141,6 +141,7 @@ pub enum TierSource<'a> {
 
 impl TierSource<'_> {
     /// Tiers of the weights `first..first + out.len()` (row-major).
+    #[inline(always)]
     fn fill(&self, granularity: Granularity, cols: usize, first: usize, out: &mut [u8]) {
         match self {
             TierSource::Single => out.fill(0),
@@ -180,7 +181,7 @@ pub fn quantize(w: &[f32], rows: usize, cols: usize, plan: &TensorPlan, tiers: &
         .into_par_iter()
         .map(|c| {
             let (r0, r1) = (c * chunk_rows, ((c + 1) * chunk_rows).min(rows));
-            coder.chunk(w, r0, r1)
+            code_chunk(&coder, w, r0, r1)
         })
         .collect();
     let codes = plan
@@ -214,6 +215,13 @@ pub fn quantize(w: &[f32], rows: usize, cols: usize, plan: &TensorPlan, tiers: &
         params: parts.iter().flat_map(|p| p.params.iter().copied()).collect(),
         squared_error: parts.iter().map(|p| p.squared_error).sum(),
         squared_norm: parts.iter().map(|p| p.squared_norm).sum(),
+    }
+}
+
+crate::math::dispatch! {
+    /// `Coder::chunk`, compiled for AVX2 where the CPU has it (the tier split and bit packing inline into it).
+    fn code_chunk(coder: &Coder<'_>, w: &[f32], r0: usize, r1: usize) -> Part {
+        coder.chunk(w, r0, r1)
     }
 }
 
@@ -345,6 +353,7 @@ impl<'a> Coder<'a> {
     }
 
     /// Quantizes rows `r0..r1` of `w`.
+    #[inline(always)]
     fn chunk(&self, w: &[f32], r0: usize, r1: usize) -> Part {
         let mut part = Part {
             codes: Default::default(),
@@ -365,6 +374,7 @@ impl<'a> Coder<'a> {
     /// One block, in runs of weights split by tier: each tier's range, its grid, then each tier's weights coded
     /// and appended to its bit stream. Split, a tier's weights are contiguous and every pass over them vectorizes.
     /// Blocks longer than a run split each run twice (once per pass).
+    #[inline(always)]
     fn block(&self, w: &[f32], first: usize, split: &mut Split, part: &mut Part) {
         let k = self.plan.tiers.len();
         let mut tiers = [0u8; RUN];
@@ -408,6 +418,7 @@ impl<'a> Coder<'a> {
     }
 
     /// Tiers of the run of weights starting at `first`, and the run split by tier (a single tier needs no split).
+    #[inline(always)]
     fn split_run(&self, run: &[f32], first: usize, tiers: &mut [u8; RUN], split: &mut Split) {
         let tiers = &mut tiers[..run.len()];
         self.tiers.fill(self.plan.granularity, self.cols, first, tiers);
@@ -429,25 +440,10 @@ struct Split {
 
 impl Split {
     /// The weights of tier `t` (of `k`) in `run`.
+    #[inline(always)]
     fn tier<'a>(&'a self, t: usize, k: usize, run: &'a [f32]) -> &'a [f32] {
         if k == 1 { run } else { &self.values[t][..self.counts[t]] }
     }
-}
-
-/// Each tier's weights of a run, in order, and how many each tier has. The K output cursors stay in registers
-/// (K is a constant) and every weight is written to every tier's buffer with only the matching cursor moving,
-/// so no branch depends on the (random) tier.
-fn split_by_tier<const K: usize>(run: &[f32], tiers: &[u8], out: &mut [[f32; RUN]; MAX_TIERS]) -> [usize; MAX_TIERS] {
-    let mut n = [0usize; K];
-    for (&v, &tier) in run.iter().zip(tiers) {
-        for j in 0..K {
-            out[j][n[j] % RUN] = v; // n[j] < RUN here; the modulo (a mask) spares the bounds check
-            n[j] += (tier as usize == j) as usize;
-        }
-    }
-    let mut counts = [0; MAX_TIERS];
-    counts[..K].copy_from_slice(&n);
-    counts
 }
 
 crate::math::dispatch! {
@@ -512,6 +508,23 @@ impl FastGrid {
     fn value(&self, code: u16) -> f32 {
         (code as f32 - self.offset) * self.scale + self.min
     }
+}
+
+/// Each tier's weights of a run, in order, and how many each tier has. The K output cursors stay in registers
+/// (K is a constant) and every weight is written to every tier's buffer with only the matching cursor moving,
+/// so no branch depends on the (random) tier.
+#[inline(always)]
+fn split_by_tier<const K: usize>(run: &[f32], tiers: &[u8], out: &mut [[f32; RUN]; MAX_TIERS]) -> [usize; MAX_TIERS] {
+    let mut n = [0usize; K];
+    for (&v, &tier) in run.iter().zip(tiers) {
+        for j in 0..K {
+            out[j][n[j] % RUN] = v; // n[j] < RUN here; the modulo (a mask) spares the bounds check
+            n[j] += (tier as usize == j) as usize;
+        }
+    }
+    let mut counts = [0; MAX_TIERS];
+    counts[..K].copy_from_slice(&n);
+    counts
 }
 
 /// One block's grid, with parameters already rounded to what is stored.

@@ -175,10 +175,100 @@ pub fn thresholds(units: &[f32], tiers: &[Tier]) -> Vec<f32> {
 }
 
 /// The values of rank `ranks[i]` (0-based, ascending in `f32::total_cmp` order) of `values`, without reordering
-/// or copying them: a parallel histogram of the high 16 bits of each value's order key finds the bucket holding
-/// each rank, and a second pass histograms the low 16 bits inside those buckets. Two streaming passes instead
-/// of `select_nth_unstable` on a copy (4 bytes a unit and ~3 passes of random swaps).
+/// them. A sample of the values brackets each rank with a narrow range of values; one streaming pass counts the
+/// values below each range and gathers the few inside it (about 2%), and a selection among those gives the exact
+/// value. A rank the sample misjudged (its range does not hold it) falls back to `order_statistics_by_histogram`.
+/// The sample only decides how fast the answer comes, never what it is.
 pub fn order_statistics(values: &[f32], ranks: &[usize]) -> Vec<f32> {
+    assert!(ranks.iter().all(|&r| r < values.len()), "rank beyond the values");
+    if values.len() <= 1 << 15 {
+        let mut keys: Vec<u32> = values.iter().map(|&v| order_key(v)).collect();
+        return ranks.iter().map(|&r| from_order_key(*keys.select_nth_unstable(r).1)).collect();
+    }
+    let samples = (values.len() / 64).clamp(1 << 10, 1 << 14);
+    let ranges = sample_ranges(values, ranks, samples);
+    let gathered = gather_ranges(values, &ranges);
+    ranks
+        .iter()
+        .zip(gathered)
+        .map(|(&rank, (below, mut inside))| match rank.checked_sub(below) {
+            Some(r) if r < inside.len() => from_order_key(*inside.select_nth_unstable(r).1),
+            _ => order_statistics_by_histogram(values, &[rank])[0],
+        })
+        .collect()
+}
+
+/// For each rank, a range of order keys `[lo, hi]` that very likely holds it: the sample's quantiles five
+/// standard deviations (of a sample quantile's position) either side. Samples sit at fixed pseudo-random
+/// positions, so results and timings repeat, and no stride can alias with the rows of a matrix.
+fn sample_ranges(values: &[f32], ranks: &[usize], samples: usize) -> Vec<(u32, u32)> {
+    let n = values.len();
+    let mut keys: Vec<u32> = (0..samples as u64)
+        .map(|i| {
+            let h = (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            order_key(values[((h ^ (h >> 29)) % n as u64) as usize])
+        })
+        .collect();
+    keys.sort_unstable();
+    ranks
+        .iter()
+        .map(|&rank| {
+            let p = rank as f64 / n as f64;
+            let position = p * samples as f64;
+            let margin = 5.0 * (samples as f64 * p * (1.0 - p)).sqrt() + 4.0;
+            let lo = position - margin;
+            let hi = position + margin;
+            let lo = if lo < 0.0 { 0 } else { keys[lo as usize] };
+            let hi = if hi >= (samples - 1) as f64 { u32::MAX } else { keys[hi as usize + 1] };
+            (lo, hi)
+        })
+        .collect()
+}
+
+/// For each range, how many values lie below it and the order keys of those inside it.
+fn gather_ranges(values: &[f32], ranges: &[(u32, u32)]) -> Vec<(usize, Vec<u32>)> {
+    values.par_chunks(1 << 18).map(|chunk| gather_chunk(chunk, ranges)).reduce(
+        || vec![(0, Vec::new()); ranges.len()],
+        |mut a, b| {
+            for ((below, inside), (more, extra)) in a.iter_mut().zip(b) {
+                *below += more;
+                inside.extend(extra);
+            }
+            a
+        },
+    )
+}
+
+crate::math::dispatch! {
+    /// `gather_ranges` over one chunk, 64 values at a time: their order keys, the count below each range, and
+    /// the few keys inside it (a bit mask per eight keys; only set bits are visited).
+    pub fn gather_chunk(chunk: &[f32], ranges: &[(u32, u32)]) -> Vec<(usize, Vec<u32>)> {
+        let mut out = vec![(0usize, Vec::new()); ranges.len()];
+        let mut keys = [0u32; 64];
+        for block in chunk.chunks(64) {
+            let keys = &mut keys[..block.len()];
+            keys.iter_mut().zip(block).for_each(|(k, &v)| *k = order_key(v));
+            for ((below, inside), &(lo, hi)) in out.iter_mut().zip(ranges) {
+                *below += keys.iter().map(|&k| (k < lo) as u32).sum::<u32>() as usize;
+                for eight in keys.chunks(8) {
+                    let mut mask = eight.iter().enumerate().fold(0u32, |m, (j, &k)| {
+                        m | ((k.wrapping_sub(lo) <= hi.wrapping_sub(lo)) as u32) << j
+                    });
+                    while mask != 0 {
+                        inside.push(eight[mask.trailing_zeros() as usize]);
+                        mask &= mask - 1;
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `order_statistics` by histograms, for any input: a parallel histogram of the high 16 bits of each value's
+/// order key finds the bucket holding each rank, and a second pass histograms the low 16 bits inside those
+/// buckets. Two streaming passes and no copy of the values.
+pub fn order_statistics_by_histogram(values: &[f32], ranks: &[usize]) -> Vec<f32> {
     if ranks.is_empty() {
         return Vec::new();
     }
@@ -238,6 +328,7 @@ fn locate(counts: &[u64], rank: usize) -> (u32, usize) {
 }
 
 /// A u32 whose unsigned order is `f32::total_cmp`'s order.
+#[inline(always)]
 fn order_key(v: f32) -> u32 {
     let bits = v.to_bits();
     if bits >> 31 == 1 { !bits } else { bits | 0x8000_0000 }
@@ -288,11 +379,18 @@ mod tests {
         let mut sorted = values.clone();
         sorted.sort_by(f32::total_cmp);
         let ranks = [0, 1, 17, 40_000, 40_001, 100_000, 160_002, 199_999, 200_002];
-        let got = order_statistics(&values, &ranks);
-        let want: Vec<f32> = ranks.iter().map(|&r| sorted[r]).collect();
+        let want: Vec<u32> = ranks.iter().map(|&r| sorted[r].to_bits()).collect();
+        let bits = |v: Vec<f32>| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(order_statistics(&values, &ranks)), want);
+        // The fallback, on its own.
+        assert_eq!(bits(order_statistics_by_histogram(&values, &ranks)), want);
+        // Small inputs are selected directly.
+        let small = &values[..1000];
+        let mut sorted_small = small.to_vec();
+        sorted_small.sort_by(f32::total_cmp);
         assert_eq!(
-            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            bits(order_statistics(small, &[0, 500, 999])),
+            bits(vec![sorted_small[0], sorted_small[500], sorted_small[999]])
         );
     }
 
