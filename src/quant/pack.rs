@@ -144,6 +144,24 @@ impl<'a> BitReader<'a> {
         Some(code)
     }
 
+    /// Fills `out` with the next `out.len()` codes of `bits` (1..=16) bits; false if the data runs out first.
+    #[inline]
+    pub fn read_into(&mut self, bits: u32, out: &mut [u16]) -> bool {
+        let mask = (1u64 << bits) - 1;
+        for code in out.iter_mut() {
+            if self.available < bits {
+                self.refill();
+                if self.available < bits {
+                    return false;
+                }
+            }
+            *code = (self.acc & mask) as u16;
+            self.acc >>= bits;
+            self.available -= bits;
+        }
+        true
+    }
+
     fn refill(&mut self) {
         if let Some(word) = self.bytes.get(self.next_byte..self.next_byte + 4) {
             // Four bytes at once (the common case): at most 16 bits are buffered, so 32 more fit.

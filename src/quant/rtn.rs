@@ -248,7 +248,8 @@ impl QuantizedTensor {
     }
 
     /// The weights the codes stand for, row-major. An inconsistent tensor (read from a damaged file) is an error
-    /// naming what ran out, never a panic.
+    /// naming what ran out, never a panic. Block by block: the block's tiers, each present tier's codes read in
+    /// one tight loop and mapped to values, then the values merged back into storage order.
     pub fn dequantize(&self) -> Result<Vec<f32>, String> {
         let (k, cols) = (self.plan.tiers.len(), self.cols);
         let weight_map = k > 1 && self.tier_map.units == self.rows * cols;
@@ -263,34 +264,54 @@ impl QuantizedTensor {
         let mut codes: Vec<BitReader> = self.codes.iter().map(|c| BitReader::new(&c.packed)).collect();
         let mut map = BitReader::new(&self.tier_map.packed);
         let mut params = self.params.chunks_exact(self.plan.grid.params_per_block());
-        let mut tiers = Vec::new();
+        let (mut tiers, mut block_codes) = (Vec::new(), Vec::new());
+        let mut values: [Vec<f32>; MAX_TIERS] = Default::default();
         for (start, len) in self.plan.group_size.blocks(self.rows, cols) {
-            tiers.clear();
-            for i in start..start + len {
-                let tier = match (k, weight_map) {
-                    (1, _) => 0,
-                    (_, true) => map.read(self.tier_map.bits as u32).ok_or("tier map truncated")? as usize,
-                    _ => self.tier_map.get(self.plan.granularity.unit_of(i, cols)) as usize,
-                };
-                if tier >= k {
-                    return Err(format!("tier {tier} in the tier map of a {k}-tier plan"));
+            tiers.resize(len, 0u8);
+            match (k, weight_map) {
+                (1, _) => {}
+                (_, true) => {
+                    block_codes.resize(len, 0u16);
+                    if !map.read_into(self.tier_map.bits as u32, &mut block_codes) {
+                        return Err("tier map truncated".into());
+                    }
+                    tiers.iter_mut().zip(&block_codes).for_each(|(t, &c)| *t = c as u8);
                 }
-                tiers.push(tier as u8);
+                _ => tiers.iter_mut().enumerate().for_each(|(i, t)| {
+                    *t = self.tier_map.get(self.plan.granularity.unit_of(start + i, cols));
+                }),
             }
-            let mut present = [false; MAX_TIERS];
-            tiers.iter().for_each(|&t| present[t as usize] = true);
-            let mut grids = [None; MAX_TIERS];
-            for (t, tier) in self.plan.tiers.iter().enumerate().filter(|(t, tier)| present[*t] && tier.bits < 16) {
-                let stored = params.next().ok_or("block parameters truncated")?;
-                grids[t] = Some(BlockGrid::from_stored(self.plan.grid, tier.bits, stored).fast());
+            let mut counts = [0usize; MAX_TIERS];
+            for &t in &tiers {
+                counts[(t as usize).min(MAX_TIERS - 1)] += 1;
             }
-            for (out, &t) in out[start..start + len].iter_mut().zip(&tiers) {
-                let t = t as usize;
-                let code = codes[t].read(self.plan.tiers[t].bits as u32).ok_or("codes truncated")?;
-                *out = match &grids[t] {
-                    Some(g) => g.value(code),
-                    None => f16::from_bits(code).to_f32(),
-                };
+            if let Some(t) = (k..MAX_TIERS).find(|&t| counts[t] > 0) {
+                return Err(format!("tier {t} in the tier map of a {k}-tier plan"));
+            }
+            for (t, tier) in self.plan.tiers.iter().enumerate().filter(|(t, _)| counts[*t] > 0) {
+                block_codes.resize(counts[t], 0);
+                if !codes[t].read_into(tier.bits as u32, &mut block_codes) {
+                    return Err("codes truncated".into());
+                }
+                values[t].resize(counts[t], 0.0);
+                if tier.bits == 16 {
+                    values[t].iter_mut().zip(&block_codes).for_each(|(v, &c)| *v = f16::from_bits(c).to_f32());
+                } else {
+                    let stored = params.next().ok_or("block parameters truncated")?;
+                    let grid = BlockGrid::from_stored(self.plan.grid, tier.bits, stored).fast();
+                    values[t].iter_mut().zip(&block_codes).for_each(|(v, &c)| *v = grid.value(c));
+                }
+            }
+            let block = &mut out[start..start + len];
+            if k == 1 {
+                block.copy_from_slice(&values[0]);
+            } else {
+                let mut next = [0usize; MAX_TIERS];
+                for (w, &t) in block.iter_mut().zip(&tiers) {
+                    let t = t as usize;
+                    *w = values[t][next[t]];
+                    next[t] += 1;
+                }
             }
         }
         Ok(out)
