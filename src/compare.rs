@@ -110,7 +110,7 @@ impl<'a> Bench<'a> {
         let size = crate::export::packed::packed_size(self.model, &quantized) as u64;
         let (configuration, bits, quantize_seconds) =
             (quantized.config.summary(), quantized.bits.clone(), quantized.quantize_seconds);
-        let model = self.model.with_weights(quantized.into_weights()?);
+        let model = quantized.into_model(self.model)?;
         let (report, _) = eval::evaluate_ppl(&model, &self.windows, Kld::Against(&self.reference), job)?;
         let seed = eval::evaluate_seed(&model, &self.seed_texts, job)?;
         let kld = report.kld.expect("evaluated against the reference");

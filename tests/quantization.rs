@@ -74,6 +74,10 @@ fn a_packed_export_reopens_to_the_same_weights_and_perplexity() {
         let mem = eval::evaluate_ppl(&model.with_weights(in_memory), &windows, Kld::Skip, &Job::silent()).unwrap().0;
         let disk = eval::evaluate_ppl(&reopened, &windows, Kld::Skip, &Job::silent()).unwrap().0;
         assert_eq!(mem.nll, disk.nll);
+        // Dequantized layer by layer while evaluating (the explorer's and `compare`'s way): the same numbers.
+        let lazy = eval::evaluate_ppl(&q.into_model(&model).unwrap(), &windows, Kld::Skip, &Job::silent()).unwrap().0;
+        assert_eq!(mem.nll.to_bits(), lazy.nll.to_bits());
+        assert_eq!(mem.tokens_scored, lazy.tokens_scored);
     }
 }
 

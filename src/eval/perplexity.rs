@@ -15,6 +15,8 @@ use crate::model::{Model, argmax};
 
 /// Rows of logits computed at once: 128 x 49152 f32 is 25 MB for SmolLM2, against 100 MB for a whole window.
 const HEAD_ROWS: usize = 128;
+/// Windows that go through a lazily dequantized model together (their hidden states are ~1 MB each).
+const LAZY_GROUP: usize = 16;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct PplReport {
@@ -80,44 +82,51 @@ pub fn evaluate_ppl(
             return Err(Error::InvalidArgument("the KLD reference has another vocabulary size".into()));
         }
     }
-    for (w, window) in windows.iter().enumerate() {
+    // A model with lazy weights takes its windows in groups, so each layer is made once per group.
+    let group = if model.lazy.is_some() { LAZY_GROUP } else { 1 };
+    for (g, chunk) in windows.chunks(group).enumerate() {
         job.checkpoint()?;
-        let hidden = model.forward_hidden(window)?;
-        let scored = window.len() - 1;
-        let reference = match &kld {
-            Kld::Against(r) => Some(&r.windows[w][..]),
-            _ => None,
-        };
-        let record = matches!(kld, Kld::Record);
-        let blocks: Vec<(Vec<TokenScore>, Vec<f16>)> = (0..scored.div_ceil(HEAD_ROWS))
-            .into_par_iter()
-            .map(|b| {
-                let rows = b * HEAD_ROWS..scored.min((b + 1) * HEAD_ROWS);
-                let logits = matmul_t(&hidden.narrow(0, rows.start, rows.len())?, head)?;
-                with_f32_slice(&logits, |logits| {
-                    let rows_of = || rows.clone().zip(logits.chunks_exact(vocab));
-                    let scores = rows_of()
-                        .map(|(i, row)| score_token(row, window[i + 1], reference.map(|r| &r[i * vocab..][..vocab])))
-                        .collect();
-                    let recorded = if record {
-                        rows_of().flat_map(|(_, row)| log_softmax(row).into_iter().map(f16::from_f32)).collect()
-                    } else {
-                        Vec::new()
-                    };
-                    (scores, recorded)
+        let hiddens = model.forward_hidden(&chunk.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
+        for (j, (window, hidden)) in chunk.iter().zip(hiddens).enumerate() {
+            let w = g * group + j;
+            let scored = window.len() - 1;
+            let reference = match &kld {
+                Kld::Against(r) => Some(&r.windows[w][..]),
+                _ => None,
+            };
+            let record = matches!(kld, Kld::Record);
+            let blocks: Vec<(Vec<TokenScore>, Vec<f16>)> = (0..scored.div_ceil(HEAD_ROWS))
+                .into_par_iter()
+                .map(|b| {
+                    let rows = b * HEAD_ROWS..scored.min((b + 1) * HEAD_ROWS);
+                    let logits = matmul_t(&hidden.narrow(0, rows.start, rows.len())?, &head)?;
+                    with_f32_slice(&logits, |logits| {
+                        let rows_of = || rows.clone().zip(logits.chunks_exact(vocab));
+                        let scores = rows_of()
+                            .map(|(i, row)| {
+                                score_token(row, window[i + 1], reference.map(|r| &r[i * vocab..][..vocab]))
+                            })
+                            .collect();
+                        let recorded = if record {
+                            rows_of().flat_map(|(_, row)| log_softmax(row).into_iter().map(f16::from_f32)).collect()
+                        } else {
+                            Vec::new()
+                        };
+                        (scores, recorded)
+                    })
                 })
-            })
-            .collect::<Result<_>>()?;
-        let mut window_record = Vec::with_capacity(if record { scored * vocab } else { 0 });
-        for (block_scores, block_record) in blocks {
-            scores.extend(block_scores);
-            window_record.extend(block_record);
+                .collect::<Result<_>>()?;
+            let mut window_record = Vec::with_capacity(if record { scored * vocab } else { 0 });
+            for (block_scores, block_record) in blocks {
+                scores.extend(block_scores);
+                window_record.extend(block_record);
+            }
+            if record {
+                recorded.push(window_record);
+            }
+            let running_nll = scores.iter().map(|s| s.nll).sum::<f64>() / scores.len() as f64;
+            job.report("evaluate", w as u64 + 1, windows.len() as u64, Some(running_nll.exp()));
         }
-        if record {
-            recorded.push(window_record);
-        }
-        let running_nll = scores.iter().map(|s| s.nll).sum::<f64>() / scores.len() as f64;
-        job.report("evaluate", w as u64 + 1, windows.len() as u64, Some(running_nll.exp()));
     }
     let seconds = start.elapsed().as_secs_f64();
     let tokens_run: usize = windows.iter().map(|w| w.len()).sum();

@@ -49,14 +49,21 @@ pub fn seed_texts(model: &Model, text: &str, count: usize, bos: bool) -> Result<
 pub fn evaluate_seed(model: &Model, texts: &[Vec<u32>], job: &Job) -> Result<SeedReport> {
     let start = std::time::Instant::now();
     let mut losses = Vec::with_capacity(texts.len());
-    for (i, ids) in texts.iter().enumerate() {
+    let head = model.head()?;
+    // A model with lazy weights takes all texts at once (64 tokens each), so each layer is made once.
+    let group = if model.lazy.is_some() { texts.len() } else { 1 };
+    for chunk in texts.chunks(group) {
         job.checkpoint()?;
-        let logits = model.forward(ids)?;
-        let (_, v) = logits.dims2()?;
-        let logits = logits.flatten_all()?.to_vec1::<f32>()?;
-        let total: f64 = (0..ids.len() - 1).into_par_iter().map(|p| nll(&logits[p * v..(p + 1) * v], ids[p + 1])).sum();
-        losses.push(total / (ids.len() - 1) as f64);
-        job.report("seed loss", i as u64 + 1, texts.len() as u64, None);
+        let hiddens = model.forward_hidden(&chunk.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
+        for (ids, hidden) in chunk.iter().zip(hiddens) {
+            let logits = crate::model::gemm::matmul_t(&hidden, &head)?;
+            let (_, v) = logits.dims2()?;
+            let logits = logits.flatten_all()?.to_vec1::<f32>()?;
+            let total: f64 =
+                (0..ids.len() - 1).into_par_iter().map(|p| nll(&logits[p * v..(p + 1) * v], ids[p + 1])).sum();
+            losses.push(total / (ids.len() - 1) as f64);
+            job.report("seed loss", losses.len() as u64, texts.len() as u64, None);
+        }
     }
     let (loss, loss_stderr) = super::perplexity::mean_and_stderr(&losses);
     let seconds = start.elapsed().as_secs_f64();

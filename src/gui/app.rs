@@ -15,7 +15,7 @@ use nash_swarm::quant::estimate::{BitEstimate, estimate};
 use nash_swarm::quant::summary::TensorResult;
 use nash_swarm::{Model, export};
 
-use super::analysis::{self, Analysis, Reference, RunOutput, RunRecord};
+use super::analysis::{self, Analysis, RunOutput, RunRecord};
 use super::state::Settings;
 use super::worker::{JobKind, Jobs};
 use super::{heatmap_ui, histogram_ui, results_ui, settings_ui, tensor_ui};
@@ -101,7 +101,7 @@ pub struct ExplorerApp {
     pub analysis: Option<Arc<Analysis>>,
     pub selected: Option<String>,
     pub estimate: Option<BitEstimate>,
-    reference: Option<Arc<Reference>>,
+    reference: analysis::SharedReference,
     pub base_ppl: Option<f64>,
     pub runs: Vec<RunRecord>,
     pub baselines: Vec<Row>,
@@ -131,7 +131,7 @@ impl ExplorerApp {
             analysis: None,
             selected: None,
             estimate: None,
-            reference: None,
+            reference: Default::default(),
             base_ppl: None,
             runs: Vec::new(),
             baselines: Vec::new(),
@@ -269,9 +269,13 @@ impl ExplorerApp {
             return;
         }
         let spec = self.window_spec();
-        let reference = self.reference.clone();
+        let shared = self.reference.clone();
         self.jobs.spawn(ctx, JobKind::Run, move |job| {
-            Ok(Outcome::Ran(Box::new(analysis::run(&model, &config, &text, spec, reference, job)?)))
+            let out = analysis::run(&model, &config, &text, spec, shared.get(&model), job)?;
+            if let Some(fresh) = &out.reference {
+                shared.set(&model, fresh.clone());
+            }
+            Ok(Outcome::Ran(Box::new(out)))
         });
     }
 
@@ -296,8 +300,9 @@ impl ExplorerApp {
     fn run_baselines(&mut self, ctx: &egui::Context) {
         let (Some(model), Some(text)) = (self.model.clone(), self.text_or_complain()) else { return };
         let spec = CompareSpec { windows: self.window_spec(), seed_texts: 20, importance: ImportanceMethod::default() };
-        let known = self.reference.as_ref().and_then(|r| r.known_for(&text, spec.windows));
+        let shared = self.reference.clone();
         self.jobs.spawn(ctx, JobKind::Baselines, move |job| {
+            let known = shared.get(&model).and_then(|r| r.known_for(&text, spec.windows));
             let corpus = nash_swarm::eval::read_text(&text)?;
             Ok(Outcome::Baselines(compare::run(&model, &corpus, &text, &spec, known, job, |_| {})?))
         });
@@ -368,7 +373,8 @@ impl ExplorerApp {
                 Outcome::Loaded(model) => {
                     self.settings.remember_model(model.source.clone());
                     self.model = Some(model);
-                    (self.analysis, self.reference, self.base_ppl, self.selected) = (None, None, None, None);
+                    (self.analysis, self.base_ppl, self.selected) = (None, None, None);
+                    self.reference.clear();
                     self.runs.clear();
                     self.baselines.clear();
                     self.detail.clear();
@@ -387,8 +393,7 @@ impl ExplorerApp {
                 }
                 Outcome::Ran(out) => {
                     if let Some(r) = out.reference {
-                        self.base_ppl = Some(r.base.ppl);
-                        self.reference = Some(r);
+                        self.base_ppl = Some(r.base.ppl); // the job shared the reference already
                     }
                     self.runs.push(out.record);
                     self.detail = out.detail;

@@ -69,35 +69,54 @@ pub fn tensor_role(name: &str) -> TensorRole {
     }
 }
 
-/// The final normed hidden state of every position of `ids`: `[T, n_embd]` (the tied head is applied by `Model`).
-pub fn forward(c: &Gpt2Config, w: &Linears, ids: &[u32]) -> Result<Tensor> {
-    let t = ids.len();
+/// The final normed hidden state of every position of each window: `[T, n_embd]` (the tied head is applied by
+/// `Model`). The windows advance together one layer at a time, so each layer's weights are fetched once.
+pub fn forward(c: &Gpt2Config, w: &Linears, windows: &[&[u32]]) -> Result<Vec<Tensor>> {
+    let eps = c.layer_norm_epsilon as f32;
+    let norm = |x: &Tensor, name: &str| -> Result<Tensor> {
+        Ok(candle_nn::ops::layer_norm(x, &w.get(&format!("{name}.weight"))?, &w.get(&format!("{name}.bias"))?, eps)?)
+    };
+    let (embed, positions) = (w.get(EMBED)?, w.get(POSITIONS)?);
+    let mut xs = windows
+        .iter()
+        .map(|ids| {
+            let token_ids = Tensor::new(*ids, &cpu())?;
+            let at = Tensor::arange(0u32, ids.len() as u32, &cpu())?;
+            Ok((embed.index_select(&token_ids, 0)? + positions.index_select(&at, 0)?)?)
+        })
+        .collect::<Result<Vec<Tensor>>>()?;
+    drop((embed, positions));
+    for i in 0..c.n_layer {
+        for x in xs.iter_mut() {
+            *x = block(c, w, &format!("h.{i}"), x, &norm)?;
+        }
+    }
+    xs.iter().map(|x| norm(x, "ln_f")).collect()
+}
+
+/// One transformer block (`p` is its name prefix) over the hidden states `x` `[T, n_embd]` of one window.
+fn block(
+    c: &Gpt2Config,
+    w: &Linears,
+    p: &str,
+    x: &Tensor,
+    norm: &dyn Fn(&Tensor, &str) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let t = x.dim(0)?;
     let (d, heads) = (c.n_embd, c.n_head);
     let hd = d / heads;
-    let eps = c.layer_norm_epsilon as f32;
     let scale = 1.0 / (hd as f64).sqrt();
-
-    let token_ids = Tensor::new(ids, &cpu())?;
-    let positions = Tensor::arange(0u32, t as u32, &cpu())?;
-    let mut x = (w.get(EMBED)?.index_select(&token_ids, 0)? + w.get(POSITIONS)?.index_select(&positions, 0)?)?;
-    let norm = |x: &Tensor, name: &str| -> Result<Tensor> {
-        Ok(candle_nn::ops::layer_norm(x, w.get(&format!("{name}.weight"))?, w.get(&format!("{name}.bias"))?, eps)?)
-    };
     let affine = |x: &Tensor, name: &str| -> Result<Tensor> {
-        Ok(w.linear(&format!("{name}.weight"), x)?.broadcast_add(w.get(&format!("{name}.bias"))?)?)
+        Ok(w.linear(&format!("{name}.weight"), x)?.broadcast_add(&w.get(&format!("{name}.bias"))?)?)
     };
-    for i in 0..c.n_layer {
-        let p = format!("h.{i}");
-        let qkv = affine(&norm(&x, &format!("{p}.ln_1"))?, &format!("{p}.attn.c_attn"))?;
-        let split = |k: usize| -> Result<Tensor> {
-            Ok(qkv.narrow(1, k * d, d)?.reshape((1, t, heads, hd))?.transpose(1, 2)?.contiguous()?)
-        };
-        let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-        let attn = causal_attention(&q, &k, &v, scale)?;
-        x = (x + affine(&attn, &format!("{p}.attn.c_proj"))?)?;
+    let qkv = affine(&norm(x, &format!("{p}.ln_1"))?, &format!("{p}.attn.c_attn"))?;
+    let split = |k: usize| -> Result<Tensor> {
+        Ok(qkv.narrow(1, k * d, d)?.reshape((1, t, heads, hd))?.transpose(1, 2)?.contiguous()?)
+    };
+    let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+    let attn = causal_attention(&q, &k, &v, scale)?;
+    let x = (x + affine(&attn, &format!("{p}.attn.c_proj"))?)?;
 
-        let h = affine(&norm(&x, &format!("{p}.ln_2"))?, &format!("{p}.mlp.c_fc"))?.gelu()?;
-        x = (x + affine(&h, &format!("{p}.mlp.c_proj"))?)?;
-    }
-    norm(&x, "ln_f")
+    let h = affine(&norm(&x, &format!("{p}.ln_2"))?, &format!("{p}.mlp.c_fc"))?.gelu()?;
+    Ok((x + affine(&h, &format!("{p}.mlp.c_proj"))?)?)
 }

@@ -50,35 +50,46 @@ pub fn tensor_role(name: &str) -> TensorRole {
     }
 }
 
-/// The final normed hidden state of every position of `ids`: `[T, hidden]` (the head is applied by `Model`).
-pub fn forward(c: &LlamaConfig, w: &Linears, ids: &[u32]) -> Result<Tensor> {
-    let t = ids.len();
+/// The final normed hidden state of every position of each window: `[T, hidden]` (the head is applied by
+/// `Model`). The windows advance together one layer at a time, so each layer's weights are fetched once.
+pub fn forward(c: &LlamaConfig, w: &Linears, windows: &[&[u32]]) -> Result<Vec<Tensor>> {
+    let embed = w.get(EMBED)?;
+    let mut xs = windows
+        .iter()
+        .map(|ids| Ok(embed.index_select(&Tensor::new(*ids, &cpu())?, 0)?))
+        .collect::<Result<Vec<Tensor>>>()?;
+    drop(embed);
+    let ropes = windows.iter().map(|ids| rope_tables(c, ids.len())).collect::<Result<Vec<_>>>()?;
+    for i in 0..c.num_hidden_layers {
+        for (x, (cos, sin)) in xs.iter_mut().zip(&ropes) {
+            *x = block(c, w, &format!("model.layers.{i}"), x, cos, sin)?;
+        }
+    }
+    let norm = w.get("model.norm.weight")?;
+    xs.iter().map(|x| Ok(candle_nn::ops::rms_norm(x, &norm, c.rms_norm_eps as f32)?)).collect()
+}
+
+/// One decoder layer (`p` is its name prefix) over the hidden states `x` `[T, hidden]` of one window.
+fn block(c: &LlamaConfig, w: &Linears, p: &str, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let t = x.dim(0)?;
     let (heads, kv_heads, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
     let eps = c.rms_norm_eps as f32;
-    let (cos, sin) = rope_tables(c, t)?;
     let scale = 1.0 / (hd as f64).sqrt();
+    let h = candle_nn::ops::rms_norm(x, &w.get(&format!("{p}.input_layernorm.weight"))?, eps)?;
+    let heads_of = |name: &str, n: usize| -> Result<Tensor> {
+        let y = w.linear(&format!("{p}.self_attn.{name}.weight"), &h)?;
+        Ok(y.reshape((1, t, n, hd))?.transpose(1, 2)?.contiguous()?)
+    };
+    let q = candle_nn::rotary_emb::rope(&heads_of("q_proj", heads)?, cos, sin)?;
+    let k = candle_nn::rotary_emb::rope(&heads_of("k_proj", kv_heads)?, cos, sin)?;
+    let v = heads_of("v_proj", kv_heads)?;
+    let attn = causal_attention(&q, &k, &v, scale)?;
+    let x = (x + w.linear(&format!("{p}.self_attn.o_proj.weight"), &attn)?)?;
 
-    let ids = Tensor::new(ids, &cpu())?;
-    let mut x = w.get(EMBED)?.index_select(&ids, 0)?;
-    for i in 0..c.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        let h = candle_nn::ops::rms_norm(&x, w.get(&format!("{p}.input_layernorm.weight"))?, eps)?;
-        let heads_of = |name: &str, n: usize| -> Result<Tensor> {
-            let y = w.linear(&format!("{p}.self_attn.{name}.weight"), &h)?;
-            Ok(y.reshape((1, t, n, hd))?.transpose(1, 2)?.contiguous()?)
-        };
-        let q = candle_nn::rotary_emb::rope(&heads_of("q_proj", heads)?, &cos, &sin)?;
-        let k = candle_nn::rotary_emb::rope(&heads_of("k_proj", kv_heads)?, &cos, &sin)?;
-        let v = heads_of("v_proj", kv_heads)?;
-        let attn = causal_attention(&q, &k, &v, scale)?;
-        x = (x + w.linear(&format!("{p}.self_attn.o_proj.weight"), &attn)?)?;
-
-        let h = candle_nn::ops::rms_norm(&x, w.get(&format!("{p}.post_attention_layernorm.weight"))?, eps)?;
-        let gate = w.linear(&format!("{p}.mlp.gate_proj.weight"), &h)?;
-        let up = w.linear(&format!("{p}.mlp.up_proj.weight"), &h)?;
-        x = (x + w.linear(&format!("{p}.mlp.down_proj.weight"), &swiglu(&gate, &up)?)?)?;
-    }
-    Ok(candle_nn::ops::rms_norm(&x, w.get("model.norm.weight")?, eps)?)
+    let h = candle_nn::ops::rms_norm(&x, &w.get(&format!("{p}.post_attention_layernorm.weight"))?, eps)?;
+    let gate = w.linear(&format!("{p}.mlp.gate_proj.weight"), &h)?;
+    let up = w.linear(&format!("{p}.mlp.up_proj.weight"), &h)?;
+    Ok((x + w.linear(&format!("{p}.mlp.down_proj.weight"), &swiglu(&gate, &up)?)?)?)
 }
 
 /// The weight that maps hidden states to logits.

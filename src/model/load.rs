@@ -116,6 +116,7 @@ fn load_hf_dir(dir: &Path) -> Result<Model> {
         tokenizer: Arc::new(tokenizer),
         bos_token_id,
         stored_dtypes,
+        lazy: None,
     })
 }
 

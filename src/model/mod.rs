@@ -123,15 +123,22 @@ impl Weights {
 /// Sees `(weight name, input [T, in])` for every matrix multiplication of a forward pass.
 pub type Observer<'a> = dyn FnMut(&str, &Tensor) -> Result<()> + 'a;
 
+/// Weights made on demand instead of held: a quantized model dequantized layer by layer while it is evaluated,
+/// so its f32 copy never exists whole.
+pub trait LazyWeights: Send + Sync {
+    /// The tensor `name`, or None when this source does not hold it.
+    fn tensor(&self, name: &str) -> Result<Option<Tensor>>;
+}
+
 /// The weights as the forward pass uses them: `x @ W^T`, with an optional observer of each input.
 pub struct Linears<'a> {
-    pub weights: &'a Weights,
+    pub model: &'a Model,
     observer: Option<std::cell::RefCell<&'a mut Observer<'a>>>,
 }
 
 impl Linears<'_> {
-    pub fn get(&self, name: &str) -> Result<&Tensor> {
-        self.weights.get(name)
+    pub fn get(&self, name: &str) -> Result<Tensor> {
+        self.model.weight(name)
     }
 
     /// `x @ W^T` for the `[out, in]` weight `name`.
@@ -139,7 +146,7 @@ impl Linears<'_> {
         if let Some(observer) = &self.observer {
             (observer.borrow_mut())(name, x)?;
         }
-        gemm::matmul_t(x, self.weights.get(name)?)
+        gemm::matmul_t(x, &self.model.weight(name)?)
     }
 }
 
@@ -153,6 +160,8 @@ pub struct Model {
     pub bos_token_id: Option<u32>,
     /// How each weight was stored at the source (F32, BF16, Q4_1, ...), before conversion to f32.
     pub stored_dtypes: BTreeMap<String, String>,
+    /// Weights not in `weights`, made when the forward pass asks for them (see `with_lazy_weights`).
+    pub lazy: Option<Arc<dyn LazyWeights>>,
 }
 
 impl Model {
@@ -164,36 +173,51 @@ impl Model {
     /// The forward pass, showing every matrix's input to `observer` (calibration statistics).
     pub fn forward_observed(&self, ids: &[u32], observer: Option<&mut Observer>) -> Result<Tensor> {
         let observer = observer.map(|o| std::cell::RefCell::new(o as &mut Observer));
-        let linears = Linears { weights: &self.weights, observer };
-        let hidden = self.hidden_states(&linears, ids)?;
+        let linears = Linears { model: self, observer };
+        let hidden = self.hidden_states(&linears, &[ids])?.pop().expect("one window");
         linears.linear(self.architecture.head_name(), &hidden)
     }
 
-    /// The final hidden states `[ids.len(), hidden]`, before the head: evaluation applies the head block by block
-    /// so a window's full logits (100 MB for SmolLM2 at ctx 512) never exist at once.
-    pub fn forward_hidden(&self, ids: &[u32]) -> Result<Tensor> {
-        self.hidden_states(&Linears { weights: &self.weights, observer: None }, ids)
+    /// The final hidden states `[ids.len(), hidden]` of each window, before the head: evaluation applies the head
+    /// block by block so a window's full logits (100 MB for SmolLM2 at ctx 512) never exist at once. The windows
+    /// go through the model together, layer by layer, so lazy weights are made once per call.
+    pub fn forward_hidden(&self, windows: &[&[u32]]) -> Result<Vec<Tensor>> {
+        self.hidden_states(&Linears { model: self, observer: None }, windows)
     }
 
     /// The head weight `[vocab, hidden]`.
-    pub fn head(&self) -> Result<&Tensor> {
-        self.weights.get(self.architecture.head_name())
+    pub fn head(&self) -> Result<Tensor> {
+        self.weight(self.architecture.head_name())
     }
 
-    fn hidden_states(&self, linears: &Linears, ids: &[u32]) -> Result<Tensor> {
-        if ids.is_empty() {
-            return Err(Error::InvalidArgument("forward pass over zero tokens".into()));
+    /// The weight `name`, held or made.
+    pub fn weight(&self, name: &str) -> Result<Tensor> {
+        if let Some(tensor) = self.weights.0.get(name) {
+            return Ok(tensor.clone());
         }
-        if ids.len() > self.architecture.max_context() {
-            return Err(Error::InvalidArgument(format!(
-                "{} tokens exceed the model's context of {}",
-                ids.len(),
-                self.architecture.max_context()
-            )));
+        let missing = || Error::InvalidArgument(format!("weight `{name}` is not loaded"));
+        match &self.lazy {
+            Some(lazy) => lazy.tensor(name)?.ok_or_else(missing),
+            None => Err(missing()),
+        }
+    }
+
+    fn hidden_states(&self, linears: &Linears, windows: &[&[u32]]) -> Result<Vec<Tensor>> {
+        for ids in windows {
+            if ids.is_empty() {
+                return Err(Error::InvalidArgument("forward pass over zero tokens".into()));
+            }
+            if ids.len() > self.architecture.max_context() {
+                return Err(Error::InvalidArgument(format!(
+                    "{} tokens exceed the model's context of {}",
+                    ids.len(),
+                    self.architecture.max_context()
+                )));
+            }
         }
         match &self.architecture {
-            Architecture::Llama(c) => llama::forward(c, linears, ids),
-            Architecture::Gpt2(c) => gpt2::forward(c, linears, ids),
+            Architecture::Llama(c) => llama::forward(c, linears, windows),
+            Architecture::Gpt2(c) => gpt2::forward(c, linears, windows),
         }
     }
 
@@ -216,7 +240,12 @@ impl Model {
 
     /// The same model with other weights (a quantized copy): shares the tokenizer.
     pub fn with_weights(&self, weights: Weights) -> Model {
-        Model { weights, ..self.clone() }
+        Model { weights, lazy: None, ..self.clone() }
+    }
+
+    /// The same model with `weights` held and every other weight made by `lazy` when needed.
+    pub fn with_lazy_weights(&self, weights: Weights, lazy: Arc<dyn LazyWeights>) -> Model {
+        Model { weights, lazy: Some(lazy), ..self.clone() }
     }
 
     /// Greedy continuation; used by the smoke test that SmolLM2 knows its capitals.

@@ -3,6 +3,7 @@
 pub mod bits;
 pub mod config;
 pub mod estimate;
+pub mod lazy;
 pub mod nash;
 pub mod pack;
 pub mod plan;
