@@ -121,7 +121,8 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
             _ => tokens.as_slice(),
         };
         let spec = args.windows.spec();
-        let quantized_model = model.with_weights(quantized.weights()?);
+        // Dequantized layer by layer as the windows reach it: no f32 copy of the whole model.
+        let quantized_model = quantized.into_model(&model)?;
         let windows = eval::windows(&quantized_model, usable, spec, path)?;
         let (report, _) = eval::evaluate_ppl(&quantized_model, &windows, Kld::Skip, &job)?;
         out["ppl"] = report.ppl.into();
