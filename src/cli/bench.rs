@@ -138,18 +138,19 @@ pub fn peak_rss_bytes() -> Option<u64> {
 struct Spread {
     min: f64,
     median: f64,
+    runs: usize,
 }
 
 impl Spread {
     fn of(mut seconds: Vec<f64>) -> Spread {
         seconds.sort_by(f64::total_cmp);
-        Spread { min: seconds[0], median: seconds[seconds.len() / 2] }
+        Spread { min: seconds[0], median: seconds[seconds.len() / 2], runs: seconds.len() }
     }
 }
 
 impl std::fmt::Display for Spread {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "{:.2} s (median {:.2} s of 5)", self.min, self.median)
+        write!(f, "{:.2} s (median {:.2} s of {})", self.min, self.median, self.runs)
     }
 }
 

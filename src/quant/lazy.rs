@@ -50,7 +50,7 @@ impl LazyWeights for LayerByLayer {
                 made.retain(|n, _| layer_prefix(n).is_none());
                 self.tensors.keys().filter(|n| n.starts_with(prefix)).collect()
             }
-            None => self.tensors.keys().filter(|n| *n == name).collect(),
+            None => self.tensors.get_key_value(name).map(|(n, _)| n).into_iter().collect(),
         };
         let fresh = wanted
             .par_iter()

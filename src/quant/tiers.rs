@@ -188,14 +188,18 @@ pub fn order_statistics(values: &[f32], ranks: &[usize]) -> Vec<f32> {
     let samples = (values.len() / 64).clamp(1 << 10, 1 << 14);
     let ranges = sample_ranges(values, ranks, samples);
     let gathered = gather_ranges(values, &ranges);
-    ranks
+    let selected: Vec<Option<f32>> = ranks
         .iter()
         .zip(gathered)
         .map(|(&rank, (below, mut inside))| match rank.checked_sub(below) {
-            Some(r) if r < inside.len() => from_order_key(*inside.select_nth_unstable(r).1),
-            _ => order_statistics_by_histogram(values, &[rank])[0],
+            Some(r) if r < inside.len() => Some(from_order_key(*inside.select_nth_unstable(r).1)),
+            _ => None,
         })
-        .collect()
+        .collect();
+    // All misjudged ranks in one call: the histogram's two passes are made once.
+    let misjudged: Vec<usize> = ranks.iter().zip(&selected).filter(|(_, s)| s.is_none()).map(|(&r, _)| r).collect();
+    let mut fallback = order_statistics_by_histogram(values, &misjudged).into_iter();
+    selected.into_iter().map(|s| s.unwrap_or_else(|| fallback.next().expect("one value per misjudged rank"))).collect()
 }
 
 /// For each rank, a range of order keys `[lo, hi]` that very likely holds it: the sample's quantiles five
@@ -203,12 +207,7 @@ pub fn order_statistics(values: &[f32], ranks: &[usize]) -> Vec<f32> {
 /// positions, so results and timings repeat, and no stride can alias with the rows of a matrix.
 fn sample_ranges(values: &[f32], ranks: &[usize], samples: usize) -> Vec<(u32, u32)> {
     let n = values.len();
-    let mut keys: Vec<u32> = (0..samples as u64)
-        .map(|i| {
-            let h = (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            order_key(values[((h ^ (h >> 29)) % n as u64) as usize])
-        })
-        .collect();
+    let mut keys: Vec<u32> = (0..samples).map(|i| order_key(values[sample_position(i, n)])).collect();
     // A handful of selections in the sample cost less than sorting it, and give the same keys.
     let mut sample_at = |i: usize| *keys.select_nth_unstable(i).1;
     ranks
@@ -224,6 +223,12 @@ fn sample_ranges(values: &[f32], ranks: &[usize], samples: usize) -> Vec<(u32, u
             (lo, hi)
         })
         .collect()
+}
+
+/// Where the `i`-th sample of `n` values is taken (a multiplicative hash: fixed, and spread over the values).
+fn sample_position(i: usize, n: usize) -> usize {
+    let h = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((h ^ (h >> 29)) % n as u64) as usize
 }
 
 /// For each range, how many values lie below it and the order keys of those inside it.
@@ -393,6 +398,27 @@ mod tests {
             bits(order_statistics(small, &[0, 500, 999])),
             bits(vec![sorted_small[0], sorted_small[500], sorted_small[999]])
         );
+    }
+
+    #[test]
+    fn a_misleading_sample_still_gives_exact_order_statistics() {
+        // Every sampled position holds a huge value, so the sample's brackets miss the middle ranks (n/4, n/2) and
+        // both take one histogram fallback; the lowest and the top ranks are still bracketed by the sample.
+        let n = 1 << 18;
+        let mut values: Vec<f32> = (0..n).map(|i| (i % 1009) as f32 - 500.0).collect();
+        for i in 0..(n / 64).clamp(1 << 10, 1 << 14) {
+            values[sample_position(i, n)] = 1e9;
+        }
+        let mut sorted = values.clone();
+        sorted.sort_by(f32::total_cmp);
+        let ranks = [0, 1000, n / 4, n / 2, n - 1];
+        let got = order_statistics(&values, &ranks);
+        let want: Vec<f32> = ranks.iter().map(|&r| sorted[r]).collect();
+        assert_eq!(
+            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        assert_eq!(got[4], 1e9);
     }
 
     #[test]
