@@ -10,8 +10,15 @@ use egui_kittest::{Harness, SnapshotOptions};
 
 use super::app::{Dialogs, ExplorerApp, Launch};
 
+/// A path in `../shared` beside the repository; a clear failure without it (the app would only show an error).
 fn shared(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared").join(path)
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    assert!(
+        dir.is_dir(),
+        "{} not found: the tests read their fixtures from `shared/` beside the repository",
+        dir.display()
+    );
+    dir.join(path)
 }
 
 /// Dialogs answered with fixed paths inside a scratch folder.

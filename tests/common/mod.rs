@@ -6,8 +6,15 @@ pub mod reference;
 
 use std::path::{Path, PathBuf};
 
+/// `../shared` beside the repository (fixtures and WikiText-2, read in place); a clear failure without it.
 pub fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    assert!(
+        dir.is_dir(),
+        "{} not found: the tests read their fixtures from `shared/` beside the repository",
+        dir.display()
+    );
+    dir
 }
 
 pub fn stories() -> PathBuf {
