@@ -37,8 +37,23 @@ pub enum Error {
     #[error("cancelled")]
     Cancelled,
 
+    /// An evaluation whose result is NaN or infinite: a number no one should be shown as a result.
+    #[error("{0}")]
+    NotFinite(String),
+
     #[error("tensor computation failed: {0}")]
-    Candle(#[from] candle_core::Error),
+    Candle(candle_core::Error),
+}
+
+impl From<candle_core::Error> for Error {
+    /// Without the backtrace candle attaches when `RUST_BACKTRACE` is set: errors are shown as one line.
+    fn from(e: candle_core::Error) -> Self {
+        let mut e = e;
+        while let candle_core::Error::WithBacktrace { inner, .. } = e {
+            e = *inner;
+        }
+        Error::Candle(e)
+    }
 }
 
 impl Error {

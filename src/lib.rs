@@ -12,6 +12,7 @@ pub mod job;
 pub mod math;
 pub mod memory;
 pub mod model;
+pub mod output;
 pub mod quant;
 
 pub use error::{Error, Result};

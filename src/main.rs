@@ -5,6 +5,24 @@ use clap::Parser;
 mod cli;
 mod gui;
 
+/// The error and its causes, each once (an I/O error's text is also its source's), each cut to a readable
+/// length so that an echoed input never floods the terminal.
+fn one_message(e: &anyhow::Error) -> String {
+    const LONGEST: usize = 400;
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let mut text = cause.to_string();
+        if let Some((cut, _)) = text.char_indices().nth(LONGEST) {
+            text.truncate(cut);
+            text.push_str(" [...]");
+        }
+        if !parts.iter().any(|p| p.contains(text.trim())) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
 fn main() -> ExitCode {
     // Die quietly like other Unix tools when stdout is closed early (`nash-swarm info ... | head`).
     #[cfg(unix)]
@@ -15,7 +33,7 @@ fn main() -> ExitCode {
     match cli::run(cli::Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_message(&e));
             ExitCode::FAILURE
         }
     }

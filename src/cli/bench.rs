@@ -15,10 +15,10 @@ pub struct BenchArgs {
     /// Evaluation text; default: $NASH_SWARM_TEXT or ../shared/data/wikitext-2-raw/wiki.test.raw.
     #[arg(long)]
     text: Option<PathBuf>,
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = 512, value_parser = super::count(2, super::MAX_CONTEXT))]
     ctx: usize,
     /// Windows to evaluate for the throughput figure.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = 4, value_parser = super::count(1, 100_000))]
     windows: usize,
     #[arg(long)]
     json: bool,

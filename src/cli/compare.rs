@@ -17,7 +17,7 @@ pub struct CompareArgs {
     #[command(flatten)]
     windows: super::WindowArgs,
     /// Texts for the original's 64-token seed loss.
-    #[arg(long, default_value_t = nash_swarm::eval::seed::SEED_TEXTS)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = nash_swarm::eval::seed::SEED_TEXTS, value_parser = super::count(1, 1_000_000))]
     seed_texts: usize,
     /// Importance pricing the Nash rows.
     #[arg(long, value_enum, default_value = "swarm")]
@@ -27,12 +27,19 @@ pub struct CompareArgs {
     /// A Markdown table (the default output) ...
     #[arg(long)]
     markdown: bool,
-    /// ... and also write it, with a CSV beside it, to this path (.md).
+    /// ... and also write it, with a CSV beside it, to this path (.md). An existing file is replaced only when it
+    /// is a report of ours, or with --force; never an input.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Replace an existing --report file that is not one of ours.
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(args: CompareArgs) -> anyhow::Result<()> {
+    if let Some(report) = &args.report {
+        check_report(&args, report)?;
+    }
     let model = nash_swarm::load(&args.model)?;
     let text = eval::read_text(&args.text)?;
     let spec =
@@ -49,11 +56,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let markdown = nash_swarm::export::report::markdown(&rows);
     if let Some(path) = &args.report {
-        nash_swarm::export::write_file_atomically(path, markdown.as_bytes())?;
-        nash_swarm::export::write_file_atomically(
-            &path.with_extension("csv"),
-            nash_swarm::export::report::csv(&rows).as_bytes(),
-        )?;
+        nash_swarm::output::write_file(path, markdown.as_bytes())?;
+        nash_swarm::output::write_file(&path.with_extension("csv"), nash_swarm::export::report::csv(&rows).as_bytes())?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "rows": rows }))?);
@@ -61,6 +65,20 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         print!("{markdown}");
     }
     Ok(())
+}
+
+/// The report and its CSV clear of the inputs and writable, before any row is computed.
+fn check_report(args: &CompareArgs, report: &std::path::Path) -> anyhow::Result<()> {
+    use nash_swarm::output::{Input, Kind, Output, check};
+    let model_root = nash_swarm::model::load::model_root(&args.model);
+    let inputs = [Input { what: "model", path: &model_root }, Input { what: "text", path: &args.text }];
+    let csv = report.with_extension("csv");
+    let ours = nash_swarm::export::report::is_report;
+    let outputs = [
+        Output { flag: "--report", path: report, kind: Kind::File, ours },
+        Output { flag: "--report (its CSV)", path: &csv, kind: Kind::File, ours },
+    ];
+    Ok(check(&inputs, &outputs, args.force)?)
 }
 
 /// The Nash game for `quantize --target-bpw`, with calibration when the importance needs it.

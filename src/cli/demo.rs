@@ -8,7 +8,7 @@ pub struct DemoArgs {
     #[arg(long)]
     text: Option<PathBuf>,
     /// Windows of 512 tokens to evaluate (the whole WikiText-2 test set is about 560).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = 16, value_parser = super::count(1, usize::MAX))]
     max_windows: usize,
     /// Evaluate in the terminal even when a display is available.
     #[arg(long)]

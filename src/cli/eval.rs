@@ -25,7 +25,7 @@ pub struct EvalArgs {
     #[arg(long, value_enum, default_value = "ppl")]
     pub protocol: Protocol,
     /// Texts for --protocol seed.
-    #[arg(long, default_value_t = nash_swarm::eval::seed::SEED_TEXTS)]
+    #[arg(long, allow_hyphen_values = true, default_value_t = nash_swarm::eval::seed::SEED_TEXTS, value_parser = super::count(1, 1_000_000))]
     pub seed_texts: usize,
     /// Also report KL divergence, top-1 agreement against this (unquantized) model.
     #[arg(long)]
@@ -50,6 +50,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             let reference = match &args.reference {
                 Some(path) => {
                     let reference = nash_swarm::load(path)?;
+                    eval::check_same_vocabulary(&model, &reference)?;
                     Some(eval::evaluate_ppl(&reference, &windows, Kld::Record, &job)?.1.expect("recorded"))
                 }
                 None => None,

@@ -69,11 +69,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// How the evaluation text is cut into windows; shared by every subcommand that evaluates.
 #[derive(clap::Args, Clone, Copy)]
 pub struct WindowArgs {
-    /// Tokens per window.
-    #[arg(long, default_value_t = 512)]
+    /// Tokens per window (2 up to the model's context).
+    #[arg(long, allow_hyphen_values = true, default_value_t = 512, value_parser = count(2, MAX_CONTEXT))]
     pub ctx: usize,
-    /// Evaluate only the first N windows.
-    #[arg(long)]
+    /// Evaluate only the first N windows (at least 1).
+    #[arg(long, allow_hyphen_values = true, value_parser = count(1, usize::MAX))]
     pub max_windows: Option<usize>,
     /// Start every window (or seed text) with the BOS token.
     #[arg(long)]
@@ -113,4 +113,33 @@ pub fn default_text() -> Option<PathBuf> {
 
 pub fn shared_wikitext() -> PathBuf {
     PathBuf::from("../shared/data/wikitext-2-raw/wiki.test.raw")
+}
+
+/// No model we open has a longer context; a larger `--ctx` is a typo, refused before the model is read.
+pub const MAX_CONTEXT: usize = 1 << 20;
+
+/// A parser for a whole-number flag in `lo..=hi`; clap names the flag in the error.
+pub fn count(lo: usize, hi: usize) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
+    move |s| {
+        let n: usize = s.trim().parse().map_err(|_| format!("`{s}` is not a whole number"))?;
+        if n < lo || n > hi {
+            return Err(if hi == usize::MAX {
+                format!("must be at least {lo}")
+            } else {
+                format!("must be {lo} to {hi}")
+            });
+        }
+        Ok(n)
+    }
+}
+
+/// A parser for a real-number flag in `(lo, hi]`: finite, above `lo`, at most `hi`.
+pub fn real(lo: f64, hi: f64) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
+    move |s| {
+        let x: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number"))?;
+        if !x.is_finite() || x <= lo || x > hi {
+            return Err(format!("must be a finite number above {lo} and at most {hi}"));
+        }
+        Ok(x)
+    }
 }

@@ -5,6 +5,7 @@ use anyhow::Context;
 use clap::{ArgGroup, Args, ValueEnum};
 use nash_swarm::eval::{self, Kld};
 use nash_swarm::importance::{ImportanceMethod, activation};
+use nash_swarm::output::{Input, Kind, Output};
 use nash_swarm::quant::{QuantConfig, quantize_model};
 use nash_swarm::{Model, export};
 use serde_json::json;
@@ -36,7 +37,7 @@ pub struct QuantizeArgs {
     #[arg(long)]
     preset: Option<String>,
     /// Nash allocation of attention and MLP matrices to this true bits per weight (over all parameters).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = super::real(0.0, 32.0))]
     target_bpw: Option<f64>,
     /// A quantization.toml (or .json), e.g. from an earlier export.
     #[arg(long)]
@@ -44,12 +45,18 @@ pub struct QuantizeArgs {
     /// Importance method, replacing the preset's or file's.
     #[arg(long, value_enum)]
     importance: Option<ImportanceArg>,
-    /// Output folder for the packed model, its configuration, config.json and tokenizer.json.
+    /// Output folder for the packed model (model.safetensors, quantization.toml, config.json, tokenizer.json).
+    /// It is created in an existing parent folder; an existing folder is written into only when it is empty or
+    /// an earlier export of ours, or with --force, and then only those four files are replaced. It may never be,
+    /// contain or lie inside the model or any other input or output.
     #[arg(long)]
     out: PathBuf,
-    /// Also write dequantized fp16 weights in plain Hugging Face layout to this folder.
+    /// Also write dequantized fp16 weights in plain Hugging Face layout to this folder (same rules as --out).
     #[arg(long)]
     export_hf: Option<PathBuf>,
+    /// Write our files into an existing non-empty folder that is not an export of ours (its other files stay).
+    #[arg(long)]
+    force: bool,
     /// Calibration text for activation importance (default: windows from the end of --eval-text).
     #[arg(long)]
     calib_text: Option<PathBuf>,
@@ -63,6 +70,7 @@ pub struct QuantizeArgs {
 }
 
 pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
+    check_outputs(&args)?;
     let model = nash_swarm::load(&args.model)?;
     let (job, bar) = super::progress_job("quantize");
     let eval_tokens = match &args.eval_text {
@@ -100,7 +108,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     let size_bytes = export::packed::export(&model, &quantized, &args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;
     if let Some(hf) = &args.export_hf {
-        export::hf_fp16::export(&model, &quantized.weights()?, hf)?;
+        export::hf_fp16::export(&model, &config, &quantized.weights()?, hf)?;
     }
     let b = &quantized.bits;
     let mut out = json!({
@@ -137,6 +145,21 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         print_human(&out);
     }
     Ok(())
+}
+
+/// Every output clear of every input and of each other, and writable, before anything is read or computed.
+fn check_outputs(args: &QuantizeArgs) -> anyhow::Result<()> {
+    let model_root = nash_swarm::model::load::model_root(&args.model);
+    let mut inputs = vec![Input { what: "model", path: &model_root }];
+    let named =
+        [("configuration", &args.config), ("calibration text", &args.calib_text), ("evaluation text", &args.eval_text)];
+    inputs.extend(named.iter().filter_map(|(what, p)| p.as_deref().map(|path| Input { what, path })));
+    let mut outputs =
+        vec![Output { flag: "--out", path: &args.out, kind: Kind::Folder, ours: export::packed::is_packed_dir }];
+    if let Some(hf) = &args.export_hf {
+        outputs.push(Output { flag: "--export-hf", path: hf, kind: Kind::Folder, ours: export::hf_fp16::is_hf_export });
+    }
+    Ok(nash_swarm::output::check(&inputs, &outputs, args.force)?)
 }
 
 fn calibration_windows(

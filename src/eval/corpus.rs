@@ -37,13 +37,10 @@ impl Default for WindowSpec {
 pub fn windows(model: &Model, tokens: &[u32], spec: WindowSpec, text_name: &Path) -> Result<Vec<Vec<u32>>> {
     let max = model.architecture.max_context();
     if spec.ctx < 2 {
-        return Err(Error::InvalidArgument(format!(
-            "context {} is too short: a window needs at least 2 tokens",
-            spec.ctx
-        )));
+        return Err(Error::InvalidArgument(format!("--ctx {}: a window needs at least 2 tokens", spec.ctx)));
     }
     if spec.ctx > max {
-        return Err(Error::InvalidArgument(format!("context {} is longer than the model supports ({max})", spec.ctx)));
+        return Err(Error::InvalidArgument(format!("--ctx {} is longer than the model's context ({max})", spec.ctx)));
     }
     let bos = if spec.bos {
         Some(model.bos_token_id.ok_or_else(|| Error::InvalidArgument("--bos: the model has no BOS token".into()))?)

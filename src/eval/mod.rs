@@ -6,7 +6,7 @@ pub mod perplexity;
 pub mod seed;
 
 pub use corpus::{WindowSpec, read_text, split_calibration, windows};
-pub use perplexity::{Kld, KldStats, PplReport, ReferenceLogits, evaluate_ppl};
+pub use perplexity::{Kld, KldStats, PplReport, ReferenceLogits, check_same_vocabulary, evaluate_ppl};
 pub use seed::{SeedReport, evaluate_seed, seed_texts};
 
 /// log Σ exp(row), with f64 sums.

@@ -132,6 +132,7 @@ pub fn evaluate_ppl(
     let tokens_run: usize = windows.iter().map(|w| w.len()).sum();
     let nlls: Vec<f64> = scores.iter().map(|s| s.nll).collect();
     let (nll, nll_stderr) = mean_and_stderr(&nlls);
+    check_finite_result(model, "mean NLL", nll)?;
     let kld_stats = matches!(kld, Kld::Against(_)).then(|| kld_stats(&scores));
     let report = PplReport {
         windows: windows.len(),
@@ -163,6 +164,29 @@ fn score_token(row: &[f32], target: u32, reference: Option<&[f16]>) -> TokenScor
         kl += (log_p as f64).exp() * (log_p - q) as f64;
     }
     TokenScore { nll, kl: kl.max(0.0), top1_agrees: best_ref == argmax(row) }
+}
+
+/// KLD compares distributions over the same tokens: the reference must share the model's vocabulary.
+pub fn check_same_vocabulary(model: &Model, reference: &Model) -> Result<()> {
+    let (a, b) = (model.architecture.vocab_size(), reference.architecture.vocab_size());
+    if a != b || model.tokenizer.get_vocab(true) != reference.tokenizer.get_vocab(true) {
+        return Err(Error::InvalidArgument(format!(
+            "--reference {}: its vocabulary ({b} tokens) is not the model's ({a} tokens), so KLD cannot compare them",
+            reference.source.display()
+        )));
+    }
+    Ok(())
+}
+
+/// NaN or infinity from an evaluation is an error naming the model, never a result.
+pub(crate) fn check_finite_result(model: &Model, what: &str, value: f64) -> Result<()> {
+    if value.is_finite() && value.exp().is_finite() {
+        return Ok(());
+    }
+    Err(Error::NotFinite(format!(
+        "{}: the evaluation gave a {what} of {value}: the model's outputs overflow or are not numbers",
+        model.source.display()
+    )))
 }
 
 pub(crate) fn mean_and_stderr(values: &[f64]) -> (f64, f64) {

@@ -66,6 +66,7 @@ pub fn evaluate_seed(model: &Model, texts: &[Vec<u32>], job: &Job) -> Result<See
         }
     }
     let (loss, loss_stderr) = super::perplexity::mean_and_stderr(&losses);
+    super::perplexity::check_finite_result(model, "seed loss", loss)?;
     let seconds = start.elapsed().as_secs_f64();
     let tokens: usize = texts.iter().map(Vec::len).sum();
     Ok(SeedReport {

@@ -1,5 +1,5 @@
 //! Exporters, one file per format: our packed safetensors layout, plain fp16 Hugging Face weights, and reports.
-//! Every write goes to a temporary sibling first and is renamed into place, so no half-written output remains.
+//! Every write goes through `crate::output` (a temporary sibling renamed into place, only our files replaced).
 
 pub mod hf_fp16;
 pub mod packed;
@@ -7,7 +7,7 @@ pub mod report;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::model::Architecture;
@@ -58,40 +58,21 @@ pub fn write_safetensors(path: &Path, arrays: &[Array], metadata: &BTreeMap<Stri
     out.into_inner().map_err(|e| Error::io(path, e.into_error()))?.sync_all().map_err(io)
 }
 
-/// Writes a folder through `fill` into a temporary sibling, then swaps it into place.
-pub fn write_dir_atomically(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name =
-        out.file_name().ok_or_else(|| Error::InvalidArgument(format!("{} is not a folder name", out.display())))?;
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let staging = sibling(parent, name, "tmp");
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir(&staging).map_err(|e| Error::io(&staging, e))?;
-    if let Err(e) = fill(&staging) {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(e);
+/// The `__metadata__` of a safetensors file, read from its header alone (bounded); None when it has none.
+pub fn safetensors_metadata(path: &Path) -> Option<BTreeMap<String, String>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).ok()?;
+    let len = u64::from_le_bytes(len);
+    // The safetensors crate's own limit on header size.
+    if len > 100_000_000 || len > file.metadata().ok()?.len() {
+        return None;
     }
-    let old = sibling(parent, name, "old");
-    if out.exists() {
-        std::fs::rename(out, &old).map_err(|e| Error::io(out, e))?;
-    }
-    std::fs::rename(&staging, out).map_err(|e| Error::io(out, e))?;
-    let _ = std::fs::remove_dir_all(&old);
-    Ok(())
-}
-
-/// Writes one file through a temporary sibling and a rename.
-pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name =
-        path.file_name().ok_or_else(|| Error::InvalidArgument(format!("{} is not a file name", path.display())))?;
-    let staging = sibling(parent, name, "tmp");
-    std::fs::write(&staging, bytes).map_err(|e| Error::io(&staging, e))?;
-    std::fs::rename(&staging, path).map_err(|e| Error::io(path, e))
-}
-
-fn sibling(parent: &Path, name: &std::ffi::OsStr, tag: &str) -> PathBuf {
-    parent.join(format!(".{}.{tag}-{}", name.to_string_lossy(), std::process::id()))
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    serde_json::from_value(value.get("__metadata__")?.clone()).ok()
 }
 
 /// `config.json` for our loader (and Hugging Face's) from an architecture.

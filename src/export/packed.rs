@@ -18,7 +18,7 @@ use half::f16;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Array, config_json, f16_bytes, safetensors_size, write_dir_atomically, write_safetensors, write_tokenizer,
+    Array, config_json, f16_bytes, safetensors_metadata, safetensors_size, write_safetensors, write_tokenizer,
 };
 use crate::error::{Error, Result};
 use crate::model::{Model, SourceFormat, Weights, cpu};
@@ -31,6 +31,7 @@ pub const CONFIG_FILE: &str = "quantization.toml";
 
 /// What the metadata records for each quantized matrix.
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct MatrixEntry {
     rows: usize,
     cols: usize,
@@ -126,7 +127,7 @@ pub fn export(model: &Model, q: &Quantized, out: &Path) -> Result<u64> {
     let sha = source_sha256(model)?;
     let arrays = arrays(q);
     let metadata = metadata(model, q, &sha);
-    write_dir_atomically(out, |dir| {
+    crate::output::write_dir(out, |dir| {
         write_safetensors(&dir.join("model.safetensors"), &arrays, &metadata)?;
         let io = |e| Error::io(dir, e);
         std::fs::write(dir.join(CONFIG_FILE), q.config.to_toml()).map_err(io)?;
@@ -137,8 +138,12 @@ pub fn export(model: &Model, q: &Quantized, out: &Path) -> Result<u64> {
     Ok(std::fs::metadata(&file).map_err(|e| Error::io(&file, e))?.len())
 }
 
+/// An earlier packed export of ours: `quantization.toml` beside a `model.safetensors` whose metadata names our
+/// format (what `quantize --out` may replace without `--force`, and what `load` opens as packed).
 pub fn is_packed_dir(dir: &Path) -> bool {
-    dir.join(CONFIG_FILE).is_file() && dir.join("model.safetensors").is_file()
+    dir.join(CONFIG_FILE).is_file()
+        && safetensors_metadata(&dir.join("model.safetensors"))
+            .is_some_and(|m| m.get("format").map(String::as_str) == Some(FORMAT))
 }
 
 /// Opens a packed folder: unpacks and dequantizes every matrix.
@@ -156,10 +161,16 @@ pub fn load(dir: &Path) -> Result<Model> {
     let bad = |problem: String| Error::bad_file(&path, problem);
     let matrices: BTreeMap<String, MatrixEntry> = serde_json::from_str(meta.get("matrices").map_or("", |s| s))
         .map_err(|e| bad(format!("invalid `matrices` metadata: {e}")))?;
+    let names: Vec<String> = st.names().into_iter().filter(|n| !n.contains("::")).map(str::to_string).collect();
+    crate::model::load::check_layer_count(&path, &architecture, names.iter().chain(matrices.keys()))?;
+    let expected: BTreeMap<String, Vec<usize>> = architecture.expected_tensors().into_iter().collect();
     let mut weights = Weights::default();
     for (name, entry) in &matrices {
-        let array = |suffix: &str| st.tensor(&format!("{name}::{suffix}")).ok().map(|v| v.data().to_vec());
-        let values = unpack_matrix(entry, &array).map_err(|problem| bad(format!("matrix `{name}`: {problem}")))?;
+        let array = |suffix: &str| st.tensor(&format!("{name}::{suffix}")).ok();
+        check_matrix(entry, expected.get(name), &array)
+            .map_err(|problem| bad(format!("matrix `{name}`: {problem}")))?;
+        let bytes = |suffix: &str| array(suffix).map(|v| v.data().to_vec());
+        let values = unpack_matrix(entry, &bytes).map_err(|problem| bad(format!("matrix `{name}`: {problem}")))?;
         weights.insert(name, candle_core::Tensor::from_vec(values, (entry.rows, entry.cols), &cpu())?);
     }
     for (name, view) in st.tensors() {
@@ -175,6 +186,7 @@ pub fn load(dir: &Path) -> Result<Model> {
     let sourced = weights.0.into_iter().map(|(k, t)| (k, (t, path.clone()))).collect();
     let weights = crate::model::load::validate(dir, &architecture, sourced)?;
     let tokenizer = crate::model::load::load_tokenizer(dir)?;
+    crate::model::load::check_tokenizer(&dir.join("tokenizer.json"), &tokenizer, architecture.vocab_size())?;
     let bos_token_id = match &architecture {
         crate::model::Architecture::Llama(c) => c.bos_token_id,
         crate::model::Architecture::Gpt2(c) => c.bos_token_id,
@@ -195,6 +207,50 @@ pub fn load(dir: &Path) -> Result<Model> {
 /// Reads a packed folder's configuration.
 pub fn read_config(dir: &Path) -> Result<QuantConfig> {
     QuantConfig::read(&dir.join(CONFIG_FILE))
+}
+
+/// The metadata's plan agrees with the architecture's shape and with every array's dtype and size, so decoding
+/// allocates only what the file's codes can fill.
+fn check_matrix<'a>(
+    entry: &MatrixEntry,
+    expected: Option<&Vec<usize>>,
+    array: &dyn Fn(&str) -> Option<safetensors::tensor::TensorView<'a>>,
+) -> std::result::Result<(), String> {
+    let (rows, cols, plan) = (entry.rows, entry.cols, &entry.plan);
+    match expected {
+        None => return Err("not a weight of this architecture".into()),
+        Some(shape) if shape.as_slice() != [rows, cols] => {
+            return Err(format!("the metadata says [{rows}, {cols}], the configuration implies {shape:?}"));
+        }
+        Some(_) => {}
+    }
+    crate::quant::tiers::validate_tiers(&plan.tiers).map_err(|e| format!("invalid plan: {e}"))?;
+    let dtype_of = |suffix: &str| array(suffix).map(|v| v.dtype());
+    for (suffix, dtype) in [("tiers", safetensors::Dtype::U8), ("params", safetensors::Dtype::F16)] {
+        if dtype_of(suffix).is_some_and(|d| d != dtype) {
+            return Err(format!("`{suffix}` is {:?}, expected {dtype:?}", dtype_of(suffix).unwrap()));
+        }
+    }
+    let mut code_capacity = 0usize;
+    for (t, tier) in plan.tiers.iter().enumerate() {
+        let Some(codes) = array(&format!("codes.{t}")) else { continue };
+        if codes.dtype() != safetensors::Dtype::U8 {
+            return Err(format!("`codes.{t}` is {:?}, expected U8", codes.dtype()));
+        }
+        code_capacity += codes.data().len() * 8 / tier.bits as usize;
+    }
+    let weights = rows.checked_mul(cols).ok_or("rows times columns overflow")?;
+    if code_capacity < weights {
+        return Err(format!("the codes hold at most {code_capacity} weights, the plan needs {weights}"));
+    }
+    if plan.tiers.len() > 1 {
+        let map = array("tiers").ok_or("tier map missing")?;
+        let needed = crate::quant::pack::packed_len(plan.granularity.units(rows, cols), index_bits(plan.tiers.len()));
+        if map.data().len() != needed {
+            return Err(format!("the tier map has {} bytes, the plan needs {needed}", map.data().len()));
+        }
+    }
+    Ok(())
 }
 
 /// Rebuilds a matrix's quantized form from its arrays and dequantizes it (the inverse of `rtn::quantize`).

@@ -50,3 +50,12 @@ pub fn csv(rows: &[Row]) -> String {
     }
     s
 }
+
+/// A report of ours (Markdown or CSV), which `--report` may replace without `--force`.
+pub fn is_report(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut start = [0u8; 24];
+    let Ok(n) = std::fs::File::open(path).and_then(|mut f| f.read(&mut start)) else { return false };
+    let start = &start[..n];
+    start.starts_with(b"| method | configuration") || start.starts_with(b"method,configuration,")
+}

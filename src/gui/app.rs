@@ -2,7 +2,7 @@
 //! background jobs or change settings; finished jobs update the state.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,6 +10,7 @@ use eframe::egui;
 use nash_swarm::compare::{self, CompareSpec, Row};
 use nash_swarm::eval::WindowSpec;
 use nash_swarm::importance::ImportanceMethod;
+use nash_swarm::output::{self, Input, Kind, Output};
 use nash_swarm::quant::QuantConfig;
 use nash_swarm::quant::estimate::{BitEstimate, estimate};
 use nash_swarm::quant::summary::TensorResult;
@@ -182,7 +183,9 @@ impl ExplorerApp {
             Command::Baselines => self.run_baselines(ctx),
             Command::ExportConfig => {
                 if let Some(path) = self.dialogs.save_file("Export configuration", "quantization.toml") {
-                    let written = export::write_file_atomically(&path, self.settings.config.to_toml().as_bytes());
+                    let written = self
+                        .check_output("the configuration file", &path, Kind::File)
+                        .and_then(|()| output::write_file(&path, self.settings.config.to_toml().as_bytes()));
                     self.report(written.map(|()| format!("configuration written to {}", path.display())));
                 }
             }
@@ -209,6 +212,19 @@ impl ExplorerApp {
             Command::Select(name) => self.selected = Some(name),
             Command::ConfigChanged => self.config_changed(ctx),
         }
+    }
+
+    /// A save target must stay clear of the open model and text, like the CLI's outputs. A file chosen in the
+    /// save dialog was confirmed there, so it may be replaced; a folder must be new, empty or an export of ours.
+    fn check_output(&self, what: &str, path: &Path, kind: Kind) -> nash_swarm::Result<()> {
+        let model_root = self.model.as_ref().map(|m| nash_swarm::model::load::model_root(&m.source));
+        let mut inputs: Vec<Input> = model_root.iter().map(|path| Input { what: "model", path }).collect();
+        inputs.extend(self.settings.text.iter().map(|path| Input { what: "text", path }));
+        let ours = match kind {
+            Kind::Folder => export::packed::is_packed_dir,
+            Kind::File => export::report::is_report,
+        };
+        output::check(&inputs, &[Output { flag: what, path, kind, ours }], kind == Kind::File)
     }
 
     fn report(&mut self, result: nash_swarm::Result<String>) {
@@ -311,6 +327,10 @@ impl ExplorerApp {
     fn export_model(&mut self, ctx: &egui::Context) {
         let Some(model) = self.model.clone() else { return };
         let Some(out) = self.dialogs.save_folder("Export the quantized model into a new folder") else { return };
+        if let Err(e) = self.check_output("the export folder", &out, Kind::Folder) {
+            self.problems.push(e.to_string());
+            return;
+        }
         let config = self.settings.config.clone();
         let text = self.settings.text.clone();
         self.jobs.spawn(ctx, JobKind::Export, move |job| {
@@ -327,9 +347,12 @@ impl ExplorerApp {
             return;
         };
         let rows = self.report_rows();
-        let written = export::write_file_atomically(&path, export::report::markdown(&rows).as_bytes()).and_then(|()| {
-            export::write_file_atomically(&path.with_extension("csv"), export::report::csv(&rows).as_bytes())
-        });
+        let csv = path.with_extension("csv");
+        let written = self
+            .check_output("the report", &path, Kind::File)
+            .and_then(|()| self.check_output("the report's CSV", &csv, Kind::File))
+            .and_then(|()| output::write_file(&path, export::report::markdown(&rows).as_bytes()))
+            .and_then(|()| output::write_file(&csv, export::report::csv(&rows).as_bytes()));
         self.report(written.map(|()| format!("report written to {} and .csv", path.display())));
     }
 

@@ -199,3 +199,36 @@ fn a_bad_model_shows_its_error_in_the_window() {
     harness.get_by_label_contains("malformed JSON");
     harness.get_by_label("Open model file…");
 }
+
+#[test]
+fn exporting_into_the_open_models_folder_is_refused_and_the_model_untouched() {
+    let scratch = tempfile::tempdir().unwrap();
+    // The dialog answers `scratch/model`, which is where the model itself lives.
+    let model = scratch.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    for entry in std::fs::read_dir(stories()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), model.join(entry.file_name())).unwrap();
+    }
+    let contents = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| (p.clone(), std::fs::read(p).unwrap()))
+            .collect();
+        files.sort();
+        files
+    };
+    let before = contents(&model);
+    let mut harness = harness(model.clone(), scratch.path());
+    settle(&mut harness);
+    harness.get_by_label("Export model…").click();
+    harness.run_steps(2);
+    settle(&mut harness);
+    let problems = harness.state().problems.join("\n");
+    assert!(problems.contains("the export folder") && problems.contains("is the model"), "{problems}");
+    harness.get_by_label_contains("is the model");
+    assert_eq!(contents(&model), before, "the model's files are unchanged");
+    let names: Vec<_> = std::fs::read_dir(scratch.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("model")], "nothing else was written");
+}

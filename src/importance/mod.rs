@@ -18,7 +18,7 @@ use crate::job::Job;
 use crate::model::{Model, tensor_to_vec};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "method", rename_all = "kebab-case")]
+#[serde(tag = "method", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum ImportanceMethod {
     /// s = |w|
     Magnitude,
@@ -29,6 +29,9 @@ pub enum ImportanceMethod {
     /// Uniform random scores: the ablation that shows whether importance matters at all.
     Random { seed: u64 },
 }
+
+/// A wider window than any matrix row we open is a typo.
+pub const MAX_SWARM_RADIUS: usize = 1 << 16;
 
 impl Default for ImportanceMethod {
     fn default() -> Self {
@@ -47,9 +50,12 @@ impl ImportanceMethod {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if let ImportanceMethod::Swarm { alpha, .. } = self {
+        if let ImportanceMethod::Swarm { alpha, radius } = self {
             if !(0.0..=1.0).contains(alpha) {
                 return Err(Error::InvalidArgument(format!("swarm alpha {alpha} must lie in [0, 1]")));
+            }
+            if *radius > MAX_SWARM_RADIUS {
+                return Err(Error::InvalidArgument(format!("swarm radius {radius} is above {MAX_SWARM_RADIUS}")));
             }
         }
         Ok(())

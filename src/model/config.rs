@@ -63,13 +63,30 @@ impl LlamaConfig {
                 self.kv_heads()
             ));
         }
-        if self.head_dim() % 2 != 0 {
-            return Err(format!("head dimension {} must be even for RoPE", self.head_dim()));
+        if self.head_dim() == 0 || self.head_dim() % 2 != 0 {
+            return Err(format!("head dimension {} must be even and positive for RoPE", self.head_dim()));
+        }
+        positive("rope_theta", self.rope_theta)?;
+        positive("rms_norm_eps", self.rms_norm_eps)?;
+        if self.max_position_embeddings == 0 {
+            return Err("max_position_embeddings must be positive".into());
         }
         if let Some(s) = &self.rope_scaling {
             match s.rope_type.as_deref() {
                 Some("llama3") => {}
                 other => return Err(format!("rope_scaling type {other:?} is not supported (only llama3)")),
+            }
+            positive("rope_scaling.factor", s.factor)?;
+            positive("rope_scaling.low_freq_factor", s.low_freq_factor)?;
+            positive("rope_scaling.high_freq_factor", s.high_freq_factor)?;
+            if s.high_freq_factor <= s.low_freq_factor {
+                return Err(format!(
+                    "rope_scaling.high_freq_factor {} must exceed low_freq_factor {}",
+                    s.high_freq_factor, s.low_freq_factor
+                ));
+            }
+            if s.original_max_position_embeddings == 0 {
+                return Err("rope_scaling.original_max_position_embeddings must be positive".into());
             }
         }
         Ok(())
@@ -107,7 +124,19 @@ impl Gpt2Config {
         if !matches!(self.activation_function.as_str(), "gelu_new" | "gelu_pytorch_tanh" | "gelu") {
             return Err(format!("activation_function `{}` is not supported", self.activation_function));
         }
+        if self.n_positions == 0 {
+            return Err("n_positions must be positive".into());
+        }
+        positive("layer_norm_epsilon", self.layer_norm_epsilon)
+    }
+}
+
+/// A finite number above zero, or an error naming the field.
+fn positive(field: &str, value: f64) -> Result<(), String> {
+    if value.is_finite() && value > 0.0 {
         Ok(())
+    } else {
+        Err(format!("{field} is {value}, but must be a finite number above zero"))
     }
 }
 

@@ -31,6 +31,18 @@ pub fn load(path: &Path) -> Result<Model> {
     load_hf_dir(path)
 }
 
+/// The file or folder that opening `path` reads: the folder when `path` names a file inside a Hugging Face
+/// folder, else `path` itself. Outputs must stay clear of it.
+pub fn model_root(path: &Path) -> PathBuf {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let inside_hf_folder = name.ends_with(".safetensors") || name == "config.json";
+    if path.is_file() && inside_hf_folder && !is_gguf(path).unwrap_or(false) {
+        path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf()
+    } else {
+        path.to_path_buf()
+    }
+}
+
 fn is_gguf(path: &Path) -> Result<bool> {
     use std::io::Read;
     let mut magic = [0u8; 4];
@@ -50,6 +62,7 @@ pub fn read_config(dir: &Path) -> Result<Architecture> {
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| Error::bad_file(&path, format!("malformed JSON: {e}")))?;
     let model_type = value.get("model_type").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let token_id_fields = ["bos_token_id", "eos_token_id", "pad_token_id"].map(|k| (k, value.get(k).cloned()));
     let invalid = |e: String| Error::bad_file(&path, format!("invalid {model_type} config: {e}"));
     let architecture = match model_type.as_str() {
         "llama" => Architecture::Llama(serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?),
@@ -64,10 +77,46 @@ pub fn read_config(dir: &Path) -> Result<Architecture> {
         Architecture::Gpt2(c) => c.validate(),
     }
     .map_err(invalid)?;
+    for (key, field) in token_id_fields {
+        // A single id or a list of them (Llama 3 lists several EOS ids).
+        let ids = match token_ids(&field.unwrap_or_default()) {
+            Ok(ids) => ids,
+            Err(()) => return Err(Error::bad_file(&path, format!("`{key}` is not a token id or a list of them"))),
+        };
+        check_token_ids(&path, key, &ids, architecture.vocab_size())?;
+    }
     Ok(architecture)
 }
 
-/// The safetensors files of a folder: `model.safetensors`, or the shards named by its index.
+/// The ids of a config's `*_token_id` field: absent, one id, or a list.
+fn token_ids(value: &serde_json::Value) -> std::result::Result<Vec<u64>, ()> {
+    match value {
+        serde_json::Value::Null => Ok(Vec::new()),
+        serde_json::Value::Number(n) => n.as_u64().map(|id| vec![id]).ok_or(()),
+        serde_json::Value::Array(items) => items.iter().map(|v| v.as_u64().ok_or(())).collect(),
+        _ => Err(()),
+    }
+}
+
+/// Token ids must name rows of the embedding; `what` says where they came from.
+pub fn check_token_ids(path: &Path, what: &str, ids: &[u64], vocab: usize) -> Result<()> {
+    match ids.iter().find(|&&id| id >= vocab as u64) {
+        Some(id) => Err(Error::bad_file(
+            path,
+            format!("{what} {id} is outside the vocabulary (the embedding has {vocab} rows)"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The tokenizer never produces an id the embedding lacks.
+pub fn check_tokenizer(path: &Path, tokenizer: &tokenizers::Tokenizer, vocab: usize) -> Result<()> {
+    let largest = tokenizer.get_vocab(true).into_values().max().unwrap_or(0) as u64;
+    check_token_ids(path, "the tokenizer's largest token id", &[largest], vocab)
+}
+
+/// The safetensors files of a folder: `model.safetensors`, or the shards named by its index, each inside the
+/// folder.
 fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let single = dir.join("model.safetensors");
     if single.exists() {
@@ -83,7 +132,18 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         .get("weight_map")
         .and_then(|m| m.as_object())
         .ok_or_else(|| Error::bad_file(&index, "no `weight_map` object"))?;
-    let mut files: Vec<PathBuf> = map.values().filter_map(|v| v.as_str()).map(|f| dir.join(f)).collect();
+    let mut files = Vec::new();
+    let folder = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+    for name in map.values() {
+        let name = name.as_str().ok_or_else(|| Error::bad_file(&index, "a `weight_map` value is not a file name"))?;
+        let file = dir.join(name);
+        let inside = std::path::Path::new(name).components().all(|c| matches!(c, std::path::Component::Normal(_)))
+            && std::fs::canonicalize(&file).map_or(true, |f| f.starts_with(&folder));
+        if !inside {
+            return Err(Error::bad_file(&index, format!("names the file `{name}`, which is outside the model folder")));
+        }
+        files.push(file);
+    }
     files.sort();
     files.dedup();
     Ok(files)
@@ -98,12 +158,18 @@ fn load_hf_dir(dir: &Path) -> Result<Model> {
             if let Some(name) = canonical_name(&architecture, &key) {
                 stored_dtypes.insert(name, dtype);
             }
-            tensors.insert(key, (tensor, file.clone()));
+            if let Some((_, first)) = tensors.insert(key.clone(), (tensor, file.clone())) {
+                return Err(Error::bad_file(
+                    dir,
+                    format!("tensor `{key}` is stored twice, in {} and in {}", first.display(), file.display()),
+                ));
+            }
         }
     }
     let tensors = normalize_names(&architecture, tensors)?;
     let weights = validate(dir, &architecture, tensors)?;
     let tokenizer = load_tokenizer(dir)?;
+    check_tokenizer(&dir.join("tokenizer.json"), &tokenizer, architecture.vocab_size())?;
     let bos_token_id = match &architecture {
         Architecture::Llama(c) => c.bos_token_id,
         Architecture::Gpt2(c) => c.bos_token_id,
@@ -152,6 +218,7 @@ fn normalize_names(architecture: &Architecture, tensors: Sourced) -> Result<Sour
 
 /// Every expected tensor present with the shape the config implies, nothing non-finite.
 pub fn validate(source: &Path, architecture: &Architecture, mut tensors: Sourced) -> Result<Weights> {
+    check_layer_count(source, architecture, tensors.keys())?;
     let mut weights = Weights::default();
     for (name, shape) in architecture.expected_tensors() {
         let (tensor, file) = tensors
@@ -172,6 +239,29 @@ pub fn validate(source: &Path, architecture: &Architecture, mut tensors: Sourced
     }
     check_finite(source, &weights)?;
     Ok(weights)
+}
+
+/// The weights hold exactly the layers the configuration declares (checked before the expected tensors are
+/// listed, so an absurd layer count costs nothing).
+pub fn check_layer_count<'a>(
+    source: &Path,
+    architecture: &Architecture,
+    names: impl Iterator<Item = &'a String>,
+) -> Result<()> {
+    let layers: std::collections::BTreeSet<usize> = names.filter_map(|n| super::layer_of(n)).collect();
+    let declared = architecture.num_layers();
+    let held = layers.len();
+    if held == declared && layers.last().is_none_or(|&last| last + 1 == held) {
+        return Ok(());
+    }
+    let numbers = match (layers.first(), layers.last()) {
+        (Some(first), Some(last)) => format!(" (numbered {first} to {last})"),
+        _ => String::new(),
+    };
+    Err(Error::bad_file(
+        source,
+        format!("the configuration declares {declared} layers, but the weights hold {held}{numbers}"),
+    ))
 }
 
 pub fn check_finite(source: &Path, weights: &Weights) -> Result<()> {

@@ -7,6 +7,7 @@ pub mod attention;
 pub mod config;
 pub mod gemm;
 pub mod gguf;
+pub mod gguf_header;
 pub mod gpt2;
 pub mod llama;
 pub mod load;
@@ -42,6 +43,14 @@ impl Architecture {
         match self {
             Architecture::Llama(c) => c.max_position_embeddings,
             Architecture::Gpt2(c) => c.n_positions,
+        }
+    }
+
+    /// Rows of the token embedding: every token id must be below this.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Architecture::Llama(c) => c.vocab_size,
+            Architecture::Gpt2(c) => c.vocab_size,
         }
     }
 
@@ -263,6 +272,12 @@ impl Model {
     pub fn display_name(&self) -> String {
         display_name(&self.source)
     }
+}
+
+/// The layer a weight belongs to: the first all-digit part of its name (`model.layers.12.mlp.up_proj.weight`,
+/// `h.3.attn.c_attn.weight`); None outside the layers.
+pub fn layer_of(name: &str) -> Option<usize> {
+    name.split('.').find(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())).and_then(|p| p.parse().ok())
 }
 
 pub fn display_name(path: &Path) -> String {

@@ -23,6 +23,7 @@ pub enum Scope {
 
 /// Which kinds of matrices follow the tiers; the others are kept at `keep_bits`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Roles {
     pub attention: bool,
     pub mlp: bool,
@@ -46,9 +47,23 @@ impl Roles {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CalibrationSpec {
     pub windows: usize,
     pub tokens: usize,
+}
+
+pub const MAX_CALIBRATION_WINDOWS: usize = 100_000;
+pub const MAX_CALIBRATION_TOKENS: usize = 1 << 20;
+
+/// `line L, column C: message` instead of toml's multi-line excerpt of the input.
+fn one_line_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim();
+    let Some(span) = e.span() else { return message.to_string() };
+    let before = &text.as_bytes()[..span.start.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+    format!("line {line}, column {column}: {message}")
 }
 
 impl Default for CalibrationSpec {
@@ -58,6 +73,7 @@ impl Default for CalibrationSpec {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QuantConfig {
     pub importance: ImportanceMethod,
     /// Most important first.
@@ -153,6 +169,13 @@ impl QuantConfig {
         for (name, plan) in &self.overrides {
             validate_tiers(&plan.tiers).map_err(|e| Error::InvalidArgument(format!("override for {name}: {e}")))?;
         }
+        let CalibrationSpec { windows, tokens } = self.calibration;
+        if !(1..=MAX_CALIBRATION_WINDOWS).contains(&windows) || !(2..=MAX_CALIBRATION_TOKENS).contains(&tokens) {
+            return Err(Error::InvalidArgument(format!(
+                "calibration of {windows} windows of {tokens} tokens: windows must be 1 to \
+                 {MAX_CALIBRATION_WINDOWS}, tokens 2 to {MAX_CALIBRATION_TOKENS}"
+            )));
+        }
         Ok(())
     }
 
@@ -161,7 +184,7 @@ impl QuantConfig {
     }
 
     pub fn from_toml(text: &str) -> std::result::Result<Self, String> {
-        let config: QuantConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let config: QuantConfig = toml::from_str(text).map_err(|e| one_line_toml_error(text, &e))?;
         config.validate().map_err(|e| e.to_string())?;
         Ok(config)
     }

@@ -121,6 +121,7 @@ pub fn quantize_model(
     job: &Job,
 ) -> Result<Quantized> {
     config.validate()?;
+    check_overrides(model, config)?;
     importance::check_inputs(&config.importance, calibration)?;
     let start = Instant::now();
     let treatments = treatments(model, config);
@@ -191,6 +192,7 @@ pub fn apply(
             }
         }
     }
+    check_storable(&tensors, &fp16)?;
     let bits = bit_report(model.param_count(), &tensors, &fp16);
     Ok(Quantized { config: config.clone(), tensors, fp16, bits, quantize_seconds: start.elapsed().as_secs_f64() })
 }
@@ -198,6 +200,41 @@ pub fn apply(
 enum Outcome {
     Quantized(QuantizedTensor),
     Fp16(Vec<usize>, Vec<f16>),
+}
+
+/// Every per-tensor plan of the configuration names a matrix of this model that can be quantized.
+pub fn check_overrides(model: &Model, config: &QuantConfig) -> Result<()> {
+    for name in config.overrides.keys() {
+        let problem = match model.weights.0.get(name) {
+            None => "the model has no such tensor",
+            Some(t) if t.rank() != 2 || model.architecture.tensor_role(name) == TensorRole::Other => {
+                "it is not a weight matrix that can be quantized"
+            }
+            Some(_) => continue,
+        };
+        return Err(Error::InvalidArgument(format!("the configuration has a plan for `{name}`, but {problem}")));
+    }
+    Ok(())
+}
+
+/// Values beyond f16's range (|w| > 65504) become infinite in f16 block parameters and 16-bit weights, and a
+/// model written with them would not load again: refused here, before anything is written.
+fn check_storable(
+    tensors: &BTreeMap<String, QuantizedTensor>,
+    fp16: &BTreeMap<String, (Vec<usize>, Vec<f16>)>,
+) -> Result<()> {
+    let bad_quantized = tensors
+        .iter()
+        .find(|(_, q)| !q.squared_error.is_finite() || q.params.iter().any(|p| !p.is_finite()))
+        .map(|(n, _)| n);
+    let bad_fp16 = || fp16.iter().find(|(_, (_, v))| v.iter().any(|x| !x.is_finite())).map(|(n, _)| n);
+    match bad_quantized.or_else(bad_fp16) {
+        Some(name) => Err(Error::InvalidArgument(format!(
+            "tensor `{name}` holds values beyond f16's range (|w| > 65504), which this plan stores in f16 \
+             (block parameters or 16-bit weights): the result would not load again, so nothing is written"
+        ))),
+        None => Ok(()),
+    }
 }
 
 pub fn bit_report(

@@ -80,6 +80,7 @@ impl GroupSize {
 
 /// How one matrix is quantized: its tiers and where tiers and grids are decided.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TensorPlan {
     pub tiers: Vec<Tier>,
     pub granularity: Granularity,

@@ -11,6 +11,7 @@ pub const ALLOWED_BITS: [u8; 7] = [2, 3, 4, 5, 6, 8, 16];
 
 /// A share of the weights (or units) and its bit width. Tiers are listed from most to least important.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Tier {
     pub share: f64,
     pub bits: u8,
@@ -40,6 +41,13 @@ pub fn tiers_from_quantiles(quantiles: &[f64], bits: &[u8]) -> Result<Vec<Tier>>
 pub fn validate_tiers(tiers: &[Tier]) -> Result<()> {
     if tiers.is_empty() {
         return Err(Error::InvalidArgument("at least one tier is needed".into()));
+    }
+    if tiers.len() > super::rtn::MAX_TIERS {
+        return Err(Error::InvalidArgument(format!(
+            "{} tiers: at most {} are supported",
+            tiers.len(),
+            super::rtn::MAX_TIERS
+        )));
     }
     for t in tiers {
         if !ALLOWED_BITS.contains(&t.bits) {

@@ -53,3 +53,48 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
+
+/// Runs the CLI with a backtrace requested (errors must still be one line) and returns what it did.
+pub fn cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_nash-swarm")).args(args).env("RUST_BACKTRACE", "1").output().unwrap()
+}
+
+/// SHA-256 of every file under `root` (or of `root` itself), by path: equal before and after means untouched.
+pub fn tree_hashes(root: &Path) -> std::collections::BTreeMap<PathBuf, String> {
+    use sha2::{Digest, Sha256};
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if path.exists() {
+            let digest = Sha256::digest(std::fs::read(&path).unwrap());
+            out.insert(path, digest.iter().map(|b| format!("{b:02x}")).collect());
+        }
+    }
+    out
+}
+
+/// Temporary or probe files that a failed or finished command left under `root`.
+pub fn leftovers(root: &Path) -> Vec<PathBuf> {
+    tree_hashes(root)
+        .into_keys()
+        .chain(walk_dirs(root))
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.contains(".tmp-") || name.contains("nash-swarm-probe")
+        })
+        .collect()
+}
+
+fn walk_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            dirs.push(path);
+        }
+    }
+    dirs
+}
