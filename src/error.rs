@@ -12,8 +12,9 @@ pub enum Error {
     #[error("{path}: {problem}")]
     BadFile { path: PathBuf, problem: String },
 
-    #[error("{path}: unsupported architecture `{architecture}` (supported: llama, gpt2)")]
-    UnsupportedArchitecture { path: PathBuf, architecture: String },
+    /// `supported` lists what this format opens (GGUF and Hugging Face folders differ).
+    #[error("{path}: unsupported architecture `{architecture}` (supported here: {supported})")]
+    UnsupportedArchitecture { path: PathBuf, architecture: String, supported: &'static str },
 
     #[error("{path}: tensor `{name}` is missing")]
     MissingTensor { path: PathBuf, name: String },

@@ -103,7 +103,7 @@ fn unknown_gguf_architecture() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("other.gguf");
     gguf_writer::write_like_llama_cpp(&model, &file, "mamba");
-    assert_mentions(&info_fails(&file), &["other.gguf", "unsupported architecture `mamba`"]);
+    assert_mentions(&info_fails(&file), &["other.gguf", "unsupported architecture `mamba`", "supported here: llama)"]);
 }
 
 #[test]
@@ -420,6 +420,8 @@ fn unknown_configuration_keys_are_named() {
     assert_mentions(&config_fails(|t| *t = t.replace("bits = 4", "bits = 4\nsharee = 0.5")), &["sharee"]);
     assert_mentions(&config_fails(|t| *t = t.replace("mlp = true", "mlp = true\nnorms = true")), &["norms"]);
     assert_mentions(&config_fails(|t| *t = t.replace("windows = 64", "windows = 64\nseed = 1")), &["`seed`"]);
+    let magnitude = "method = \"magnitude\"";
+    assert_mentions(&config_fails(|t| *t = t.replace(magnitude, "method = \"magnitude\"\nalpha = 0.5")), &["alpha"]);
 }
 
 #[test]

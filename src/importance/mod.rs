@@ -18,7 +18,7 @@ use crate::job::Job;
 use crate::model::{Model, tensor_to_vec};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "method", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(tag = "method", rename_all = "kebab-case", try_from = "ImportanceFields")]
 pub enum ImportanceMethod {
     /// s = |w|
     Magnitude,
@@ -28,6 +28,43 @@ pub enum ImportanceMethod {
     Activation,
     /// Uniform random scores: the ablation that shows whether importance matters at all.
     Random { seed: u64 },
+}
+
+/// What a configuration may say about importance; each method takes only its own fields (serde's tagged enums
+/// ignore extra keys beside a unit variant, which would hide a typo).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportanceFields {
+    method: String,
+    alpha: Option<f32>,
+    radius: Option<usize>,
+    seed: Option<u64>,
+}
+
+impl TryFrom<ImportanceFields> for ImportanceMethod {
+    type Error = String;
+    fn try_from(f: ImportanceFields) -> std::result::Result<Self, String> {
+        let given = [("alpha", f.alpha.is_some()), ("radius", f.radius.is_some()), ("seed", f.seed.is_some())];
+        let allowed: &[&str] = match f.method.as_str() {
+            "magnitude" | "activation" => &[],
+            "swarm" => &["alpha", "radius"],
+            "random" => &["seed"],
+            other => return Err(format!("unknown importance method `{other}` (magnitude, swarm, activation, random)")),
+        };
+        if let Some((key, _)) = given.iter().find(|(key, set)| *set && !allowed.contains(key)) {
+            return Err(format!("importance method `{}` takes no `{key}`", f.method));
+        }
+        let missing = |key: &str| format!("importance method `{}` needs `{key}`", f.method);
+        Ok(match f.method.as_str() {
+            "magnitude" => ImportanceMethod::Magnitude,
+            "activation" => ImportanceMethod::Activation,
+            "swarm" => ImportanceMethod::Swarm {
+                alpha: f.alpha.ok_or_else(|| missing("alpha"))?,
+                radius: f.radius.ok_or_else(|| missing("radius"))?,
+            },
+            _ => ImportanceMethod::Random { seed: f.seed.ok_or_else(|| missing("seed"))? },
+        })
+    }
 }
 
 /// A wider window than any matrix row we open is a typo.

@@ -22,7 +22,7 @@ pub fn load(path: &Path) -> Result<Model> {
     let meta = Metadata { path, map: &content.metadata };
     let architecture = meta.string("general.architecture")?;
     if architecture != "llama" {
-        return Err(Error::UnsupportedArchitecture { path: path.to_path_buf(), architecture });
+        return Err(Error::UnsupportedArchitecture { path: path.to_path_buf(), architecture, supported: "llama" });
     }
     let config = llama_config(&meta)?;
     config.validate().map_err(|e| Error::bad_file(path, format!("invalid llama metadata: {e}")))?;

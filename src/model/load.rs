@@ -69,7 +69,8 @@ pub fn read_config(dir: &Path) -> Result<Architecture> {
         "gpt2" => Architecture::Gpt2(serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?),
         "" => return Err(Error::bad_file(&path, "no `model_type` field")),
         other => {
-            return Err(Error::UnsupportedArchitecture { path, architecture: other.to_string() });
+            let supported = "llama, gpt2";
+            return Err(Error::UnsupportedArchitecture { path, architecture: other.to_string(), supported });
         }
     };
     match &architecture {
