@@ -14,7 +14,7 @@ pub enum Error {
 
     /// `supported` lists what this format opens (GGUF and Hugging Face folders differ).
     #[error("{path}: unsupported architecture `{architecture}` (supported here: {supported})")]
-    UnsupportedArchitecture { path: PathBuf, architecture: String, supported: &'static str },
+    UnsupportedArchitecture { path: PathBuf, architecture: String, supported: String },
 
     #[error("{path}: tensor `{name}` is missing")]
     MissingTensor { path: PathBuf, name: String },

@@ -10,7 +10,7 @@ use half::f16;
 
 use super::{Array, config_json, f16_bytes, safetensors_metadata, write_safetensors, write_tokenizer};
 use crate::error::Result;
-use crate::model::{Architecture, Model, Weights, gpt2, tensor_to_vec};
+use crate::model::{Model, Weights, tensor_to_vec};
 use crate::quant::QuantConfig;
 
 pub const FORMAT: &str = "nash-swarm-hf-fp16/1";
@@ -19,9 +19,9 @@ const FORMAT_KEY: &str = "nash_swarm_format";
 pub fn export(model: &Model, config: &QuantConfig, weights: &Weights, out: &Path) -> Result<()> {
     let mut arrays = Vec::new();
     for (name, tensor) in &weights.0 {
-        let conv1d = matches!(model.architecture, Architecture::Gpt2(_)) && gpt2::is_conv1d(name);
         // GPT-2 keeps its Conv1D weights as [in, out] on disk.
-        let tensor = if conv1d { tensor.t()?.contiguous()? } else { tensor.clone() };
+        let transposed = model.architecture.stored_transposed(name);
+        let tensor = if transposed { tensor.t()?.contiguous()? } else { tensor.clone() };
         let values = tensor_to_vec(&tensor)?;
         let (dtype, bytes) = if values.iter().all(|v| v.abs() <= f16::MAX.to_f32()) {
             ("F16", f16_bytes(&values.into_iter().map(f16::from_f32).collect::<Vec<_>>()))

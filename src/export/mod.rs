@@ -77,18 +77,7 @@ pub fn safetensors_metadata(path: &Path) -> Option<BTreeMap<String, String>> {
 
 /// `config.json` for our loader (and Hugging Face's) from an architecture.
 pub fn config_json(architecture: &Architecture) -> Vec<u8> {
-    let mut value = match architecture {
-        Architecture::Llama(c) => serde_json::to_value(c),
-        Architecture::Gpt2(c) => serde_json::to_value(c),
-    }
-    .expect("configs serialize");
-    let (model_type, class) = match architecture {
-        Architecture::Llama(_) => ("llama", "LlamaForCausalLM"),
-        Architecture::Gpt2(_) => ("gpt2", "GPT2LMHeadModel"),
-    };
-    value["model_type"] = model_type.into();
-    value["architectures"] = serde_json::json!([class]);
-    serde_json::to_vec_pretty(&value).expect("JSON serializes")
+    serde_json::to_vec_pretty(&architecture.config_json()).expect("JSON serializes")
 }
 
 pub fn write_tokenizer(tokenizer: &tokenizers::Tokenizer, path: &Path) -> Result<()> {

@@ -187,10 +187,7 @@ pub fn load(dir: &Path) -> Result<Model> {
     let weights = crate::model::load::validate(dir, &architecture, sourced)?;
     let tokenizer = crate::model::load::load_tokenizer(dir)?;
     crate::model::load::check_tokenizer(&dir.join("tokenizer.json"), &tokenizer, architecture.vocab_size())?;
-    let bos_token_id = match &architecture {
-        crate::model::Architecture::Llama(c) => c.bos_token_id,
-        crate::model::Architecture::Gpt2(c) => c.bos_token_id,
-    };
+    let bos_token_id = architecture.bos_token_id();
     let stored_dtypes = matrices.iter().map(|(n, e)| (n.clone(), e.plan.label())).collect();
     Ok(Model {
         source: dir.to_path_buf(),

@@ -47,25 +47,16 @@ pub fn matrices(model: &Model) -> Vec<String> {
         .collect()
 }
 
-/// `model.layers.3.self_attn.q_proj.weight` -> (3, "q"); `h.1.mlp.c_proj.weight` -> (1, "mlp.c_proj").
-pub fn layer_and_kind(name: &str) -> (Option<usize>, String) {
-    let parts: Vec<&str> = name.split('.').collect();
-    let at = parts.iter().position(|p| p.parse::<usize>().is_ok());
-    let Some(at) = at else {
-        return (None, name.trim_end_matches(".weight").rsplit('.').next().unwrap_or(name).to_string());
-    };
-    let layer = parts[at].parse().ok();
-    let rest: Vec<&str> = parts[at + 1..].iter().copied().filter(|p| *p != "weight").collect();
-    let kind = match rest.as_slice() {
-        [_, leaf] if leaf.ends_with("_proj") => leaf.trim_end_matches("_proj").to_string(),
-        ["mlp", "c_proj"] => "mlp.c_proj".to_string(),
-        [_, leaf] => leaf.to_string(),
-        other => other.join("."),
+/// The heatmap cell of a weight: its layer and the architecture's column (`q`, `c_attn`, ...); tensors outside
+/// the layers are named by their last part (`embed_tokens`).
+pub fn layer_and_kind(model: &Model, name: &str) -> (Option<usize>, String) {
+    let layer = nash_swarm::model::layer_of(name);
+    let kind = match model.architecture.kind_of(name) {
+        Some(kind) => kind.to_string(),
+        None => name.trim_end_matches(".weight").rsplit('.').next().unwrap_or(name).to_string(),
     };
     (layer, kind)
 }
-
-const KIND_ORDER: [&str; 11] = ["q", "k", "v", "o", "gate", "up", "down", "c_attn", "c_proj", "c_fc", "mlp.c_proj"];
 
 pub fn analyze(
     model: &Model,
@@ -81,7 +72,7 @@ pub fn analyze(
         .par_iter()
         .map(|(name, s)| {
             let (rows, cols) = model.weights.get(name).and_then(|t| Ok(t.dims2()?)).unwrap_or((1, s.len()));
-            let (layer, kind) = layer_and_kind(name);
+            let (layer, kind) = layer_and_kind(model, name);
             let mean = (s.iter().map(|v| *v as f64).sum::<f64>() / s.len() as f64) as f32;
             let info = TensorInfo {
                 layer,
@@ -95,7 +86,8 @@ pub fn analyze(
         })
         .collect();
     let mut kinds: Vec<String> = tensors.values().filter(|t| t.layer.is_some()).map(|t| t.kind.clone()).collect();
-    kinds.sort_by_key(|k| (KIND_ORDER.iter().position(|o| o == k).unwrap_or(usize::MAX), k.clone()));
+    let order = model.architecture.kinds();
+    kinds.sort_by_key(|k| (order.iter().position(|o| o == k).unwrap_or(usize::MAX), k.clone()));
     kinds.dedup();
     let layers = model.architecture.num_layers();
     Ok(Analysis { importance: method.clone(), index, tensors, kinds, layers })

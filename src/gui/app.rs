@@ -407,8 +407,7 @@ impl ExplorerApp {
                 }
                 Outcome::Analyzed(a) => {
                     if self.selected.is_none() {
-                        self.selected =
-                            a.tensors.keys().find(|n| n.contains("layers.0.") || n.starts_with("h.0.")).cloned();
+                        self.selected = a.tensors.iter().find(|(_, t)| t.layer == Some(0)).map(|(n, _)| n.clone());
                     }
                     self.analysis = Some(a);
                     self.textures = Default::default();

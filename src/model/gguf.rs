@@ -1,6 +1,6 @@
-//! GGUF files with `general.architecture = llama`: every tensor dequantized to f32 with candle's quantized
-//! module, renamed to Hugging Face names, q/k rows un-permuted (llama.cpp stores them for interleaved RoPE),
-//! and the tokenizer rebuilt from the `tokenizer.ggml.*` metadata (gpt2-style byte-level BPE).
+//! GGUF files of the architectures in `arch`'s GGUF registry: every tensor dequantized to f32 with candle's
+//! quantized module, renamed and put in our layout by the architecture, and the tokenizer rebuilt from the
+//! `tokenizer.ggml.*` metadata (gpt2-style byte-level BPE).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -13,26 +13,25 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::config::LlamaConfig;
+use super::arch::GgufMetadata;
 use super::{Architecture, Model, SourceFormat, cpu};
 use crate::error::{Error, Result};
 
 pub fn load(path: &Path) -> Result<Model> {
     let content = read_content(path)?;
     let meta = Metadata { path, map: &content.metadata };
-    let architecture = meta.string("general.architecture")?;
-    if architecture != "llama" {
-        return Err(Error::UnsupportedArchitecture { path: path.to_path_buf(), architecture, supported: "llama" });
-    }
-    let config = llama_config(&meta)?;
-    config.validate().map_err(|e| Error::bad_file(path, format!("invalid llama metadata: {e}")))?;
+    let name = meta.string("general.architecture")?;
+    let Some(architecture) = super::arch::from_gguf(&name, &GgufMetadata(&content.metadata)) else {
+        let supported = super::arch::gguf_names();
+        return Err(Error::UnsupportedArchitecture { path: path.to_path_buf(), architecture: name, supported });
+    };
+    let architecture = architecture.map_err(|e| Error::bad_file(path, e))?;
     for key in ["tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.padding_token_id"] {
         if let Ok(id) = meta.u32(key) {
-            super::load::check_token_ids(path, key, &[id as u64], config.vocab_size)?;
+            super::load::check_token_ids(path, key, &[id as u64], architecture.vocab_size())?;
         }
     }
-    let (tensors, stored_dtypes) = read_tensors(path, &content, &config)?;
-    let architecture = Architecture::Llama(config);
+    let (tensors, stored_dtypes) = read_tensors(path, &content, &architecture)?;
     let sourced = tensors.into_iter().map(|(k, t)| (k, (t, path.to_path_buf()))).collect();
     let weights = super::load::validate(path, &architecture, sourced)?;
     let tokenizer = tokenizer_from_metadata(&meta)?;
@@ -54,108 +53,46 @@ fn read_content(path: &Path) -> Result<Content> {
     super::gguf_header::read(path, &super::tensor_io::map_file(path)?)
 }
 
+/// Errors name the file.
 struct Metadata<'a> {
     path: &'a Path,
     map: &'a HashMap<String, Value>,
 }
 
 impl Metadata<'_> {
-    fn get(&self, key: &str) -> Result<&Value> {
-        self.map.get(key).ok_or_else(|| Error::bad_file(self.path, format!("GGUF metadata `{key}` is missing")))
+    fn named<T>(&self, got: std::result::Result<T, String>) -> Result<T> {
+        got.map_err(|problem| Error::bad_file(self.path, problem))
+    }
+    fn string(&self, key: &str) -> Result<String> {
+        self.named(GgufMetadata(self.map).string(key))
+    }
+    fn u32(&self, key: &str) -> Result<u32> {
+        self.named(GgufMetadata(self.map).u32(key))
+    }
+    fn array(&self, key: &str) -> Result<&Vec<Value>> {
+        self.named(GgufMetadata(self.map).array(key))
     }
     fn wrong(&self, key: &str, e: candle_core::Error) -> Error {
         Error::bad_file(self.path, format!("GGUF metadata `{key}` has an unexpected type ({e})"))
     }
-    fn string(&self, key: &str) -> Result<String> {
-        self.get(key)?.to_string().cloned().map_err(|e| self.wrong(key, e))
-    }
-    fn u32(&self, key: &str) -> Result<u32> {
-        let v = self.get(key)?;
-        match v.to_u32() {
-            Ok(x) => Ok(x),
-            Err(e) => v.to_u64().ok().and_then(|x| u32::try_from(x).ok()).ok_or_else(|| self.wrong(key, e)),
-        }
-    }
-    fn f32(&self, key: &str) -> Result<f32> {
-        self.get(key)?.to_f32().map_err(|e| self.wrong(key, e))
-    }
-    fn array(&self, key: &str) -> Result<&Vec<Value>> {
-        self.get(key)?.to_vec().map_err(|e| self.wrong(key, e))
-    }
 }
 
-fn llama_config(meta: &Metadata) -> Result<LlamaConfig> {
-    let heads = meta.u32("llama.attention.head_count")? as usize;
-    let hidden = meta.u32("llama.embedding_length")? as usize;
-    let vocab = match meta.u32("llama.vocab_size") {
-        Ok(v) => v as usize,
-        Err(_) => meta.array("tokenizer.ggml.tokens")?.len(),
-    };
-    Ok(LlamaConfig {
-        hidden_size: hidden,
-        intermediate_size: meta.u32("llama.feed_forward_length")? as usize,
-        num_hidden_layers: meta.u32("llama.block_count")? as usize,
-        num_attention_heads: heads,
-        num_key_value_heads: meta.u32("llama.attention.head_count_kv").ok().map(|v| v as usize),
-        head_dim: None,
-        vocab_size: vocab,
-        rms_norm_eps: decimal(meta.f32("llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5)),
-        rope_theta: decimal(meta.f32("llama.rope.freq_base").unwrap_or(10_000.0)),
-        rope_scaling: None,
-        max_position_embeddings: meta.u32("llama.context_length").unwrap_or(2048) as usize,
-        // A GGUF without `output.weight` ties the head to the embeddings.
-        tie_word_embeddings: true,
-        bos_token_id: meta.u32("tokenizer.ggml.bos_token_id").ok(),
-    })
-}
-
-/// GGUF stores these as f32: 1e-5 arrives as 9.99999974e-6. Take the shortest decimal that round-trips.
-fn decimal(v: f32) -> f64 {
-    v.to_string().parse().unwrap_or(v as f64)
-}
-
-/// GGUF tensor name -> Hugging Face name.
-fn hf_name(gguf: &str) -> Option<String> {
-    match gguf {
-        "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
-        "output_norm.weight" => return Some("model.norm.weight".into()),
-        "output.weight" => return Some("lm_head.weight".into()),
-        _ => {}
-    }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (layer, leaf) = rest.split_once('.')?;
-    let hf_leaf = match leaf {
-        "attn_norm.weight" => "input_layernorm.weight",
-        "ffn_norm.weight" => "post_attention_layernorm.weight",
-        "attn_q.weight" => "self_attn.q_proj.weight",
-        "attn_k.weight" => "self_attn.k_proj.weight",
-        "attn_v.weight" => "self_attn.v_proj.weight",
-        "attn_output.weight" => "self_attn.o_proj.weight",
-        "ffn_gate.weight" => "mlp.gate_proj.weight",
-        "ffn_up.weight" => "mlp.up_proj.weight",
-        "ffn_down.weight" => "mlp.down_proj.weight",
-        _ => return None,
-    };
-    Some(format!("model.layers.{layer}.{hf_leaf}"))
-}
-
-/// Dequantizes every tensor in parallel (one reader per thread) and renames it.
+/// Dequantizes every tensor in parallel (one reader per thread), renames it and puts it in our layout.
 type Tensors = BTreeMap<String, Tensor>;
 
-fn read_tensors(path: &Path, content: &Content, config: &LlamaConfig) -> Result<(Tensors, BTreeMap<String, String>)> {
+fn read_tensors(
+    path: &Path,
+    content: &Content,
+    architecture: &Architecture,
+) -> Result<(Tensors, BTreeMap<String, String>)> {
     let names: Vec<&String> = content.tensor_infos.keys().collect();
     let read_one = |name: &&String| -> Result<Option<(String, Tensor, String)>> {
-        let Some(hf) = hf_name(name) else { return Ok(None) };
+        let Some(ours) = architecture.from_gguf_name(name) else { return Ok(None) };
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let truncated = |e: candle_core::Error| Error::bad_file(path, format!("cannot read tensor `{name}` ({e})"));
         let qtensor = content.tensor(&mut BufReader::new(file), name, &cpu()).map_err(truncated)?;
-        let tensor = qtensor.dequantize(&cpu()).map_err(truncated)?;
-        let tensor = match hf.rsplit('.').nth(1) {
-            Some("q_proj") => unpermute_rows(&tensor, config.num_attention_heads)?,
-            Some("k_proj") => unpermute_rows(&tensor, config.kv_heads())?,
-            _ => tensor,
-        };
-        Ok(Some((hf, tensor, format!("{:?}", qtensor.dtype()))))
+        let tensor = architecture.from_gguf_layout(&ours, qtensor.dequantize(&cpu()).map_err(truncated)?)?;
+        Ok(Some((ours, tensor, format!("{:?}", qtensor.dtype()))))
     };
     let tensors = names.par_iter().map(read_one).collect::<Result<Vec<_>>>()?;
     let mut map = BTreeMap::new();
@@ -169,13 +106,6 @@ fn read_tensors(path: &Path, content: &Content, config: &LlamaConfig) -> Result<
         return Err(Error::bad_file(path, "GGUF files with an untied output.weight are not supported yet"));
     }
     Ok((map, dtypes))
-}
-
-/// Undoes llama.cpp's `permute`: rows of each head were reordered from (2, hd/2) to (hd/2, 2).
-fn unpermute_rows(w: &Tensor, heads: usize) -> Result<Tensor> {
-    let (out, inp) = w.dims2()?;
-    let half = out / heads / 2;
-    Ok(w.reshape((heads, half, 2, inp))?.transpose(1, 2)?.contiguous()?.reshape((out, inp))?)
 }
 
 /// A Hugging Face tokenizer.json equivalent of the GGUF's byte-level BPE vocabulary.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use candle_core::Tensor;
 use rayon::prelude::*;
 
-use super::{Architecture, Model, SourceFormat, Weights, gguf, gpt2, tensor_io};
+use super::{Architecture, Model, SourceFormat, Weights, gguf, tensor_io};
 use crate::error::{Error, Result};
 
 /// Loads a model from a Hugging Face folder (or a file inside one), a `.gguf` file, or a packed export folder.
@@ -63,21 +63,14 @@ pub fn read_config(dir: &Path) -> Result<Architecture> {
         serde_json::from_str(&text).map_err(|e| Error::bad_file(&path, format!("malformed JSON: {e}")))?;
     let model_type = value.get("model_type").and_then(|v| v.as_str()).unwrap_or_default().to_string();
     let token_id_fields = ["bos_token_id", "eos_token_id", "pad_token_id"].map(|k| (k, value.get(k).cloned()));
-    let invalid = |e: String| Error::bad_file(&path, format!("invalid {model_type} config: {e}"));
-    let architecture = match model_type.as_str() {
-        "llama" => Architecture::Llama(serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?),
-        "gpt2" => Architecture::Gpt2(serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?),
-        "" => return Err(Error::bad_file(&path, "no `model_type` field")),
-        other => {
-            let supported = "llama, gpt2";
-            return Err(Error::UnsupportedArchitecture { path, architecture: other.to_string(), supported });
-        }
-    };
-    match &architecture {
-        Architecture::Llama(c) => c.validate(),
-        Architecture::Gpt2(c) => c.validate(),
+    if model_type.is_empty() {
+        return Err(Error::bad_file(&path, "no `model_type` field"));
     }
-    .map_err(invalid)?;
+    let Some(architecture) = super::arch::from_hf_config(&model_type, value) else {
+        let supported = super::arch::hf_names();
+        return Err(Error::UnsupportedArchitecture { path, architecture: model_type, supported });
+    };
+    let architecture = architecture.map_err(|e| Error::bad_file(&path, format!("invalid {model_type} config: {e}")))?;
     for (key, field) in token_id_fields {
         // A single id or a list of them (Llama 3 lists several EOS ids).
         let ids = match token_ids(&field.unwrap_or_default()) {
@@ -156,7 +149,7 @@ fn load_hf_dir(dir: &Path) -> Result<Model> {
     let mut stored_dtypes = BTreeMap::new();
     for file in weight_files(dir)? {
         for (key, (tensor, dtype)) in tensor_io::read_safetensors_f32(&file)? {
-            if let Some(name) = canonical_name(&architecture, &key) {
+            if let Some(name) = architecture.from_hf_key(&key) {
                 stored_dtypes.insert(name, dtype);
             }
             if let Some((_, first)) = tensors.insert(key.clone(), (tensor, file.clone())) {
@@ -171,10 +164,7 @@ fn load_hf_dir(dir: &Path) -> Result<Model> {
     let weights = validate(dir, &architecture, tensors)?;
     let tokenizer = load_tokenizer(dir)?;
     check_tokenizer(&dir.join("tokenizer.json"), &tokenizer, architecture.vocab_size())?;
-    let bos_token_id = match &architecture {
-        Architecture::Llama(c) => c.bos_token_id,
-        Architecture::Gpt2(c) => c.bos_token_id,
-    };
+    let bos_token_id = architecture.bos_token_id();
     Ok(Model {
         source: dir.to_path_buf(),
         format: SourceFormat::HuggingFace,
@@ -187,34 +177,21 @@ fn load_hf_dir(dir: &Path) -> Result<Model> {
     })
 }
 
-fn canonical_name(architecture: &Architecture, key: &str) -> Option<String> {
-    match architecture {
-        Architecture::Llama(_) => Some(key.to_string()),
-        Architecture::Gpt2(_) => gpt2::canonical_name(key),
-    }
-}
-
 type Sourced = BTreeMap<String, (Tensor, PathBuf)>;
 
-/// Architecture-specific key clean-up: GPT-2 prefixes, buffers and Conv1D layout.
+/// Checkpoint keys as we name them (prefixes, buffers and a tied head dropped), transposed weights in `[out, in]`.
 fn normalize_names(architecture: &Architecture, tensors: Sourced) -> Result<Sourced> {
-    match architecture {
-        Architecture::Llama(c) => Ok(tensors
-            .into_iter()
-            .filter(|(k, _)| !(c.tie_word_embeddings && k == super::llama::LM_HEAD))
-            .filter(|(k, _)| !k.ends_with("rotary_emb.inv_freq"))
-            .collect()),
-        Architecture::Gpt2(_) => {
-            let mut out = BTreeMap::new();
-            for (key, (tensor, file)) in tensors {
-                let Some(name) = gpt2::canonical_name(&key) else { continue };
-                let tensor =
-                    if gpt2::is_conv1d(&name) && tensor.rank() == 2 { tensor.t()?.contiguous()? } else { tensor };
-                out.insert(name, (tensor, file));
-            }
-            Ok(out)
-        }
+    let mut out = BTreeMap::new();
+    for (key, (tensor, file)) in tensors {
+        let Some(name) = architecture.from_hf_key(&key) else { continue };
+        let tensor = if architecture.stored_transposed(&name) && tensor.rank() == 2 {
+            tensor.t()?.contiguous()?
+        } else {
+            tensor
+        };
+        out.insert(name, (tensor, file));
     }
+    Ok(out)
 }
 
 /// Every expected tensor present with the shape the config implies, nothing non-finite.
@@ -228,7 +205,7 @@ pub fn validate(source: &Path, architecture: &Architecture, mut tensors: Sourced
         if tensor.dims() != shape.as_slice() {
             // GPT-2 Conv1D weights were transposed on load: report shapes as stored in the file.
             let as_stored = |mut dims: Vec<usize>| {
-                if matches!(architecture, Architecture::Gpt2(_)) && gpt2::is_conv1d(&name) {
+                if architecture.stored_transposed(&name) {
                     dims.reverse();
                 }
                 dims

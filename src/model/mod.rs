@@ -3,13 +3,10 @@
 //! Weights keep Hugging Face names and the `[out, in]` layout of `nn.Linear` for every matrix (GPT-2's Conv1D
 //! weights are transposed on load), so the quantizer sees one convention whatever the source format.
 
-pub mod attention;
-pub mod config;
-pub mod gemm;
+pub mod arch;
 pub mod gguf;
 pub mod gguf_header;
-pub mod gpt2;
-pub mod llama;
+pub mod layers;
 pub mod load;
 pub mod tensor_io;
 
@@ -19,72 +16,14 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 
-pub use config::{Gpt2Config, LlamaConfig};
+pub use arch::gpt2::Gpt2Config;
+pub use arch::llama::LlamaConfig;
+pub use arch::{Arch, Architecture};
+pub use layers::gemm;
 pub use load::load;
 pub use tensor_io::{read_safetensors_f32, tensor_to_vec};
 
 use crate::error::{Error, Result};
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum Architecture {
-    Llama(LlamaConfig),
-    Gpt2(Gpt2Config),
-}
-
-impl Architecture {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Architecture::Llama(_) => "llama",
-            Architecture::Gpt2(_) => "gpt2",
-        }
-    }
-
-    pub fn max_context(&self) -> usize {
-        match self {
-            Architecture::Llama(c) => c.max_position_embeddings,
-            Architecture::Gpt2(c) => c.n_positions,
-        }
-    }
-
-    /// Rows of the token embedding: every token id must be below this.
-    pub fn vocab_size(&self) -> usize {
-        match self {
-            Architecture::Llama(c) => c.vocab_size,
-            Architecture::Gpt2(c) => c.vocab_size,
-        }
-    }
-
-    pub fn num_layers(&self) -> usize {
-        match self {
-            Architecture::Llama(c) => c.num_hidden_layers,
-            Architecture::Gpt2(c) => c.n_layer,
-        }
-    }
-
-    /// Every tensor the forward pass needs, with its shape as implied by the config.
-    pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
-        match self {
-            Architecture::Llama(c) => llama::expected_tensors(c),
-            Architecture::Gpt2(c) => gpt2::expected_tensors(c),
-        }
-    }
-
-    /// The weight that maps final hidden states to logits (the embedding when tied).
-    pub fn head_name(&self) -> &'static str {
-        match self {
-            Architecture::Llama(c) => llama::head_name(c),
-            Architecture::Gpt2(_) => gpt2::EMBED,
-        }
-    }
-
-    /// What role a weight plays; decides whether (and how) it is quantized.
-    pub fn tensor_role(&self, name: &str) -> TensorRole {
-        match self {
-            Architecture::Llama(_) => llama::tensor_role(name),
-            Architecture::Gpt2(_) => gpt2::tensor_role(name),
-        }
-    }
-}
 
 /// The role of a weight tensor in the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -224,10 +163,7 @@ impl Model {
                 )));
             }
         }
-        match &self.architecture {
-            Architecture::Llama(c) => llama::forward(c, linears, windows),
-            Architecture::Gpt2(c) => gpt2::forward(c, linears, windows),
-        }
+        self.architecture.forward(linears, windows)
     }
 
     pub fn param_count(&self) -> usize {

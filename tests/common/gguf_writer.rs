@@ -6,10 +6,10 @@ use std::path::Path;
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use nash_swarm::Model;
-use nash_swarm::model::{Architecture, tensor_to_vec};
+use nash_swarm::model::{LlamaConfig, tensor_to_vec};
 
 pub fn write_like_llama_cpp(model: &Model, path: &Path, architecture: &str) {
-    let Architecture::Llama(c) = &model.architecture else { unreachable!() };
+    let c = model.architecture.config::<LlamaConfig>().expect("a llama model");
     let mut tensors = Vec::new();
     for (name, tensor) in &model.weights.0 {
         let gguf_name = llama_cpp_name(name);

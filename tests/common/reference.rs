@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use nash_swarm::model::{Architecture, Model, tensor_to_vec};
+use nash_swarm::model::{LlamaConfig, Model, tensor_to_vec};
 
 struct Mat {
     rows: usize,
@@ -44,7 +44,7 @@ fn rope(x: &mut [f64], pos: usize, hd: usize, theta: f64) {
 
 /// Logits `[T][vocab]` of a Llama model (no rope scaling).
 pub fn llama_logits(model: &Model, ids: &[u32]) -> Vec<Vec<f64>> {
-    let Architecture::Llama(c) = &model.architecture else { panic!("not a llama model") };
+    let Some(c) = model.architecture.config::<LlamaConfig>() else { panic!("not a llama model") };
     let (d, nh, nkv) = (c.hidden_size, c.num_attention_heads, c.kv_heads());
     let hd = d / nh;
     let all: BTreeMap<String, Mat> = model.weights.0.keys().map(|n| (n.clone(), mat(model, n))).collect();

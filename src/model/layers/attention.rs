@@ -4,8 +4,8 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::{GemmShape, Sgemm};
-use super::tensor_io::with_f32_slice;
 use crate::error::Result;
+use crate::model::tensor_io::with_f32_slice;
 
 /// Query rows per task: small enough to skip most of the masked upper triangle, large enough for an efficient GEMM.
 const ROW_BLOCK: usize = 64;

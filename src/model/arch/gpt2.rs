@@ -1,12 +1,112 @@
 //! GPT-2 (GPT2LMHeadModel): learned positions, LayerNorm, gelu_new, tied head. Conv1D weights arrive `[in, out]`
-//! and are transposed on load (see `CONV1D_SUFFIXES`), so this file sees `[out, in]` like every other.
+//! and are transposed on load (see `CONV1D_SUFFIXES`), so the forward pass sees `[out, in]` like every other.
 
 use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
 
-use super::attention::causal_attention;
-use super::config::Gpt2Config;
-use super::{Linears, TensorRole, cpu};
+use super::{Arch, Architecture, hf_config_json, positive};
 use crate::error::Result;
+use crate::model::layers::attention::causal_attention;
+use crate::model::{Linears, TensorRole, cpu};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Gpt2Config {
+    pub vocab_size: usize,
+    pub n_positions: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    #[serde(default)]
+    pub n_inner: Option<usize>,
+    #[serde(default = "default_gelu_new")]
+    pub activation_function: String,
+    #[serde(default = "default_layer_norm_eps")]
+    pub layer_norm_epsilon: f64,
+    #[serde(default)]
+    pub bos_token_id: Option<u32>,
+}
+
+impl Gpt2Config {
+    pub fn inner(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+    pub fn validate(&self) -> Result<(), String> {
+        if self.n_head == 0 || self.n_embd == 0 || self.n_layer == 0 || self.vocab_size == 0 {
+            return Err("n_embd, n_head, n_layer and vocab_size must be positive".into());
+        }
+        if self.n_embd % self.n_head != 0 {
+            return Err(format!("n_embd {} is not divisible by n_head {}", self.n_embd, self.n_head));
+        }
+        if !matches!(self.activation_function.as_str(), "gelu_new" | "gelu_pytorch_tanh" | "gelu") {
+            return Err(format!("activation_function `{}` is not supported", self.activation_function));
+        }
+        if self.n_positions == 0 {
+            return Err("n_positions must be positive".into());
+        }
+        positive("layer_norm_epsilon", self.layer_norm_epsilon)
+    }
+}
+
+impl Arch for Gpt2Config {
+    fn name(&self) -> &'static str {
+        "gpt2"
+    }
+    fn config_json(&self) -> serde_json::Value {
+        hf_config_json(self, "gpt2", "GPT2LMHeadModel")
+    }
+    fn max_context(&self) -> usize {
+        self.n_positions
+    }
+    fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+    fn num_layers(&self) -> usize {
+        self.n_layer
+    }
+    fn bos_token_id(&self) -> Option<u32> {
+        self.bos_token_id
+    }
+    fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
+        expected_tensors(self)
+    }
+    fn head_name(&self) -> &'static str {
+        EMBED
+    }
+    fn tensor_role(&self, name: &str) -> TensorRole {
+        tensor_role(name)
+    }
+    fn kinds(&self) -> &'static [&'static str] {
+        &["c_attn", "c_proj", "c_fc", "mlp.c_proj"]
+    }
+    fn kind_of(&self, name: &str) -> Option<&'static str> {
+        let leaf = name.strip_prefix("h.")?.split_once('.')?.1;
+        match leaf {
+            "attn.c_attn.weight" => Some("c_attn"),
+            "attn.c_proj.weight" => Some("c_proj"),
+            "mlp.c_fc.weight" => Some("c_fc"),
+            "mlp.c_proj.weight" => Some("mlp.c_proj"),
+            _ => None,
+        }
+    }
+    fn from_hf_key(&self, key: &str) -> Option<String> {
+        canonical_name(key)
+    }
+    fn stored_transposed(&self, name: &str) -> bool {
+        is_conv1d(name)
+    }
+    fn forward(&self, linears: &Linears, windows: &[&[u32]]) -> Result<Vec<Tensor>> {
+        forward(self, linears, windows)
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+pub fn from_hf_config(value: serde_json::Value) -> std::result::Result<Architecture, String> {
+    let config: Gpt2Config = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    config.validate()?;
+    Ok(Architecture::new(config))
+}
 
 pub const EMBED: &str = "wte.weight";
 pub const POSITIONS: &str = "wpe.weight";
@@ -17,17 +117,17 @@ pub const CONV1D_SUFFIXES: [&str; 4] =
 
 /// Hugging Face keys of a GPT-2 checkpoint -> ours: no `transformer.` prefix; causal-mask buffers and the tied
 /// `lm_head` dropped. Returns None for keys to drop.
-pub fn canonical_name(key: &str) -> Option<String> {
+fn canonical_name(key: &str) -> Option<String> {
     let name = key.strip_prefix("transformer.").unwrap_or(key);
     let is_buffer = name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias");
     if is_buffer || name == "lm_head.weight" { None } else { Some(name.to_string()) }
 }
 
-pub fn is_conv1d(name: &str) -> bool {
+fn is_conv1d(name: &str) -> bool {
     CONV1D_SUFFIXES.iter().any(|s| name.ends_with(s))
 }
 
-pub fn expected_tensors(c: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
+fn expected_tensors(c: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
     let (d, inner) = (c.n_embd, c.inner());
     let mut shapes = vec![
         (EMBED.to_string(), vec![c.vocab_size, d]),
@@ -55,7 +155,7 @@ pub fn expected_tensors(c: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
     shapes
 }
 
-pub fn tensor_role(name: &str) -> TensorRole {
+fn tensor_role(name: &str) -> TensorRole {
     if name == EMBED {
         TensorRole::Embedding
     } else if !name.ends_with(".weight") || name.contains(".ln_") || name == POSITIONS || name == "ln_f.weight" {
@@ -71,7 +171,7 @@ pub fn tensor_role(name: &str) -> TensorRole {
 
 /// The final normed hidden state of every position of each window: `[T, n_embd]` (the tied head is applied by
 /// `Model`). The windows advance together one layer at a time, so each layer's weights are fetched once.
-pub fn forward(c: &Gpt2Config, w: &Linears, windows: &[&[u32]]) -> Result<Vec<Tensor>> {
+fn forward(c: &Gpt2Config, w: &Linears, windows: &[&[u32]]) -> Result<Vec<Tensor>> {
     let eps = c.layer_norm_epsilon as f32;
     let norm = |x: &Tensor, name: &str| -> Result<Tensor> {
         Ok(candle_nn::ops::layer_norm(x, &w.get(&format!("{name}.weight"))?, &w.get(&format!("{name}.bias"))?, eps)?)
@@ -119,4 +219,11 @@ fn block(
 
     let h = affine(&norm(&x, &format!("{p}.ln_2"))?, &format!("{p}.mlp.c_fc"))?.gelu()?;
     Ok((x + affine(&h, &format!("{p}.mlp.c_proj"))?)?)
+}
+
+fn default_gelu_new() -> String {
+    "gelu_new".into()
+}
+fn default_layer_norm_eps() -> f64 {
+    1e-5
 }

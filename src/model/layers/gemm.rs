@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
-use super::tensor_io::with_f32_slice;
 use crate::error::Result;
+use crate::model::tensor_io::with_f32_slice;
 
 const CBLAS_ROW_MAJOR: c_int = 101;
 const CBLAS_NO_TRANS: c_int = 111;

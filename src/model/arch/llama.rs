@@ -1,0 +1,370 @@
+//! Llama (LlamaForCausalLM): RMSNorm, rotate-half RoPE, grouped-query attention, SwiGLU, tied or untied head.
+//! Covers SmolLM/SmolLM2, TinyLlama, Llama 3.x and stories260k. Weight names mirror Hugging Face; llama.cpp's
+//! GGUF names and its q/k row order are translated here too.
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+use super::{Arch, Architecture, GgufMetadata, hf_config_json, positive};
+use crate::error::Result;
+use crate::model::layers::attention::causal_attention;
+use crate::model::tensor_io::with_f32_slice;
+use crate::model::{Linears, TensorRole, cpu};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LlamaConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    pub vocab_size: usize,
+    #[serde(default = "default_rms_norm_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScaling>,
+    #[serde(default = "default_max_positions")]
+    pub max_position_embeddings: usize,
+    /// Hugging Face's LlamaConfig defaults to untied; llama-family exports usually say so explicitly.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    #[serde(default)]
+    pub bos_token_id: Option<u32>,
+}
+
+/// Llama 3.x frequency scaling (`rope_type: llama3`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RopeScaling {
+    #[serde(default, alias = "type")]
+    pub rope_type: Option<String>,
+    pub factor: f64,
+    #[serde(default = "one")]
+    pub low_freq_factor: f64,
+    #[serde(default = "four")]
+    pub high_freq_factor: f64,
+    #[serde(default = "default_original_max")]
+    pub original_max_position_embeddings: usize,
+}
+
+impl LlamaConfig {
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+    pub fn validate(&self) -> Result<(), String> {
+        let heads = self.num_attention_heads;
+        if heads == 0 || self.hidden_size == 0 || self.num_hidden_layers == 0 || self.vocab_size == 0 {
+            return Err("hidden_size, num_attention_heads, num_hidden_layers and vocab_size must be positive".into());
+        }
+        if self.head_dim.is_none() && self.hidden_size % heads != 0 {
+            return Err(format!("hidden_size {} is not divisible by num_attention_heads {heads}", self.hidden_size));
+        }
+        if self.kv_heads() == 0 || heads % self.kv_heads() != 0 {
+            return Err(format!(
+                "num_attention_heads {heads} is not a multiple of num_key_value_heads {}",
+                self.kv_heads()
+            ));
+        }
+        if self.head_dim() == 0 || self.head_dim() % 2 != 0 {
+            return Err(format!("head dimension {} must be even and positive for RoPE", self.head_dim()));
+        }
+        positive("rope_theta", self.rope_theta)?;
+        positive("rms_norm_eps", self.rms_norm_eps)?;
+        if self.max_position_embeddings == 0 {
+            return Err("max_position_embeddings must be positive".into());
+        }
+        if let Some(s) = &self.rope_scaling {
+            match s.rope_type.as_deref() {
+                Some("llama3") => {}
+                other => return Err(format!("rope_scaling type {other:?} is not supported (only llama3)")),
+            }
+            positive("rope_scaling.factor", s.factor)?;
+            positive("rope_scaling.low_freq_factor", s.low_freq_factor)?;
+            positive("rope_scaling.high_freq_factor", s.high_freq_factor)?;
+            if s.high_freq_factor <= s.low_freq_factor {
+                return Err(format!(
+                    "rope_scaling.high_freq_factor {} must exceed low_freq_factor {}",
+                    s.high_freq_factor, s.low_freq_factor
+                ));
+            }
+            if s.original_max_position_embeddings == 0 {
+                return Err("rope_scaling.original_max_position_embeddings must be positive".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Arch for LlamaConfig {
+    fn name(&self) -> &'static str {
+        "llama"
+    }
+    fn config_json(&self) -> serde_json::Value {
+        hf_config_json(self, "llama", "LlamaForCausalLM")
+    }
+    fn max_context(&self) -> usize {
+        self.max_position_embeddings
+    }
+    fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+    fn num_layers(&self) -> usize {
+        self.num_hidden_layers
+    }
+    fn bos_token_id(&self) -> Option<u32> {
+        self.bos_token_id
+    }
+    fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
+        expected_tensors(self)
+    }
+    fn head_name(&self) -> &'static str {
+        if self.tie_word_embeddings { EMBED } else { LM_HEAD }
+    }
+    fn tensor_role(&self, name: &str) -> TensorRole {
+        tensor_role(name)
+    }
+    fn kinds(&self) -> &'static [&'static str] {
+        &["q", "k", "v", "o", "gate", "up", "down"]
+    }
+    fn kind_of(&self, name: &str) -> Option<&'static str> {
+        let leaf = name.strip_prefix("model.layers.")?.split_once('.')?.1;
+        let kind = leaf.strip_suffix("_proj.weight")?.rsplit('.').next()?;
+        self.kinds().iter().find(|k| **k == kind).copied()
+    }
+    fn from_hf_key(&self, key: &str) -> Option<String> {
+        let dropped = (self.tie_word_embeddings && key == LM_HEAD) || key.ends_with("rotary_emb.inv_freq");
+        (!dropped).then(|| key.to_string())
+    }
+    fn from_gguf_name(&self, gguf: &str) -> Option<String> {
+        hf_name(gguf)
+    }
+    fn from_gguf_layout(&self, name: &str, tensor: Tensor) -> Result<Tensor> {
+        match name.rsplit('.').nth(1) {
+            Some("q_proj") => unpermute_rows(&tensor, self.num_attention_heads),
+            Some("k_proj") => unpermute_rows(&tensor, self.kv_heads()),
+            _ => Ok(tensor),
+        }
+    }
+    fn forward(&self, linears: &Linears, windows: &[&[u32]]) -> Result<Vec<Tensor>> {
+        forward(self, linears, windows)
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+pub fn from_hf_config(value: serde_json::Value) -> std::result::Result<Architecture, String> {
+    let config: LlamaConfig = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    config.validate()?;
+    Ok(Architecture::new(config))
+}
+
+pub fn from_gguf(meta: &GgufMetadata) -> std::result::Result<Architecture, String> {
+    let heads = meta.u32("llama.attention.head_count")? as usize;
+    let hidden = meta.u32("llama.embedding_length")? as usize;
+    let vocab = match meta.u32("llama.vocab_size") {
+        Ok(v) => v as usize,
+        Err(_) => meta.array("tokenizer.ggml.tokens")?.len(),
+    };
+    let config = LlamaConfig {
+        hidden_size: hidden,
+        intermediate_size: meta.u32("llama.feed_forward_length")? as usize,
+        num_hidden_layers: meta.u32("llama.block_count")? as usize,
+        num_attention_heads: heads,
+        num_key_value_heads: meta.u32("llama.attention.head_count_kv").ok().map(|v| v as usize),
+        head_dim: None,
+        vocab_size: vocab,
+        rms_norm_eps: decimal(meta.f32("llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5)),
+        rope_theta: decimal(meta.f32("llama.rope.freq_base").unwrap_or(10_000.0)),
+        rope_scaling: None,
+        max_position_embeddings: meta.u32("llama.context_length").unwrap_or(2048) as usize,
+        // A GGUF without `output.weight` ties the head to the embeddings.
+        tie_word_embeddings: true,
+        bos_token_id: meta.u32("tokenizer.ggml.bos_token_id").ok(),
+    };
+    config.validate().map_err(|e| format!("invalid llama metadata: {e}"))?;
+    Ok(Architecture::new(config))
+}
+
+/// GGUF stores these as f32: 1e-5 arrives as 9.99999974e-6. Take the shortest decimal that round-trips.
+fn decimal(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(v as f64)
+}
+
+/// GGUF tensor name -> Hugging Face name.
+fn hf_name(gguf: &str) -> Option<String> {
+    match gguf {
+        "token_embd.weight" => return Some(EMBED.into()),
+        "output_norm.weight" => return Some("model.norm.weight".into()),
+        "output.weight" => return Some(LM_HEAD.into()),
+        _ => {}
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, leaf) = rest.split_once('.')?;
+    let hf_leaf = match leaf {
+        "attn_norm.weight" => "input_layernorm.weight",
+        "ffn_norm.weight" => "post_attention_layernorm.weight",
+        "attn_q.weight" => "self_attn.q_proj.weight",
+        "attn_k.weight" => "self_attn.k_proj.weight",
+        "attn_v.weight" => "self_attn.v_proj.weight",
+        "attn_output.weight" => "self_attn.o_proj.weight",
+        "ffn_gate.weight" => "mlp.gate_proj.weight",
+        "ffn_up.weight" => "mlp.up_proj.weight",
+        "ffn_down.weight" => "mlp.down_proj.weight",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf_leaf}"))
+}
+
+/// Undoes llama.cpp's `permute`: rows of each head were reordered from (2, hd/2) to (hd/2, 2).
+fn unpermute_rows(w: &Tensor, heads: usize) -> Result<Tensor> {
+    let (out, inp) = w.dims2()?;
+    let half = out / heads / 2;
+    Ok(w.reshape((heads, half, 2, inp))?.transpose(1, 2)?.contiguous()?.reshape((out, inp))?)
+}
+
+pub const EMBED: &str = "model.embed_tokens.weight";
+pub const LM_HEAD: &str = "lm_head.weight";
+
+fn expected_tensors(c: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
+    let (d, hd) = (c.hidden_size, c.head_dim());
+    let (q_out, kv_out, ff) = (c.num_attention_heads * hd, c.kv_heads() * hd, c.intermediate_size);
+    let mut shapes = vec![(EMBED.to_string(), vec![c.vocab_size, d]), ("model.norm.weight".to_string(), vec![d])];
+    if !c.tie_word_embeddings {
+        shapes.push((LM_HEAD.to_string(), vec![c.vocab_size, d]));
+    }
+    for i in 0..c.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        shapes.extend([
+            (format!("{p}.input_layernorm.weight"), vec![d]),
+            (format!("{p}.post_attention_layernorm.weight"), vec![d]),
+            (format!("{p}.self_attn.q_proj.weight"), vec![q_out, d]),
+            (format!("{p}.self_attn.k_proj.weight"), vec![kv_out, d]),
+            (format!("{p}.self_attn.v_proj.weight"), vec![kv_out, d]),
+            (format!("{p}.self_attn.o_proj.weight"), vec![d, q_out]),
+            (format!("{p}.mlp.gate_proj.weight"), vec![ff, d]),
+            (format!("{p}.mlp.up_proj.weight"), vec![ff, d]),
+            (format!("{p}.mlp.down_proj.weight"), vec![d, ff]),
+        ]);
+    }
+    shapes
+}
+
+fn tensor_role(name: &str) -> TensorRole {
+    if name == EMBED {
+        TensorRole::Embedding
+    } else if name == LM_HEAD {
+        TensorRole::LmHead
+    } else if name.contains(".self_attn.") && name.ends_with("_proj.weight") {
+        TensorRole::Attention
+    } else if name.contains(".mlp.") && name.ends_with("_proj.weight") {
+        TensorRole::Mlp
+    } else {
+        TensorRole::Other
+    }
+}
+
+/// The final normed hidden state of every position of each window: `[T, hidden]` (the head is applied by
+/// `Model`). The windows advance together one layer at a time, so each layer's weights are fetched once.
+fn forward(c: &LlamaConfig, w: &Linears, windows: &[&[u32]]) -> Result<Vec<Tensor>> {
+    let embed = w.get(EMBED)?;
+    let mut xs = windows
+        .iter()
+        .map(|ids| Ok(embed.index_select(&Tensor::new(*ids, &cpu())?, 0)?))
+        .collect::<Result<Vec<Tensor>>>()?;
+    drop(embed);
+    let ropes = windows.iter().map(|ids| rope_tables(c, ids.len())).collect::<Result<Vec<_>>>()?;
+    for i in 0..c.num_hidden_layers {
+        for (x, (cos, sin)) in xs.iter_mut().zip(&ropes) {
+            *x = block(c, w, &format!("model.layers.{i}"), x, cos, sin)?;
+        }
+    }
+    let norm = w.get("model.norm.weight")?;
+    xs.iter().map(|x| Ok(candle_nn::ops::rms_norm(x, &norm, c.rms_norm_eps as f32)?)).collect()
+}
+
+/// One decoder layer (`p` is its name prefix) over the hidden states `x` `[T, hidden]` of one window.
+fn block(c: &LlamaConfig, w: &Linears, p: &str, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let t = x.dim(0)?;
+    let (heads, kv_heads, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
+    let eps = c.rms_norm_eps as f32;
+    let scale = 1.0 / (hd as f64).sqrt();
+    let h = candle_nn::ops::rms_norm(x, &w.get(&format!("{p}.input_layernorm.weight"))?, eps)?;
+    let heads_of = |name: &str, n: usize| -> Result<Tensor> {
+        let y = w.linear(&format!("{p}.self_attn.{name}.weight"), &h)?;
+        Ok(y.reshape((1, t, n, hd))?.transpose(1, 2)?.contiguous()?)
+    };
+    let q = candle_nn::rotary_emb::rope(&heads_of("q_proj", heads)?, cos, sin)?;
+    let k = candle_nn::rotary_emb::rope(&heads_of("k_proj", kv_heads)?, cos, sin)?;
+    let v = heads_of("v_proj", kv_heads)?;
+    let attn = causal_attention(&q, &k, &v, scale)?;
+    let x = (x + w.linear(&format!("{p}.self_attn.o_proj.weight"), &attn)?)?;
+
+    let h = candle_nn::ops::rms_norm(&x, &w.get(&format!("{p}.post_attention_layernorm.weight"))?, eps)?;
+    let gate = w.linear(&format!("{p}.mlp.gate_proj.weight"), &h)?;
+    let up = w.linear(&format!("{p}.mlp.up_proj.weight"), &h)?;
+    Ok((x + w.linear(&format!("{p}.mlp.down_proj.weight"), &swiglu(&gate, &up)?)?)?)
+}
+
+/// `silu(gate) * up`, fused into one pass with the vectorized exp.
+fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    let mut out = gate.flatten_all()?.to_vec1::<f32>()?;
+    with_f32_slice(&up.contiguous()?, |up| crate::math::silu_mul_in_place(&mut out, up))?;
+    Ok(Tensor::from_vec(out, gate.shape(), &cpu())?)
+}
+
+/// cos/sin tables `[T, head_dim / 2]` for rotate-half RoPE, with Llama 3 frequency scaling when configured.
+fn rope_tables(c: &LlamaConfig, t: usize) -> Result<(Tensor, Tensor)> {
+    let hd = c.head_dim();
+    let inv_freq: Vec<f64> = (0..hd / 2)
+        .map(|i| 1.0 / c.rope_theta.powf(2.0 * i as f64 / hd as f64))
+        .map(|f| match &c.rope_scaling {
+            Some(s) => llama3_scaled(f, s),
+            None => f,
+        })
+        .collect();
+    let angles: Vec<f64> = (0..t).flat_map(|p| inv_freq.iter().map(move |f| p as f64 * f)).collect();
+    let cos: Vec<f32> = angles.iter().map(|a| a.cos() as f32).collect();
+    let sin: Vec<f32> = angles.iter().map(|a| a.sin() as f32).collect();
+    Ok((Tensor::from_vec(cos, (t, hd / 2), &cpu())?, Tensor::from_vec(sin, (t, hd / 2), &cpu())?))
+}
+
+fn llama3_scaled(freq: f64, s: &RopeScaling) -> f64 {
+    let original = s.original_max_position_embeddings as f64;
+    let (low_wavelen, high_wavelen) = (original / s.low_freq_factor, original / s.high_freq_factor);
+    let wavelen = 2.0 * std::f64::consts::PI / freq;
+    if wavelen < high_wavelen {
+        freq
+    } else if wavelen > low_wavelen {
+        freq / s.factor
+    } else {
+        let smooth = (original / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        (1.0 - smooth) * freq / s.factor + smooth * freq
+    }
+}
+
+fn default_rms_norm_eps() -> f64 {
+    1e-6
+}
+fn default_rope_theta() -> f64 {
+    10_000.0
+}
+fn default_max_positions() -> usize {
+    2048
+}
+fn default_original_max() -> usize {
+    8192
+}
+fn one() -> f64 {
+    1.0
+}
+fn four() -> f64 {
+    4.0
+}

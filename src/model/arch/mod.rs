@@ -1,0 +1,164 @@
+//! Architectures behind one trait. The registries at the end of this file are the only place that lists them:
+//! adding an architecture is a new file here (its config, tensor names, roles, heatmap kinds and forward pass)
+//! and one line in `HUGGING_FACE` (and in `GGUF` when llama.cpp writes it).
+
+pub mod gpt2;
+pub mod llama;
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use candle_core::Tensor;
+use candle_core::quantized::gguf_file::Value;
+
+use super::{Linears, TensorRole};
+use crate::error::Result;
+
+/// What the rest of the program knows of an architecture. Names are Hugging Face's; matrices are `[out, in]`.
+pub trait Arch: Send + Sync + Debug + 'static {
+    /// Hugging Face `model_type`.
+    fn name(&self) -> &'static str;
+    /// A `config.json` that reproduces this architecture, `model_type` and `architectures` included.
+    fn config_json(&self) -> serde_json::Value;
+    fn max_context(&self) -> usize;
+    /// Rows of the token embedding: every token id must be below this.
+    fn vocab_size(&self) -> usize;
+    fn num_layers(&self) -> usize;
+    fn bos_token_id(&self) -> Option<u32>;
+    /// Every tensor the forward pass needs, with its shape as implied by the config.
+    fn expected_tensors(&self) -> Vec<(String, Vec<usize>)>;
+    /// The weight that maps final hidden states to logits (the embedding when tied).
+    fn head_name(&self) -> &'static str;
+    /// What role a weight plays; decides whether (and how) it is quantized.
+    fn tensor_role(&self, name: &str) -> TensorRole;
+    /// The heatmap columns, in the order they are drawn.
+    fn kinds(&self) -> &'static [&'static str];
+    /// The heatmap column of a weight matrix, None for tensors outside the layers' matrices.
+    fn kind_of(&self, name: &str) -> Option<&'static str>;
+    /// A Hugging Face checkpoint key as we name it; None for keys to drop (buffers, a tied head).
+    fn from_hf_key(&self, key: &str) -> Option<String> {
+        Some(key.to_string())
+    }
+    /// Whether a weight is stored `[in, out]` in Hugging Face files (GPT-2's Conv1D) and transposed on load.
+    fn stored_transposed(&self, _name: &str) -> bool {
+        false
+    }
+    /// A GGUF tensor name as we name it; None for tensors we do not use.
+    fn from_gguf_name(&self, _gguf: &str) -> Option<String> {
+        None
+    }
+    /// A tensor read from GGUF in our layout (llama.cpp permutes the q/k rows of Llama).
+    fn from_gguf_layout(&self, _name: &str, tensor: Tensor) -> Result<Tensor> {
+        Ok(tensor)
+    }
+    /// The final hidden states `[T, hidden]` of each window, before the head.
+    fn forward(&self, linears: &Linears, windows: &[&[u32]]) -> Result<Vec<Tensor>>;
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// A model's architecture: shared, cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Architecture(Arc<dyn Arch>);
+
+impl Architecture {
+    pub fn new(arch: impl Arch) -> Self {
+        Architecture(Arc::new(arch))
+    }
+
+    /// The concrete configuration, for code that knows which architecture it holds (tests, GGUF writers).
+    pub fn config<T: Arch>(&self) -> Option<&T> {
+        self.0.as_any().downcast_ref()
+    }
+}
+
+impl std::ops::Deref for Architecture {
+    type Target = dyn Arch;
+    fn deref(&self) -> &dyn Arch {
+        &*self.0
+    }
+}
+
+impl PartialEq for Architecture {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name() && self.config_json() == other.config_json()
+    }
+}
+
+/// GGUF metadata as an architecture reads it; errors name the key.
+pub struct GgufMetadata<'a>(pub &'a HashMap<String, Value>);
+
+impl<'a> GgufMetadata<'a> {
+    fn get(&self, key: &str) -> std::result::Result<&'a Value, String> {
+        self.0.get(key).ok_or_else(|| format!("GGUF metadata `{key}` is missing"))
+    }
+    fn wrong(key: &str, e: impl std::fmt::Display) -> String {
+        format!("GGUF metadata `{key}` has an unexpected type or value ({e})")
+    }
+    pub fn string(&self, key: &str) -> std::result::Result<String, String> {
+        self.get(key)?.to_string().cloned().map_err(|e| Self::wrong(key, e))
+    }
+    pub fn u32(&self, key: &str) -> std::result::Result<u32, String> {
+        let v = self.get(key)?;
+        match v.to_u32() {
+            Ok(x) => Ok(x),
+            Err(e) => v.to_u64().ok().and_then(|x| u32::try_from(x).ok()).ok_or_else(|| Self::wrong(key, e)),
+        }
+    }
+    pub fn f32(&self, key: &str) -> std::result::Result<f32, String> {
+        self.get(key)?.to_f32().map_err(|e| Self::wrong(key, e))
+    }
+    pub fn array(&self, key: &str) -> std::result::Result<&'a Vec<Value>, String> {
+        self.get(key)?.to_vec().map_err(|e| Self::wrong(key, e))
+    }
+}
+
+type FromHf = fn(serde_json::Value) -> std::result::Result<Architecture, String>;
+type FromGguf = fn(&GgufMetadata) -> std::result::Result<Architecture, String>;
+
+/// Hugging Face architectures by `model_type`.
+const HUGGING_FACE: &[(&str, FromHf)] = &[("llama", llama::from_hf_config), ("gpt2", gpt2::from_hf_config)];
+
+/// GGUF architectures by `general.architecture`.
+const GGUF: &[(&str, FromGguf)] = &[("llama", llama::from_gguf)];
+
+/// The architecture a `config.json` describes: None when its `model_type` is not one we open.
+pub fn from_hf_config(
+    model_type: &str,
+    config: serde_json::Value,
+) -> Option<std::result::Result<Architecture, String>> {
+    HUGGING_FACE.iter().find(|(name, _)| *name == model_type).map(|(_, make)| make(config))
+}
+
+/// The architecture a GGUF file's metadata describes: None when its `general.architecture` is not one we open.
+pub fn from_gguf(architecture: &str, meta: &GgufMetadata) -> Option<std::result::Result<Architecture, String>> {
+    GGUF.iter().find(|(name, _)| *name == architecture).map(|(_, make)| make(meta))
+}
+
+/// The `model_type`s we open, for messages.
+pub fn hf_names() -> String {
+    HUGGING_FACE.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+}
+
+/// The GGUF architectures we open, for messages.
+pub fn gguf_names() -> String {
+    GGUF.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+}
+
+/// A finite number above zero, or an error naming the field.
+pub(crate) fn positive(field: &str, value: f64) -> std::result::Result<(), String> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{field} is {value}, but must be a finite number above zero"))
+    }
+}
+
+/// The `config.json` of a serializable config with its `model_type` and Hugging Face class.
+pub(crate) fn hf_config_json(config: &impl serde::Serialize, model_type: &str, class: &str) -> serde_json::Value {
+    let mut value = serde_json::to_value(config).expect("configs serialize");
+    value["model_type"] = model_type.into();
+    value["architectures"] = serde_json::json!([class]);
+    value
+}
