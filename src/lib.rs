@@ -6,7 +6,7 @@ pub mod compare;
 pub mod demo;
 pub mod error;
 pub mod eval;
-pub mod export;
+pub mod formats;
 pub mod importance;
 pub mod job;
 pub mod math;
@@ -16,5 +16,6 @@ pub mod output;
 pub mod quant;
 
 pub use error::{Error, Result};
+pub use formats::load;
 pub use job::{CancelToken, Job, Progress};
-pub use model::{Model, load};
+pub use model::Model;

@@ -42,7 +42,11 @@ fn assert_mentions(stderr: &str, parts: &[&str]) {
 fn save_safetensors(dir: &Path, edit: impl FnOnce(&mut HashMap<String, candle_core::Tensor>)) {
     let path = dir.join("model.safetensors");
     let mut tensors: HashMap<String, candle_core::Tensor> =
-        nash_swarm::model::read_safetensors_f32(&path).unwrap().into_iter().map(|(k, (t, _))| (k, t)).collect();
+        nash_swarm::formats::safetensors::read_safetensors_f32(&path)
+            .unwrap()
+            .into_iter()
+            .map(|(k, (t, _))| (k, t))
+            .collect();
     edit(&mut tensors);
     candle_core::safetensors::save(&tensors, &path).unwrap();
 }
@@ -363,7 +367,7 @@ fn reference_with_another_vocabulary() {
 // ---- sharded checkpoints ----
 
 fn shard(dir: &Path, index: serde_json::Value, shards: &[(&str, &[&str])]) {
-    let tensors = nash_swarm::model::read_safetensors_f32(&dir.join("model.safetensors")).unwrap();
+    let tensors = nash_swarm::formats::safetensors::read_safetensors_f32(&dir.join("model.safetensors")).unwrap();
     for (file, names) in shards {
         let part: HashMap<String, candle_core::Tensor> =
             names.iter().map(|n| (n.to_string(), tensors[*n].0.clone())).collect();
@@ -377,7 +381,10 @@ fn shard(dir: &Path, index: serde_json::Value, shards: &[(&str, &[&str])]) {
 fn a_tensor_in_two_shards() {
     let dir = scratch_copy(&stories());
     let all: Vec<String> =
-        nash_swarm::model::read_safetensors_f32(&dir.path().join("model.safetensors")).unwrap().into_keys().collect();
+        nash_swarm::formats::safetensors::read_safetensors_f32(&dir.path().join("model.safetensors"))
+            .unwrap()
+            .into_keys()
+            .collect();
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     let index = serde_json::json!({"weight_map": {"a": "one.safetensors", "b": "two.safetensors"}});
     shard(dir.path(), index, &[("one.safetensors", &all), ("two.safetensors", &all[..1])]);
@@ -444,7 +451,7 @@ fn packed_export(dir: &Path) -> std::path::PathBuf {
     let config = nash_swarm::quant::QuantConfig::seed();
     let q = nash_swarm::quant::quantize_model(&model, &config, None, &nash_swarm::Job::silent()).unwrap();
     let out = dir.join("packed");
-    nash_swarm::export::packed::export(&model, &q, &out).unwrap();
+    nash_swarm::formats::packed::export(&model, &q, &out).unwrap();
     out
 }
 

@@ -10,7 +10,7 @@ use nash_swarm::{Job, load};
 #[test]
 fn gpt2_logits_match_the_float64_reference() {
     let model = load(&tiny_gpt2()).unwrap();
-    let reference = nash_swarm::model::read_safetensors_f32(&tiny_gpt2().join("reference.safetensors"));
+    let reference = nash_swarm::formats::safetensors::read_safetensors_f32(&tiny_gpt2().join("reference.safetensors"));
     // input_ids are I64, which the f32 reader refuses; read them directly.
     assert!(reference.is_err(), "reference.safetensors holds integer ids, which are not weights");
     let bytes = std::fs::read(tiny_gpt2().join("reference.safetensors")).unwrap();

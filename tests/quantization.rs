@@ -8,7 +8,7 @@ use std::process::Command;
 
 use common::*;
 use nash_swarm::eval::{self, Kld, WindowSpec};
-use nash_swarm::export::packed;
+use nash_swarm::formats::packed;
 use nash_swarm::quant::nash;
 use nash_swarm::quant::{GroupSize, QuantConfig, quantize_model};
 use nash_swarm::{Job, load};

@@ -54,10 +54,13 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         if bar.is_hidden() { eprintln!("{line}") } else { bar.println(line) }
     })?;
     bar.finish_and_clear();
-    let markdown = nash_swarm::export::report::markdown(&rows);
+    let markdown = nash_swarm::compare::report::markdown(&rows);
     if let Some(path) = &args.report {
         nash_swarm::output::write_file(path, markdown.as_bytes())?;
-        nash_swarm::output::write_file(&path.with_extension("csv"), nash_swarm::export::report::csv(&rows).as_bytes())?;
+        nash_swarm::output::write_file(
+            &path.with_extension("csv"),
+            nash_swarm::compare::report::csv(&rows).as_bytes(),
+        )?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "rows": rows }))?);
@@ -70,10 +73,10 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
 /// The report and its CSV clear of the inputs and writable, before any row is computed.
 fn check_report(args: &CompareArgs, report: &std::path::Path) -> anyhow::Result<()> {
     use nash_swarm::output::{Input, Kind, Output, check};
-    let model_root = nash_swarm::model::load::model_root(&args.model);
+    let model_root = nash_swarm::formats::model_root(&args.model);
     let inputs = [Input { what: "model", path: &model_root }, Input { what: "text", path: &args.text }];
     let csv = report.with_extension("csv");
-    let ours = nash_swarm::export::report::is_report;
+    let ours = nash_swarm::compare::report::is_report;
     let outputs = [
         Output { flag: "--report", path: report, kind: Kind::File, ours },
         Output { flag: "--report (its CSV)", path: &csv, kind: Kind::File, ours },

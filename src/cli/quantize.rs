@@ -7,7 +7,7 @@ use nash_swarm::eval::{self, Kld};
 use nash_swarm::importance::{ImportanceMethod, activation};
 use nash_swarm::output::{Input, Kind, Output};
 use nash_swarm::quant::{QuantConfig, quantize_model};
-use nash_swarm::{Model, export};
+use nash_swarm::{Model, formats};
 use serde_json::json;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -105,10 +105,10 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     }
     let allocation_seconds = start.elapsed().as_secs_f64();
     let quantized = quantize_model(&model, &config, calibration.as_ref(), &job)?;
-    let size_bytes = export::packed::export(&model, &quantized, &args.out)
+    let size_bytes = formats::packed::export(&model, &quantized, &args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;
     if let Some(hf) = &args.export_hf {
-        export::hf_fp16::export(&model, &config, &quantized.weights()?, hf)?;
+        formats::hf_fp16::export(&model, &config, &quantized.weights()?, hf)?;
     }
     let b = &quantized.bits;
     let mut out = json!({
@@ -149,15 +149,20 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
 
 /// Every output clear of every input and of each other, and writable, before anything is read or computed.
 fn check_outputs(args: &QuantizeArgs) -> anyhow::Result<()> {
-    let model_root = nash_swarm::model::load::model_root(&args.model);
+    let model_root = nash_swarm::formats::model_root(&args.model);
     let mut inputs = vec![Input { what: "model", path: &model_root }];
     let named =
         [("configuration", &args.config), ("calibration text", &args.calib_text), ("evaluation text", &args.eval_text)];
     inputs.extend(named.iter().filter_map(|(what, p)| p.as_deref().map(|path| Input { what, path })));
     let mut outputs =
-        vec![Output { flag: "--out", path: &args.out, kind: Kind::Folder, ours: export::packed::is_packed_dir }];
+        vec![Output { flag: "--out", path: &args.out, kind: Kind::Folder, ours: formats::packed::is_packed_dir }];
     if let Some(hf) = &args.export_hf {
-        outputs.push(Output { flag: "--export-hf", path: hf, kind: Kind::Folder, ours: export::hf_fp16::is_hf_export });
+        outputs.push(Output {
+            flag: "--export-hf",
+            path: hf,
+            kind: Kind::Folder,
+            ours: formats::hf_fp16::is_hf_export,
+        });
     }
     Ok(nash_swarm::output::check(&inputs, &outputs, args.force)?)
 }

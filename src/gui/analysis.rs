@@ -203,7 +203,7 @@ pub fn run(
     let quantized = quantize_model(model, config, calibration.as_ref(), job)?;
     let detail: BTreeMap<String, TensorResult> =
         quantized.tensors.par_iter().map(|(name, q)| (name.clone(), tensor_result(q, THUMBNAIL_SIDE))).collect();
-    let size_bytes = nash_swarm::export::packed::packed_size(model, &quantized) as u64;
+    let size_bytes = nash_swarm::formats::packed::packed_size(model, &quantized) as u64;
     let bits = quantized.bits.clone();
     let quantized_model = quantized.into_model(model)?;
     crate::gui::worker::release_freed_memory();

@@ -14,7 +14,7 @@ use nash_swarm::output::{self, Input, Kind, Output};
 use nash_swarm::quant::QuantConfig;
 use nash_swarm::quant::estimate::{BitEstimate, estimate};
 use nash_swarm::quant::summary::TensorResult;
-use nash_swarm::{Model, export};
+use nash_swarm::{Model, formats};
 
 use super::analysis::{self, Analysis, RunOutput, RunRecord};
 use super::state::Settings;
@@ -217,12 +217,12 @@ impl ExplorerApp {
     /// A save target must stay clear of the open model and text, like the CLI's outputs. A file chosen in the
     /// save dialog was confirmed there, so it may be replaced; a folder must be new, empty or an export of ours.
     fn check_output(&self, what: &str, path: &Path, kind: Kind) -> nash_swarm::Result<()> {
-        let model_root = self.model.as_ref().map(|m| nash_swarm::model::load::model_root(&m.source));
+        let model_root = self.model.as_ref().map(|m| nash_swarm::formats::model_root(&m.source));
         let mut inputs: Vec<Input> = model_root.iter().map(|path| Input { what: "model", path }).collect();
         inputs.extend(self.settings.text.iter().map(|path| Input { what: "text", path }));
         let ours = match kind {
-            Kind::Folder => export::packed::is_packed_dir,
-            Kind::File => export::report::is_report,
+            Kind::Folder => formats::packed::is_packed_dir,
+            Kind::File => compare::report::is_report,
         };
         output::check(&inputs, &[Output { flag: what, path, kind, ours }], kind == Kind::File)
     }
@@ -336,7 +336,7 @@ impl ExplorerApp {
         self.jobs.spawn(ctx, JobKind::Export, move |job| {
             let calibration = analysis::calibration_if_needed(&model, &config, text.as_ref(), job)?;
             let quantized = nash_swarm::quant::quantize_model(&model, &config, calibration.as_ref(), job)?;
-            let size = export::packed::export(&model, &quantized, &out)?;
+            let size = formats::packed::export(&model, &quantized, &out)?;
             Ok(Outcome::Exported(format!("quantized model written to {} ({size} bytes)", out.display())))
         });
     }
@@ -351,8 +351,8 @@ impl ExplorerApp {
         let written = self
             .check_output("the report", &path, Kind::File)
             .and_then(|()| self.check_output("the report's CSV", &csv, Kind::File))
-            .and_then(|()| output::write_file(&path, export::report::markdown(&rows).as_bytes()))
-            .and_then(|()| output::write_file(&csv, export::report::csv(&rows).as_bytes()));
+            .and_then(|()| output::write_file(&path, compare::report::markdown(&rows).as_bytes()))
+            .and_then(|()| output::write_file(&csv, compare::report::csv(&rows).as_bytes()));
         self.report(written.map(|()| format!("report written to {} and .csv", path.display())));
     }
 

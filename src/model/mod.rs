@@ -4,10 +4,7 @@
 //! weights are transposed on load), so the quantizer sees one convention whatever the source format.
 
 pub mod arch;
-pub mod gguf;
-pub mod gguf_header;
 pub mod layers;
-pub mod load;
 pub mod tensor_io;
 
 use std::collections::BTreeMap;
@@ -20,8 +17,7 @@ pub use arch::gpt2::Gpt2Config;
 pub use arch::llama::LlamaConfig;
 pub use arch::{Arch, Architecture};
 pub use layers::gemm;
-pub use load::load;
-pub use tensor_io::{read_safetensors_f32, tensor_to_vec};
+pub use tensor_io::tensor_to_vec;
 
 use crate::error::{Error, Result};
 

@@ -1,16 +1,57 @@
-//! Exporters, one file per format: our packed safetensors layout, plain fp16 Hugging Face weights, and reports.
-//! Every write goes through `crate::output` (a temporary sibling renamed into place, only our files replaced).
-
-pub mod hf_fp16;
-pub mod packed;
-pub mod report;
+//! safetensors files: read into f32 tensors (errors name the file and the tensor), and written from arrays
+//! (the header padded as the format suggests), plus a bounded read of a file's metadata alone.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
+use candle_core::Tensor;
+use safetensors::{Dtype, SafeTensors};
+
 use crate::error::{Error, Result};
-use crate::model::Architecture;
+use crate::model::cpu;
+
+/// Maps a file read-only; safetensors files are read in place, not copied.
+pub fn map_file(path: &Path) -> Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: the map is read-only and lives only while we copy out of it; a concurrent writer would be a user error.
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))
+}
+
+pub fn parse_safetensors<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>> {
+    SafeTensors::deserialize(bytes).map_err(|e| Error::bad_file(path, format!("not a valid safetensors file ({e})")))
+}
+
+/// Every floating-point tensor of a safetensors file, converted to f32, keyed by its stored name, with the
+/// dtype it was stored in.
+pub fn read_safetensors_f32(path: &Path) -> Result<BTreeMap<String, (Tensor, String)>> {
+    let bytes = map_file(path)?;
+    let st = parse_safetensors(path, &bytes)?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let values = to_f32(path, &name, view.dtype(), view.data())?;
+        let tensor = Tensor::from_vec(values, view.shape(), &cpu())?;
+        out.insert(name, (tensor, format!("{:?}", view.dtype())));
+    }
+    Ok(out)
+}
+
+fn to_f32(path: &Path, name: &str, dtype: Dtype, data: &[u8]) -> Result<Vec<f32>> {
+    let words = |n: usize| data.chunks_exact(n);
+    Ok(match dtype {
+        Dtype::F32 => words(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => words(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::BF16 => words(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::F64 => words(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
+        other => {
+            return Err(Error::UnsupportedDtype {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+                dtype: format!("{other:?}"),
+            });
+        }
+    })
+}
 
 /// One array of a safetensors file.
 pub struct Array<'a> {
@@ -73,15 +114,6 @@ pub fn safetensors_metadata(path: &Path) -> Option<BTreeMap<String, String>> {
     file.read_exact(&mut header).ok()?;
     let value: serde_json::Value = serde_json::from_slice(&header).ok()?;
     serde_json::from_value(value.get("__metadata__")?.clone()).ok()
-}
-
-/// `config.json` for our loader (and Hugging Face's) from an architecture.
-pub fn config_json(architecture: &Architecture) -> Vec<u8> {
-    serde_json::to_vec_pretty(&architecture.config_json()).expect("JSON serializes")
-}
-
-pub fn write_tokenizer(tokenizer: &tokenizers::Tokenizer, path: &Path) -> Result<()> {
-    tokenizer.save(path, false).map_err(|e| Error::bad_file(path, format!("cannot write the tokenizer: {e}")))
 }
 
 pub fn f16_bytes(values: &[half::f16]) -> Vec<u8> {

@@ -1,55 +1,14 @@
-//! Opens whatever a path names: a Hugging Face folder, a GGUF file, or our packed export; checks it thoroughly.
+//! Hugging Face folders: `config.json` through the architecture registry, single or sharded safetensors,
+//! `tokenizer.json`; and the `config.json` / `tokenizer.json` our exports write beside their weights.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::Tensor;
-use rayon::prelude::*;
-
-use super::{Architecture, Model, SourceFormat, Weights, gguf, tensor_io};
+use super::checks::{Sourced, check_token_ids, check_tokenizer, validate};
+use super::safetensors::read_safetensors_f32;
 use crate::error::{Error, Result};
-
-/// Loads a model from a Hugging Face folder (or a file inside one), a `.gguf` file, or a packed export folder.
-pub fn load(path: &Path) -> Result<Model> {
-    if !path.exists() {
-        return Err(Error::bad_file(path, "no such file or directory"));
-    }
-    if path.is_file() {
-        if is_gguf(path)? {
-            return gguf::load(path);
-        }
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if name.ends_with(".safetensors") || name == "config.json" {
-            return load(path.parent().unwrap_or(Path::new(".")));
-        }
-        return Err(Error::bad_file(path, "neither a GGUF file nor a Hugging Face model folder"));
-    }
-    if crate::export::packed::is_packed_dir(path) {
-        return crate::export::packed::load(path);
-    }
-    load_hf_dir(path)
-}
-
-/// The file or folder that opening `path` reads: the folder when `path` names a file inside a Hugging Face
-/// folder, else `path` itself. Outputs must stay clear of it.
-pub fn model_root(path: &Path) -> PathBuf {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let inside_hf_folder = name.ends_with(".safetensors") || name == "config.json";
-    if path.is_file() && inside_hf_folder && !is_gguf(path).unwrap_or(false) {
-        path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf()
-    } else {
-        path.to_path_buf()
-    }
-}
-
-fn is_gguf(path: &Path) -> Result<bool> {
-    use std::io::Read;
-    let mut magic = [0u8; 4];
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let n = file.read(&mut magic).map_err(|e| Error::io(path, e))?;
-    Ok(n == 4 && &magic == b"GGUF" || path.extension().is_some_and(|e| e == "gguf"))
-}
+use crate::model::{Architecture, Model, SourceFormat, arch};
 
 /// `config.json` -> architecture, with the config's own errors named.
 pub fn read_config(dir: &Path) -> Result<Architecture> {
@@ -66,8 +25,8 @@ pub fn read_config(dir: &Path) -> Result<Architecture> {
     if model_type.is_empty() {
         return Err(Error::bad_file(&path, "no `model_type` field"));
     }
-    let Some(architecture) = super::arch::from_hf_config(&model_type, value) else {
-        let supported = super::arch::hf_names();
+    let Some(architecture) = arch::from_hf_config(&model_type, value) else {
+        let supported = arch::hf_names();
         return Err(Error::UnsupportedArchitecture { path, architecture: model_type, supported });
     };
     let architecture = architecture.map_err(|e| Error::bad_file(&path, format!("invalid {model_type} config: {e}")))?;
@@ -90,23 +49,6 @@ fn token_ids(value: &serde_json::Value) -> std::result::Result<Vec<u64>, ()> {
         serde_json::Value::Array(items) => items.iter().map(|v| v.as_u64().ok_or(())).collect(),
         _ => Err(()),
     }
-}
-
-/// Token ids must name rows of the embedding; `what` says where they came from.
-pub fn check_token_ids(path: &Path, what: &str, ids: &[u64], vocab: usize) -> Result<()> {
-    match ids.iter().find(|&&id| id >= vocab as u64) {
-        Some(id) => Err(Error::bad_file(
-            path,
-            format!("{what} {id} is outside the vocabulary (the embedding has {vocab} rows)"),
-        )),
-        None => Ok(()),
-    }
-}
-
-/// The tokenizer never produces an id the embedding lacks.
-pub fn check_tokenizer(path: &Path, tokenizer: &tokenizers::Tokenizer, vocab: usize) -> Result<()> {
-    let largest = tokenizer.get_vocab(true).into_values().max().unwrap_or(0) as u64;
-    check_token_ids(path, "the tokenizer's largest token id", &[largest], vocab)
 }
 
 /// The safetensors files of a folder: `model.safetensors`, or the shards named by its index, each inside the
@@ -143,12 +85,13 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn load_hf_dir(dir: &Path) -> Result<Model> {
+/// Opens a Hugging Face folder: `config.json`, the weights (single file or shards), `tokenizer.json`.
+pub fn load(dir: &Path) -> Result<Model> {
     let architecture = read_config(dir)?;
     let mut tensors = BTreeMap::new();
     let mut stored_dtypes = BTreeMap::new();
     for file in weight_files(dir)? {
-        for (key, (tensor, dtype)) in tensor_io::read_safetensors_f32(&file)? {
+        for (key, (tensor, dtype)) in read_safetensors_f32(&file)? {
             if let Some(name) = architecture.from_hf_key(&key) {
                 stored_dtypes.insert(name, dtype);
             }
@@ -177,8 +120,6 @@ fn load_hf_dir(dir: &Path) -> Result<Model> {
     })
 }
 
-type Sourced = BTreeMap<String, (Tensor, PathBuf)>;
-
 /// Checkpoint keys as we name them (prefixes, buffers and a tied head dropped), transposed weights in `[out, in]`.
 fn normalize_names(architecture: &Architecture, tensors: Sourced) -> Result<Sourced> {
     let mut out = BTreeMap::new();
@@ -194,75 +135,19 @@ fn normalize_names(architecture: &Architecture, tensors: Sourced) -> Result<Sour
     Ok(out)
 }
 
-/// Every expected tensor present with the shape the config implies, nothing non-finite.
-pub fn validate(source: &Path, architecture: &Architecture, mut tensors: Sourced) -> Result<Weights> {
-    check_layer_count(source, architecture, tensors.keys())?;
-    let mut weights = Weights::default();
-    for (name, shape) in architecture.expected_tensors() {
-        let (tensor, file) = tensors
-            .remove(&name)
-            .ok_or_else(|| Error::MissingTensor { path: source.to_path_buf(), name: name.clone() })?;
-        if tensor.dims() != shape.as_slice() {
-            // GPT-2 Conv1D weights were transposed on load: report shapes as stored in the file.
-            let as_stored = |mut dims: Vec<usize>| {
-                if architecture.stored_transposed(&name) {
-                    dims.reverse();
-                }
-                dims
-            };
-            let (expected, actual) = (as_stored(shape), as_stored(tensor.dims().to_vec()));
-            return Err(Error::ShapeMismatch { path: file, name, expected, actual });
-        }
-        weights.insert(name, tensor);
-    }
-    check_finite(source, &weights)?;
-    Ok(weights)
-}
-
-/// The weights hold exactly the layers the configuration declares (checked before the expected tensors are
-/// listed, so an absurd layer count costs nothing).
-pub fn check_layer_count<'a>(
-    source: &Path,
-    architecture: &Architecture,
-    names: impl Iterator<Item = &'a String>,
-) -> Result<()> {
-    let layers: std::collections::BTreeSet<usize> = names.filter_map(|n| super::layer_of(n)).collect();
-    let declared = architecture.num_layers();
-    let held = layers.len();
-    if held == declared && layers.last().is_none_or(|&last| last + 1 == held) {
-        return Ok(());
-    }
-    let numbers = match (layers.first(), layers.last()) {
-        (Some(first), Some(last)) => format!(" (numbered {first} to {last})"),
-        _ => String::new(),
-    };
-    Err(Error::bad_file(
-        source,
-        format!("the configuration declares {declared} layers, but the weights hold {held}{numbers}"),
-    ))
-}
-
-pub fn check_finite(source: &Path, weights: &Weights) -> Result<()> {
-    let bad = weights
-        .0
-        .par_iter()
-        .map(|(name, t)| {
-            let values = tensor_io::tensor_to_vec(t)?;
-            Ok((name, values.iter().filter(|v| !v.is_finite()).count()))
-        })
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .find(|(_, count)| *count > 0);
-    match bad {
-        Some((name, count)) => Err(Error::NonFinite { path: source.to_path_buf(), name: name.clone(), count }),
-        None => Ok(()),
-    }
-}
-
 pub fn load_tokenizer(dir: &Path) -> Result<tokenizers::Tokenizer> {
     let path = dir.join("tokenizer.json");
     if !path.exists() {
         return Err(Error::bad_file(dir, "tokenizer.json is missing"));
     }
     tokenizers::Tokenizer::from_file(&path).map_err(|e| Error::bad_file(&path, format!("invalid tokenizer: {e}")))
+}
+
+/// `config.json` for our loader (and Hugging Face's) from an architecture.
+pub fn config_json(architecture: &Architecture) -> Vec<u8> {
+    serde_json::to_vec_pretty(&architecture.config_json()).expect("JSON serializes")
+}
+
+pub fn write_tokenizer(tokenizer: &tokenizers::Tokenizer, path: &Path) -> Result<()> {
+    tokenizer.save(path, false).map_err(|e| Error::bad_file(path, format!("cannot write the tokenizer: {e}")))
 }

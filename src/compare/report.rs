@@ -1,6 +1,6 @@
 //! Comparison reports as Markdown and CSV.
 
-use crate::compare::Row;
+use super::Row;
 
 pub fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(

@@ -17,8 +17,10 @@ use std::sync::Arc;
 use half::f16;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Array, config_json, f16_bytes, safetensors_metadata, safetensors_size, write_safetensors, write_tokenizer,
+use super::checks::{check_layer_count, check_tokenizer, validate};
+use super::hf::{config_json, load_tokenizer, write_tokenizer};
+use super::safetensors::{
+    Array, f16_bytes, map_file, parse_safetensors, safetensors_metadata, safetensors_size, write_safetensors,
 };
 use crate::error::{Error, Result};
 use crate::model::{Model, SourceFormat, Weights, cpu};
@@ -148,10 +150,10 @@ pub fn is_packed_dir(dir: &Path) -> bool {
 
 /// Opens a packed folder: unpacks and dequantizes every matrix.
 pub fn load(dir: &Path) -> Result<Model> {
-    let architecture = crate::model::load::read_config(dir)?;
+    let architecture = super::hf::read_config(dir)?;
     let path = dir.join("model.safetensors");
-    let bytes = crate::model::tensor_io::map_file(&path)?;
-    let st = crate::model::tensor_io::parse_safetensors(&path, &bytes)?;
+    let bytes = map_file(&path)?;
+    let st = parse_safetensors(&path, &bytes)?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| Error::bad_file(&path, format!("not a valid safetensors file ({e})")))?;
     let meta = header.metadata().clone().unwrap_or_default();
@@ -162,7 +164,7 @@ pub fn load(dir: &Path) -> Result<Model> {
     let matrices: BTreeMap<String, MatrixEntry> = serde_json::from_str(meta.get("matrices").map_or("", |s| s))
         .map_err(|e| bad(format!("invalid `matrices` metadata: {e}")))?;
     let names: Vec<String> = st.names().into_iter().filter(|n| !n.contains("::")).map(str::to_string).collect();
-    crate::model::load::check_layer_count(&path, &architecture, names.iter().chain(matrices.keys()))?;
+    check_layer_count(&path, &architecture, names.iter().chain(matrices.keys()))?;
     let expected: BTreeMap<String, Vec<usize>> = architecture.expected_tensors().into_iter().collect();
     let mut weights = Weights::default();
     for (name, entry) in &matrices {
@@ -184,9 +186,9 @@ pub fn load(dir: &Path) -> Result<Model> {
         weights.insert(name, candle_core::Tensor::from_vec(values, view.shape(), &cpu())?);
     }
     let sourced = weights.0.into_iter().map(|(k, t)| (k, (t, path.clone()))).collect();
-    let weights = crate::model::load::validate(dir, &architecture, sourced)?;
-    let tokenizer = crate::model::load::load_tokenizer(dir)?;
-    crate::model::load::check_tokenizer(&dir.join("tokenizer.json"), &tokenizer, architecture.vocab_size())?;
+    let weights = validate(dir, &architecture, sourced)?;
+    let tokenizer = load_tokenizer(dir)?;
+    check_tokenizer(&dir.join("tokenizer.json"), &tokenizer, architecture.vocab_size())?;
     let bos_token_id = architecture.bos_token_id();
     let stored_dtypes = matrices.iter().map(|(n, e)| (n.clone(), e.plan.label())).collect();
     Ok(Model {

@@ -8,7 +8,8 @@ use std::path::Path;
 
 use half::f16;
 
-use super::{Array, config_json, f16_bytes, safetensors_metadata, write_safetensors, write_tokenizer};
+use super::hf::{config_json, write_tokenizer};
+use super::safetensors::{Array, f16_bytes, safetensors_metadata, write_safetensors};
 use crate::error::Result;
 use crate::model::{Model, Weights, tensor_to_vec};
 use crate::quant::QuantConfig;

@@ -2,6 +2,8 @@
 //! quantized module, renamed and put in our layout by the architecture, and the tokenizer rebuilt from the
 //! `tokenizer.ggml.*` metadata (gpt2-style byte-level BPE).
 
+mod header;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::BufReader;
@@ -13,29 +15,30 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::arch::GgufMetadata;
-use super::{Architecture, Model, SourceFormat, cpu};
+use super::checks::{check_token_ids, check_tokenizer, validate};
 use crate::error::{Error, Result};
+use crate::model::arch::{self, GgufMetadata};
+use crate::model::{Architecture, Model, SourceFormat, cpu};
 
 pub fn load(path: &Path) -> Result<Model> {
     let content = read_content(path)?;
     let meta = Metadata { path, map: &content.metadata };
     let name = meta.string("general.architecture")?;
-    let Some(architecture) = super::arch::from_gguf(&name, &GgufMetadata(&content.metadata)) else {
-        let supported = super::arch::gguf_names();
+    let Some(architecture) = arch::from_gguf(&name, &GgufMetadata(&content.metadata)) else {
+        let supported = arch::gguf_names();
         return Err(Error::UnsupportedArchitecture { path: path.to_path_buf(), architecture: name, supported });
     };
     let architecture = architecture.map_err(|e| Error::bad_file(path, e))?;
     for key in ["tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.padding_token_id"] {
         if let Ok(id) = meta.u32(key) {
-            super::load::check_token_ids(path, key, &[id as u64], architecture.vocab_size())?;
+            check_token_ids(path, key, &[id as u64], architecture.vocab_size())?;
         }
     }
     let (tensors, stored_dtypes) = read_tensors(path, &content, &architecture)?;
     let sourced = tensors.into_iter().map(|(k, t)| (k, (t, path.to_path_buf()))).collect();
-    let weights = super::load::validate(path, &architecture, sourced)?;
+    let weights = validate(path, &architecture, sourced)?;
     let tokenizer = tokenizer_from_metadata(&meta)?;
-    super::load::check_tokenizer(path, &tokenizer, architecture.vocab_size())?;
+    check_tokenizer(path, &tokenizer, architecture.vocab_size())?;
     Ok(Model {
         source: path.to_path_buf(),
         format: SourceFormat::Gguf,
@@ -50,7 +53,7 @@ pub fn load(path: &Path) -> Result<Model> {
 
 /// The header, read by our bounded reader (candle's trusts some of the file's numbers).
 fn read_content(path: &Path) -> Result<Content> {
-    super::gguf_header::read(path, &super::tensor_io::map_file(path)?)
+    header::read(path, &super::safetensors::map_file(path)?)
 }
 
 /// Errors name the file.

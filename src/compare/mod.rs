@@ -2,6 +2,8 @@
 //! baselines, the original's configuration, Nash allocations at the uniform rows' true bpw, and the
 //! random-importance ablation, all on the same windows and texts.
 
+pub mod report;
+
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -107,7 +109,7 @@ impl<'a> Bench<'a> {
     /// Evaluates a quantized result against the baseline.
     /// Evaluates a quantized result against the baseline, consuming it (its weights become the model's).
     pub fn row(&self, method: &str, quantized: Quantized, job: &Job) -> Result<Row> {
-        let size = crate::export::packed::packed_size(self.model, &quantized) as u64;
+        let size = crate::formats::packed::packed_size(self.model, &quantized) as u64;
         let (configuration, bits, quantize_seconds) =
             (quantized.config.summary(), quantized.bits.clone(), quantized.quantize_seconds);
         let model = quantized.into_model(self.model)?;
