@@ -24,7 +24,8 @@ use super::safetensors::{
 };
 use crate::error::{Error, Result};
 use crate::model::{Model, SourceFormat, Weights, cpu};
-use crate::quant::rtn::{QuantizedTensor, TensorPlan, TierCodes, TierMap};
+use crate::quant::spec::TensorPlan;
+use crate::quant::stored::{QuantizedTensor, TierCodes, TierMap};
 use crate::quant::tiers::index_bits;
 use crate::quant::{QuantConfig, Quantized};
 
@@ -252,7 +253,7 @@ fn check_matrix<'a>(
     Ok(())
 }
 
-/// Rebuilds a matrix's quantized form from its arrays and dequantizes it (the inverse of `rtn::quantize`).
+/// Rebuilds a matrix's quantized form from its arrays and dequantizes it (the inverse of quantizing).
 fn unpack_matrix(
     entry: &MatrixEntry,
     array: &dyn Fn(&str) -> Option<Vec<u8>>,

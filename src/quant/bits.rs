@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::rtn::QuantizedTensor;
+use super::stored::QuantizedTensor;
 use super::tiers::index_bits;
 
 /// Bits of one quantized matrix, by kind.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::rtn::{Grid, GroupSize, TensorPlan};
+use super::spec::{Grid, GroupSize, TensorPlan};
 use super::tiers::{Granularity, Tier, validate_tiers};
 use crate::error::{Error, Result};
 use crate::importance::ImportanceMethod;

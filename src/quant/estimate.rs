@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::config::{QuantConfig, Scope};
 use super::plan::{Treatment, treatments};
-use super::rtn::{GroupSize, TensorPlan};
+use super::spec::{GroupSize, TensorPlan};
 use super::tiers::{Granularity, index_bits};
 use crate::importance::Scores;
 use crate::model::Model;

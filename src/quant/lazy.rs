@@ -11,7 +11,7 @@ use candle_core::Tensor;
 use rayon::prelude::*;
 
 use super::plan::Quantized;
-use super::rtn::QuantizedTensor;
+use super::stored::QuantizedTensor;
 use crate::error::{Error, Result};
 use crate::model::{LazyWeights, Model, Weights, cpu};
 

@@ -12,8 +12,9 @@ use serde::Serialize;
 
 use super::bits::TensorBits;
 use super::config::QuantConfig;
+use super::method::{self, TierSource};
 use super::plan::{Quantized, Treatment, assign, treatments};
-use super::rtn::{self, Grid, GroupSize, TensorPlan, TierSource};
+use super::spec::{Grid, GroupSize, TensorPlan};
 use super::tiers::{Granularity, Tier};
 use crate::error::{Error, Result};
 use crate::importance::{self, CalibrationStats, ImportanceMethod};
@@ -107,7 +108,14 @@ pub fn build_game(
             Treatment::Fp16 => 16 * tensor.elem_count() as u64,
             Treatment::Quantize { plan, .. } => {
                 let (rows, cols) = tensor.dims2()?;
-                TensorBits::of(&rtn::quantize(&tensor_to_vec(tensor)?, rows, cols, plan, &TierSource::Single)).total()
+                TensorBits::of(&method::for_plan(plan).quantize(
+                    &tensor_to_vec(tensor)?,
+                    rows,
+                    cols,
+                    plan,
+                    &TierSource::Single,
+                ))
+                .total()
             }
         };
     }
@@ -128,7 +136,7 @@ fn player(
     let outcomes = menu
         .iter()
         .map(|plan| {
-            let q = rtn::quantize(w, rows, cols, plan, &assign(plan, rows, cols, Some(&s), None)?);
+            let q = method::for_plan(plan).quantize(w, rows, cols, plan, &assign(plan, rows, cols, Some(&s), None)?);
             Ok(Outcome { error: Quantized::weighted_error(w, &q, &s)?, bits: TensorBits::of(&q).total() })
         })
         .collect::<Result<Vec<_>>>()?;

@@ -8,7 +8,9 @@ use rayon::prelude::*;
 
 use super::bits::{BitReport, TensorBits};
 use super::config::{QuantConfig, Scope};
-use super::rtn::{self, QuantizedTensor, TensorPlan, TierSource};
+use super::method::{self, TierSource};
+use super::spec::TensorPlan;
+use super::stored::QuantizedTensor;
 use super::tiers::{thresholds, tier_of};
 use crate::error::{Error, Result};
 use crate::importance::{self, CalibrationStats, Scores};
@@ -170,7 +172,7 @@ pub fn apply(
                         let tensor_scores = given.or(computed.as_deref());
                         let th = if *follows_tiers { global.as_deref() } else { None };
                         let tiers = assign(plan, rows, cols, tensor_scores, th)?;
-                        Outcome::Quantized(rtn::quantize(values, rows, cols, plan, &tiers))
+                        Outcome::Quantized(method::for_plan(plan).quantize(values, rows, cols, plan, &tiers))
                     }
                 })
             })??;

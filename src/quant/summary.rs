@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::bits::TensorBits;
-use super::rtn::QuantizedTensor;
+use super::stored::QuantizedTensor;
 
 /// A small image of a matrix: mean of each cell of `rows / height` × `cols / width` values.
 #[derive(Clone, Debug, Default, Serialize)]

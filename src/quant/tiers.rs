@@ -42,11 +42,11 @@ pub fn validate_tiers(tiers: &[Tier]) -> Result<()> {
     if tiers.is_empty() {
         return Err(Error::InvalidArgument("at least one tier is needed".into()));
     }
-    if tiers.len() > super::rtn::MAX_TIERS {
+    if tiers.len() > super::stored::MAX_TIERS {
         return Err(Error::InvalidArgument(format!(
             "{} tiers: at most {} are supported",
             tiers.len(),
-            super::rtn::MAX_TIERS
+            super::stored::MAX_TIERS
         )));
     }
     for t in tiers {

@@ -8,156 +8,21 @@
 
 use half::f16;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
-use super::pack::{self, BitReader, BitWriter};
-use super::tiers::{Granularity, Tier};
+use super::{Quantizer, TierSource};
+use crate::quant::pack::BitWriter;
+use crate::quant::spec::{Grid, GroupSize, TensorPlan};
+use crate::quant::stored::{BlockGrid, FastGrid, MAX_TIERS, QuantizedTensor, TierCodes, TierMap};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Grid {
-    #[default]
-    Asymmetric,
-    Symmetric,
-}
+/// Min-max round-to-nearest.
+pub struct Rtn;
 
-impl Grid {
-    /// f16 values stored per block.
-    pub fn params_per_block(self) -> usize {
-        match self {
-            Grid::Asymmetric => 2,
-            Grid::Symmetric => 1,
-        }
+impl Quantizer for Rtn {
+    fn name(&self) -> &'static str {
+        "rtn"
     }
-}
-
-/// Weights per quantization block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum GroupSize {
-    G(usize),
-    Row,
-    /// One block for the whole matrix (the original's "uniform 4-bit per tensor").
-    Tensor,
-}
-
-impl From<GroupSize> for String {
-    fn from(g: GroupSize) -> String {
-        match g {
-            GroupSize::G(g) => g.to_string(),
-            GroupSize::Row => "row".into(),
-            GroupSize::Tensor => "tensor".into(),
-        }
-    }
-}
-
-impl TryFrom<String> for GroupSize {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        match s.as_str() {
-            "32" => Ok(GroupSize::G(32)),
-            "64" => Ok(GroupSize::G(64)),
-            "128" => Ok(GroupSize::G(128)),
-            "row" => Ok(GroupSize::Row),
-            "tensor" => Ok(GroupSize::Tensor),
-            other => Err(format!("group size `{other}` is not one of 32, 64, 128, row, tensor")),
-        }
-    }
-}
-
-impl GroupSize {
-    /// Contiguous (start, len) ranges of the row-major weights, in storage order.
-    pub fn blocks(self, rows: usize, cols: usize) -> Vec<(usize, usize)> {
-        match self {
-            GroupSize::Tensor => vec![(0, rows * cols)],
-            GroupSize::Row => (0..rows).map(|r| (r * cols, cols)).collect(),
-            GroupSize::G(g) => {
-                (0..rows).flat_map(|r| (0..cols).step_by(g).map(move |c| (r * cols + c, g.min(cols - c)))).collect()
-            }
-        }
-    }
-}
-
-/// How one matrix is quantized: its tiers and where tiers and grids are decided.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TensorPlan {
-    pub tiers: Vec<Tier>,
-    pub granularity: Granularity,
-    pub group_size: GroupSize,
-    pub grid: Grid,
-}
-
-impl TensorPlan {
-    pub fn uniform(bits: u8, group_size: GroupSize, grid: Grid) -> Self {
-        TensorPlan { tiers: vec![Tier { share: 1.0, bits }], granularity: Granularity::Tensor, group_size, grid }
-    }
-
-    pub fn label(&self) -> String {
-        let tiers: Vec<String> = self.tiers.iter().map(|t| format!("{:.0}%->{}", t.share * 100.0, t.bits)).collect();
-        let g = String::from(self.group_size);
-        if self.tiers.len() == 1 {
-            format!("{}b g{g}", self.tiers[0].bits)
-        } else {
-            format!("{} {} g{g}", tiers.join("/"), self.granularity)
-        }
-    }
-}
-
-/// Codes of the weights of one tier, in storage order, packed at the tier's width.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TierCodes {
-    pub bits: u8,
-    pub count: usize,
-    pub packed: Vec<u8>,
-}
-
-/// One quantized matrix: what the exporter writes and evaluation dequantizes.
-#[derive(Clone, Debug)]
-pub struct QuantizedTensor {
-    pub rows: usize,
-    pub cols: usize,
-    pub plan: TensorPlan,
-    /// Tier of every unit of the plan's granularity.
-    pub tier_map: TierMap,
-    pub codes: Vec<TierCodes>,
-    /// f16 block parameters in storage order: per block, per tier present (scale[, min]).
-    pub params: Vec<f16>,
-    /// Σ (w − q(w))² and Σ w², for the relative error views show.
-    pub squared_error: f64,
-    pub squared_norm: f64,
-}
-
-/// Where each weight's tier comes from.
-#[derive(Clone, Debug)]
-pub enum TierSource<'a> {
-    /// A single-tier plan.
-    Single,
-    /// The tier of every unit of the plan's granularity (group, channel or tensor).
-    Units(Vec<u8>),
-    /// Per-weight granularity: a weight's tier is the number of thresholds above its score. Read while quantizing,
-    /// so no per-weight tier array is ever built.
-    Scores { scores: &'a [f32], thresholds: Vec<f32> },
-}
-
-impl TierSource<'_> {
-    /// Tiers of the weights `first..first + out.len()` (row-major).
-    #[inline(always)]
-    fn fill(&self, granularity: Granularity, cols: usize, first: usize, out: &mut [u8]) {
-        match self {
-            TierSource::Single => out.fill(0),
-            TierSource::Scores { scores, thresholds } => {
-                let scores = &scores[first..first + out.len()];
-                out.fill(0);
-                // Thresholds descend: the tier is the number of them above the score (one vectorized pass each).
-                for &t in thresholds {
-                    out.iter_mut().zip(scores).for_each(|(o, &s)| *o += (s < t) as u8);
-                }
-            }
-            TierSource::Units(units) => {
-                out.iter_mut().enumerate().for_each(|(i, o)| *o = units[granularity.unit_of(first + i, cols)])
-            }
-        }
+    fn quantize(&self, w: &[f32], rows: usize, cols: usize, plan: &TensorPlan, tiers: &TierSource) -> QuantizedTensor {
+        quantize(w, rows, cols, plan, tiers)
     }
 }
 
@@ -174,7 +39,7 @@ pub fn quantize(w: &[f32], rows: usize, cols: usize, plan: &TensorPlan, tiers: &
     }
     .max(1);
     let map_bits = match tiers {
-        TierSource::Scores { .. } => super::tiers::index_bits(k) as u32,
+        TierSource::Scores { .. } => crate::quant::tiers::index_bits(k) as u32,
         _ => 0,
     };
     let coder = Coder::new(plan, tiers, cols, map_bits);
@@ -226,124 +91,6 @@ crate::math::dispatch! {
     }
 }
 
-impl QuantizedTensor {
-    /// Units in each tier (weights, for a single-tier plan, which stores no map).
-    pub fn tier_counts(&self) -> Vec<usize> {
-        let k = self.plan.tiers.len();
-        if k == 1 || self.tier_map.units == self.rows * self.cols {
-            // One tier, or one unit per weight: each tier's code count is its unit count (no pass over the map).
-            return self.codes.iter().map(|c| c.count).collect();
-        }
-        let mut counts = vec![0; k];
-        (0..self.tier_map.units).for_each(|u| counts[self.tier_map.get(u) as usize] += 1);
-        counts
-    }
-
-    /// The tier of weight `i` (row-major).
-    pub fn tier_of_weight(&self, i: usize) -> usize {
-        if self.plan.tiers.len() == 1 {
-            0
-        } else {
-            self.tier_map.get(self.plan.granularity.unit_of(i, self.cols)) as usize
-        }
-    }
-
-    /// The weights the codes stand for, row-major. An inconsistent tensor (read from a damaged file) is an error
-    /// naming what ran out, never a panic. Block by block: the block's tiers, each present tier's codes read in
-    /// one tight loop and mapped to values, then the values merged back into storage order.
-    pub fn dequantize(&self) -> Result<Vec<f32>, String> {
-        let (k, cols) = (self.plan.tiers.len(), self.cols);
-        let weight_map = k > 1 && self.tier_map.units == self.rows * cols;
-        let units = self.plan.granularity.units(self.rows, cols);
-        if k > 1
-            && (self.tier_map.units != units
-                || self.tier_map.packed.len() < pack::packed_len(units, self.tier_map.bits))
-        {
-            return Err(format!("tier map truncated: {} bytes for {units} units", self.tier_map.packed.len()));
-        }
-        let mut out = crate::memory::zeroed_f32(self.rows * cols);
-        let mut codes: Vec<BitReader> = self.codes.iter().map(|c| BitReader::new(&c.packed)).collect();
-        let mut map = BitReader::new(&self.tier_map.packed);
-        let mut params = self.params.chunks_exact(self.plan.grid.params_per_block());
-        let (mut tiers, mut block_codes) = (Vec::new(), Vec::new());
-        let mut values: [Vec<f32>; MAX_TIERS] = Default::default();
-        for (start, len) in self.plan.group_size.blocks(self.rows, cols) {
-            tiers.resize(len, 0u8);
-            match (k, weight_map) {
-                (1, _) => {}
-                (_, true) => {
-                    block_codes.resize(len, 0u16);
-                    if !map.read_into(self.tier_map.bits as u32, &mut block_codes) {
-                        return Err("tier map truncated".into());
-                    }
-                    tiers.iter_mut().zip(&block_codes).for_each(|(t, &c)| *t = c as u8);
-                }
-                _ => tiers.iter_mut().enumerate().for_each(|(i, t)| {
-                    *t = self.tier_map.get(self.plan.granularity.unit_of(start + i, cols));
-                }),
-            }
-            let mut counts = [0usize; MAX_TIERS];
-            for &t in &tiers {
-                counts[(t as usize).min(MAX_TIERS - 1)] += 1;
-            }
-            if let Some(t) = (k..MAX_TIERS).find(|&t| counts[t] > 0) {
-                return Err(format!("tier {t} in the tier map of a {k}-tier plan"));
-            }
-            for (t, tier) in self.plan.tiers.iter().enumerate().filter(|(t, _)| counts[*t] > 0) {
-                block_codes.resize(counts[t], 0);
-                if !codes[t].read_into(tier.bits as u32, &mut block_codes) {
-                    return Err("codes truncated".into());
-                }
-                values[t].resize(counts[t], 0.0);
-                if tier.bits == 16 {
-                    values[t].iter_mut().zip(&block_codes).for_each(|(v, &c)| *v = f16::from_bits(c).to_f32());
-                } else {
-                    let stored = params.next().ok_or("block parameters truncated")?;
-                    let grid = BlockGrid::from_stored(self.plan.grid, tier.bits, stored).fast();
-                    values[t].iter_mut().zip(&block_codes).for_each(|(v, &c)| *v = grid.value(c));
-                }
-            }
-            let block = &mut out[start..start + len];
-            if k == 1 {
-                block.copy_from_slice(&values[0]);
-            } else {
-                let mut next = [0usize; MAX_TIERS];
-                for (w, &t) in block.iter_mut().zip(&tiers) {
-                    let t = t as usize;
-                    *w = values[t][next[t]];
-                    next[t] += 1;
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// The tier of every unit, packed at ceil(log2 k) bits as the export stores it: a quarter byte per weight for
-/// three tiers instead of a byte, which keeps a quantized SmolLM2 100 MB lighter in the explorer.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TierMap {
-    pub units: usize,
-    pub bits: u8,
-    pub packed: Vec<u8>,
-}
-
-impl TierMap {
-    /// Empty (no map is stored) for single-tier plans.
-    pub fn pack(unit_tiers: &[u8], tiers: usize) -> TierMap {
-        let bits = super::tiers::index_bits(tiers);
-        if bits == 0 {
-            return TierMap::default();
-        }
-        TierMap { units: unit_tiers.len(), bits, packed: pack::pack_parallel(unit_tiers, bits) }
-    }
-
-    pub fn get(&self, unit: usize) -> u8 {
-        pack::code_at(&self.packed, self.bits, unit).unwrap_or(0) as u8
-    }
-}
-
-pub const MAX_TIERS: usize = 8;
 const CHUNK_WEIGHTS: usize = 1 << 16;
 /// Weights whose tiers are looked up at once (a stack buffer).
 const RUN: usize = 256;
@@ -411,7 +158,7 @@ impl<'a> Coder<'a> {
         // 16-bit tiers (and tiers absent from this block) pass weights through as f16 and store no parameters.
         let mut grids = [None; MAX_TIERS];
         for (t, tier) in self.plan.tiers.iter().enumerate().filter(|(t, tier)| lo[*t] <= hi[*t] && tier.bits < 16) {
-            let grid = BlockGrid::fit(self.plan.grid, tier.bits, lo[t], hi[t]);
+            let grid = fit(self.plan.grid, tier.bits, lo[t], hi[t]);
             part.params.push(grid.scale);
             if self.plan.grid == Grid::Asymmetric {
                 part.params.push(grid.min);
@@ -508,30 +255,6 @@ fn pass_through(values: &[f32], codes: &mut [u16]) -> f64 {
     error
 }
 
-/// A block grid with its parameters unpacked to f32, for the hot loop.
-#[derive(Clone, Copy, Debug)]
-pub struct FastGrid {
-    inv_scale: f32,
-    scale: f32,
-    min: f32,
-    offset: f32,
-    max_code: f32,
-}
-
-impl FastGrid {
-    #[inline(always)]
-    fn quantize(&self, w: f32) -> (u16, f32) {
-        // Non-negative before clamping, so adding 0.5 and truncating rounds to nearest (through i32: vectorizes).
-        let code = ((w - self.min) * self.inv_scale + self.offset + 0.5).clamp(0.0, self.max_code) as i32 as u16;
-        (code, self.value(code))
-    }
-
-    #[inline(always)]
-    fn value(&self, code: u16) -> f32 {
-        (code as f32 - self.offset) * self.scale + self.min
-    }
-}
-
 /// Each tier's weights of a run, in order, and how many each tier has. The K output cursors stay in registers
 /// (K is a constant) and every weight is written to every tier's buffer with only the matching cursor moving,
 /// so no branch depends on the (random) tier.
@@ -549,69 +272,20 @@ fn split_by_tier<const K: usize>(run: &[f32], tiers: &[u8], out: &mut [[f32; RUN
     counts
 }
 
-/// One block's grid, with parameters already rounded to what is stored.
-#[derive(Clone, Copy, Debug)]
-pub struct BlockGrid {
-    pub scale: f16,
-    /// Asymmetric: the value of code 0. Symmetric: unused (zero).
-    pub min: f16,
-    pub grid: Grid,
-    pub bits: u8,
-}
-
-impl BlockGrid {
-    pub fn fit(grid: Grid, bits: u8, lo: f32, hi: f32) -> BlockGrid {
-        let levels = ((1u32 << bits) - 1) as f32;
-        match grid {
-            Grid::Asymmetric => {
-                let min = f16_at_most(lo);
-                let scale = f16_at_least((hi - min.to_f32()) / levels);
-                BlockGrid { scale, min, grid, bits }
-            }
-            Grid::Symmetric => {
-                let half_levels = ((1u32 << (bits - 1)) - 1) as f32;
-                let scale = f16_at_least(lo.abs().max(hi.abs()) / half_levels);
-                BlockGrid { scale, min: f16::ZERO, grid, bits }
-            }
+/// The min-max grid of a block's weights `[lo, hi]`, parameters rounded outward to f16.
+pub fn fit(grid: Grid, bits: u8, lo: f32, hi: f32) -> BlockGrid {
+    let levels = ((1u32 << bits) - 1) as f32;
+    match grid {
+        Grid::Asymmetric => {
+            let min = f16_at_most(lo);
+            let scale = f16_at_least((hi - min.to_f32()) / levels);
+            BlockGrid { scale, min, grid, bits }
         }
-    }
-
-    pub fn from_stored(grid: Grid, bits: u8, stored: &[f16]) -> BlockGrid {
-        let min = if grid == Grid::Asymmetric { stored[1] } else { f16::ZERO };
-        BlockGrid { scale: stored[0], min, grid, bits }
-    }
-
-    pub fn stored(&self) -> Vec<f16> {
-        match self.grid {
-            Grid::Asymmetric => vec![self.scale, self.min],
-            Grid::Symmetric => vec![self.scale],
+        Grid::Symmetric => {
+            let half_levels = ((1u32 << (bits - 1)) - 1) as f32;
+            let scale = f16_at_least(lo.abs().max(hi.abs()) / half_levels);
+            BlockGrid { scale, min: f16::ZERO, grid, bits }
         }
-    }
-
-    fn offset(&self) -> f32 {
-        match self.grid {
-            Grid::Asymmetric => 0.0,
-            Grid::Symmetric => ((1u32 << (self.bits - 1)) - 1) as f32,
-        }
-    }
-
-    fn fast(&self) -> FastGrid {
-        let scale = self.scale.to_f32();
-        let max_code = match self.grid {
-            Grid::Asymmetric => ((1u32 << self.bits) - 1) as f32,
-            Grid::Symmetric => 2.0 * self.offset(),
-        };
-        // A zero scale (all weights of the tier equal and exactly representable) maps everything to one level.
-        let inv_scale = if scale == 0.0 { 0.0 } else { 1.0 / scale };
-        FastGrid { inv_scale, scale, min: self.min.to_f32(), offset: self.offset(), max_code }
-    }
-
-    pub fn code(&self, w: f32) -> u16 {
-        self.fast().quantize(w).0
-    }
-
-    pub fn value(&self, code: u16) -> f32 {
-        (code as f32 - self.offset()) * self.scale.to_f32() + self.min.to_f32()
     }
 }
 
@@ -641,6 +315,7 @@ fn step_f16(h: f16, up: bool) -> f16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::tiers::{Granularity, Tier};
 
     fn noisy(n: usize) -> Vec<f32> {
         (0..n).map(|i| ((i as f32 * 12.9898).sin() * 43758.545).fract() * 0.2 - 0.05).collect()
@@ -745,9 +420,9 @@ mod tests {
     #[test]
     fn symmetric_grids_hold_zero_and_asymmetric_2_bit_grids_may_not() {
         let w = [-0.3f32, -0.1, 0.05, 0.4];
-        let sym = BlockGrid::fit(Grid::Symmetric, 2, -0.3, 0.4);
+        let sym = fit(Grid::Symmetric, 2, -0.3, 0.4);
         assert_eq!(sym.value(sym.code(0.0)), 0.0);
-        let asym = BlockGrid::fit(Grid::Asymmetric, 2, w[0], w[3]);
+        let asym = fit(Grid::Asymmetric, 2, w[0], w[3]);
         assert!((0..4).all(|q| asym.value(q) != 0.0));
     }
 }

@@ -1,0 +1,96 @@
+//! What a plan says about one matrix: its tiers, where tiers and grids are decided, the block size and the grid.
+
+use serde::{Deserialize, Serialize};
+
+use super::tiers::{Granularity, Tier};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Grid {
+    #[default]
+    Asymmetric,
+    Symmetric,
+}
+
+impl Grid {
+    /// f16 values stored per block.
+    pub fn params_per_block(self) -> usize {
+        match self {
+            Grid::Asymmetric => 2,
+            Grid::Symmetric => 1,
+        }
+    }
+}
+
+/// Weights per quantization block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum GroupSize {
+    G(usize),
+    Row,
+    /// One block for the whole matrix (the original's "uniform 4-bit per tensor").
+    Tensor,
+}
+
+impl From<GroupSize> for String {
+    fn from(g: GroupSize) -> String {
+        match g {
+            GroupSize::G(g) => g.to_string(),
+            GroupSize::Row => "row".into(),
+            GroupSize::Tensor => "tensor".into(),
+        }
+    }
+}
+
+impl TryFrom<String> for GroupSize {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "32" => Ok(GroupSize::G(32)),
+            "64" => Ok(GroupSize::G(64)),
+            "128" => Ok(GroupSize::G(128)),
+            "row" => Ok(GroupSize::Row),
+            "tensor" => Ok(GroupSize::Tensor),
+            other => Err(format!("group size `{other}` is not one of 32, 64, 128, row, tensor")),
+        }
+    }
+}
+
+impl GroupSize {
+    /// Contiguous (start, len) ranges of the row-major weights, in storage order.
+    pub fn blocks(self, rows: usize, cols: usize) -> Vec<(usize, usize)> {
+        match self {
+            GroupSize::Tensor => vec![(0, rows * cols)],
+            GroupSize::Row => (0..rows).map(|r| (r * cols, cols)).collect(),
+            GroupSize::G(g) => {
+                (0..rows).flat_map(|r| (0..cols).step_by(g).map(move |c| (r * cols + c, g.min(cols - c)))).collect()
+            }
+        }
+    }
+}
+
+/// How one matrix is quantized: its tiers and where tiers and grids are decided.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorPlan {
+    pub tiers: Vec<Tier>,
+    pub granularity: Granularity,
+    pub group_size: GroupSize,
+    pub grid: Grid,
+}
+
+impl TensorPlan {
+    pub fn uniform(bits: u8, group_size: GroupSize, grid: Grid) -> Self {
+        TensorPlan { tiers: vec![Tier { share: 1.0, bits }], granularity: Granularity::Tensor, group_size, grid }
+    }
+
+    pub fn label(&self) -> String {
+        let tiers: Vec<String> = self.tiers.iter().map(|t| format!("{:.0}%->{}", t.share * 100.0, t.bits)).collect();
+        let g = String::from(self.group_size);
+        if self.tiers.len() == 1 {
+            format!("{}b g{g}", self.tiers[0].bits)
+        } else {
+            format!("{} {} g{g}", tiers.join("/"), self.granularity)
+        }
+    }
+}
