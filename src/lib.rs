@@ -2,6 +2,7 @@
 //! precision with honest bit accounting, allocate bits as a Nash equilibrium, evaluate and export.
 //! Nothing in the library knows about the GUI; the CLI and the GUI call the same chain (see ARCHITECTURE).
 
+pub mod alloc;
 pub mod compare;
 pub mod demo;
 pub mod error;

@@ -9,7 +9,6 @@ use std::process::Command;
 use common::*;
 use nash_swarm::eval::{self, Kld, WindowSpec};
 use nash_swarm::formats::packed;
-use nash_swarm::quant::nash;
 use nash_swarm::quant::{GroupSize, QuantConfig, quantize_model};
 use nash_swarm::{Job, load};
 
@@ -111,7 +110,7 @@ fn the_saved_configuration_reproduces_byte_identical_files() {
 #[test]
 fn nash_meets_its_budget_and_beats_uniform_bits_at_the_same_budget() {
     let model = load(&stories()).unwrap();
-    let (game, base) = nash_swarm::compare::nash_game(&model, &Default::default(), None, &Job::silent()).unwrap();
+    let (game, base) = nash_swarm::alloc::standard_game(&model, &Default::default(), None, &Job::silent()).unwrap();
     let uniform4 = game
         .menu
         .iter()
@@ -145,7 +144,7 @@ fn nash_meets_its_budget_and_beats_uniform_bits_at_the_same_budget() {
 #[test]
 fn nash_allocations_cost_what_they_are_priced_at() {
     let model = load(&stories()).unwrap();
-    let (game, _) = nash_swarm::compare::nash_game(&model, &Default::default(), None, &Job::silent()).unwrap();
+    let (game, _) = nash_swarm::alloc::standard_game(&model, &Default::default(), None, &Job::silent()).unwrap();
     let (cheapest, richest) = game.range();
     let mut previous_error = f64::INFINITY;
     for step in 0..5 {
@@ -155,7 +154,7 @@ fn nash_allocations_cost_what_they_are_priced_at() {
         assert!(a.total_error <= previous_error, "more bits never cost more error");
         previous_error = a.total_error;
     }
-    assert!(nash::default_menu(GroupSize::G(128), Default::default()).len() >= 10);
+    assert!(nash_swarm::alloc::default_menu(GroupSize::G(128), Default::default()).len() >= 10);
 }
 
 #[test]

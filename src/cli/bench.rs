@@ -217,7 +217,7 @@ fn quantization_figures(model: &nash_swarm::Model) -> anyhow::Result<QuantFigure
     let estimate_ms = start.elapsed().as_secs_f64() * 1000.0 / 100.0;
 
     let start = Instant::now();
-    let (game, _) = nash_swarm::compare::nash_game(model, &Default::default(), None, &job)?;
+    let (game, _) = nash_swarm::alloc::standard_game(model, &Default::default(), None, &job)?;
     let game_seconds = start.elapsed().as_secs_f64();
     let (cheapest, richest) = game.range();
     let start = Instant::now();

@@ -3,10 +3,6 @@ use std::path::PathBuf;
 use clap::Args;
 use nash_swarm::compare::{self, CompareSpec};
 use nash_swarm::eval;
-use nash_swarm::importance::{CalibrationStats, ImportanceMethod};
-use nash_swarm::quant::QuantConfig;
-use nash_swarm::quant::nash::Game;
-use nash_swarm::{Job, Model};
 
 #[derive(Args)]
 pub struct CompareArgs {
@@ -82,14 +78,4 @@ fn check_report(args: &CompareArgs, report: &std::path::Path) -> anyhow::Result<
         Output { flag: "--report (its CSV)", path: &csv, kind: Kind::File, ours },
     ];
     Ok(check(&inputs, &outputs, args.force)?)
-}
-
-/// The Nash game for `quantize --target-bpw`, with calibration when the importance needs it.
-pub fn nash_game_for(
-    model: &Model,
-    importance: &ImportanceMethod,
-    calibration: Option<&CalibrationStats>,
-    job: &Job,
-) -> anyhow::Result<(Game, QuantConfig)> {
-    Ok(compare::nash_game(model, importance, calibration, job)?)
 }

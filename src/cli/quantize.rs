@@ -98,7 +98,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     };
     let mut allocation = None;
     if let Some(target) = args.target_bpw {
-        let (game, base) = super::compare::nash_game_for(&model, &config.importance, calibration.as_ref(), &job)?;
+        let (game, base) = nash_swarm::alloc::standard_game(&model, &config.importance, calibration.as_ref(), &job)?;
         let solved = game.solve(target)?;
         config = game.config_for(&base, &solved);
         allocation = Some(solved);

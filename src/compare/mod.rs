@@ -10,11 +10,11 @@ use serde::Serialize;
 
 use crate::error::Result;
 
+use crate::alloc;
 use crate::eval::{self, Kld, PplReport, ReferenceLogits, WindowSpec};
 use crate::importance::ImportanceMethod;
 use crate::job::Job;
 use crate::model::Model;
-use crate::quant::nash::{self, Game};
 use crate::quant::{GroupSize, QuantConfig, Quantized, quantize_model};
 
 #[derive(Clone, Debug, Serialize)]
@@ -136,18 +136,6 @@ impl<'a> Bench<'a> {
     }
 }
 
-/// The Nash game over attention and MLP matrices (embeddings and head kept at 8 bits), priced with `importance`.
-pub fn nash_game(
-    model: &Model,
-    importance: &ImportanceMethod,
-    calibration: Option<&crate::importance::CalibrationStats>,
-    job: &Job,
-) -> Result<(Game, QuantConfig)> {
-    let base = QuantConfig { importance: importance.clone(), ..QuantConfig::uniform(4, GroupSize::G(128)) };
-    let game = nash::build_game(model, &base, calibration, nash::default_menu(GroupSize::G(128), base.grid), job)?;
-    Ok((game, base))
-}
-
 /// Every row of the comparison, in the order METHOD.md lists them. `on_row` sees each as it is done.
 pub fn run(
     model: &Model,
@@ -183,7 +171,7 @@ pub fn run(
     let targets = [uniform4.true_bpw, uniform3.true_bpw];
     rows.extend([uniform4, uniform3]);
     rows.push(evaluate("seed-10/20/70-8/4/2", &QuantConfig::seed())?);
-    let (game, base) = nash_game(model, &spec.importance, calibration.as_ref(), job)?;
+    let (game, base) = alloc::standard_game(model, &spec.importance, calibration.as_ref(), job)?;
     for target in targets {
         let allocation = game.solve(target)?;
         let config = game.config_for(&base, &allocation);

@@ -302,7 +302,7 @@ impl ExplorerApp {
         let config = self.settings.config.clone();
         self.jobs.spawn(ctx, JobKind::Allocate, move |job| {
             let calibration = analysis::calibration_if_needed(&model, &config, text.as_ref(), job)?;
-            let (game, base) = compare::nash_game(&model, &importance, calibration.as_ref(), job)?;
+            let (game, base) = nash_swarm::alloc::standard_game(&model, &importance, calibration.as_ref(), job)?;
             let allocation = game.solve(target)?;
             let bits = game
                 .players

@@ -6,7 +6,6 @@ pub mod config;
 pub mod estimate;
 pub mod lazy;
 pub mod method;
-pub mod nash;
 pub mod pack;
 pub mod plan;
 pub mod spec;

@@ -106,12 +106,6 @@ impl Quantized {
         }
         Ok(weights)
     }
-
-    /// Σ importance · (w − q(w))² of one tensor, the error the Nash game prices.
-    pub fn weighted_error(original: &[f32], q: &QuantizedTensor, scores: &[f32]) -> Result<f64> {
-        let dequantized = q.dequantize().map_err(Error::Inconsistent)?;
-        Ok(original.iter().zip(&dequantized).zip(scores).map(|((w, d), s)| *s as f64 * ((w - d) as f64).powi(2)).sum())
-    }
 }
 
 /// Importance (with calibration when the method needs it), then quantization. With per-tensor thresholds each
@@ -159,10 +153,10 @@ pub fn apply(
             job.checkpoint()?;
             let tensor = model.weights.get(name)?.contiguous()?;
             // The weights are read in place: a copy of the 28M-weight embedding alone costs ~0.1 s of page faults.
-            let outcome = with_f32_slice(&tensor, |values| -> Result<Outcome> {
+            let outcome = with_f32_slice(&tensor, |values| -> Result<Treated> {
                 Ok(match treatment {
                     Treatment::Fp16 => {
-                        Outcome::Fp16(tensor.dims().to_vec(), values.iter().map(|v| f16::from_f32(*v)).collect())
+                        Treated::Fp16(tensor.dims().to_vec(), values.iter().map(|v| f16::from_f32(*v)).collect())
                     }
                     Treatment::Quantize { plan, follows_tiers } => {
                         let (rows, cols) = tensor.dims2()?;
@@ -172,7 +166,7 @@ pub fn apply(
                         let tensor_scores = given.or(computed.as_deref());
                         let th = if *follows_tiers { global.as_deref() } else { None };
                         let tiers = assign(plan, rows, cols, tensor_scores, th)?;
-                        Outcome::Quantized(method::for_plan(plan).quantize(values, rows, cols, plan, &tiers))
+                        Treated::Quantized(method::for_plan(plan).quantize(values, rows, cols, plan, &tiers))
                     }
                 })
             })??;
@@ -186,10 +180,10 @@ pub fn apply(
     let mut fp16 = BTreeMap::new();
     for (name, outcome) in results {
         match outcome {
-            Outcome::Quantized(q) => {
+            Treated::Quantized(q) => {
                 tensors.insert(name, q);
             }
-            Outcome::Fp16(shape, values) => {
+            Treated::Fp16(shape, values) => {
                 fp16.insert(name, (shape, values));
             }
         }
@@ -199,7 +193,8 @@ pub fn apply(
     Ok(Quantized { config: config.clone(), tensors, fp16, bits, quantize_seconds: start.elapsed().as_secs_f64() })
 }
 
-enum Outcome {
+/// One tensor after `apply`.
+enum Treated {
     Quantized(QuantizedTensor),
     Fp16(Vec<usize>, Vec<f16>),
 }

@@ -10,44 +10,26 @@ use std::collections::BTreeMap;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::bits::TensorBits;
-use super::config::QuantConfig;
-use super::method::{self, TierSource};
-use super::plan::{Quantized, Treatment, assign, treatments};
-use super::spec::{Grid, GroupSize, TensorPlan};
-use super::tiers::{Granularity, Tier};
+pub mod cost;
+pub mod menu;
+
+pub use cost::{Cost, WeightedError};
+pub use menu::default_menu;
+
 use crate::error::{Error, Result};
 use crate::importance::{self, CalibrationStats, ImportanceMethod};
 use crate::job::Job;
 use crate::model::tensor_io::with_f32_slice;
 use crate::model::{Model, tensor_to_vec};
+use crate::quant::bits::TensorBits;
+use crate::quant::config::QuantConfig;
+use crate::quant::method::{self, TierSource};
+use crate::quant::plan::{Treatment, assign, treatments};
+use crate::quant::spec::{GroupSize, TensorPlan};
 
-/// The default menu: uniform 2..8 bits and group-level mixes, all with blocks of `group_size`.
-pub fn default_menu(group_size: GroupSize, grid: Grid) -> Vec<TensorPlan> {
-    let mut menu: Vec<TensorPlan> =
-        [2, 3, 4, 5, 6, 8].iter().map(|&b| TensorPlan::uniform(b, group_size, grid)).collect();
-    let granularity = match group_size {
-        GroupSize::G(g) => Granularity::Group(g),
-        _ => Granularity::Channel,
-    };
-    let mixes: [&[(f64, u8)]; 7] = [
-        &[(0.1, 8), (0.9, 2)],
-        &[(0.25, 4), (0.75, 2)],
-        &[(0.1, 8), (0.2, 4), (0.7, 2)],
-        &[(0.1, 8), (0.9, 3)],
-        &[(0.5, 4), (0.5, 3)],
-        &[(0.1, 8), (0.9, 4)],
-        &[(0.5, 5), (0.5, 4)],
-    ];
-    for mix in mixes {
-        let tiers = mix.iter().map(|&(share, bits)| Tier { share, bits }).collect();
-        menu.push(TensorPlan { tiers, granularity, group_size, grid });
-    }
-    menu
-}
-
+/// What one strategy costs one player.
 #[derive(Clone, Copy, Debug, Serialize)]
-pub struct Outcome {
+pub struct Priced {
     pub error: f64,
     pub bits: u64,
 }
@@ -56,8 +38,8 @@ pub struct Outcome {
 pub struct Player {
     pub name: String,
     pub params: usize,
-    /// One outcome per menu entry.
-    pub outcomes: Vec<Outcome>,
+    /// One price per menu entry.
+    pub outcomes: Vec<Priced>,
 }
 
 /// Everything the allocation needs, computed once: each player's error and bits under each strategy.
@@ -77,6 +59,7 @@ pub fn build_game(
     base: &QuantConfig,
     calibration: Option<&CalibrationStats>,
     menu: Vec<TensorPlan>,
+    cost: &dyn Cost,
     job: &Job,
 ) -> Result<Game> {
     importance::check_inputs(&base.importance, calibration)?;
@@ -93,7 +76,7 @@ pub fn build_game(
             job.checkpoint()?;
             let tensor = model.weights.get(name)?.contiguous()?;
             let (rows, cols) = tensor.dims2()?;
-            with_f32_slice(&tensor, |w| player(name, w, rows, cols, &base.importance, calibration, &menu))?
+            with_f32_slice(&tensor, |w| player(name, w, rows, cols, &base.importance, calibration, &menu, cost))?
         })
         .inspect(|_| {
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -131,13 +114,14 @@ fn player(
     method: &ImportanceMethod,
     calibration: Option<&CalibrationStats>,
     menu: &[TensorPlan],
+    cost: &dyn Cost,
 ) -> Result<Player> {
     let s = importance::tensor_scores(method, name, w, rows, calibration);
     let outcomes = menu
         .iter()
         .map(|plan| {
             let q = method::for_plan(plan).quantize(w, rows, cols, plan, &assign(plan, rows, cols, Some(&s), None)?);
-            Ok(Outcome { error: Quantized::weighted_error(w, &q, &s)?, bits: TensorBits::of(&q).total() })
+            Ok(Priced { error: cost.error(name, w, &s, &q)?, bits: TensorBits::of(&q).total() })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Player { name: name.to_string(), params: rows * cols, outcomes })
@@ -164,7 +148,7 @@ impl Game {
         self.players
             .iter()
             .map(|p| {
-                let cost = |o: &Outcome| o.error + price * o.bits as f64;
+                let cost = |o: &Priced| o.error + price * o.bits as f64;
                 (0..p.outcomes.len()).min_by(|&a, &b| cost(&p.outcomes[a]).total_cmp(&cost(&p.outcomes[b]))).unwrap()
             })
             .collect()
@@ -262,4 +246,18 @@ impl Game {
         let overrides = allocation.choices.iter().map(|(name, &c)| (name.clone(), self.menu[c].clone())).collect();
         QuantConfig { overrides, ..base.clone() }
     }
+}
+
+/// The game the CLI, the GUI and compare play: attention and MLP matrices priced by `importance` and weight
+/// error, menu of uniform and mixed plans with blocks of 128, embeddings and head kept at 8 bits. Returns the game
+/// and the base configuration its allocations extend (`Game::config_for`).
+pub fn standard_game(
+    model: &Model,
+    importance: &ImportanceMethod,
+    calibration: Option<&CalibrationStats>,
+    job: &Job,
+) -> Result<(Game, QuantConfig)> {
+    let base = QuantConfig { importance: importance.clone(), ..QuantConfig::uniform(4, GroupSize::G(128)) };
+    let game = build_game(model, &base, calibration, default_menu(GroupSize::G(128), base.grid), &WeightedError, job)?;
+    Ok((game, base))
 }
