@@ -26,6 +26,18 @@ pub fn cache_dir() -> PathBuf {
     base.join("nash-swarm")
 }
 
+/// The evaluation text to use when none is named: `$NASH_SWARM_TEXT`, else WikiText-2's test split as laid out
+/// beside the repository (`../shared`), if present.
+pub fn default_text() -> Option<PathBuf> {
+    let candidates = [std::env::var_os("NASH_SWARM_TEXT").map(PathBuf::from), Some(shared_wikitext())];
+    candidates.into_iter().flatten().find(|p| p.is_file())
+}
+
+/// Where `../shared` keeps WikiText-2's test split.
+pub fn shared_wikitext() -> PathBuf {
+    PathBuf::from("../shared/data/wikitext-2-raw/wiki.test.raw")
+}
+
 pub fn demo_model_path() -> PathBuf {
     cache_dir().join(GGUF_NAME)
 }

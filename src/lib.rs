@@ -14,6 +14,7 @@ pub mod math;
 pub mod memory;
 pub mod model;
 pub mod output;
+pub mod pipeline;
 pub mod quant;
 
 pub use error::{Error, Result};

@@ -30,7 +30,8 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    match cli::run(cli::Cli::parse()) {
+    let result = cli::run(cli::Cli::parse()).and_then(|window| window.map_or(Ok(()), |w| gui::run(w.model, w.text)));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_message(&e));

@@ -32,7 +32,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(p) => p,
         None => nash_swarm::demo::fetch(&mut |line| eprintln!("{line}"))?,
     };
-    let text_path = args.text.or_else(super::default_text).ok_or_else(|| anyhow::anyhow!("pass --text PATH"))?;
+    let text_path =
+        args.text.or_else(nash_swarm::demo::default_text).ok_or_else(|| anyhow::anyhow!("pass --text PATH"))?;
 
     let start = Instant::now();
     let model = nash_swarm::load(&model_path)?;

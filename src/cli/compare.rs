@@ -17,7 +17,7 @@ pub struct CompareArgs {
     seed_texts: usize,
     /// Importance pricing the Nash rows.
     #[arg(long, value_enum, default_value = "swarm")]
-    importance: super::quantize::ImportanceArg,
+    importance: super::ImportanceArg,
     #[arg(long, conflicts_with = "markdown")]
     json: bool,
     /// A Markdown table (the default output) ...

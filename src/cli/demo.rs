@@ -17,18 +17,18 @@ pub struct DemoArgs {
 
 /// Fetches and verifies the demo model, then opens it in the explorer, or, without a display (or with
 /// --headless), evaluates it on WikiText-2 in the terminal.
-pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+pub fn run(args: DemoArgs) -> anyhow::Result<Option<super::Window>> {
     let model = nash_swarm::demo::fetch(&mut |line| eprintln!("{line}"))?;
     let has_display = std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
     if has_display && !args.headless {
         eprintln!("opening the explorer on {}", model.display());
-        return crate::gui::run(Some(model), args.text.or_else(super::default_text));
+        return Ok(Some(super::Window { model: Some(model), text: args.text.or_else(nash_swarm::demo::default_text) }));
     }
-    let Some(text) = args.text.or_else(super::default_text) else {
+    let Some(text) = args.text.or_else(nash_swarm::demo::default_text) else {
         anyhow::bail!(
             "no evaluation text: pass --text PATH (a UTF-8 corpus such as WikiText-2's wiki.test.raw), set \
              NASH_SWARM_TEXT, or place it at {}",
-            super::shared_wikitext().display()
+            nash_swarm::demo::shared_wikitext().display()
         );
     };
     eprintln!("evaluating {} on {} (ctx 512, {} windows)", model.display(), text.display(), args.max_windows);
@@ -40,5 +40,6 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         seed_texts: nash_swarm::eval::seed::SEED_TEXTS,
         reference: None,
         json: false,
-    })
+    })?;
+    Ok(None)
 }

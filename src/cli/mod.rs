@@ -50,19 +50,44 @@ pub struct GuiArgs {
     text: Option<PathBuf>,
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// What `run` leaves to `main`: opening the explorer's window (the CLI itself never draws).
+pub struct Window {
+    pub model: Option<PathBuf>,
+    pub text: Option<PathBuf>,
+}
+
+/// Runs a command; the explorer's commands return the window to open instead.
+pub fn run(cli: Cli) -> anyhow::Result<Option<Window>> {
+    let done = |result: anyhow::Result<()>| result.map(|()| None);
     match cli.command {
-        Some(Command::Info(args)) => info::run(args),
-        Some(Command::Eval(args)) => eval::run(args),
-        Some(Command::Quantize(args)) => quantize::run(args),
-        Some(Command::Compare(args)) => compare::run(args),
+        Some(Command::Info(args)) => done(info::run(args)),
+        Some(Command::Eval(args)) => done(eval::run(args)),
+        Some(Command::Quantize(args)) => done(quantize::run(args)),
+        Some(Command::Compare(args)) => done(compare::run(args)),
         Some(Command::FetchDemo) => {
-            nash_swarm::demo::fetch(&mut |line| eprintln!("{line}")).map(|_| ()).map_err(Into::into)
+            done(nash_swarm::demo::fetch(&mut |line| eprintln!("{line}")).map(|_| ()).map_err(Into::into))
         }
         Some(Command::Demo(args)) => demo::run(args),
-        Some(Command::Bench(args)) => bench::run(args),
-        Some(Command::Gui(args)) => crate::gui::run(args.model, args.text),
-        None => crate::gui::run(None, None),
+        Some(Command::Bench(args)) => done(bench::run(args)),
+        Some(Command::Gui(args)) => Ok(Some(Window { model: args.model, text: args.text })),
+        None => Ok(Some(Window { model: None, text: None })),
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ImportanceArg {
+    Magnitude,
+    Swarm,
+    Activation,
+}
+
+impl ImportanceArg {
+    pub fn method(self) -> nash_swarm::importance::ImportanceMethod {
+        match self {
+            ImportanceArg::Magnitude => nash_swarm::importance::ImportanceMethod::Magnitude,
+            ImportanceArg::Swarm => nash_swarm::importance::ImportanceMethod::default(),
+            ImportanceArg::Activation => nash_swarm::importance::ImportanceMethod::Activation,
+        }
     }
 }
 
@@ -104,17 +129,6 @@ pub fn progress_job(label: &str) -> (Job, ProgressBar) {
     });
     (job, bar)
 }
-
-/// WikiText-2 as laid out next to the repository (`../shared`), if present.
-pub fn default_text() -> Option<PathBuf> {
-    let candidates = [std::env::var_os("NASH_SWARM_TEXT").map(PathBuf::from), Some(shared_wikitext())];
-    candidates.into_iter().flatten().find(|p| p.is_file())
-}
-
-pub fn shared_wikitext() -> PathBuf {
-    PathBuf::from("../shared/data/wikitext-2-raw/wiki.test.raw")
-}
-
 /// No model we open has a longer context; a larger `--ctx` is a typo, refused before the model is read.
 pub const MAX_CONTEXT: usize = 1 << 20;
 

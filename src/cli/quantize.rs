@@ -2,30 +2,14 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use clap::{ArgGroup, Args, ValueEnum};
+use clap::{ArgGroup, Args};
 use nash_swarm::eval::{self, Kld};
-use nash_swarm::importance::{ImportanceMethod, activation};
+use nash_swarm::formats;
+use nash_swarm::importance::ImportanceMethod;
 use nash_swarm::output::{Input, Kind, Output};
+use nash_swarm::pipeline::{self, CalibrationText};
 use nash_swarm::quant::{QuantConfig, quantize_model};
-use nash_swarm::{Model, formats};
 use serde_json::json;
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum ImportanceArg {
-    Magnitude,
-    Swarm,
-    Activation,
-}
-
-impl ImportanceArg {
-    pub fn method(self) -> ImportanceMethod {
-        match self {
-            ImportanceArg::Magnitude => ImportanceMethod::Magnitude,
-            ImportanceArg::Swarm => ImportanceMethod::default(),
-            ImportanceArg::Activation => ImportanceMethod::Activation,
-        }
-    }
-}
 
 #[derive(Args)]
 #[command(group(ArgGroup::new("what").required(true).args(["preset", "target_bpw", "config"])))]
@@ -44,7 +28,7 @@ pub struct QuantizeArgs {
     config: Option<PathBuf>,
     /// Importance method, replacing the preset's or file's.
     #[arg(long, value_enum)]
-    importance: Option<ImportanceArg>,
+    importance: Option<super::ImportanceArg>,
     /// Output folder for the packed model (model.safetensors, quantization.toml, config.json, tokenizer.json).
     /// It is created in an existing parent folder; an existing folder is written into only when it is empty or
     /// an earlier export of ours, or with --force, and then only those four files are replaced. It may never be,
@@ -87,24 +71,29 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         config.importance = importance.method();
     }
     // `--importance` was copied into the configuration above, so this covers `--target-bpw` too.
-    let calibration_windows = if matches!(config.importance, ImportanceMethod::Activation) {
-        Some(calibration_windows(&model, &args, eval_tokens.as_deref(), &config)?)
-    } else {
-        None
-    };
-    let calibration = match &calibration_windows {
-        Some(windows) => Some(activation::calibrate(&model, windows, &job)?),
+    let calib_tokens = match &args.calib_text {
+        Some(path) => Some(model.encode(&eval::read_text(path)?)?),
         None => None,
     };
+    let calibration_text = match (&calib_tokens, &args.calib_text, &eval_tokens, &args.eval_text) {
+        (Some(tokens), Some(path), _, _) => Some(CalibrationText::Own { tokens, path }),
+        (_, _, Some(tokens), Some(path)) => Some(CalibrationText::EndOf { tokens, path }),
+        _ => None,
+    };
+    if matches!(config.importance, ImportanceMethod::Activation) && calibration_text.is_none() {
+        anyhow::bail!(
+            "activation importance needs --calib-text PATH or --eval-text PATH (calibration then uses its end)"
+        );
+    }
+    let calibration = pipeline::calibrate(&model, &config.importance, config.calibration, calibration_text, &job)?;
     let mut allocation = None;
     if let Some(target) = args.target_bpw {
-        let (game, base) = nash_swarm::alloc::standard_game(&model, &config.importance, calibration.as_ref(), &job)?;
-        let solved = game.solve(target)?;
-        config = game.config_for(&base, &solved);
+        let (allocated, solved) = pipeline::allocate(&model, &config, target, calibration.stats.as_ref(), &job)?;
+        config = allocated;
         allocation = Some(solved);
     }
     let allocation_seconds = start.elapsed().as_secs_f64();
-    let quantized = quantize_model(&model, &config, calibration.as_ref(), &job)?;
+    let quantized = quantize_model(&model, &config, calibration.stats.as_ref(), &job)?;
     let size_bytes = formats::packed::export(&model, &quantized, &args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;
     if let Some(hf) = &args.export_hf {
@@ -124,15 +113,9 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
             "total_error": a.total_error, "allocation_seconds": allocation_seconds});
     }
     if let (Some(tokens), Some(path)) = (&eval_tokens, &args.eval_text) {
-        let usable = match &calibration_windows {
-            Some(w) if args.calib_text.is_none() => &tokens[..tokens.len() - w.len() * w[0].len()],
-            _ => tokens.as_slice(),
-        };
-        let spec = args.windows.spec();
-        // Dequantized layer by layer as the windows reach it: no f32 copy of the whole model.
-        let quantized_model = quantized.into_model(&model)?;
-        let windows = eval::windows(&quantized_model, usable, spec, path)?;
-        let (report, _) = eval::evaluate_ppl(&quantized_model, &windows, Kld::Skip, &job)?;
+        let usable = &tokens[..calibration.usable_tokens.unwrap_or(tokens.len())];
+        let windows = eval::windows(&model, usable, args.windows.spec(), path)?;
+        let report = pipeline::evaluate(&model, quantized, &windows, Kld::Skip, &job)?.report;
         out["ppl"] = report.ppl.into();
         out["nll"] = report.nll.into();
         out["nll_stderr"] = report.nll_stderr.into();
@@ -165,32 +148,6 @@ fn check_outputs(args: &QuantizeArgs) -> anyhow::Result<()> {
         });
     }
     Ok(nash_swarm::output::check(&inputs, &outputs, args.force)?)
-}
-
-fn calibration_windows(
-    model: &Model,
-    args: &QuantizeArgs,
-    eval_tokens: Option<&[u32]>,
-    config: &QuantConfig,
-) -> anyhow::Result<Vec<Vec<u32>>> {
-    let spec = config.calibration;
-    if let Some(path) = &args.calib_text {
-        let tokens = model.encode(&eval::read_text(path)?)?;
-        let windows: Vec<Vec<u32>> = tokens.chunks_exact(spec.tokens).take(spec.windows).map(<[u32]>::to_vec).collect();
-        anyhow::ensure!(
-            !windows.is_empty(),
-            "{}: fewer than {} tokens for one calibration window",
-            path.display(),
-            spec.tokens
-        );
-        return Ok(windows);
-    }
-    let (Some(tokens), Some(path)) = (eval_tokens, &args.eval_text) else {
-        anyhow::bail!(
-            "activation importance needs --calib-text PATH or --eval-text PATH (calibration then uses its end)"
-        );
-    };
-    Ok(eval::split_calibration(tokens, spec.windows, spec.tokens, path)?.1)
 }
 
 fn print_human(out: &serde_json::Value) {

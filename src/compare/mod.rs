@@ -15,6 +15,8 @@ use crate::eval::{self, Kld, PplReport, ReferenceLogits, WindowSpec};
 use crate::importance::ImportanceMethod;
 use crate::job::Job;
 use crate::model::Model;
+use crate::pipeline::{self, CalibrationText};
+use crate::quant::config::CalibrationSpec;
 use crate::quant::{GroupSize, QuantConfig, Quantized, quantize_model};
 
 #[derive(Clone, Debug, Serialize)]
@@ -109,12 +111,11 @@ impl<'a> Bench<'a> {
     /// Evaluates a quantized result against the baseline.
     /// Evaluates a quantized result against the baseline, consuming it (its weights become the model's).
     pub fn row(&self, method: &str, quantized: Quantized, job: &Job) -> Result<Row> {
-        let size = crate::formats::packed::packed_size(self.model, &quantized) as u64;
-        let (configuration, bits, quantize_seconds) =
-            (quantized.config.summary(), quantized.bits.clone(), quantized.quantize_seconds);
-        let model = quantized.into_model(self.model)?;
-        let (report, _) = eval::evaluate_ppl(&model, &self.windows, Kld::Against(&self.reference), job)?;
-        let seed = eval::evaluate_seed(&model, &self.seed_texts, job)?;
+        let evaluated = pipeline::evaluate(self.model, quantized, &self.windows, Kld::Against(&self.reference), job)?;
+        let seed = eval::evaluate_seed(&evaluated.model, &self.seed_texts, job)?;
+        let (configuration, bits, size, report) =
+            (evaluated.summary, evaluated.bits, evaluated.size_bytes, evaluated.report);
+        let quantize_seconds = evaluated.quantize_seconds;
         let kld = report.kld.expect("evaluated against the reference");
         Ok(Row {
             method: method.to_string(),
@@ -148,14 +149,10 @@ pub fn run(
 ) -> Result<Vec<Row>> {
     // Activation importance calibrates on the end of the text; evaluation then keeps to the part before it.
     let tokens = model.encode(text)?;
-    let (usable, calibration) = match spec.importance {
-        ImportanceMethod::Activation => {
-            let c = QuantConfig::seed().calibration;
-            let (usable, windows) = eval::split_calibration(&tokens, c.windows, c.tokens, text_path)?;
-            (usable, Some(crate::importance::activation::calibrate(model, &windows, job)?))
-        }
-        _ => (tokens.as_slice(), None),
-    };
+    let end_of_text = CalibrationText::EndOf { tokens: &tokens, path: text_path };
+    let calibration = pipeline::calibrate(model, &spec.importance, CalibrationSpec::default(), Some(end_of_text), job)?;
+    let usable = &tokens[..calibration.usable_tokens.unwrap_or(tokens.len())];
+    let calibration = calibration.stats;
     let bench = Bench::new(model, usable, text, text_path, spec, known, job)?;
     on_row(&bench.base);
     let mut rows = vec![bench.base.clone()];

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use nash_swarm::eval::{self, Kld, KldStats, PplReport, ReferenceLogits, WindowSpec};
-use nash_swarm::importance::{self, CalibrationStats, ImportanceMethod, activation};
+use nash_swarm::importance::{self, CalibrationStats, ImportanceMethod};
 use nash_swarm::model::TensorRole;
+use nash_swarm::pipeline::{self, CalibrationText};
 use nash_swarm::quant::estimate::ImportanceIndex;
 use nash_swarm::quant::summary::{TensorResult, Thumbnail, tensor_result, thumbnail};
 use nash_swarm::quant::{BitReport, QuantConfig, quantize_model};
@@ -142,27 +143,21 @@ impl SharedReference {
     }
 }
 
-/// Calibration statistics when the configuration's importance needs them; a clear error without a text.
+/// Calibration statistics when the configuration's importance needs them, from the end of the evaluation text
+/// (never scored by the GUI's few windows); a clear error without a text.
 pub fn calibration_if_needed(
     model: &Model,
     config: &QuantConfig,
     text: Option<&PathBuf>,
     job: &Job,
 ) -> anyhow::Result<Option<CalibrationStats>> {
-    match (&config.importance, text) {
-        (ImportanceMethod::Activation, Some(text)) => Ok(Some(calibration(model, text, config, job)?)),
-        (ImportanceMethod::Activation, None) => {
-            anyhow::bail!("activation importance needs an evaluation text (Open text…)")
-        }
-        _ => Ok(None),
+    if !matches!(config.importance, ImportanceMethod::Activation) {
+        return Ok(None);
     }
-}
-
-/// Calibration windows from the end of the evaluation text (never scored by the GUI's few windows).
-pub fn calibration(model: &Model, text: &PathBuf, config: &QuantConfig, job: &Job) -> anyhow::Result<CalibrationStats> {
-    let tokens = model.encode(&eval::read_text(text)?)?;
-    let (_, windows) = eval::split_calibration(&tokens, config.calibration.windows, config.calibration.tokens, text)?;
-    Ok(activation::calibrate(model, &windows, job)?)
+    let Some(path) = text else { anyhow::bail!("activation importance needs an evaluation text (Open text…)") };
+    let tokens = model.encode(&eval::read_text(path)?)?;
+    let text = CalibrationText::EndOf { tokens: &tokens, path };
+    Ok(pipeline::calibrate(model, &config.importance, config.calibration, Some(text), job)?.stats)
 }
 
 #[derive(Clone, Debug)]
@@ -203,12 +198,9 @@ pub fn run(
     let quantized = quantize_model(model, config, calibration.as_ref(), job)?;
     let detail: BTreeMap<String, TensorResult> =
         quantized.tensors.par_iter().map(|(name, q)| (name.clone(), tensor_result(q, THUMBNAIL_SIDE))).collect();
-    let size_bytes = nash_swarm::formats::packed::packed_size(model, &quantized) as u64;
-    let bits = quantized.bits.clone();
-    let quantized_model = quantized.into_model(model)?;
-    crate::gui::worker::release_freed_memory();
-    let (report, _) =
-        eval::evaluate_ppl(&quantized_model, &reference_ref.windows, Kld::Against(&reference_ref.logits), job)?;
+    let kld = Kld::Against(&reference_ref.logits);
+    let evaluated = pipeline::evaluate(model, quantized, &reference_ref.windows, kld, job)?;
+    let (report, bits, size_bytes) = (evaluated.report, evaluated.bits, evaluated.size_bytes);
     let base_ppl = reference_ref.base.ppl;
     let record = RunRecord {
         config: config.clone(),

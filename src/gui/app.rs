@@ -121,7 +121,7 @@ pub struct ExplorerApp {
 impl ExplorerApp {
     pub fn new(cc: &eframe::CreationContext<'_>, launch: Launch) -> Self {
         let mut settings: Settings = cc.storage.and_then(|s| eframe::get_value(s, eframe::APP_KEY)).unwrap_or_default();
-        if let Some(text) = launch.text.or_else(|| settings.text.clone()).or_else(crate::cli::default_text) {
+        if let Some(text) = launch.text.or_else(|| settings.text.clone()).or_else(nash_swarm::demo::default_text) {
             settings.text = Some(text);
         }
         let mut app = ExplorerApp {

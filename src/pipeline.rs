@@ -1,0 +1,101 @@
+//! The one chain the CLI, the GUI and compare call: calibrate -> allocate -> quantize -> evaluate (and the
+//! formats write the result). Each step is a function here so that every caller runs the same code.
+
+use std::path::Path;
+
+use crate::alloc::{self, Allocation};
+use crate::error::Result;
+use crate::eval::{self, Kld, PplReport};
+use crate::importance::{CalibrationStats, ImportanceMethod, activation};
+use crate::job::Job;
+use crate::model::Model;
+use crate::quant::config::CalibrationSpec;
+use crate::quant::{BitReport, QuantConfig, Quantized};
+
+/// Where calibration windows come from. Calibration never sees a scored token.
+#[derive(Clone, Copy)]
+pub enum CalibrationText<'a> {
+    /// A text of its own (`--calib-text`): its first windows.
+    Own { tokens: &'a [u32], path: &'a Path },
+    /// The end of the evaluation text, which evaluation then leaves out.
+    EndOf { tokens: &'a [u32], path: &'a Path },
+}
+
+/// Calibration statistics, and how many leading tokens of the evaluation text evaluation may still use.
+pub struct Calibration {
+    pub stats: Option<CalibrationStats>,
+    pub usable_tokens: Option<usize>,
+}
+
+/// The calibration windows `spec` asks for, and the evaluation tokens left usable.
+pub fn calibration_windows(spec: CalibrationSpec, text: CalibrationText) -> Result<(Option<usize>, Vec<Vec<u32>>)> {
+    match text {
+        CalibrationText::Own { tokens, path } => {
+            let windows: Vec<Vec<u32>> =
+                tokens.chunks_exact(spec.tokens).take(spec.windows).map(<[u32]>::to_vec).collect();
+            if windows.is_empty() {
+                return Err(crate::Error::bad_file(
+                    path,
+                    format!("fewer than {} tokens for one calibration window", spec.tokens),
+                ));
+            }
+            Ok((None, windows))
+        }
+        CalibrationText::EndOf { tokens, path } => {
+            let (usable, windows) = eval::split_calibration(tokens, spec.windows, spec.tokens, path)?;
+            Ok((Some(usable.len()), windows))
+        }
+    }
+}
+
+/// Calibrates when `importance` needs it (activation importance); otherwise nothing is read or run.
+pub fn calibrate(
+    model: &Model,
+    importance: &ImportanceMethod,
+    spec: CalibrationSpec,
+    text: Option<CalibrationText>,
+    job: &Job,
+) -> Result<Calibration> {
+    if !matches!(importance, ImportanceMethod::Activation) {
+        return Ok(Calibration { stats: None, usable_tokens: None });
+    }
+    let text = text.ok_or_else(|| {
+        crate::Error::InvalidArgument("activation importance needs a calibration or evaluation text".into())
+    })?;
+    let (usable_tokens, windows) = calibration_windows(spec, text)?;
+    Ok(Calibration { stats: Some(activation::calibrate(model, &windows, job)?), usable_tokens })
+}
+
+/// The configuration that meets `target_bpw` by the Nash allocation priced with `config`'s importance.
+pub fn allocate(
+    model: &Model,
+    config: &QuantConfig,
+    target_bpw: f64,
+    calibration: Option<&CalibrationStats>,
+    job: &Job,
+) -> Result<(QuantConfig, Allocation)> {
+    let (game, base) = alloc::standard_game(model, &config.importance, calibration, job)?;
+    let allocation = game.solve(target_bpw)?;
+    Ok((game.config_for(&base, &allocation), allocation))
+}
+
+/// What evaluating a quantized result gives: its bill, its exact packed size and its perplexity report; the
+/// quantized model (dequantized layer by layer when used) stays available for more evaluation.
+pub struct Evaluated {
+    pub summary: String,
+    pub bits: BitReport,
+    pub size_bytes: u64,
+    pub quantize_seconds: f64,
+    pub report: PplReport,
+    pub model: Model,
+}
+
+/// Evaluates a quantized result on `windows`, consuming it: no f32 copy of the whole model is made.
+pub fn evaluate(model: &Model, quantized: Quantized, windows: &[Vec<u32>], kld: Kld, job: &Job) -> Result<Evaluated> {
+    let size_bytes = crate::formats::packed::packed_size(model, &quantized) as u64;
+    let (summary, bits, quantize_seconds) =
+        (quantized.config.summary(), quantized.bits.clone(), quantized.quantize_seconds);
+    let model = quantized.into_model(model)?;
+    let (report, _) = eval::evaluate_ppl(&model, windows, kld, job)?;
+    Ok(Evaluated { summary, bits, size_bytes, quantize_seconds, report, model })
+}
