@@ -173,8 +173,8 @@ pub fn load(dir: &Path) -> Result<Model> {
         check_matrix(entry, expected.get(name), &array)
             .map_err(|problem| bad(format!("matrix `{name}`: {problem}")))?;
         let bytes = |suffix: &str| array(suffix).map(|v| v.data().to_vec());
-        let values = unpack_matrix(entry, &bytes).map_err(|problem| bad(format!("matrix `{name}`: {problem}")))?;
-        weights.insert(name, candle_core::Tensor::from_vec(values, (entry.rows, entry.cols), &cpu())?);
+        let matrix = stored_matrix(entry, &bytes).map_err(|problem| bad(format!("matrix `{name}`: {problem}")))?;
+        weights.insert(name, matrix.to_tensor(name).map_err(|e| bad(e.to_string()))?);
     }
     for (name, view) in st.tensors() {
         if name.contains("::") {
@@ -253,11 +253,11 @@ fn check_matrix<'a>(
     Ok(())
 }
 
-/// Rebuilds a matrix's quantized form from its arrays and dequantizes it (the inverse of quantizing).
-fn unpack_matrix(
+/// Rebuilds a matrix's stored form from its arrays.
+fn stored_matrix(
     entry: &MatrixEntry,
     array: &dyn Fn(&str) -> Option<Vec<u8>>,
-) -> std::result::Result<Vec<f32>, String> {
+) -> std::result::Result<QuantizedTensor, String> {
     let plan = &entry.plan;
     let (rows, cols, k) = (entry.rows, entry.cols, plan.tiers.len());
     let tier_map = if k > 1 {
@@ -287,5 +287,5 @@ fn unpack_matrix(
         squared_error: 0.0,
         squared_norm: 0.0,
     };
-    q.dequantize()
+    Ok(q)
 }

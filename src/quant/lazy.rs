@@ -12,8 +12,8 @@ use rayon::prelude::*;
 
 use super::plan::Quantized;
 use super::stored::QuantizedTensor;
-use crate::error::{Error, Result};
-use crate::model::{LazyWeights, Model, Weights, cpu};
+use crate::error::Result;
+use crate::model::{LazyWeights, Model};
 
 struct LayerByLayer {
     tensors: BTreeMap<String, QuantizedTensor>,
@@ -24,11 +24,7 @@ struct LayerByLayer {
 impl Quantized {
     /// `model` with these weights: fp16 tensors held as f32, quantized ones dequantized layer by layer.
     pub fn into_model(self, model: &Model) -> Result<Model> {
-        let mut held = Weights::default();
-        for (name, (shape, values)) in self.fp16 {
-            let values: Vec<f32> = values.iter().map(|v| v.to_f32()).collect();
-            held.insert(name, Tensor::from_vec(values, shape.as_slice(), &cpu())?);
-        }
+        let held = super::plan::fp16_weights(self.fp16)?;
         let lazy = LayerByLayer { tensors: self.tensors, made: Mutex::default() };
         Ok(model.with_lazy_weights(held, Arc::new(lazy)))
     }
@@ -54,11 +50,7 @@ impl LazyWeights for LayerByLayer {
         };
         let fresh = wanted
             .par_iter()
-            .map(|n| {
-                let q = &self.tensors[*n];
-                let values = q.dequantize().map_err(|e| Error::Inconsistent(format!("{n}: {e}")))?;
-                Ok(((*n).clone(), Tensor::from_vec(values, (q.rows, q.cols), &cpu())?))
-            })
+            .map(|n| Ok(((*n).clone(), self.tensors[*n].to_tensor(n)?)))
             .collect::<Result<Vec<_>>>()?;
         made.extend(fresh);
         Ok(made.get(name).cloned())

@@ -87,25 +87,31 @@ impl Quantized {
 
     /// Dequantized weights, consuming the result (no copy of the large buffers).
     pub fn into_weights(self) -> Result<Weights> {
-        let mut weights = Weights::default();
+        let mut weights = fp16_weights(self.fp16)?;
         // Tensor by tensor across threads; each tensor's codes are freed once it is dequantized.
         let dequantized: Vec<(String, candle_core::Tensor)> = self
             .tensors
             .into_par_iter()
             .map(|(name, q)| {
-                let values = q.dequantize().map_err(Error::Inconsistent)?;
-                Ok((name, candle_core::Tensor::from_vec(values, (q.rows, q.cols), &cpu())?))
+                let tensor = q.to_tensor(&name)?;
+                Ok((name, tensor))
             })
             .collect::<Result<_>>()?;
         for (name, tensor) in dequantized {
             weights.insert(name, tensor);
         }
-        for (name, (shape, values)) in self.fp16 {
-            let values: Vec<f32> = values.iter().map(|v| v.to_f32()).collect();
-            weights.insert(name, candle_core::Tensor::from_vec(values, shape.as_slice(), &cpu())?);
-        }
         Ok(weights)
     }
+}
+
+/// The fp16 tensors of a result as f32 weights.
+pub fn fp16_weights(fp16: BTreeMap<String, (Vec<usize>, Vec<f16>)>) -> Result<Weights> {
+    let mut weights = Weights::default();
+    for (name, (shape, values)) in fp16 {
+        let values: Vec<f32> = values.iter().map(|v| v.to_f32()).collect();
+        weights.insert(name, candle_core::Tensor::from_vec(values, shape.as_slice(), &cpu())?);
+    }
+    Ok(weights)
 }
 
 /// Importance (with calibration when the method needs it), then quantization. With per-tensor thresholds each

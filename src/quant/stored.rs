@@ -34,6 +34,12 @@ pub struct QuantizedTensor {
 }
 
 impl QuantizedTensor {
+    /// The dequantized `[rows, cols]` tensor; a damaged one is an error naming `name`.
+    pub fn to_tensor(&self, name: &str) -> crate::Result<candle_core::Tensor> {
+        let values = self.dequantize().map_err(|e| crate::Error::Inconsistent(format!("{name}: {e}")))?;
+        Ok(candle_core::Tensor::from_vec(values, (self.rows, self.cols), &candle_core::Device::Cpu)?)
+    }
+
     /// Units in each tier (weights, for a single-tier plan, which stores no map).
     pub fn tier_counts(&self) -> Vec<usize> {
         let k = self.plan.tiers.len();
