@@ -6,8 +6,7 @@ use half::f16;
 
 use super::pack::{self, BitReader};
 use super::spec::{Grid, TensorPlan};
-
-pub const MAX_TIERS: usize = 8;
+pub use super::tiers::MAX_TIERS;
 
 /// Codes of the weights of one tier, in storage order, packed at the tier's width.
 #[derive(Clone, Debug, PartialEq)]

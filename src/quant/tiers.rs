@@ -38,16 +38,15 @@ pub fn tiers_from_quantiles(quantiles: &[f64], bits: &[u8]) -> Result<Vec<Tier>>
     Ok(tiers)
 }
 
+/// The most tiers a plan may have (the coder keeps one stream per tier on the stack).
+pub const MAX_TIERS: usize = 8;
+
 pub fn validate_tiers(tiers: &[Tier]) -> Result<()> {
     if tiers.is_empty() {
         return Err(Error::InvalidArgument("at least one tier is needed".into()));
     }
-    if tiers.len() > super::stored::MAX_TIERS {
-        return Err(Error::InvalidArgument(format!(
-            "{} tiers: at most {} are supported",
-            tiers.len(),
-            super::stored::MAX_TIERS
-        )));
+    if tiers.len() > MAX_TIERS {
+        return Err(Error::InvalidArgument(format!("{} tiers: at most {} are supported", tiers.len(), MAX_TIERS)));
     }
     for t in tiers {
         if !ALLOWED_BITS.contains(&t.bits) {
