@@ -1,9 +1,10 @@
 //! Plans (`spec`, `tiers`, `config`), quantizers behind a trait (`method`), the stored form they all produce
-//! (`stored`, `pack`), bit accounting (`bits`, `estimate`), and the Nash allocation (METHOD.md sections 2–5).
+//! (`stored`, `pack`), bit accounting (`bits`, `estimate`), and ggml's block types for GGUF files (`ggml`).
 
 pub mod bits;
 pub mod config;
 pub mod estimate;
+pub mod ggml;
 pub mod lazy;
 pub mod method;
 pub mod pack;

@@ -1,0 +1,237 @@
+//! ggml's 32-weight blocks: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (layouts from `ggml-common.h`). The reference encoders
+//! are llama.cpp's `quantize_row_*_ref`; the weighted ones are its `quantize_row_*_impl` (Q8_0, which llama.cpp
+//! leaves unweighted, gets the same symmetric search).
+
+use half::f16;
+
+use super::search::{AffineSearch, make_qkx_quants, make_qx_quants};
+
+pub const QK: usize = 32;
+
+fn put_f16(out: &mut [u8], at: usize, v: f32) {
+    out[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+}
+
+pub(super) fn get_f16(bytes: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
+}
+
+/// The signed value with the largest magnitude (the first on ties).
+fn signed_absmax(x: &[f32]) -> f32 {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    max
+}
+
+fn min_max(x: &[f32]) -> (f32, f32) {
+    let (mut min, mut max) = (f32::MAX, -f32::MAX);
+    for &v in x {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    (min, max)
+}
+
+/// Low nibbles hold weights 0..16, high nibbles 16..32; the fifth bits (Q5) go to a little-endian u32.
+fn pack_nibbles(codes: &[u8; QK], qs: &mut [u8]) -> u32 {
+    let mut qh = 0u32;
+    for j in 0..QK / 2 {
+        let (a, b) = (codes[j], codes[j + QK / 2]);
+        qs[j] = (a & 0x0f) | ((b & 0x0f) << 4);
+        qh |= (((a & 0x10) >> 4) as u32) << j;
+        qh |= (((b & 0x10) >> 4) as u32) << (j + QK / 2);
+    }
+    qh
+}
+
+fn unpack_nibbles(qs: &[u8], qh: u32, codes: &mut [u8; QK]) {
+    for j in 0..QK / 2 {
+        codes[j] = (qs[j] & 0x0f) | ((((qh >> j) << 4) & 0x10) as u8);
+        codes[j + QK / 2] = (qs[j] >> 4) | (((qh >> (j + 12)) & 0x10) as u8);
+    }
+}
+
+/// Per-weight importance of a block as llama.cpp weighs it: `qw · sqrt(σ² + x²)`, σ² the row's mean square.
+fn block_weights(x: &[f32], qw: &[f32], sigma2: f32) -> [f32; QK] {
+    std::array::from_fn(|j| qw[j] * (sigma2 + x[j] * x[j]).sqrt())
+}
+
+pub fn row_sigma2(row: &[f32]) -> f32 {
+    let mut sum = 0.0f32;
+    for &v in row {
+        sum += v * v;
+    }
+    sum / row.len() as f32
+}
+
+const AFFINE: AffineSearch = AffineSearch { rmin: -0.9, rdelta: 0.05, steps: 36, use_mad: false };
+
+// ---- Q4_0: d (f16), 16 bytes of nibbles; x = d·(q − 8)
+
+pub fn encode_q4_0(x: &[f32], weighted: Option<(&[f32], f32)>, out: &mut [u8]) {
+    let mut codes = [0u8; QK];
+    let d = match weighted {
+        None => {
+            let d = signed_absmax(x) / -8.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            for j in 0..QK {
+                codes[j] = ((x[j] * id + 8.5) as i8).min(15) as u8;
+            }
+            d
+        }
+        Some((qw, sigma2)) => symmetric_search(8, x, &block_weights(x, qw, sigma2), &mut codes),
+    };
+    put_f16(out, 0, d);
+    pack_nibbles(&codes, &mut out[2..18]);
+}
+
+pub fn decode_q4_0(b: &[u8], y: &mut [f32]) {
+    let d = get_f16(b, 0);
+    let mut codes = [0u8; QK];
+    unpack_nibbles(&b[2..18], 0, &mut codes);
+    for j in 0..QK {
+        y[j] = (codes[j] as i32 - 8) as f32 * d;
+    }
+}
+
+// ---- Q4_1: d, m (f16), 16 bytes of nibbles; x = d·q + m
+
+pub fn encode_q4_1(x: &[f32], weighted: Option<(&[f32], f32)>, out: &mut [u8]) {
+    let mut codes = [0u8; QK];
+    let (d, m) = match weighted {
+        None => affine_reference(15, x, &mut codes),
+        Some((qw, sigma2)) => {
+            let (d, min) = make_qkx_quants(15, x, &block_weights(x, qw, sigma2), &mut codes, AFFINE);
+            (d, -min)
+        }
+    };
+    put_f16(out, 0, d);
+    put_f16(out, 2, m);
+    pack_nibbles(&codes, &mut out[4..20]);
+}
+
+pub fn decode_q4_1(b: &[u8], y: &mut [f32]) {
+    let (d, m) = (get_f16(b, 0), get_f16(b, 2));
+    let mut codes = [0u8; QK];
+    unpack_nibbles(&b[4..20], 0, &mut codes);
+    for j in 0..QK {
+        y[j] = codes[j] as f32 * d + m;
+    }
+}
+
+// ---- Q5_0: d (f16), qh (u32), 16 bytes of nibbles; x = d·(q − 16)
+
+pub fn encode_q5_0(x: &[f32], weighted: Option<(&[f32], f32)>, out: &mut [u8]) {
+    let mut codes = [0u8; QK];
+    let d = match weighted {
+        None => {
+            let d = signed_absmax(x) / -16.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            for j in 0..QK {
+                codes[j] = ((x[j] * id + 16.5) as i8).min(31) as u8;
+            }
+            d
+        }
+        Some((qw, sigma2)) => symmetric_search(16, x, &block_weights(x, qw, sigma2), &mut codes),
+    };
+    put_f16(out, 0, d);
+    let qh = pack_nibbles(&codes, &mut out[6..22]);
+    out[2..6].copy_from_slice(&qh.to_le_bytes());
+}
+
+pub fn decode_q5_0(b: &[u8], y: &mut [f32]) {
+    let d = get_f16(b, 0);
+    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+    let mut codes = [0u8; QK];
+    unpack_nibbles(&b[6..22], qh, &mut codes);
+    for j in 0..QK {
+        y[j] = (codes[j] as i32 - 16) as f32 * d;
+    }
+}
+
+// ---- Q5_1: d, m (f16), qh (u32), 16 bytes of nibbles; x = d·q + m
+
+pub fn encode_q5_1(x: &[f32], weighted: Option<(&[f32], f32)>, out: &mut [u8]) {
+    let mut codes = [0u8; QK];
+    let (d, m) = match weighted {
+        None => affine_reference(31, x, &mut codes),
+        Some((qw, sigma2)) => {
+            let (d, min) = make_qkx_quants(31, x, &block_weights(x, qw, sigma2), &mut codes, AFFINE);
+            (d, -min)
+        }
+    };
+    put_f16(out, 0, d);
+    put_f16(out, 2, m);
+    let qh = pack_nibbles(&codes, &mut out[8..24]);
+    out[4..8].copy_from_slice(&qh.to_le_bytes());
+}
+
+pub fn decode_q5_1(b: &[u8], y: &mut [f32]) {
+    let (d, m) = (get_f16(b, 0), get_f16(b, 2));
+    let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+    let mut codes = [0u8; QK];
+    unpack_nibbles(&b[8..24], qh, &mut codes);
+    for j in 0..QK {
+        y[j] = codes[j] as f32 * d + m;
+    }
+}
+
+// ---- Q8_0: d (f16), 32 signed bytes; x = d·q
+
+pub fn encode_q8_0(x: &[f32], weighted: Option<(&[f32], f32)>, out: &mut [u8]) {
+    match weighted {
+        None => {
+            let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            put_f16(out, 0, d);
+            for j in 0..QK {
+                out[2 + j] = (x[j] * id).round() as i8 as u8;
+            }
+        }
+        Some((qw, sigma2)) => {
+            let mut codes = [0i32; QK];
+            let d = make_qx_quants(128, x, &mut codes, Some(&block_weights(x, qw, sigma2)));
+            put_f16(out, 0, d);
+            for j in 0..QK {
+                out[2 + j] = (codes[j] - 128) as i8 as u8;
+            }
+        }
+    }
+}
+
+pub fn decode_q8_0(b: &[u8], y: &mut [f32]) {
+    let d = get_f16(b, 0);
+    for j in 0..QK {
+        y[j] = b[2 + j] as i8 as f32 * d;
+    }
+}
+
+/// Min-max affine grid (`quantize_row_q4_1_ref`, `quantize_row_q5_1_ref`): returns (d, min).
+fn affine_reference(nmax: u8, x: &[f32], codes: &mut [u8; QK]) -> (f32, f32) {
+    let (min, max) = min_max(x);
+    let d = (max - min) / nmax as f32;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    for j in 0..QK {
+        codes[j] = (((x[j] - min) * id + 0.5) as u8).min(nmax);
+    }
+    (d, min)
+}
+
+fn symmetric_search(nmax: i32, x: &[f32], weights: &[f32; QK], codes: &mut [u8; QK]) -> f32 {
+    let mut levels = [0i32; QK];
+    let d = make_qx_quants(nmax, x, &mut levels, Some(weights));
+    for j in 0..QK {
+        codes[j] = levels[j] as u8;
+    }
+    d
+}
