@@ -117,7 +117,11 @@ fn every_decoder_agrees_with_the_gguf_package() {
             let theirs = floats_of(&via_gguf(GGUF_DEQUANTIZE, &encoded, cols, ty));
             assert_eq!(ours.len(), theirs.len(), "{ty}");
             for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-                assert!((a - b).abs() <= 1e-6 * b.abs().max(1e-30), "{ty} (importance {}): weight {i}: {a} vs {b}", imp.is_some());
+                assert!(
+                    (a - b).abs() <= 1e-6 * b.abs().max(1e-30),
+                    "{ty} (importance {}): weight {i}: {a} vs {b}",
+                    imp.is_some()
+                );
             }
         }
     }

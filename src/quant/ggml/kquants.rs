@@ -26,7 +26,8 @@ fn sum_squares(x: &[f32]) -> f32 {
 fn pack_2bit(codes: &[u8; QK_K], qs: &mut [u8]) {
     for j in (0..QK_K).step_by(128) {
         for l in 0..32 {
-            qs[j / 4 + l] = codes[j + l] | (codes[j + l + 32] << 2) | (codes[j + l + 64] << 4) | (codes[j + l + 96] << 6);
+            qs[j / 4 + l] =
+                codes[j + l] | (codes[j + l + 32] << 2) | (codes[j + l + 64] << 4) | (codes[j + l + 96] << 6);
         }
     }
 }
@@ -432,8 +433,10 @@ pub fn encode_q6_k(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
         for k in 0..32 {
             out[ql + k] = (l(j + k) & 0xf) | ((l(j + k + 64) & 0xf) << 4);
             out[ql + 32 + k] = (l(j + k + 32) & 0xf) | ((l(j + k + 96) & 0xf) << 4);
-            out[qh + k] =
-                (l(j + k) >> 4) | ((l(j + k + 32) >> 4) << 2) | ((l(j + k + 64) >> 4) << 4) | ((l(j + k + 96) >> 4) << 6);
+            out[qh + k] = (l(j + k) >> 4)
+                | ((l(j + k + 32) >> 4) << 2)
+                | ((l(j + k + 64) >> 4) << 4)
+                | ((l(j + k + 96) >> 4) << 6);
         }
     }
 }

@@ -137,12 +137,12 @@ impl BlockType {
 
     /// Whether rows of `cols` weights split into whole blocks (k-quants need multiples of 256).
     pub fn fits(self, cols: usize) -> bool {
-        cols > 0 && cols % self.block_weights() == 0
+        cols > 0 && cols.is_multiple_of(self.block_weights())
     }
 
     /// Bytes of `count` weights (a whole number of blocks), or None when they do not fill whole blocks.
     pub fn bytes_for(self, count: usize) -> Option<usize> {
-        (count % self.block_weights() == 0).then(|| count / self.block_weights() * self.block_bytes())
+        count.is_multiple_of(self.block_weights()).then(|| count / self.block_weights() * self.block_bytes())
     }
 }
 
@@ -152,10 +152,40 @@ impl std::fmt::Display for BlockType {
     }
 }
 
+/// How blocks are chosen when an importance is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Choice {
+    /// Each block the better of llama.cpp's weighted encoding and the reference (ours).
+    BestOfBoth,
+    /// Exactly what llama-quantize writes with this importance as its imatrix.
+    LikeLlamaCpp,
+}
+
 /// Encodes row-major `[rows, cols]` weights as `ty`. `importance` (one non-negative value per column) selects the
-/// importance-weighted encoders. Rows run in parallel; every row is encoded the same way wherever it runs.
+/// importance-weighted encoding; without it, the reference. Rows run in parallel; every row is encoded the same
+/// way wherever it runs.
 pub fn encode(ty: BlockType, weights: &[f32], cols: usize, importance: Option<&[f32]>) -> Result<Vec<u8>, String> {
-    if !ty.fits(cols) || weights.len() % cols != 0 {
+    encode_with(ty, weights, cols, importance, Choice::BestOfBoth)
+}
+
+/// The blocks llama-quantize writes for these weights with `importance` as its imatrix (for comparisons).
+pub fn encode_like_llama_cpp(
+    ty: BlockType,
+    weights: &[f32],
+    cols: usize,
+    importance: Option<&[f32]>,
+) -> Result<Vec<u8>, String> {
+    encode_with(ty, weights, cols, importance, Choice::LikeLlamaCpp)
+}
+
+fn encode_with(
+    ty: BlockType,
+    weights: &[f32],
+    cols: usize,
+    importance: Option<&[f32]>,
+    choice: Choice,
+) -> Result<Vec<u8>, String> {
+    if !ty.fits(cols) || !weights.len().is_multiple_of(cols) {
         return Err(format!("{ty} needs rows of a multiple of {} weights; these have {cols}", ty.block_weights()));
     }
     if let Some(at) = weights.iter().position(|v| !v.is_finite()) {
@@ -169,11 +199,13 @@ pub fn encode(ty: BlockType, weights: &[f32], cols: usize, importance: Option<&[
             return Err("importance values must be finite and non-negative".into());
         }
     }
+    // llama.cpp's Q8_0 ignores the imatrix.
+    let importance = importance.filter(|_| !(choice == Choice::LikeLlamaCpp && ty == BlockType::Q8_0));
     let row_bytes = cols / ty.block_weights() * ty.block_bytes();
     let mut out = vec![0u8; weights.len() / cols * row_bytes];
-    out.par_chunks_mut(row_bytes).zip(weights.par_chunks(cols)).for_each(|(dst, row)| match importance {
-        None => encode_row(ty, row, None, dst),
-        Some(imp) => encode_row_weighted(ty, row, imp, dst),
+    out.par_chunks_mut(row_bytes).zip(weights.par_chunks(cols)).for_each(|(dst, row)| match (importance, choice) {
+        (Some(imp), Choice::BestOfBoth) => encode_row_best_of_both(ty, row, imp, dst),
+        (imp, _) => encode_row(ty, row, imp, dst),
     });
     Ok(out)
 }
@@ -181,10 +213,13 @@ pub fn encode(ty: BlockType, weights: &[f32], cols: usize, importance: Option<&[
 /// The reference encoding (`imp` None) or llama.cpp's importance-weighted one of one row.
 fn encode_row(ty: BlockType, row: &[f32], imp: Option<&[f32]>, out: &mut [u8]) {
     match ty {
-        BlockType::F32 => row.iter().zip(out.chunks_exact_mut(4)).for_each(|(v, o)| o.copy_from_slice(&v.to_le_bytes())),
-        BlockType::F16 => {
-            row.iter().zip(out.chunks_exact_mut(2)).for_each(|(v, o)| o.copy_from_slice(&f16::from_f32(*v).to_le_bytes()))
+        BlockType::F32 => {
+            row.iter().zip(out.chunks_exact_mut(4)).for_each(|(v, o)| o.copy_from_slice(&v.to_le_bytes()))
         }
+        BlockType::F16 => row
+            .iter()
+            .zip(out.chunks_exact_mut(2))
+            .for_each(|(v, o)| o.copy_from_slice(&f16::from_f32(*v).to_le_bytes())),
         BlockType::Bf16 => row
             .iter()
             .zip(out.chunks_exact_mut(2))
@@ -219,7 +254,7 @@ fn encode_block(ty: BlockType, x: &[f32], qw: Option<&[f32]>, sigma2: f32, out: 
 }
 
 /// Each block the better of llama.cpp's weighted encoding and the reference, by Σ imp·(w − q)².
-fn encode_row_weighted(ty: BlockType, row: &[f32], imp: &[f32], out: &mut [u8]) {
+fn encode_row_best_of_both(ty: BlockType, row: &[f32], imp: &[f32], out: &mut [u8]) {
     encode_row(ty, row, Some(imp), out);
     if !ty.is_quantized() {
         return;
