@@ -2,17 +2,12 @@
 //! quantized. Q2_K, Q3_K, Q4_K, Q5_K, Q6_K with the layouts of `ggml-common.h`; the reference encoders are
 //! llama.cpp's `quantize_row_*_ref`, the weighted ones its `quantize_row_*_impl`.
 
-use super::legacy::get_f16;
+use super::legacy::{get_f16, put_f16};
 use super::search::{
     AffineSearch, GROUP_MAX_EPS, make_q3_quants, make_qkx_quants, make_qp_quants, make_qx_quants, nearest_int,
 };
-use half::f16;
 
 pub const QK_K: usize = 256;
-
-fn put_f16(out: &mut [u8], at: usize, v: f32) {
-    out[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
-}
 
 fn sum_squares(x: &[f32]) -> f32 {
     let mut s = 0.0f32;
@@ -20,6 +15,16 @@ fn sum_squares(x: &[f32]) -> f32 {
         s += v * v;
     }
     s
+}
+
+/// llama.cpp's per-weight importance in a sub-block, `qw · sqrt(σ² + x²)`, and its sum (in its order).
+fn sub_block_weights<const N: usize>(xb: &[f32], qw: &[f32], sigma2: f32) -> ([f32; N], f32) {
+    let weights: [f32; N] = std::array::from_fn(|l| qw[l] * (sigma2 + xb[l] * xb[l]).sqrt());
+    let mut sum = 0.0f32;
+    for w in weights {
+        sum += w;
+    }
+    (weights, sum)
 }
 
 /// Four 2-bit planes: byte `l` of each 32-byte group holds weights l, l+32, l+64, l+96 of its 128.
@@ -77,10 +82,8 @@ pub fn encode_q2_k(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
             let mut sw = [0.0f32; 16];
             for j in 0..16 {
                 let xb = &x[16 * j..16 * j + 16];
-                let weights: [f32; 16] = std::array::from_fn(|l| qw[16 * j + l] * (sigma2 + xb[l] * xb[l]).sqrt());
-                for w in weights {
-                    sw[j] += w;
-                }
+                let weights: [f32; 16];
+                (weights, sw[j]) = sub_block_weights(xb, &qw[16 * j..], sigma2);
                 (scales[j], mins[j]) = make_qkx_quants(3, xb, &weights, &mut codes[16 * j..16 * j + 16], WEIGHTED);
             }
             let (mut ls, mut lm) = ([0u8; 16], [0u8; 16]);
@@ -160,10 +163,8 @@ pub fn encode_q3_k(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
             let mut sw = [0.0f32; 16];
             for j in 0..16 {
                 let xb = &x[16 * j..16 * j + 16];
-                let weights: [f32; 16] = std::array::from_fn(|l| qw[16 * j + l] * (sigma2 + xb[l] * xb[l]).sqrt());
-                for w in weights {
-                    sw[j] += w;
-                }
+                let weights: [f32; 16];
+                (weights, sw[j]) = sub_block_weights(xb, &qw[16 * j..], sigma2);
                 scales[j] = make_qx_quants(4, xb, &mut levels[16 * j..16 * j + 16], Some(&weights));
             }
             let mut ls = [0i32; 16];
@@ -295,10 +296,8 @@ fn encode_affine_k(x: &[f32], qw: Option<&[f32]>, nmax: i32, out: &mut [u8], cod
             let mut sw = [0.0f32; 8];
             for j in 0..8 {
                 let xb = &x[32 * j..32 * j + 32];
-                let weights: [f32; 32] = std::array::from_fn(|l| qw[32 * j + l] * (sigma2 + xb[l] * xb[l]).sqrt());
-                for w in weights {
-                    sw[j] += w;
-                }
+                let weights: [f32; 32];
+                (weights, sw[j]) = sub_block_weights(xb, &qw[32 * j..], sigma2);
                 (scales[j], mins[j]) = make_qkx_quants(nmax, xb, &weights, &mut codes[32 * j..32 * j + 32], WEIGHTED);
             }
             let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);

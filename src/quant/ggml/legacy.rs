@@ -8,7 +8,7 @@ use super::search::{AffineSearch, make_qkx_quants, make_qx_quants};
 
 pub const QK: usize = 32;
 
-fn put_f16(out: &mut [u8], at: usize, v: f32) {
+pub(super) fn put_f16(out: &mut [u8], at: usize, v: f32) {
     out[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
 }
 
@@ -80,14 +80,7 @@ const AFFINE: AffineSearch = AffineSearch { rmin: -0.9, rdelta: 0.05, steps: 36,
 pub fn encode_q4_0(x: &[f32], weighted: Option<(&[f32], f32)>, out: &mut [u8]) {
     let mut codes = [0u8; QK];
     let d = match weighted {
-        None => {
-            let d = signed_absmax(x) / -8.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            for j in 0..QK {
-                codes[j] = ((x[j] * id + 8.5) as i8).min(15) as u8;
-            }
-            d
-        }
+        None => symmetric_reference(8, x, &mut codes),
         Some((qw, sigma2)) => symmetric_search(8, x, &block_weights(x, qw, sigma2), &mut codes),
     };
     put_f16(out, 0, d);
@@ -133,14 +126,7 @@ pub fn decode_q4_1(b: &[u8], y: &mut [f32]) {
 pub fn encode_q5_0(x: &[f32], weighted: Option<(&[f32], f32)>, out: &mut [u8]) {
     let mut codes = [0u8; QK];
     let d = match weighted {
-        None => {
-            let d = signed_absmax(x) / -16.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            for j in 0..QK {
-                codes[j] = ((x[j] * id + 16.5) as i8).min(31) as u8;
-            }
-            d
-        }
+        None => symmetric_reference(16, x, &mut codes),
         Some((qw, sigma2)) => symmetric_search(16, x, &block_weights(x, qw, sigma2), &mut codes),
     };
     put_f16(out, 0, d);
@@ -214,6 +200,17 @@ pub fn decode_q8_0(b: &[u8], y: &mut [f32]) {
     for j in 0..QK {
         y[j] = b[2 + j] as i8 as f32 * d;
     }
+}
+
+/// Scale from the signed extreme, codes in `[0, 2 nmax)` (`quantize_row_q4_0_ref`, `quantize_row_q5_0_ref`).
+fn symmetric_reference(nmax: i8, x: &[f32], codes: &mut [u8; QK]) -> f32 {
+    let d = signed_absmax(x) / -(nmax as f32);
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let offset = nmax as f32 + 0.5;
+    for j in 0..QK {
+        codes[j] = ((x[j] * id + offset) as i8).min(2 * nmax - 1) as u8;
+    }
+    d
 }
 
 /// Min-max affine grid (`quantize_row_q4_1_ref`, `quantize_row_q5_1_ref`): returns (d, min).
