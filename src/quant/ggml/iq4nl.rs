@@ -5,29 +5,19 @@
 use half::f16;
 
 use super::legacy::get_f16;
-use super::search::{GROUP_MAX_EPS, best_index};
+use super::search::{GROUP_MAX_EPS, best_index, importance_weights, signed_max, sum_squares};
 
 pub const QK: usize = 32;
 pub const VALUES: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 const TRIES: i32 = 7;
 
 pub fn encode(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
-    let mut sigma2 = 0.0f32;
-    for &v in x {
-        sigma2 += v * v;
-    }
-    sigma2 *= 2.0 / QK as f32;
-    let weights: [f32; QK] = std::array::from_fn(|j| match qw {
-        Some(qw) => qw[j] * (sigma2 + x[j] * x[j]).sqrt(),
-        None => x[j] * x[j],
-    });
-    let (mut amax, mut max) = (0.0f32, 0.0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    let sigma2 = sum_squares(x) * (2.0 / QK as f32);
+    let weights: [f32; QK] = match qw {
+        Some(qw) => importance_weights(x, qw, sigma2),
+        None => std::array::from_fn(|j| x[j] * x[j]),
+    };
+    let (amax, max) = signed_max(x);
     let scale = if amax < GROUP_MAX_EPS { 0.0 } else { fit_scale(x, &weights, max) };
     out[0..2].copy_from_slice(&f16::from_f32(scale).to_le_bytes());
     let id = if scale != 0.0 { 1.0 / scale } else { 0.0 };

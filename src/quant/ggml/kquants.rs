@@ -4,22 +4,15 @@
 
 use super::legacy::{get_f16, put_f16};
 use super::search::{
-    AffineSearch, GROUP_MAX_EPS, make_q3_quants, make_qkx_quants, make_qp_quants, make_qx_quants, nearest_int,
+    AffineSearch, GROUP_MAX_EPS, importance_weights, make_q3_quants, make_qkx_quants, make_qp_quants, make_qx_quants,
+    nearest_int, sum_squares,
 };
 
 pub const QK_K: usize = 256;
 
-fn sum_squares(x: &[f32]) -> f32 {
-    let mut s = 0.0f32;
-    for &v in x {
-        s += v * v;
-    }
-    s
-}
-
-/// llama.cpp's per-weight importance in a sub-block, `qw · sqrt(σ² + x²)`, and its sum (in its order).
+/// A sub-block's search weights (`importance_weights`) and their sum, in llama.cpp's order.
 fn sub_block_weights<const N: usize>(xb: &[f32], qw: &[f32], sigma2: f32) -> ([f32; N], f32) {
-    let weights: [f32; N] = std::array::from_fn(|l| qw[l] * (sigma2 + xb[l] * xb[l]).sqrt());
+    let weights: [f32; N] = importance_weights(xb, qw, sigma2);
     let mut sum = 0.0f32;
     for w in weights {
         sum += w;

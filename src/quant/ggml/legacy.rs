@@ -4,7 +4,7 @@
 
 use half::f16;
 
-use super::search::{AffineSearch, make_qkx_quants, make_qx_quants};
+use super::search::{AffineSearch, importance_weights, make_qkx_quants, make_qx_quants, signed_max, sum_squares};
 
 pub const QK: usize = 32;
 
@@ -14,18 +14,6 @@ pub(super) fn put_f16(out: &mut [u8], at: usize, v: f32) {
 
 pub(super) fn get_f16(bytes: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
-}
-
-/// The signed value with the largest magnitude (the first on ties).
-fn signed_absmax(x: &[f32]) -> f32 {
-    let (mut amax, mut max) = (0.0f32, 0.0f32);
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    max
 }
 
 fn min_max(x: &[f32]) -> (f32, f32) {
@@ -60,17 +48,9 @@ fn unpack_nibbles(qs: &[u8], qh: u32, codes: &mut [u8; QK]) {
     }
 }
 
-/// Per-weight importance of a block as llama.cpp weighs it: `qw · sqrt(σ² + x²)`, σ² the row's mean square.
-fn block_weights(x: &[f32], qw: &[f32], sigma2: f32) -> [f32; QK] {
-    std::array::from_fn(|j| qw[j] * (sigma2 + x[j] * x[j]).sqrt())
-}
-
+/// σ² of llama.cpp's weighted 32-blocks: the row's mean square.
 pub fn row_sigma2(row: &[f32]) -> f32 {
-    let mut sum = 0.0f32;
-    for &v in row {
-        sum += v * v;
-    }
-    sum / row.len() as f32
+    sum_squares(row) / row.len() as f32
 }
 
 const AFFINE: AffineSearch = AffineSearch { rmin: -0.9, rdelta: 0.05, steps: 36, use_mad: false };
@@ -79,10 +59,7 @@ const AFFINE: AffineSearch = AffineSearch { rmin: -0.9, rdelta: 0.05, steps: 36,
 
 pub fn encode_q4_0(x: &[f32], weighted: Option<(&[f32], f32)>, out: &mut [u8]) {
     let mut codes = [0u8; QK];
-    let d = match weighted {
-        None => symmetric_reference(8, x, &mut codes),
-        Some((qw, sigma2)) => symmetric_search(8, x, &block_weights(x, qw, sigma2), &mut codes),
-    };
+    let d = symmetric_fit(8, x, weighted, &mut codes);
     put_f16(out, 0, d);
     pack_nibbles(&codes, &mut out[2..18]);
 }
@@ -100,13 +77,7 @@ pub fn decode_q4_0(b: &[u8], y: &mut [f32]) {
 
 pub fn encode_q4_1(x: &[f32], weighted: Option<(&[f32], f32)>, out: &mut [u8]) {
     let mut codes = [0u8; QK];
-    let (d, m) = match weighted {
-        None => affine_reference(15, x, &mut codes),
-        Some((qw, sigma2)) => {
-            let (d, min) = make_qkx_quants(15, x, &block_weights(x, qw, sigma2), &mut codes, AFFINE);
-            (d, -min)
-        }
-    };
+    let (d, m) = affine_fit(15, x, weighted, &mut codes);
     put_f16(out, 0, d);
     put_f16(out, 2, m);
     pack_nibbles(&codes, &mut out[4..20]);
@@ -125,10 +96,7 @@ pub fn decode_q4_1(b: &[u8], y: &mut [f32]) {
 
 pub fn encode_q5_0(x: &[f32], weighted: Option<(&[f32], f32)>, out: &mut [u8]) {
     let mut codes = [0u8; QK];
-    let d = match weighted {
-        None => symmetric_reference(16, x, &mut codes),
-        Some((qw, sigma2)) => symmetric_search(16, x, &block_weights(x, qw, sigma2), &mut codes),
-    };
+    let d = symmetric_fit(16, x, weighted, &mut codes);
     put_f16(out, 0, d);
     let qh = pack_nibbles(&codes, &mut out[6..22]);
     out[2..6].copy_from_slice(&qh.to_le_bytes());
@@ -148,13 +116,7 @@ pub fn decode_q5_0(b: &[u8], y: &mut [f32]) {
 
 pub fn encode_q5_1(x: &[f32], weighted: Option<(&[f32], f32)>, out: &mut [u8]) {
     let mut codes = [0u8; QK];
-    let (d, m) = match weighted {
-        None => affine_reference(31, x, &mut codes),
-        Some((qw, sigma2)) => {
-            let (d, min) = make_qkx_quants(31, x, &block_weights(x, qw, sigma2), &mut codes, AFFINE);
-            (d, -min)
-        }
-    };
+    let (d, m) = affine_fit(31, x, weighted, &mut codes);
     put_f16(out, 0, d);
     put_f16(out, 2, m);
     let qh = pack_nibbles(&codes, &mut out[8..24]);
@@ -186,7 +148,7 @@ pub fn encode_q8_0(x: &[f32], weighted: Option<(&[f32], f32)>, out: &mut [u8]) {
         }
         Some((qw, sigma2)) => {
             let mut codes = [0i32; QK];
-            let d = make_qx_quants(128, x, &mut codes, Some(&block_weights(x, qw, sigma2)));
+            let d = make_qx_quants(128, x, &mut codes, Some(&importance_weights::<QK>(x, qw, sigma2)));
             put_f16(out, 0, d);
             for j in 0..QK {
                 out[2 + j] = (codes[j] - 128) as i8 as u8;
@@ -204,7 +166,7 @@ pub fn decode_q8_0(b: &[u8], y: &mut [f32]) {
 
 /// Scale from the signed extreme, codes in `[0, 2 nmax)` (`quantize_row_q4_0_ref`, `quantize_row_q5_0_ref`).
 fn symmetric_reference(nmax: i8, x: &[f32], codes: &mut [u8; QK]) -> f32 {
-    let d = signed_absmax(x) / -(nmax as f32);
+    let d = signed_max(x).1 / -(nmax as f32);
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     let offset = nmax as f32 + 0.5;
     for j in 0..QK {
@@ -224,11 +186,21 @@ fn affine_reference(nmax: u8, x: &[f32], codes: &mut [u8; QK]) -> (f32, f32) {
     (d, min)
 }
 
-fn symmetric_search(nmax: i32, x: &[f32], weights: &[f32; QK], codes: &mut [u8; QK]) -> f32 {
+/// The symmetric scale and codes: the reference fit, or llama.cpp's weighted search.
+fn symmetric_fit(nmax: i8, x: &[f32], weighted: Option<(&[f32], f32)>, codes: &mut [u8; QK]) -> f32 {
+    let Some((qw, sigma2)) = weighted else { return symmetric_reference(nmax, x, codes) };
     let mut levels = [0i32; QK];
-    let d = make_qx_quants(nmax, x, &mut levels, Some(weights));
+    let d = make_qx_quants(nmax as i32, x, &mut levels, Some(&importance_weights::<QK>(x, qw, sigma2)));
     for j in 0..QK {
         codes[j] = levels[j] as u8;
     }
     d
+}
+
+/// The affine scale and min: the reference min-max fit, or llama.cpp's weighted search.
+fn affine_fit(nmax: u8, x: &[f32], weighted: Option<(&[f32], f32)>, codes: &mut [u8; QK]) -> (f32, f32) {
+    let Some((qw, sigma2)) = weighted else { return affine_reference(nmax, x, codes) };
+    let weights = importance_weights::<QK>(x, qw, sigma2);
+    let (d, min) = make_qkx_quants(nmax as i32, x, &weights, codes, AFFINE);
+    (d, -min)
 }

@@ -224,14 +224,15 @@ fn encode_row(ty: BlockType, row: &[f32], imp: Option<&[f32]>, out: &mut [u8]) {
             .iter()
             .zip(out.chunks_exact_mut(2))
             .for_each(|(v, o)| o.copy_from_slice(&bf16::from_f32(*v).to_le_bytes())),
-        _ => {
-            let sigma2 = imp.map(|_| legacy::row_sigma2(row)).unwrap_or(0.0);
-            let (n, bytes) = (ty.block_weights(), ty.block_bytes());
-            for (b, (x, dst)) in row.chunks_exact(n).zip(out.chunks_exact_mut(bytes)).enumerate() {
-                let qw = imp.map(|imp| &imp[b * n..(b + 1) * n]);
-                encode_block(ty, x, qw, sigma2, dst);
-            }
-        }
+        _ => encode_blocks(ty, row, imp, imp.map(|_| legacy::row_sigma2(row)).unwrap_or(0.0), out),
+    }
+}
+
+/// The blocks of one row; `sigma2` (the row's mean square) serves the weighted 32-blocks.
+fn encode_blocks(ty: BlockType, row: &[f32], imp: Option<&[f32]>, sigma2: f32, out: &mut [u8]) {
+    let (n, bytes) = (ty.block_weights(), ty.block_bytes());
+    for (b, (x, dst)) in row.chunks_exact(n).zip(out.chunks_exact_mut(bytes)).enumerate() {
+        encode_block(ty, x, imp.map(|imp| &imp[b * n..(b + 1) * n]), sigma2, dst);
     }
 }
 
@@ -255,14 +256,14 @@ fn encode_block(ty: BlockType, x: &[f32], qw: Option<&[f32]>, sigma2: f32, out: 
 
 /// Each block the better of llama.cpp's weighted encoding and the reference, by Σ imp·(w − q)².
 fn encode_row_best_of_both(ty: BlockType, row: &[f32], imp: &[f32], out: &mut [u8]) {
-    encode_row(ty, row, Some(imp), out);
     if !ty.is_quantized() {
-        return;
+        return encode_row(ty, row, None, out);
     }
+    let sigma2 = legacy::row_sigma2(row);
+    encode_blocks(ty, row, Some(imp), sigma2, out);
     let (n, bytes) = (ty.block_weights(), ty.block_bytes());
     let mut reference = vec![0u8; bytes];
     let mut decoded = vec![0f32; n];
-    let sigma2 = legacy::row_sigma2(row);
     for (b, (x, dst)) in row.chunks_exact(n).zip(out.chunks_exact_mut(bytes)).enumerate() {
         let qw = &imp[b * n..(b + 1) * n];
         encode_block(ty, x, None, sigma2, &mut reference);

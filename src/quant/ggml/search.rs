@@ -32,9 +32,9 @@ pub fn best_index(values: &[i8; 16], x: f32) -> u8 {
     if x - (values[hi - 1] as f32) < (values[hi] as f32) - x { (hi - 1) as u8 } else { hi as u8 }
 }
 
-/// The index of the value with the largest magnitude (first on ties) and that value.
+/// The largest magnitude and the signed value that has it (the first on ties).
 #[inline(always)]
-fn signed_max(x: &[f32]) -> (f32, f32) {
+pub fn signed_max(x: &[f32]) -> (f32, f32) {
     let (mut amax, mut max) = (0.0f32, 0.0f32);
     for &v in x {
         if v.abs() > amax {
@@ -43,6 +43,20 @@ fn signed_max(x: &[f32]) -> (f32, f32) {
         }
     }
     (amax, max)
+}
+
+/// Σ x², in order.
+pub fn sum_squares(x: &[f32]) -> f32 {
+    let mut s = 0.0f32;
+    for &v in x {
+        s += v * v;
+    }
+    s
+}
+
+/// llama.cpp's weight of each value in a search given an importance `qw`: `qw · sqrt(σ² + x²)`.
+pub fn importance_weights<const N: usize>(x: &[f32], qw: &[f32], sigma2: f32) -> [f32; N] {
+    std::array::from_fn(|j| qw[j] * (sigma2 + x[j] * x[j]).sqrt())
 }
 
 /// Symmetric codes `l + nmax` in `[0, 2 nmax)` and their scale, searched over 19 candidate scales for the least
