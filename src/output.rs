@@ -214,6 +214,16 @@ pub fn write_dir(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<(
     Ok(())
 }
 
+/// Writes one file through `fill` into a temporary sibling, then renames it into place; a failure leaves no file.
+pub fn write_file_with(path: &Path, fill: impl FnOnce(std::fs::File) -> std::io::Result<()>) -> Result<()> {
+    let staging = Staging::new(path)?;
+    let file = std::fs::File::create(staging.path()).map_err(|e| Error::io(staging.path(), e))?;
+    fill(file).map_err(|e| Error::io(staging.path(), e))?;
+    std::fs::rename(staging.path(), path).map_err(|e| Error::io(path, e))?;
+    staging.keep();
+    Ok(())
+}
+
 /// Writes one file through a temporary sibling and a rename.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let staging = Staging::new(path)?;

@@ -380,7 +380,7 @@ fn a_comparison_reuses_a_known_reference_only_for_the_same_windows() {
     let text = eval::read_text(&wikitext()).unwrap();
     let tokens = model.encode(&text).unwrap();
     let windows = WindowSpec { ctx: 64, max_windows: Some(3), bos: true };
-    let spec = CompareSpec { windows, seed_texts: 2, importance: Default::default() };
+    let spec = CompareSpec { windows, seed_texts: 2, importance: Default::default(), gguf_presets: vec![] };
     let job = Job::silent();
     let evaluated = eval::windows(&model, &tokens, windows, &wikitext()).unwrap();
     let (report, logits) = eval::evaluate_ppl(&model, &evaluated, Kld::Record, &job).unwrap();

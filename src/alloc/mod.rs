@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 pub mod cost;
+pub mod gguf;
 pub mod menu;
 
 pub use cost::{Cost, WeightedError};

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use clap::Args;
 use nash_swarm::compare::{self, CompareSpec};
 use nash_swarm::eval;
+use nash_swarm::quant::ggml::preset::Preset;
 
 #[derive(Args)]
 pub struct CompareArgs {
@@ -18,6 +19,11 @@ pub struct CompareArgs {
     /// Importance pricing the Nash rows.
     #[arg(long, value_enum, default_value = "swarm")]
     importance: super::ImportanceArg,
+    /// Also rows for llama-quantize presets made by our encoders, each without and with an imatrix from the end
+    /// of the text: a comma-separated list (q8_0,q6_k,q5_k_m,q4_k_m,q4_0,iq4_nl,q3_k_m,q2_k), or `standard` for
+    /// those eight.
+    #[arg(long, value_parser = gguf_presets)]
+    gguf_presets: Option<GgufPresets>,
     #[arg(long, conflicts_with = "markdown")]
     json: bool,
     /// A Markdown table (the default output) ...
@@ -32,14 +38,32 @@ pub struct CompareArgs {
     force: bool,
 }
 
+#[derive(Clone)]
+struct GgufPresets(Vec<Preset>);
+
+const STANDARD_PRESETS: &str = "q8_0,q6_k,q5_k_m,q4_k_m,q4_0,iq4_nl,q3_k_m,q2_k";
+
+fn gguf_presets(list: &str) -> Result<GgufPresets, String> {
+    let list = if list == "standard" { STANDARD_PRESETS } else { list };
+    let presets = list
+        .split(',')
+        .map(|name| Preset::parse(name.trim()).ok_or_else(|| format!("`{name}` is not one of {}", Preset::names())))
+        .collect::<Result<_, _>>()?;
+    Ok(GgufPresets(presets))
+}
+
 pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     if let Some(report) = &args.report {
         check_report(&args, report)?;
     }
     let model = nash_swarm::load(&args.model)?;
     let text = eval::read_text(&args.text)?;
-    let spec =
-        CompareSpec { windows: args.windows.spec(), seed_texts: args.seed_texts, importance: args.importance.method() };
+    let spec = CompareSpec {
+        windows: args.windows.spec(),
+        seed_texts: args.seed_texts,
+        importance: args.importance.method(),
+        gguf_presets: args.gguf_presets.clone().map(|p| p.0).unwrap_or_default(),
+    };
     let (job, bar) = super::progress_job("compare");
     let rows = compare::run(&model, &text, &args.text, &spec, None, &job, |row| {
         let line = format!(

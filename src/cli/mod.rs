@@ -4,8 +4,10 @@ mod bench;
 mod compare;
 mod demo;
 mod eval;
+mod generate;
 mod info;
 mod quantize;
+mod quantize_gguf;
 
 use std::path::PathBuf;
 
@@ -26,6 +28,8 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Perplexity (or the original's 64-token seed loss) of a model on a text, optionally KLD against a reference.
     Eval(eval::EvalArgs),
+    /// Greedy continuation of a prompt (to check a model, or an export, against another runtime).
+    Generate(generate::GenerateArgs),
     /// Quantize a model (preset, Nash target bpw or configuration file) and export it packed.
     Quantize(quantize::QuantizeArgs),
     /// Every baseline and Nash row on one model and text: bits, size, PPL, seed loss, KLD.
@@ -62,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Option<Window>> {
     match cli.command {
         Some(Command::Info(args)) => done(info::run(args)),
         Some(Command::Eval(args)) => done(eval::run(args)),
+        Some(Command::Generate(args)) => done(generate::run(args)),
         Some(Command::Quantize(args)) => done(quantize::run(args)),
         Some(Command::Compare(args)) => done(compare::run(args)),
         Some(Command::FetchDemo) => {

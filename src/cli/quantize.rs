@@ -16,45 +16,69 @@ use serde_json::json;
 pub struct QuantizeArgs {
     /// Hugging Face folder, .gguf file or packed export folder.
     #[arg(long)]
-    model: PathBuf,
-    /// seed (the original 10/20/70 -> 8/4/2), uniform4, uniform3 (g128), uniform4-tensor.
+    pub(super) model: PathBuf,
+    /// Packed: seed (the original 10/20/70 -> 8/4/2), uniform4, uniform3 (g128), uniform4-tensor. GGUF: a
+    /// llama-quantize file type (q8_0, q6_k, q5_k_m, q5_k_s, q5_1, q5_0, q4_k_m, q4_k_s, q4_1, q4_0, iq4_nl,
+    /// q3_k_l, q3_k_m, q3_k_s, q2_k, q2_k_s, f16, bf16, f32) with llama.cpp's per-tensor types.
     #[arg(long)]
-    preset: Option<String>,
+    pub(super) preset: Option<String>,
+    /// Output format: packed (our safetensors folder) or gguf (one file llama.cpp runs). Default: gguf when
+    /// --out ends in .gguf, else packed.
+    #[arg(long, value_enum)]
+    pub(super) format: Option<Format>,
     /// Nash allocation of attention and MLP matrices to this true bits per weight (over all parameters).
     #[arg(long, allow_hyphen_values = true, value_parser = super::real(0.0, 32.0))]
-    target_bpw: Option<f64>,
+    pub(super) target_bpw: Option<f64>,
     /// A quantization.toml (or .json), e.g. from an earlier export.
     #[arg(long)]
-    config: Option<PathBuf>,
+    pub(super) config: Option<PathBuf>,
     /// Importance method, replacing the preset's or file's.
     #[arg(long, value_enum)]
-    importance: Option<super::ImportanceArg>,
-    /// Output folder for the packed model (model.safetensors, quantization.toml, config.json, tokenizer.json).
+    pub(super) importance: Option<super::ImportanceArg>,
+    /// Output: with --format gguf, a .gguf file (an existing one is replaced only when we wrote it, or with
+    /// --force). Packed: a folder (model.safetensors, quantization.toml, config.json, tokenizer.json).
     /// It is created in an existing parent folder; an existing folder is written into only when it is empty or
     /// an earlier export of ours, or with --force, and then only those four files are replaced. It may never be,
     /// contain or lie inside the model or any other input or output.
     #[arg(long)]
-    out: PathBuf,
+    pub(super) out: PathBuf,
     /// Also write dequantized fp16 weights in plain Hugging Face layout to this folder (same rules as --out).
     #[arg(long)]
-    export_hf: Option<PathBuf>,
+    pub(super) export_hf: Option<PathBuf>,
     /// Write our files into an existing non-empty folder that is not an export of ours (its other files stay).
     #[arg(long)]
-    force: bool,
-    /// Calibration text for activation importance (default: windows from the end of --eval-text).
+    pub(super) force: bool,
+    /// Calibration text for activation importance (default: windows from the end of --eval-text). For GGUF, the
+    /// imatrix statistic E[x²] of every matrix's inputs: blocks are then chosen by importance-weighted search.
     #[arg(long)]
-    calib_text: Option<PathBuf>,
+    pub(super) calib_text: Option<PathBuf>,
     /// Evaluate the quantized model on this text.
     #[arg(long)]
-    eval_text: Option<PathBuf>,
+    pub(super) eval_text: Option<PathBuf>,
     #[command(flatten)]
-    windows: super::WindowArgs,
+    pub(super) windows: super::WindowArgs,
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Packed,
+    Gguf,
+}
+
+impl QuantizeArgs {
+    fn format(&self) -> Format {
+        let gguf_name = self.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+        self.format.unwrap_or(if gguf_name { Format::Gguf } else { Format::Packed })
+    }
 }
 
 pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     check_outputs(&args)?;
+    if args.format() == Format::Gguf {
+        return super::quantize_gguf::run(&args);
+    }
     let model = nash_swarm::load(&args.model)?;
     let (job, bar) = super::progress_job("quantize");
     let eval_tokens = match &args.eval_text {
@@ -137,8 +161,14 @@ fn check_outputs(args: &QuantizeArgs) -> anyhow::Result<()> {
     let named =
         [("configuration", &args.config), ("calibration text", &args.calib_text), ("evaluation text", &args.eval_text)];
     inputs.extend(named.iter().filter_map(|(what, p)| p.as_deref().map(|path| Input { what, path })));
-    let mut outputs =
-        vec![Output { flag: "--out", path: &args.out, kind: Kind::Folder, ours: formats::packed::is_packed_dir }];
+    let mut outputs = vec![match args.format() {
+        Format::Packed => {
+            Output { flag: "--out", path: &args.out, kind: Kind::Folder, ours: formats::packed::is_packed_dir }
+        }
+        Format::Gguf => {
+            Output { flag: "--out", path: &args.out, kind: Kind::File, ours: formats::gguf::export::is_our_gguf }
+        }
+    }];
     if let Some(hf) = &args.export_hf {
         outputs.push(Output {
             flag: "--export-hf",

@@ -12,11 +12,13 @@ use crate::error::Result;
 
 use crate::alloc;
 use crate::eval::{self, Kld, PplReport, ReferenceLogits, WindowSpec};
-use crate::importance::ImportanceMethod;
+use crate::formats::gguf::export;
+use crate::importance::{CalibrationStats, ImportanceMethod};
 use crate::job::Job;
 use crate::model::Model;
 use crate::pipeline::{self, CalibrationText};
 use crate::quant::config::CalibrationSpec;
+use crate::quant::ggml::preset::Preset;
 use crate::quant::{GroupSize, QuantConfig, Quantized, quantize_model};
 
 #[derive(Clone, Debug, Serialize)]
@@ -44,6 +46,8 @@ pub struct CompareSpec {
     pub seed_texts: usize,
     /// Importance pricing the Nash rows (activation calibrates on the end of the text).
     pub importance: ImportanceMethod,
+    /// llama-quantize presets made by us, each without and with calibration (an imatrix from the end of the text).
+    pub gguf_presets: Vec<Preset>,
 }
 
 /// The unquantized model's evaluation on some windows, made earlier (the explorer keeps the one its runs use).
@@ -53,6 +57,15 @@ pub struct KnownReference {
     pub windows: Vec<Vec<u32>>,
     pub logits: Arc<ReferenceLogits>,
     pub report: PplReport,
+}
+
+/// What a row's result costs: its description, bits and bytes, and how long it took to make.
+pub struct Bill {
+    pub configuration: String,
+    pub payload_bpw: f64,
+    pub true_bpw: f64,
+    pub size_bytes: u64,
+    pub quantize_seconds: f64,
 }
 
 /// Everything every row is evaluated on.
@@ -108,21 +121,38 @@ impl<'a> Bench<'a> {
         Ok(Bench { model, windows, seed_texts, reference, base })
     }
 
-    /// Evaluates a quantized result against the baseline.
     /// Evaluates a quantized result against the baseline, consuming it (its weights become the model's).
     pub fn row(&self, method: &str, quantized: Quantized, job: &Job) -> Result<Row> {
         let evaluated = pipeline::evaluate(self.model, quantized, &self.windows, Kld::Against(&self.reference), job)?;
-        let seed = eval::evaluate_seed(&evaluated.model, &self.seed_texts, job)?;
-        let (configuration, bits, size, report) =
-            (evaluated.summary, evaluated.bits, evaluated.size_bytes, evaluated.report);
-        let quantize_seconds = evaluated.quantize_seconds;
+        let bill = Bill {
+            configuration: evaluated.summary,
+            payload_bpw: evaluated.bits.payload_bpw,
+            true_bpw: evaluated.bits.true_bpw,
+            size_bytes: evaluated.size_bytes,
+            quantize_seconds: evaluated.quantize_seconds,
+        };
+        self.row_with(method, bill, &evaluated.model, Some(evaluated.report), job)
+    }
+
+    /// Evaluates a model made from the baseline's weights (e.g. a GGUF export decoded) against the baseline.
+    pub fn row_for_model(&self, method: &str, bill: Bill, quantized: &Model, job: &Job) -> Result<Row> {
+        self.row_with(method, bill, quantized, None, job)
+    }
+
+    fn row_with(&self, method: &str, bill: Bill, model: &Model, report: Option<PplReport>, job: &Job) -> Result<Row> {
+        let report = match report {
+            Some(report) => report,
+            None => eval::evaluate_ppl(model, &self.windows, Kld::Against(&self.reference), job)?.0,
+        };
+        let seed = eval::evaluate_seed(model, &self.seed_texts, job)?;
+        let quantize_seconds = bill.quantize_seconds;
         let kld = report.kld.expect("evaluated against the reference");
         Ok(Row {
             method: method.to_string(),
-            configuration,
-            payload_bpw: bits.payload_bpw,
-            true_bpw: bits.true_bpw,
-            size_bytes: size,
+            configuration: bill.configuration,
+            payload_bpw: bill.payload_bpw,
+            true_bpw: bill.true_bpw,
+            size_bytes: bill.size_bytes,
             ppl: report.ppl,
             nll: report.nll,
             nll_stderr: report.nll_stderr,
@@ -147,17 +177,21 @@ pub fn run(
     job: &Job,
     mut on_row: impl FnMut(&Row),
 ) -> Result<Vec<Row>> {
-    // Activation importance calibrates on the end of the text; evaluation then keeps to the part before it.
+    // Activation importance (and the GGUF rows' imatrix) calibrates on the end of the text; evaluation then keeps
+    // to the part before it.
     let tokens = model.encode(text)?;
     let end_of_text = CalibrationText::EndOf { tokens: &tokens, path: text_path };
-    let calibration = pipeline::calibrate(model, &spec.importance, CalibrationSpec::default(), Some(end_of_text), job)?;
+    let calibrated_by = if spec.gguf_presets.is_empty() { &spec.importance } else { &ImportanceMethod::Activation };
+    let calibration = pipeline::calibrate(model, calibrated_by, CalibrationSpec::default(), Some(end_of_text), job)?;
     let usable = &tokens[..calibration.usable_tokens.unwrap_or(tokens.len())];
     let calibration = calibration.stats;
+    let nash_calibration =
+        if matches!(spec.importance, ImportanceMethod::Activation) { calibration.as_ref() } else { None };
     let bench = Bench::new(model, usable, text, text_path, spec, known, job)?;
     on_row(&bench.base);
     let mut rows = vec![bench.base.clone()];
     let mut evaluate = |method: &str, config: &QuantConfig| -> Result<Row> {
-        let quantized = quantize_model(model, config, calibration.as_ref(), job)?;
+        let quantized = quantize_model(model, config, nash_calibration, job)?;
         let row = bench.row(method, quantized, job)?;
         on_row(&row);
         Ok(row)
@@ -168,7 +202,7 @@ pub fn run(
     let targets = [uniform4.true_bpw, uniform3.true_bpw];
     rows.extend([uniform4, uniform3]);
     rows.push(evaluate("seed-10/20/70-8/4/2", &QuantConfig::seed())?);
-    let (game, base) = alloc::standard_game(model, &spec.importance, calibration.as_ref(), job)?;
+    let (game, base) = alloc::standard_game(model, &spec.importance, nash_calibration, job)?;
     for target in targets {
         let allocation = game.solve(target)?;
         let config = game.config_for(&base, &allocation);
@@ -176,5 +210,36 @@ pub fn run(
     }
     let ablation = QuantConfig { importance: ImportanceMethod::Random { seed: 0 }, ..QuantConfig::seed() };
     rows.push(evaluate("random-ablation", &ablation)?);
+    for preset in &spec.gguf_presets {
+        for stats in [None, calibration.as_ref()] {
+            let row = gguf_row(&bench, *preset, stats, job)?;
+            on_row(&row);
+            rows.push(row);
+        }
+    }
     Ok(rows)
+}
+
+/// A llama-quantize preset made by our encoders (importance-weighted with `stats`), scored as a GGUF reader
+/// would decode it; its bits are the tensor bytes.
+fn gguf_row(bench: &Bench, preset: Preset, stats: Option<&CalibrationStats>, job: &Job) -> Result<Row> {
+    let start = std::time::Instant::now();
+    let model = bench.model;
+    let plan = export::preset_plan(model, preset, stats.is_some())?;
+    let tensors = export::encode_tensors(model, &plan, stats, job)?;
+    let report = export::tensor_report(model, &tensors);
+    let quantized = model.with_weights(export::decoded_weights(model, &tensors)?);
+    let quantized_weights: usize =
+        report.weights_by_type.iter().filter(|(t, _)| t.is_quantized()).map(|(_, n)| n).sum();
+    let quantized_bytes: u64 = tensors.iter().filter(|t| t.ty.is_quantized()).map(|t| t.data.len() as u64).sum();
+    let bill = Bill {
+        configuration: format!("llama.cpp {} types: {}", preset.name, report.type_shares()),
+        payload_bpw: quantized_bytes as f64 * 8.0 / quantized_weights.max(1) as f64,
+        true_bpw: report.tensor_bpw(),
+        size_bytes: report.tensor_bytes,
+        quantize_seconds: start.elapsed().as_secs_f64(),
+    };
+    let method =
+        if stats.is_some() { format!("gguf-{}+imatrix", preset.name) } else { format!("gguf-{}", preset.name) };
+    bench.row_for_model(&method, bill, &quantized, job)
 }

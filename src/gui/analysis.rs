@@ -2,13 +2,14 @@
 //! quantize + evaluate run against a recorded baseline, and their results.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nash_swarm::eval::{self, Kld, KldStats, PplReport, ReferenceLogits, WindowSpec};
 use nash_swarm::importance::{self, CalibrationStats, ImportanceMethod};
 use nash_swarm::model::TensorRole;
 use nash_swarm::pipeline::{self, CalibrationText};
+use nash_swarm::quant::config::CalibrationSpec;
 use nash_swarm::quant::estimate::ImportanceIndex;
 use nash_swarm::quant::summary::{TensorResult, Thumbnail, tensor_result, thumbnail};
 use nash_swarm::quant::{BitReport, QuantConfig, quantize_model};
@@ -155,9 +156,23 @@ pub fn calibration_if_needed(
         return Ok(None);
     }
     let Some(path) = text else { anyhow::bail!("activation importance needs an evaluation text (Open text…)") };
+    calibrate_on_end_of(model, path, config.calibration, job)
+}
+
+/// Activation statistics (the imatrix) from the end of the text, which evaluation leaves out.
+pub fn end_of_text_calibration(model: &Model, text: &Path, job: &Job) -> anyhow::Result<Option<CalibrationStats>> {
+    calibrate_on_end_of(model, text, CalibrationSpec::default(), job)
+}
+
+fn calibrate_on_end_of(
+    model: &Model,
+    path: &Path,
+    spec: CalibrationSpec,
+    job: &Job,
+) -> anyhow::Result<Option<CalibrationStats>> {
     let tokens = model.encode(&eval::read_text(path)?)?;
     let text = CalibrationText::EndOf { tokens: &tokens, path };
-    Ok(pipeline::calibrate(model, &config.importance, config.calibration, Some(text), job)?.stats)
+    Ok(pipeline::calibrate(model, &ImportanceMethod::Activation, spec, Some(text), job)?.stats)
 }
 
 #[derive(Clone, Debug)]

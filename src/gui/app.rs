@@ -9,10 +9,12 @@ use std::time::Instant;
 use eframe::egui;
 use nash_swarm::compare::{self, CompareSpec, Row};
 use nash_swarm::eval::WindowSpec;
+use nash_swarm::formats::gguf;
 use nash_swarm::importance::ImportanceMethod;
 use nash_swarm::output::{self, Input, Kind, Output};
 use nash_swarm::quant::QuantConfig;
 use nash_swarm::quant::estimate::{BitEstimate, estimate};
+use nash_swarm::quant::ggml::preset::{PRESETS, Preset};
 use nash_swarm::quant::summary::TensorResult;
 use nash_swarm::{Model, formats};
 
@@ -88,6 +90,8 @@ pub enum Command {
     ExportConfig,
     ImportConfig,
     ExportModel,
+    /// Export as GGUF with this llama-quantize preset.
+    ExportGguf(Preset),
     ExportReport,
     Restore(usize),
     Select(String),
@@ -202,6 +206,7 @@ impl ExplorerApp {
                 }
             }
             Command::ExportModel => self.export_model(ctx),
+            Command::ExportGguf(preset) => self.export_gguf(ctx, preset),
             Command::ExportReport => self.export_report(),
             Command::Restore(i) => {
                 if let Some(run) = self.runs.get(i) {
@@ -315,7 +320,12 @@ impl ExplorerApp {
 
     fn run_baselines(&mut self, ctx: &egui::Context) {
         let (Some(model), Some(text)) = (self.model.clone(), self.text_or_complain()) else { return };
-        let spec = CompareSpec { windows: self.window_spec(), seed_texts: 20, importance: ImportanceMethod::default() };
+        let spec = CompareSpec {
+            windows: self.window_spec(),
+            seed_texts: 20,
+            importance: ImportanceMethod::default(),
+            gguf_presets: Vec::new(),
+        };
         let shared = self.reference.clone();
         self.jobs.spawn(ctx, JobKind::Baselines, move |job| {
             let known = shared.get(&model).and_then(|r| r.known_for(&text, spec.windows));
@@ -338,6 +348,35 @@ impl ExplorerApp {
             let quantized = nash_swarm::quant::quantize_model(&model, &config, calibration.as_ref(), job)?;
             let size = formats::packed::export(&model, &quantized, &out)?;
             Ok(Outcome::Exported(format!("quantized model written to {} ({size} bytes)", out.display())))
+        });
+    }
+
+    /// A GGUF file llama.cpp runs: the preset's per-tensor block types, importance-weighted by an imatrix from the
+    /// end of the open text when there is one.
+    fn export_gguf(&mut self, ctx: &egui::Context, preset: Preset) {
+        let Some(model) = self.model.clone() else { return };
+        let default_name = format!("{}-{}.gguf", model.display_name(), preset.name);
+        let Some(out) = self.dialogs.save_file("Export as GGUF (runs in llama.cpp)", &default_name) else { return };
+        if let Err(e) = self.check_output("the GGUF file", &out, Kind::File) {
+            self.problems.push(e.to_string());
+            return;
+        }
+        let text = self.settings.text.clone();
+        self.jobs.spawn(ctx, JobKind::Export, move |job| {
+            let stats = match &text {
+                Some(path) => analysis::end_of_text_calibration(&model, path, job)?,
+                None => None,
+            };
+            let plan = gguf::export::preset_plan(&model, preset, stats.is_some())?;
+            let report = gguf::export::export(&model, &plan, stats.as_ref(), &out, job)?;
+            let imatrix = if stats.is_some() { "with an imatrix from the text's end" } else { "without calibration" };
+            Ok(Outcome::Exported(format!(
+                "GGUF {} ({imatrix}) written to {}: {:.3} bits per parameter in tensors, {:.3} for the whole file",
+                preset.name,
+                out.display(),
+                report.tensor_bpw(),
+                report.file_bpw()
+            )))
         });
     }
 
@@ -466,6 +505,17 @@ impl ExplorerApp {
             if ui.add_enabled(self.model.is_some(), egui::Button::new("Export model…")).clicked() {
                 commands.push(Command::ExportModel);
             }
+            ui.add_enabled_ui(self.model.is_some(), |ui| {
+                ui.menu_button("Export GGUF…", |ui| {
+                    ui.label("llama-quantize preset (llama.cpp's per-tensor types):");
+                    for preset in PRESETS.iter().filter(|p| p.default.is_quantized()) {
+                        if ui.button(preset.name).clicked() {
+                            commands.push(Command::ExportGguf(*preset));
+                            ui.close();
+                        }
+                    }
+                });
+            });
             if ui
                 .add_enabled(!self.runs.is_empty() || !self.baselines.is_empty(), egui::Button::new("Export report…"))
                 .clicked()

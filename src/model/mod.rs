@@ -189,16 +189,23 @@ impl Model {
         Model { weights, lazy: Some(lazy), ..self.clone() }
     }
 
-    /// Greedy continuation; used by the smoke test that SmolLM2 knows its capitals.
+    /// Greedy continuation as text; used by the smoke test that SmolLM2 knows its capitals.
     pub fn generate_greedy(&self, prompt: &str, new_tokens: usize) -> Result<String> {
-        let mut ids = self.encode(prompt)?;
-        let start = ids.len();
-        for _ in 0..new_tokens {
+        self.decode(&self.generate_greedy_ids(&self.encode(prompt)?, new_tokens)?)
+    }
+
+    /// The ids of a greedy continuation of `prompt` (the whole sequence is recomputed per token: no cache).
+    pub fn generate_greedy_ids(&self, prompt: &[u32], new_tokens: usize) -> Result<Vec<u32>> {
+        if prompt.is_empty() {
+            return Err(Error::InvalidArgument("the prompt has no tokens to continue".into()));
+        }
+        let mut ids = prompt.to_vec();
+        for _ in 0..new_tokens.min(self.architecture.max_context().saturating_sub(prompt.len())) {
             let logits = self.forward(&ids)?;
             let last = logits.get(ids.len() - 1)?.to_vec1::<f32>()?;
             ids.push(argmax(&last) as u32);
         }
-        self.decode(&ids[start..])
+        Ok(ids.split_off(prompt.len()))
     }
 
     pub fn display_name(&self) -> String {

@@ -1,23 +1,56 @@
 //! A bounded reader of the GGUF header (spec: ggml's docs/gguf.md). Every count, length and dimension is checked
 //! against what the file can hold before anything is allocated; the alignment must be a positive power of two;
-//! tensor sizes are computed with checked arithmetic and every tensor must lie inside the file. The result is
-//! candle's `Content`, so candle then only decodes blocks it has been shown to fit.
+//! tensor sizes are computed with checked arithmetic and every tensor must lie inside the file. Metadata and
+//! tensors keep the file's order, so a writer can carry them over as they were.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::quantized::GgmlDType;
-use candle_core::quantized::gguf_file::{Content, TensorInfo, Value, VersionedMagic};
+use candle_core::quantized::gguf_file::Value;
 
 use crate::error::{Error, Result};
+use crate::quant::ggml::BlockType;
 
 const MAX_DIMS: u32 = 4;
 const MAX_DEPTH: usize = 8;
-const DEFAULT_ALIGNMENT: u64 = 32;
+pub const DEFAULT_ALIGNMENT: u64 = 32;
 
-pub fn read(path: &Path, bytes: &[u8]) -> Result<Content> {
+/// What a GGUF header says: its metadata and where each tensor's blocks lie.
+#[derive(Debug)]
+pub struct Header {
+    pub version: u32,
+    /// Key-value pairs in file order.
+    pub metadata: Vec<(String, Value)>,
+    /// Tensors in file order.
+    pub tensors: Vec<TensorInfo>,
+}
+
+/// One tensor: its shape (outermost first, as candle and Hugging Face write shapes), its block type and the
+/// byte range of its data in the file (checked to lie inside it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub ty: BlockType,
+    pub start: usize,
+    pub size: usize,
+}
+
+impl TensorInfo {
+    pub fn elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+impl Header {
+    pub fn metadata_map(&self) -> HashMap<String, Value> {
+        self.metadata.iter().cloned().collect()
+    }
+}
+
+pub fn read(path: &Path, bytes: &[u8]) -> Result<Header> {
     let mut r = Reader { bytes, at: 0 };
-    r.content().map_err(|problem| Error::bad_file(path, format!("not a valid GGUF file ({problem})")))
+    r.header().map_err(|problem| Error::bad_file(path, format!("not a valid GGUF file ({problem})")))
 }
 
 struct Reader<'a> {
@@ -104,26 +137,27 @@ impl Reader<'_> {
         })
     }
 
-    fn content(&mut self) -> Parse<Content> {
+    fn header(&mut self) -> Parse<Header> {
         if self.take(4).ok() != Some(b"GGUF".as_slice()) {
             return Err("no GGUF magic".into());
         }
-        let magic = match self.u32()? {
-            2 => VersionedMagic::GgufV2,
-            3 => VersionedMagic::GgufV3,
-            v => return Err(format!("version {v} is not supported (2 or 3)")),
-        };
+        let version = self.u32()?;
+        if !(2..=3).contains(&version) {
+            return Err(format!("version {version} is not supported (2 or 3)"));
+        }
         // A tensor info takes at least 8 (name length) + 4 (dims) + 4 (type) + 8 (offset) bytes; a key-value 13.
         let tensor_count = self.count("tensor count", 24)?;
         let kv_count = self.count("metadata count", 13)?;
-        let mut metadata = HashMap::new();
+        let mut metadata = Vec::with_capacity(kv_count);
+        let mut keys = std::collections::HashSet::new();
         for _ in 0..kv_count {
             let key = self.string()?;
             let kind = self.u32()?;
             let value = self.value(kind, 0).map_err(|e| format!("metadata `{key}`: {e}"))?;
-            if metadata.insert(key.clone(), value).is_some() {
+            if !keys.insert(key.clone()) {
                 return Err(format!("metadata `{key}` appears twice"));
             }
+            metadata.push((key, value));
         }
         let alignment = alignment(&metadata)?;
         let mut infos = Vec::with_capacity(tensor_count);
@@ -133,28 +167,28 @@ impl Reader<'_> {
             infos.push((name, info));
         }
         let data_start = (self.at as u64).div_ceil(alignment) * alignment;
-        let mut tensor_infos = HashMap::new();
-        for (name, (info, size)) in infos {
-            let end = (info.offset % alignment == 0)
-                .then(|| data_start.checked_add(info.offset)?.checked_add(size))
-                .flatten()
-                .filter(|&end| end <= self.bytes.len() as u64);
-            if end.is_none() {
+        let mut tensors = Vec::with_capacity(infos.len());
+        let mut names = std::collections::HashSet::new();
+        for (name, (shape, ty, offset, size)) in infos {
+            let start = (offset % alignment == 0).then(|| data_start.checked_add(offset)).flatten();
+            let inside = start.and_then(|s| s.checked_add(size)).is_some_and(|end| end <= self.bytes.len() as u64);
+            if !inside {
                 return Err(format!(
-                    "tensor `{name}` ({size} bytes at offset {} of the data) lies outside the file or is not \
-                     aligned to {alignment} bytes",
-                    info.offset
+                    "tensor `{name}` ({size} bytes at offset {offset} of the data) lies outside the file or is not \
+                     aligned to {alignment} bytes"
                 ));
             }
-            if tensor_infos.insert(name.clone(), info).is_some() {
+            if !names.insert(name.clone()) {
                 return Err(format!("tensor `{name}` appears twice"));
             }
+            let (start, size) = (start.unwrap_or_default() as usize, size as usize);
+            tensors.push(TensorInfo { name, shape, ty, start, size });
         }
-        Ok(Content { magic, metadata, tensor_infos, tensor_data_offset: data_start })
+        Ok(Header { version, metadata, tensors })
     }
 
-    /// Dimensions, type and offset of one tensor, and its size in bytes (checked).
-    fn tensor_info(&mut self) -> Parse<(TensorInfo, u64)> {
+    /// Shape (outermost first), type, offset in the data section and size in bytes (checked) of one tensor.
+    fn tensor_info(&mut self) -> Parse<(Vec<usize>, BlockType, u64, u64)> {
         let n_dims = self.u32()?;
         if n_dims == 0 || n_dims > MAX_DIMS {
             return Err(format!("{n_dims} dimensions (1 to {MAX_DIMS})"));
@@ -164,44 +198,21 @@ impl Reader<'_> {
             dims.push(self.u64()?);
         }
         let kind = self.u32()?;
-        let dtype = ggml_type(kind).ok_or_else(|| format!("ggml type {kind} is not supported"))?;
+        let ty = BlockType::from_ggml_id(kind).ok_or_else(|| format!("ggml type {kind} is not supported"))?;
         let offset = self.u64()?;
         let elements = dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d)).ok_or("its dimensions overflow")?;
-        let (block, block_bytes) = (dtype.block_size() as u64, dtype.type_size() as u64);
+        let (block, block_bytes) = (ty.block_weights() as u64, ty.block_bytes() as u64);
         if elements == 0 || dims[0] % block != 0 {
-            return Err(format!("dimensions {dims:?} do not hold whole {dtype:?} blocks of {block}"));
+            return Err(format!("dimensions {dims:?} do not hold whole {} blocks of {block}", ty.name()));
         }
         let size = (elements / block).checked_mul(block_bytes).ok_or("its size overflows")?;
         if size > self.bytes.len() as u64 {
             return Err(format!("{size} bytes of data, more than the whole file"));
         }
-        // GGUF lists dimensions innermost first; candle's shapes are outermost first.
+        // GGUF lists dimensions innermost first; our shapes are outermost first.
         let shape: Vec<usize> = dims.iter().rev().map(|&d| d as usize).collect();
-        Ok((TensorInfo { ggml_dtype: dtype, shape: shape.into(), offset }, size))
+        Ok((shape, ty, offset, size))
     }
-}
-
-/// The ggml block types candle decodes, by their id in ggml.h.
-fn ggml_type(id: u32) -> Option<GgmlDType> {
-    use GgmlDType::*;
-    Some(match id {
-        0 => F32,
-        1 => F16,
-        2 => Q4_0,
-        3 => Q4_1,
-        6 => Q5_0,
-        7 => Q5_1,
-        8 => Q8_0,
-        9 => Q8_1,
-        10 => Q2K,
-        11 => Q3K,
-        12 => Q4K,
-        13 => Q5K,
-        14 => Q6K,
-        15 => Q8K,
-        30 => BF16,
-        _ => return None,
-    })
 }
 
 /// The smallest encoding of one value of a type, which bounds how many an array can hold.
@@ -217,8 +228,8 @@ fn min_size(kind: u32) -> Parse<usize> {
 }
 
 /// `general.alignment`: a positive power of two stored as u32 (default 32).
-fn alignment(metadata: &HashMap<String, Value>) -> Parse<u64> {
-    match metadata.get("general.alignment") {
+fn alignment(metadata: &[(String, Value)]) -> Parse<u64> {
+    match metadata.iter().find(|(k, _)| k == "general.alignment").map(|(_, v)| v) {
         None => Ok(DEFAULT_ALIGNMENT),
         Some(Value::U32(a)) if a.is_power_of_two() => Ok(*a as u64),
         Some(Value::U32(a)) => Err(format!("general.alignment is {a}, not a positive power of two")),

@@ -3,6 +3,7 @@
 //! GGUF names and its q/k row order are translated here too.
 
 use candle_core::Tensor;
+use candle_core::quantized::gguf_file::Value;
 use serde::{Deserialize, Serialize};
 
 use super::{Arch, Architecture, GgufMetadata, hf_config_json, positive};
@@ -52,6 +53,14 @@ pub struct RopeScaling {
 }
 
 impl LlamaConfig {
+    /// The heads whose rows llama.cpp reorders for its RoPE, when `name` is a q or k projection.
+    fn rope_heads(&self, name: &str) -> Option<usize> {
+        match name.rsplit('.').nth(1) {
+            Some("q_proj") => Some(self.num_attention_heads),
+            Some("k_proj") => Some(self.kv_heads()),
+            _ => None,
+        }
+    }
     pub fn kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
     }
@@ -146,11 +155,47 @@ impl Arch for LlamaConfig {
         hf_name(gguf)
     }
     fn from_gguf_layout(&self, name: &str, tensor: Tensor) -> Result<Tensor> {
-        match name.rsplit('.').nth(1) {
-            Some("q_proj") => unpermute_rows(&tensor, self.num_attention_heads),
-            Some("k_proj") => unpermute_rows(&tensor, self.kv_heads()),
-            _ => Ok(tensor),
+        match self.rope_heads(name) {
+            Some(heads) => unpermute_rows(&tensor, heads),
+            None => Ok(tensor),
         }
+    }
+    fn to_gguf_name(&self, name: &str) -> Option<String> {
+        gguf_name(name)
+    }
+    fn to_gguf_layout(&self, name: &str, tensor: Tensor) -> Result<Tensor> {
+        match self.rope_heads(name) {
+            Some(heads) => permute_rows(&tensor, heads),
+            None => Ok(tensor),
+        }
+    }
+    fn gguf_metadata(&self) -> std::result::Result<(&'static str, Vec<(String, Value)>), String> {
+        if self.rope_scaling.is_some() {
+            return Err("llama models with rope_scaling cannot be written as GGUF yet".into());
+        }
+        let u32_of = |v: usize| Value::U32(v as u32);
+        let mut keys = vec![
+            ("context_length", u32_of(self.max_position_embeddings)),
+            ("embedding_length", u32_of(self.hidden_size)),
+            ("block_count", u32_of(self.num_hidden_layers)),
+            ("feed_forward_length", u32_of(self.intermediate_size)),
+            ("attention.head_count", u32_of(self.num_attention_heads)),
+            ("attention.head_count_kv", u32_of(self.kv_heads())),
+            ("rope.freq_base", Value::F32(self.rope_theta as f32)),
+            ("attention.layer_norm_rms_epsilon", Value::F32(self.rms_norm_eps as f32)),
+            ("vocab_size", u32_of(self.vocab_size)),
+            ("rope.dimension_count", u32_of(self.head_dim())),
+        ];
+        if self.head_dim() * self.num_attention_heads != self.hidden_size {
+            keys.extend([
+                ("attention.key_length", u32_of(self.head_dim())),
+                ("attention.value_length", u32_of(self.head_dim())),
+            ]);
+        }
+        Ok(("llama", keys.into_iter().map(|(k, v)| (format!("llama.{k}"), v)).collect()))
+    }
+    fn query_groups(&self) -> usize {
+        self.num_attention_heads / self.kv_heads()
     }
     fn forward(&self, linears: &Linears, windows: &[&[u32]]) -> Result<Vec<Tensor>> {
         forward(self, linears, windows)
@@ -179,14 +224,14 @@ pub fn from_gguf(meta: &GgufMetadata) -> std::result::Result<Architecture, Strin
         num_hidden_layers: meta.u32("llama.block_count")? as usize,
         num_attention_heads: heads,
         num_key_value_heads: meta.u32("llama.attention.head_count_kv").ok().map(|v| v as usize),
-        head_dim: None,
+        head_dim: meta.u32("llama.attention.key_length").ok().map(|v| v as usize),
         vocab_size: vocab,
         rms_norm_eps: decimal(meta.f32("llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5)),
         rope_theta: decimal(meta.f32("llama.rope.freq_base").unwrap_or(10_000.0)),
         rope_scaling: None,
         max_position_embeddings: meta.u32("llama.context_length").unwrap_or(2048) as usize,
         // A GGUF without `output.weight` ties the head to the embeddings.
-        tie_word_embeddings: true,
+        tie_word_embeddings: !meta.has_tensor("output.weight"),
         bos_token_id: meta.u32("tokenizer.ggml.bos_token_id").ok(),
     };
     config.validate().map_err(|e| format!("invalid llama metadata: {e}"))?;
@@ -198,32 +243,51 @@ fn decimal(v: f32) -> f64 {
     v.to_string().parse().unwrap_or(v as f64)
 }
 
+/// Whole-model tensors: (GGUF name, Hugging Face name).
+const GLOBAL_NAMES: [(&str, &str); 3] =
+    [("token_embd.weight", EMBED), ("output_norm.weight", "model.norm.weight"), ("output.weight", LM_HEAD)];
+
+/// Per-layer tensors: (GGUF leaf, Hugging Face leaf).
+const LAYER_NAMES: [(&str, &str); 9] = [
+    ("attn_norm.weight", "input_layernorm.weight"),
+    ("ffn_norm.weight", "post_attention_layernorm.weight"),
+    ("attn_q.weight", "self_attn.q_proj.weight"),
+    ("attn_k.weight", "self_attn.k_proj.weight"),
+    ("attn_v.weight", "self_attn.v_proj.weight"),
+    ("attn_output.weight", "self_attn.o_proj.weight"),
+    ("ffn_gate.weight", "mlp.gate_proj.weight"),
+    ("ffn_up.weight", "mlp.up_proj.weight"),
+    ("ffn_down.weight", "mlp.down_proj.weight"),
+];
+
 /// GGUF tensor name -> Hugging Face name.
 fn hf_name(gguf: &str) -> Option<String> {
-    match gguf {
-        "token_embd.weight" => return Some(EMBED.into()),
-        "output_norm.weight" => return Some("model.norm.weight".into()),
-        "output.weight" => return Some(LM_HEAD.into()),
-        _ => {}
+    if let Some((_, hf)) = GLOBAL_NAMES.iter().find(|(g, _)| *g == gguf) {
+        return Some(hf.to_string());
     }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (layer, leaf) = rest.split_once('.')?;
-    let hf_leaf = match leaf {
-        "attn_norm.weight" => "input_layernorm.weight",
-        "ffn_norm.weight" => "post_attention_layernorm.weight",
-        "attn_q.weight" => "self_attn.q_proj.weight",
-        "attn_k.weight" => "self_attn.k_proj.weight",
-        "attn_v.weight" => "self_attn.v_proj.weight",
-        "attn_output.weight" => "self_attn.o_proj.weight",
-        "ffn_gate.weight" => "mlp.gate_proj.weight",
-        "ffn_up.weight" => "mlp.up_proj.weight",
-        "ffn_down.weight" => "mlp.down_proj.weight",
-        _ => return None,
-    };
+    let (layer, leaf) = gguf.strip_prefix("blk.")?.split_once('.')?;
+    let (_, hf_leaf) = LAYER_NAMES.iter().find(|(g, _)| *g == leaf)?;
     Some(format!("model.layers.{layer}.{hf_leaf}"))
 }
 
-/// Undoes llama.cpp's `permute`: rows of each head were reordered from (2, hd/2) to (hd/2, 2).
+/// Hugging Face name -> GGUF tensor name.
+fn gguf_name(hf: &str) -> Option<String> {
+    if let Some((gguf, _)) = GLOBAL_NAMES.iter().find(|(_, h)| *h == hf) {
+        return Some(gguf.to_string());
+    }
+    let (layer, leaf) = hf.strip_prefix("model.layers.")?.split_once('.')?;
+    let (gguf_leaf, _) = LAYER_NAMES.iter().find(|(_, h)| *h == leaf)?;
+    Some(format!("blk.{layer}.{gguf_leaf}"))
+}
+
+/// llama.cpp's converter reorders the rows of each q/k head from (2, hd/2) to (hd/2, 2) for its RoPE.
+fn permute_rows(w: &Tensor, heads: usize) -> Result<Tensor> {
+    let (out, inp) = w.dims2()?;
+    let half = out / heads / 2;
+    Ok(w.reshape((heads, 2, half, inp))?.transpose(1, 2)?.contiguous()?.reshape((out, inp))?)
+}
+
+/// Undoes `permute_rows`.
 fn unpermute_rows(w: &Tensor, heads: usize) -> Result<Tensor> {
     let (out, inp) = w.dims2()?;
     let half = out / heads / 2;

@@ -53,6 +53,23 @@ pub trait Arch: Send + Sync + Debug + 'static {
     fn from_gguf_layout(&self, _name: &str, tensor: Tensor) -> Result<Tensor> {
         Ok(tensor)
     }
+    /// Our tensor name as llama.cpp names it in GGUF; None for tensors it does not write.
+    fn to_gguf_name(&self, _name: &str) -> Option<String> {
+        None
+    }
+    /// A tensor in llama.cpp's GGUF layout: the inverse of `from_gguf_layout`.
+    fn to_gguf_layout(&self, _name: &str, tensor: Tensor) -> Result<Tensor> {
+        Ok(tensor)
+    }
+    /// `general.architecture` and the hyperparameter keys llama.cpp reads, or why this model cannot be written
+    /// as GGUF.
+    fn gguf_metadata(&self) -> std::result::Result<(&'static str, Vec<(String, Value)>), String> {
+        Err(format!("the {} architecture cannot be written as GGUF yet", self.name()))
+    }
+    /// Query heads per key/value head (llama.cpp's `n_gqa`; some of its type rules depend on it).
+    fn query_groups(&self) -> usize {
+        1
+    }
     /// The final hidden states `[T, hidden]` of each window, before the head.
     fn forward(&self, linears: &Linears, windows: &[&[u32]]) -> Result<Vec<Tensor>>;
     fn as_any(&self) -> &dyn Any;
@@ -86,12 +103,25 @@ impl PartialEq for Architecture {
     }
 }
 
-/// GGUF metadata as an architecture reads it; errors name the key.
-pub struct GgufMetadata<'a>(pub &'a HashMap<String, Value>);
+/// GGUF metadata as an architecture reads it, with the names of the file's tensors; errors name the key.
+pub struct GgufMetadata<'a> {
+    map: &'a HashMap<String, Value>,
+    tensors: &'a [&'a str],
+}
 
 impl<'a> GgufMetadata<'a> {
+    pub fn new(map: &'a HashMap<String, Value>) -> Self {
+        GgufMetadata { map, tensors: &[] }
+    }
+    pub fn with_tensors(self, tensors: &'a [&'a str]) -> Self {
+        GgufMetadata { tensors, ..self }
+    }
+    /// Whether the file holds a tensor of this (GGUF) name.
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.tensors.contains(&name)
+    }
     fn get(&self, key: &str) -> std::result::Result<&'a Value, String> {
-        self.0.get(key).ok_or_else(|| format!("GGUF metadata `{key}` is missing"))
+        self.map.get(key).ok_or_else(|| format!("GGUF metadata `{key}` is missing"))
     }
     fn wrong(key: &str, e: impl std::fmt::Display) -> String {
         format!("GGUF metadata `{key}` has an unexpected type or value ({e})")

@@ -7,6 +7,7 @@
 mod iq4nl;
 mod kquants;
 mod legacy;
+pub mod preset;
 mod search;
 
 use half::{bf16, f16};

@@ -1,0 +1,132 @@
+//! `quantize --format gguf`: a llama-quantize preset's per-tensor block types, encoded (importance-weighted with
+//! `--calib-text`), written as one GGUF file, then read back and evaluated from that file.
+
+use anyhow::Context;
+use nash_swarm::alloc;
+use nash_swarm::eval::{self, Kld};
+use nash_swarm::formats::gguf::export::{self, GgufReport};
+use nash_swarm::importance::ImportanceMethod;
+use nash_swarm::pipeline::{self, CalibrationText};
+use nash_swarm::quant::ggml::preset::Preset;
+use serde_json::json;
+
+use super::quantize::QuantizeArgs;
+
+pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
+    let preset = gguf_preset(args)?;
+    let model = nash_swarm::load(&args.model)?;
+    let (job, bar) = super::progress_job("quantize");
+    let calib_tokens = match &args.calib_text {
+        Some(path) => Some(model.encode(&eval::read_text(path)?)?),
+        None => None,
+    };
+    let stats = match (&calib_tokens, &args.calib_text) {
+        (Some(tokens), Some(path)) => {
+            let spec = nash_swarm::quant::config::CalibrationSpec::default();
+            let text = Some(CalibrationText::Own { tokens, path });
+            pipeline::calibrate(&model, &ImportanceMethod::Activation, spec, text, &job)?.stats
+        }
+        _ => None,
+    };
+    let mut nash = None;
+    let plan = match args.target_bpw {
+        Some(target) => {
+            let game = alloc::gguf::build(&model, stats.as_ref(), &job)?;
+            let (plan, allocation) = game.plan(target)?;
+            nash = Some(json!({"target_bpw": target, "true_bpw": allocation.true_bpw, "price": allocation.price}));
+            plan
+        }
+        None => export::preset_plan(&model, preset, stats.is_some())?,
+    };
+    let report = export::export(&model, &plan, stats.as_ref(), &args.out, &job)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    let mut out = summary(args, &plan.label, stats.is_some(), &report);
+    if let Some(nash) = nash {
+        out["nash"] = nash;
+    }
+    if let Some(path) = &args.eval_text {
+        // Scored from the file as written: what llama.cpp would read.
+        let written = nash_swarm::load(&args.out)?;
+        let tokens = written.encode(&eval::read_text(path)?)?;
+        let windows = eval::windows(&written, &tokens, args.windows.spec(), path)?;
+        let (report, _) = eval::evaluate_ppl(&written, &windows, Kld::Skip, &job)?;
+        out["ppl"] = report.ppl.into();
+        out["nll"] = report.nll.into();
+        out["nll_stderr"] = report.nll_stderr.into();
+        out["tokens_scored"] = report.tokens_scored.into();
+    }
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        print_human(&out);
+    }
+    Ok(())
+}
+
+/// The preset a GGUF export uses (unused with --target-bpw); what cannot be written as GGUF is refused before
+/// any work.
+fn gguf_preset(args: &QuantizeArgs) -> anyhow::Result<Preset> {
+    if args.config.is_some() {
+        anyhow::bail!(
+            "--format gguf takes --preset (one of {}) or --target-bpw; a configuration file of our own grids \
+             (per-weight tiers, groups of 64 or 128, RTN min-max blocks) cannot be stored in ggml's block types: \
+             the nearest GGUF plans are q8_0 for 8-bit, q5_1/q5_k_m for 5-bit, q4_1/q4_k_m for 4-bit, q3_k_m for \
+             3-bit and q2_k for 2-bit tiers, or --target-bpw at the configuration's true bpw",
+            Preset::names()
+        );
+    }
+    if args.export_hf.is_some() || args.importance.is_some() {
+        anyhow::bail!("--format gguf takes neither --export-hf nor --importance (GGUF blocks use --calib-text)");
+    }
+    if args.target_bpw.is_some() && args.preset.is_some() {
+        anyhow::bail!("--format gguf takes --preset or --target-bpw, not both");
+    }
+    let name = args.preset.as_deref().unwrap_or("q4_k_m");
+    Preset::parse(name).with_context(|| format!("--preset {name} is not a GGUF preset; use one of {}", Preset::names()))
+}
+
+fn summary(args: &QuantizeArgs, preset: &str, calibrated: bool, report: &GgufReport) -> serde_json::Value {
+    let types: serde_json::Map<String, serde_json::Value> =
+        report.weights_by_type.iter().map(|(ty, n)| (ty.name().to_string(), json!(n))).collect();
+    json!({
+        "model": args.model, "out": args.out, "format": "gguf", "preset": preset, "imatrix": calibrated,
+        "params": report.params, "tensor_bytes": report.tensor_bytes, "file_bytes": report.file_bytes,
+        "tensor_bpw": report.tensor_bpw(), "file_bpw": report.file_bpw(), "weights_by_type": types,
+    })
+}
+
+fn print_human(out: &serde_json::Value) {
+    let f = |k: &str| out[k].as_f64().unwrap_or(f64::NAN);
+    println!("wrote          {}", out["out"].as_str().unwrap_or("?"));
+    let imatrix = if out["imatrix"] == true { "importance-weighted (calibration)" } else { "reference encoders" };
+    println!("plan           {} ({imatrix})", out["preset"].as_str().unwrap_or("?"));
+    if let Some(nash) = out.get("nash") {
+        println!(
+            "nash           price lambda = {:.3e}, {:.3} bpw for a target of {:.3}",
+            nash["price"].as_f64().unwrap_or(0.0),
+            nash["true_bpw"].as_f64().unwrap_or(0.0),
+            nash["target_bpw"].as_f64().unwrap_or(0.0)
+        );
+    }
+    println!(
+        "size           {} bytes of tensors = {:.3} bits per parameter; whole file {} bytes = {:.3}",
+        out["tensor_bytes"],
+        f("tensor_bpw"),
+        out["file_bytes"],
+        f("file_bpw")
+    );
+    if let Some(types) = out["weights_by_type"].as_object() {
+        let list: Vec<String> = types.iter().map(|(t, n)| format!("{t} {n}")).collect();
+        println!("weights        {}", list.join(", "));
+    }
+    if out.get("ppl").is_some() {
+        println!(
+            "perplexity     {:.3} (mean NLL {:.4} ± {:.4}, {} tokens)",
+            f("ppl"),
+            f("nll"),
+            f("nll_stderr"),
+            out["tokens_scored"]
+        );
+    }
+}
