@@ -41,6 +41,7 @@ pub struct GgufGame {
 
 /// Encodes every matrix in every type that fits it (tensors in parallel; the expensive part).
 pub fn build(model: &Model, calibration: Option<&CalibrationStats>, job: &Job) -> Result<GgufGame> {
+    crate::formats::gguf::export::check_writable(model)?;
     let matrices: Vec<&String> = model.weights.0.iter().filter(|(_, t)| t.rank() == 2).map(|(n, _)| n).collect();
     let done = std::sync::atomic::AtomicU64::new(0);
     let players = matrices

@@ -15,6 +15,7 @@ use super::quantize::QuantizeArgs;
 pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
     let preset = gguf_preset(args)?;
     let model = nash_swarm::load(&args.model)?;
+    export::check_writable(&model)?;
     let (job, bar) = super::progress_job("quantize");
     let calib_tokens = match &args.calib_text {
         Some(path) => Some(model.encode(&eval::read_text(path)?)?),

@@ -355,7 +355,8 @@ impl ExplorerApp {
     /// end of the open text when there is one.
     fn export_gguf(&mut self, ctx: &egui::Context, preset: Preset) {
         let Some(model) = self.model.clone() else { return };
-        let default_name = format!("{}-{}.gguf", model.display_name(), preset.name);
+        let stem = model.source.file_stem().map_or_else(|| model.display_name(), |s| s.to_string_lossy().into_owned());
+        let default_name = format!("{stem}-{}.gguf", preset.name);
         let Some(out) = self.dialogs.save_file("Export as GGUF (runs in llama.cpp)", &default_name) else { return };
         if let Err(e) = self.check_output("the GGUF file", &out, Kind::File) {
             self.problems.push(e.to_string());

@@ -232,3 +232,21 @@ fn exporting_into_the_open_models_folder_is_refused_and_the_model_untouched() {
     let names: Vec<_> = std::fs::read_dir(scratch.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, vec![std::ffi::OsString::from("model")], "nothing else was written");
 }
+
+#[test]
+fn a_gguf_export_is_written_and_opens_again() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut harness = harness(stories(), scratch.path());
+    settle(&mut harness);
+    harness.get_by_label("Export GGUF…").click();
+    harness.run_steps(2);
+    harness.get_by_label("q8_0").click();
+    harness.run_steps(2);
+    settle(&mut harness);
+    assert!(harness.state().problems.is_empty(), "{:?}", harness.state().problems);
+    let notice = harness.state().notices.join("\n");
+    assert!(notice.contains("GGUF q8_0") && notice.contains("bits per parameter"), "{notice}");
+    let written = scratch.path().join("stories260k-q8_0.gguf");
+    let model = nash_swarm::load(&written).unwrap();
+    assert_eq!(model.stored_dtypes["model.layers.0.mlp.up_proj.weight"], "Q8_0");
+}

@@ -63,6 +63,7 @@ impl GgufReport {
 /// The tensors of `model` in the order llama.cpp writes them (embedding, layers in order, final norm, head),
 /// with their GGUF names. Errors name a tensor the architecture cannot write.
 fn gguf_order(model: &Model) -> Result<Vec<(String, String)>> {
+    model.architecture.gguf_metadata().map_err(|why| refused(model, why))?;
     let mut named = Vec::new();
     for name in model.weights.0.keys() {
         let gguf = model.architecture.to_gguf_name(name).ok_or_else(|| {
@@ -80,6 +81,11 @@ fn gguf_order(model: &Model) -> Result<Vec<(String, String)>> {
     };
     named.sort_by(|a, b| rank(&a.1).cmp(&rank(&b.1)).then_with(|| a.1.cmp(&b.1)));
     Ok(named)
+}
+
+/// Whether every tensor of `model` has a GGUF form (checked before long work).
+pub fn check_writable(model: &Model) -> Result<()> {
+    gguf_order(model).map(|_| ())
 }
 
 /// The plan llama-quantize makes for `preset` on this model.
@@ -199,9 +205,12 @@ fn metadata(model: &Model, plan: &GgufPlan) -> Result<Vec<(String, Value)>> {
     Ok(metadata)
 }
 
+fn refused(model: &Model, why: String) -> Error {
+    Error::InvalidArgument(format!("{} cannot be written as GGUF: {why}", model.source.display()))
+}
+
 fn from_architecture(model: &Model) -> Result<Vec<(String, Value)>> {
-    let refused =
-        |why: String| Error::InvalidArgument(format!("{} cannot be written as GGUF: {why}", model.source.display()));
+    let refused = |why: String| refused(model, why);
     let (name, keys) = model.architecture.gguf_metadata().map_err(refused)?;
     let mut metadata = vec![("general.architecture".to_string(), Value::String(name.into()))];
     let stem = model.source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -212,13 +221,25 @@ fn from_architecture(model: &Model) -> Result<Vec<(String, Value)>> {
         super::tokenizer::to_metadata(&model.tokenizer, model.architecture.vocab_size(), model.bos_token_id, eos)
             .map_err(refused)?;
     metadata.extend(tokenizer);
+    let tokenizer_config = source_json(model, "tokenizer_config.json");
+    for (key, gguf_key) in
+        [("add_bos_token", "tokenizer.ggml.add_bos_token"), ("add_eos_token", "tokenizer.ggml.add_eos_token")]
+    {
+        if let Some(flag) = tokenizer_config.as_ref().and_then(|c| c[key].as_bool()) {
+            metadata.push((gguf_key.to_string(), Value::Bool(flag)));
+        }
+    }
     Ok(metadata)
+}
+
+/// A JSON file of a Hugging Face source folder, when it has one that parses.
+fn source_json(model: &Model, file: &str) -> Option<serde_json::Value> {
+    serde_json::from_slice(&std::fs::read(model.source.join(file)).ok()?).ok()
 }
 
 /// The end-of-sequence token of a Hugging Face folder's `config.json` (the first, when it lists several).
 fn source_eos(model: &Model) -> Option<u32> {
-    let config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(model.source.join("config.json")).ok()?).ok()?;
+    let config = source_json(model, "config.json")?;
     let eos = &config["eos_token_id"];
     eos.as_u64().or_else(|| eos.as_array()?.first()?.as_u64()).and_then(|id| u32::try_from(id).ok())
 }
