@@ -26,3 +26,90 @@ fn smollm2_forward_matches_an_independent_f64_forward_pass() {
         assert!(diff < 2e-3, "max |logit - f64 reference| = {diff}");
     }
 }
+
+/// What llama-quantize (llama-cpp-python 0.3.36's llama.cpp, built with cmake) chose for SmolLM2 from the F32
+/// requantization of the demo with an imatrix from the last 300 KB of WikiText-2's test split
+/// (`scripts/gguf_vs_llama_cpp.py --calib`, read with the `gguf` package): tensor bytes and weights per type.
+const LLAMA_QUANTIZE_PLANS: &[(&str, u64, &[(&str, usize)])] = &[
+    ("q8_0", 143_025_408, &[("F32", 35_136), ("Q8_0", 134_479_872)]),
+    ("q6_k", 136_597_248, &[("F32", 35_136), ("Q6_K", 26_542_080), ("Q8_0", 107_937_792)]),
+    (
+        "q5_k_m",
+        110_317_824,
+        &[("F32", 35_136), ("Q5_1", 78_077_952), ("Q5_K", 14_155_776), ("Q6_K", 12_386_304), ("Q8_0", 29_859_840)],
+    ),
+    (
+        "q4_k_m",
+        103_668_480,
+        &[("F32", 35_136), ("Q4_K", 14_155_776), ("Q5_0", 78_077_952), ("Q6_K", 12_386_304), ("Q8_0", 29_859_840)],
+    ),
+    ("q4_0", 90_107_136, &[("F32", 35_136), ("Q4_0", 103_514_112), ("Q4_1", 2_654_208), ("Q8_0", 28_311_552)]),
+    ("iq4_nl", 89_941_248, &[("F32", 35_136), ("IQ4_NL", 106_168_320), ("Q8_0", 28_311_552)]),
+    (
+        "q3_k_m",
+        91_724_544,
+        &[
+            ("F32", 35_136),
+            ("Q4_0", 66_355_200),
+            ("Q4_K", 25_657_344),
+            ("Q5_0", 13_049_856),
+            ("Q5_1", 221_184),
+            ("Q5_K", 884_736),
+            ("Q8_0", 28_311_552),
+        ],
+    ),
+];
+
+#[test]
+fn presets_pick_the_types_llama_quantize_picks_on_smollm2() {
+    use nash_swarm::formats::gguf::export::preset_plan;
+    use nash_swarm::quant::ggml::{BlockType, preset::Preset};
+    let model = load(&demo_model()).unwrap();
+    for (name, tensor_bytes, weights) in LLAMA_QUANTIZE_PLANS {
+        let plan = preset_plan(&model, Preset::parse(name).unwrap(), true).unwrap();
+        let mut by_type = std::collections::BTreeMap::<&str, usize>::new();
+        let mut bytes = 0;
+        for (tensor, t) in &model.weights.0 {
+            let ty = plan.types.get(tensor).copied().unwrap_or(BlockType::F32);
+            *by_type.entry(ty.name()).or_default() += t.elem_count();
+            bytes += ty.bytes_for(t.elem_count()).unwrap() as u64;
+        }
+        assert_eq!(by_type, weights.iter().copied().collect(), "{name}: weights per type");
+        assert_eq!(bytes, *tensor_bytes, "{name}: tensor bytes");
+    }
+}
+
+/// llama.cpp's perplexity of our q4_0 export (reference encoders: the tensors llama-quantize writes) over the first
+/// 2 windows of 512 tokens of WikiText-2's test split, every token but each window's first (1,022), from
+/// llama-cpp-python 0.3.36 with `logits_all` (the windows of `scripts/gguf_vs_llama_cpp.py`).
+const LLAMA_CPP_PPL_Q4_0_TWO_WINDOWS: f64 = 32.6575;
+
+#[test]
+fn a_q4_0_export_scores_in_our_eval_within_one_percent_of_llama_cpp() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q4_0.gguf");
+    let run = cli(&[
+        "quantize",
+        "--model",
+        demo_model().to_str().unwrap(),
+        "--preset",
+        "q4_0",
+        "--out",
+        out.to_str().unwrap(),
+        "--eval-text",
+        wikitext().to_str().unwrap(),
+        "--ctx",
+        "512",
+        "--max-windows",
+        "2",
+        "--json",
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(report["tokens_scored"], 1022);
+    let ppl = report["ppl"].as_f64().unwrap();
+    let gap = ppl / LLAMA_CPP_PPL_Q4_0_TWO_WINDOWS - 1.0;
+    println!("q4_0 export: our PPL {ppl:.4}, llama.cpp {LLAMA_CPP_PPL_Q4_0_TWO_WINDOWS}, gap {:+.2}%", 100.0 * gap);
+    assert!(gap.abs() < 0.01, "our eval {ppl} vs llama.cpp {LLAMA_CPP_PPL_Q4_0_TWO_WINDOWS}");
+    assert!((report["tensor_bpw"].as_f64().unwrap() - 5.349).abs() < 1e-3);
+}

@@ -19,6 +19,10 @@ fn job() -> Job {
     Job::new(CancelToken::default(), |_| {})
 }
 
+fn values(t: &candle_core::Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
 /// stories260k as llama.cpp's converter writes it (F32, toy gpt2 vocabulary), in a scratch folder.
 fn stories_gguf(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("stories-f32.gguf");
@@ -87,8 +91,7 @@ fn every_preset_is_read_back_by_the_gguf_package_as_written() {
         // Our reader opens it, and every weight is within its type's error of the source.
         let written = nash_swarm::load(&out).unwrap();
         for (tensor_name, original) in &model.weights.0 {
-            let a = original.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let b = written.weights.get(tensor_name).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let (a, b) = (values(original), values(written.weights.get(tensor_name).unwrap()));
             let (err, norm) = a
                 .iter()
                 .zip(&b)
@@ -192,8 +195,7 @@ fn a_hugging_face_folder_is_written_with_llama_cpp_names_layout_and_tokenizer() 
     let written = nash_swarm::load(&out).unwrap();
     assert_eq!(written.weights.0.keys().collect::<Vec<_>>(), model.weights.0.keys().collect::<Vec<_>>());
     for (name, t) in &model.weights.0 {
-        let a = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let b = written.weights.get(name).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (a, b) = (values(t), values(written.weights.get(name).unwrap()));
         assert_eq!(a, b, "{name}");
     }
     // llama.cpp's names and its q/k row order, checked independently against the expected permutation.
@@ -201,7 +203,7 @@ fn a_hugging_face_folder_is_written_with_llama_cpp_names_layout_and_tokenizer() 
     let q = model.weights.get("model.layers.0.self_attn.q_proj.weight").unwrap();
     let (rows, cols) = q.dims2().unwrap();
     let heads = model.architecture.config::<nash_swarm::model::LlamaConfig>().unwrap().num_attention_heads;
-    let q = q.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let q = values(q);
     let half = rows / heads / 2;
     let permuted: Vec<f32> = (0..rows)
         .flat_map(|r| {

@@ -25,11 +25,16 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
                    "role": model.architecture.tensor_role(name)})
         })
         .collect();
+    let gguf_bpw = match model.format {
+        nash_swarm::model::SourceFormat::Gguf => Some(nash_swarm::formats::gguf::bits_per_weight(&args.model)?),
+        _ => None,
+    };
     if args.json {
         let info = json!({
             "model": args.model, "architecture": model.architecture.name(), "params": model.param_count(),
             "layers": model.architecture.num_layers(), "max_context": model.architecture.max_context(),
             "vocab_size": model.tokenizer.get_vocab_size(true), "tensors": tensors,
+            "gguf_tensor_bpw": gguf_bpw.map(|b| b.0), "gguf_file_bpw": gguf_bpw.map(|b| b.1),
         });
         println!("{}", serde_json::to_string_pretty(&info)?);
         return Ok(());
@@ -39,6 +44,9 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
     println!("parameters:   {}", model.param_count());
     println!("layers:       {}", model.architecture.num_layers());
     println!("max context:  {}", model.architecture.max_context());
+    if let Some((tensors, file)) = gguf_bpw {
+        println!("bits/weight:  {tensors:.3} in tensors ({file:.3} for the whole file)");
+    }
     println!("{:<48} {:>16} {:>6} {:>8} {}", "tensor", "shape", "dtype", "stored", "role");
     for t in &tensors {
         let shape: Vec<String> = t["shape"].as_array().unwrap().iter().map(|d| d.to_string()).collect();

@@ -140,18 +140,54 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         let usable = &tokens[..calibration.usable_tokens.unwrap_or(tokens.len())];
         let windows = eval::windows(&model, usable, args.windows.spec(), path)?;
         let report = pipeline::evaluate(&model, quantized, &windows, Kld::Skip, &job)?.report;
-        out["ppl"] = report.ppl.into();
-        out["nll"] = report.nll.into();
-        out["nll_stderr"] = report.nll_stderr.into();
-        out["tokens_scored"] = report.tokens_scored.into();
+        add_perplexity(&mut out, &report);
     }
     bar.finish_and_clear();
-    if args.json {
-        println!("{}", serde_json::to_string(&out)?);
+    emit(&out, args.json, print_human)
+}
+
+/// The evaluation's figures in a quantize result.
+pub(super) fn add_perplexity(out: &mut serde_json::Value, report: &eval::PplReport) {
+    out["ppl"] = report.ppl.into();
+    out["nll"] = report.nll.into();
+    out["nll_stderr"] = report.nll_stderr.into();
+    out["tokens_scored"] = report.tokens_scored.into();
+}
+
+/// One JSON line, or the human form.
+pub(super) fn emit(out: &serde_json::Value, json: bool, human: fn(&serde_json::Value)) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(out)?);
     } else {
-        print_human(&out);
+        human(out);
     }
     Ok(())
+}
+
+/// The allocation line of a quantize result, when a target bpw was given.
+pub(super) fn print_nash(out: &serde_json::Value) {
+    if let Some(nash) = out.get("nash") {
+        println!(
+            "nash           price lambda = {:.3e}, {:.3} bpw for a target of {:.3}",
+            nash["price"].as_f64().unwrap_or(0.0),
+            nash["true_bpw"].as_f64().unwrap_or(0.0),
+            nash["target_bpw"].as_f64().unwrap_or(0.0)
+        );
+    }
+}
+
+/// The perplexity line of a quantize result, when it was evaluated.
+pub(super) fn print_perplexity(out: &serde_json::Value) {
+    if out.get("ppl").is_some() {
+        let f = |k: &str| out[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "perplexity     {:.3} (mean NLL {:.4} ± {:.4}, {} tokens)",
+            f("ppl"),
+            f("nll"),
+            f("nll_stderr"),
+            out["tokens_scored"]
+        );
+    }
 }
 
 /// Every output clear of every input and of each other, and writable, before anything is read or computed.
@@ -197,21 +233,6 @@ fn print_human(out: &serde_json::Value) {
         100.0 * f("compression_vs_fp16")
     );
     println!("quantized in   {:.2} s", f("quantize_seconds"));
-    if let Some(nash) = out.get("nash") {
-        println!(
-            "nash           price lambda = {:.3e}, {:.3} bpw for a target of {:.3}",
-            nash["price"].as_f64().unwrap_or(0.0),
-            nash["true_bpw"].as_f64().unwrap_or(0.0),
-            nash["target_bpw"].as_f64().unwrap_or(0.0)
-        );
-    }
-    if out.get("ppl").is_some() {
-        println!(
-            "perplexity     {:.3} (mean NLL {:.4} ± {:.4}, {} tokens)",
-            f("ppl"),
-            f("nll"),
-            f("nll_stderr"),
-            out["tokens_scored"]
-        );
-    }
+    print_nash(out);
+    print_perplexity(out);
 }

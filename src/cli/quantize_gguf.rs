@@ -10,7 +10,7 @@ use nash_swarm::pipeline::{self, CalibrationText};
 use nash_swarm::quant::ggml::preset::Preset;
 use serde_json::json;
 
-use super::quantize::QuantizeArgs;
+use super::quantize::{self, QuantizeArgs};
 
 pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
     let preset = gguf_preset(args)?;
@@ -51,18 +51,10 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
         let tokens = written.encode(&eval::read_text(path)?)?;
         let windows = eval::windows(&written, &tokens, args.windows.spec(), path)?;
         let (report, _) = eval::evaluate_ppl(&written, &windows, Kld::Skip, &job)?;
-        out["ppl"] = report.ppl.into();
-        out["nll"] = report.nll.into();
-        out["nll_stderr"] = report.nll_stderr.into();
-        out["tokens_scored"] = report.tokens_scored.into();
+        quantize::add_perplexity(&mut out, &report);
     }
     bar.finish_and_clear();
-    if args.json {
-        println!("{}", serde_json::to_string(&out)?);
-    } else {
-        print_human(&out);
-    }
-    Ok(())
+    quantize::emit(&out, args.json, print_human)
 }
 
 /// The preset a GGUF export uses (unused with --target-bpw); what cannot be written as GGUF is refused before
@@ -102,14 +94,7 @@ fn print_human(out: &serde_json::Value) {
     println!("wrote          {}", out["out"].as_str().unwrap_or("?"));
     let imatrix = if out["imatrix"] == true { "importance-weighted (calibration)" } else { "reference encoders" };
     println!("plan           {} ({imatrix})", out["preset"].as_str().unwrap_or("?"));
-    if let Some(nash) = out.get("nash") {
-        println!(
-            "nash           price lambda = {:.3e}, {:.3} bpw for a target of {:.3}",
-            nash["price"].as_f64().unwrap_or(0.0),
-            nash["true_bpw"].as_f64().unwrap_or(0.0),
-            nash["target_bpw"].as_f64().unwrap_or(0.0)
-        );
-    }
+    quantize::print_nash(out);
     println!(
         "size           {} bytes of tensors = {:.3} bits per parameter; whole file {} bytes = {:.3}",
         out["tensor_bytes"],
@@ -121,13 +106,5 @@ fn print_human(out: &serde_json::Value) {
         let list: Vec<String> = types.iter().map(|(t, n)| format!("{t} {n}")).collect();
         println!("weights        {}", list.join(", "));
     }
-    if out.get("ppl").is_some() {
-        println!(
-            "perplexity     {:.3} (mean NLL {:.4} ± {:.4}, {} tokens)",
-            f("ppl"),
-            f("nll"),
-            f("nll_stderr"),
-            out["tokens_scored"]
-        );
-    }
+    quantize::print_perplexity(out);
 }

@@ -55,6 +55,17 @@ pub fn load(path: &Path) -> Result<Model> {
     })
 }
 
+/// A GGUF file's bits per parameter: tensor bytes × 8 / elements (what llama.cpp prints as BPW), and the whole
+/// file's bytes × 8 / elements beside it.
+pub fn bits_per_weight(path: &Path) -> Result<(f64, f64)> {
+    let header = read_header(path)?;
+    let elements: usize = header.tensors.iter().map(|t| t.elements()).sum();
+    let tensor_bytes: usize = header.tensors.iter().map(|t| t.size).sum();
+    let file_bytes = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    let per = |bytes: f64| bytes * 8.0 / elements.max(1) as f64;
+    Ok((per(tensor_bytes as f64), per(file_bytes as f64)))
+}
+
 /// The header of a GGUF file, read by our bounded reader.
 pub fn read_header(path: &Path) -> Result<Header> {
     header::read(path, &super::safetensors::map_file(path)?)
