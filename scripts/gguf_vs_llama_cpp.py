@@ -11,7 +11,8 @@ calibration text. Both are scored by llama.cpp (full windows of --ctx tokens, ev
 against the F32 model) and ours by `nash-swarm eval` on the same windows. Also checked: the per-tensor types of
 the two files are the same (the preset rules), and how many tokens of llama.cpp's greedy continuation of a prompt
 on our file `nash-swarm generate` reproduces (llama.cpp rounds activations to 8 bits inside its quantized
-products, so a near-tie can go the other way). Prints a markdown table and one JSON line per file.
+products, so a near-tie can go the other way) and, given our continuation as the prefix, the margin in llama.cpp's
+own logits at the first step where its argmax differs from ours. Prints a markdown table and one JSON line per file.
 
 usage: gguf_vs_llama_cpp.py --demo DEMO.gguf --bin BIN_DIR --sdist SDIST_DIR --text wiki.test.raw
                             --nash target/debug/nash-swarm [--calib] [--presets q4_k_m,q4_0]
@@ -52,8 +53,8 @@ class LlamaCpp:
 
     def __init__(self, path, ctx):
         from llama_cpp import Llama
-        self.llm = Llama(model_path=path, n_ctx=ctx, n_batch=ctx, n_ubatch=ctx, logits_all=True, n_threads=2,
-                         verbose=False)
+        self.llm = Llama(model_path=path, n_ctx=max(ctx, 128), n_batch=ctx, n_ubatch=ctx, logits_all=True,
+                         n_threads=2, verbose=False)
 
     def tokenize(self, text):
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
@@ -64,6 +65,17 @@ class LlamaCpp:
         logits = np.array(self.llm.scores[: len(window) - 1], dtype=np.float64)
         logits -= logits.max(axis=1, keepdims=True)
         return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+
+    def first_disagreement_margin(self, prompt_ids, ids):
+        """Given our continuation as the prefix, the first step where llama.cpp's argmax differs from ours, and
+        by how much (its logit of its own pick minus its logit of ours); None when it agrees with every step."""
+        self.llm.reset()
+        self.llm.eval(prompt_ids + ids)
+        for i, token in enumerate(ids):
+            row = np.array(self.llm.scores[len(prompt_ids) + i - 1])
+            if int(row.argmax()) != token:
+                return float(row.max() - row[token])
+        return None
 
     def greedy(self, prompt_ids, n):
         self.llm.reset()
@@ -170,6 +182,7 @@ def main():
                 while agree < min(len(gen["ids"]), len(theirs_ids)) and gen["ids"][agree] == theirs_ids[agree]:
                     agree += 1
                 row["greedy_tokens_agreeing"] = agree
+                row["tie_margin"] = llama.first_disagreement_margin(gen["prompt_ids"], gen["ids"])
                 row["greedy"] = gen["text"]
                 row["greedy_llama_cpp"] = llama.llm.detokenize(theirs_ids).decode("utf-8", "replace")
             del llama
@@ -183,6 +196,8 @@ def main():
     for r in rows:
         l = r["llama_cpp"]
         greedy = "" if "same_greedy" not in r else f"{r['greedy_tokens_agreeing']}/24"
+        if r.get("tie_margin") is not None:
+            greedy += f" (near-tie: {r['tie_margin']:.4f})"
         print(f"| {r['preset']} | {r['made_by']} | {r['tensor_bpw']:.3f} | {r['file_bpw']:.3f} | {l['ppl']:.2f} | "
               f"{l['kld']:.4f} | {100 * l['top1']:.1f}% | {r['nash_eval']['ppl']:.2f} | {100 * r['ppl_gap']:+.2f}% | "
               f"{'yes' if r['same_types'] else 'NO'} | {greedy} |")

@@ -297,7 +297,8 @@ fn sentencepiece_keys(
     let replaces_spaces =
         normalizers.iter().any(|n| n["type"] == "Replace" && n["pattern"]["String"] == " " && n["content"] == "▁");
     let metaspace = spec["pre_tokenizer"]["type"] == "Metaspace";
-    if !(replaces_spaces || metaspace) || spec["pre_tokenizer"].is_object() && !metaspace {
+    let other_pre_tokenizer = spec["pre_tokenizer"].is_object() && !metaspace;
+    if !(replaces_spaces || metaspace) || other_pre_tokenizer {
         return Err("its SentencePiece-style tokenizer does not write spaces as `▁` the way llama.cpp does".into());
     }
     let prepends_space = prepends_space || metaspace && spec["pre_tokenizer"]["prepend_scheme"] != "never";
@@ -308,11 +309,11 @@ fn sentencepiece_keys(
     let mut scores = vec![-(merges.len() as f32) - 1.0; tokens.len()];
     let mut scored = vec![false; tokens.len()];
     for (rank, (a, b)) in merges.iter().enumerate() {
-        if let Some(&id) = ids.get(format!("{a}{b}").as_str()) {
-            if !scored[id] {
-                scores[id] = -(rank as f32) - 1.0;
-                scored[id] = true;
-            }
+        if let Some(&id) = ids.get(format!("{a}{b}").as_str())
+            && !scored[id]
+        {
+            scores[id] = -(rank as f32) - 1.0;
+            scored[id] = true;
         }
     }
     let unk = spec["model"]["unk_token"].as_str();
