@@ -341,3 +341,31 @@ fn what_cannot_be_written_as_gguf_is_refused_and_nothing_is_written() {
     assert!(!run.status.success() && stderr.contains("gpt2 architecture cannot be written as GGUF"), "{stderr}");
     assert!(!out.exists() && leftovers(dir.path()).is_empty());
 }
+
+#[test]
+fn a_gguf_with_tensors_we_do_not_read_is_not_re_exported_without_them() {
+    use nash_swarm::formats::gguf::write::{GgufTensor, write};
+    let dir = tempfile::tempdir().unwrap();
+    let source = stories_gguf(dir.path());
+    let header = gguf::read_header(&source).unwrap();
+    let bytes = std::fs::read(&source).unwrap();
+    let mut tensors: Vec<GgufTensor> = header
+        .tensors
+        .iter()
+        .map(|t| GgufTensor {
+            name: t.name.clone(),
+            shape: t.shape.clone(),
+            ty: t.ty,
+            data: bytes[t.start..][..t.size].to_vec(),
+        })
+        .collect();
+    // Llama 3.1's RoPE frequency factors: llama.cpp reads them, we do not.
+    let factors: Vec<u8> = [1.0f32, 1.0, 4.0, 8.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    tensors.push(GgufTensor { name: "rope_freqs.weight".into(), shape: vec![4], ty: BlockType::F32, data: factors });
+    let with_rope = dir.path().join("with-rope.gguf");
+    let size = write(&with_rope, &header.metadata, &tensors).unwrap();
+    assert_eq!(size % 32, 0, "every tensor, the last included, is padded to the alignment");
+    let model = nash_swarm::load(&with_rope).unwrap();
+    let err = export::preset_plan(&model, Preset::parse("q8_0").unwrap(), false).unwrap_err().to_string();
+    assert!(err.contains("rope_freqs.weight") && err.contains("would be lost"), "{err}");
+}

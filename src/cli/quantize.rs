@@ -49,7 +49,8 @@ pub struct QuantizeArgs {
     #[arg(long)]
     pub(super) force: bool,
     /// Calibration text for activation importance (default: windows from the end of --eval-text). For GGUF, the
-    /// imatrix statistic E[x²] of every matrix's inputs: blocks are then chosen by importance-weighted search.
+    /// imatrix statistic E[x²] of every matrix's inputs: blocks are then chosen by importance-weighted search
+    /// (GGUF calibrates only on --calib-text; without it the encoders are llama-quantize's reference ones).
     #[arg(long)]
     pub(super) calib_text: Option<PathBuf>,
     /// Evaluate the quantized model on this text.
@@ -75,6 +76,12 @@ impl QuantizeArgs {
 }
 
 pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
+    if args.format == Some(Format::Packed) && args.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        anyhow::bail!(
+            "--out {}: a packed export is a folder; name it without .gguf, or use --format gguf",
+            args.out.display()
+        );
+    }
     check_outputs(&args)?;
     if args.format() == Format::Gguf {
         return super::quantize_gguf::run(&args);

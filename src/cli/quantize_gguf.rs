@@ -21,8 +21,10 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
         Some(path) => Some(model.encode(&eval::read_text(path)?)?),
         None => None,
     };
+    // Float presets store no blocks: calibration would change nothing.
+    let uses_blocks = args.target_bpw.is_some() || preset.default.is_quantized();
     let stats = match (&calib_tokens, &args.calib_text) {
-        (Some(tokens), Some(path)) => {
+        (Some(tokens), Some(path)) if uses_blocks => {
             let spec = nash_swarm::quant::config::CalibrationSpec::default();
             let text = Some(CalibrationText::Own { tokens, path });
             pipeline::calibrate(&model, &ImportanceMethod::Activation, spec, text, &job)?.stats

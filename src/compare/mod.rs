@@ -179,6 +179,9 @@ pub fn run(
 ) -> Result<Vec<Row>> {
     // Activation importance (and the GGUF rows' imatrix) calibrates on the end of the text; evaluation then keeps
     // to the part before it.
+    if !spec.gguf_presets.is_empty() {
+        export::check_writable(model)?;
+    }
     let tokens = model.encode(text)?;
     let end_of_text = CalibrationText::EndOf { tokens: &tokens, path: text_path };
     let calibrated_by = if spec.gguf_presets.is_empty() { &spec.importance } else { &ImportanceMethod::Activation };

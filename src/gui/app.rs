@@ -364,6 +364,7 @@ impl ExplorerApp {
         }
         let text = self.settings.text.clone();
         self.jobs.spawn(ctx, JobKind::Export, move |job| {
+            gguf::export::check_writable(&model)?;
             let stats = match &text {
                 Some(path) => analysis::end_of_text_calibration(&model, path, job)?,
                 None => None,

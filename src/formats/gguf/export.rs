@@ -64,6 +64,14 @@ impl GgufReport {
 /// with their GGUF names. Errors name a tensor the architecture cannot write.
 fn gguf_order(model: &Model) -> Result<Vec<(String, String)>> {
     model.architecture.gguf_metadata().map_err(|why| refused(model, why))?;
+    if model.format == SourceFormat::Gguf {
+        // A tensor we do not read (e.g. Llama 3.1's rope_freqs.weight) would be lost, and the file would run as
+        // another model.
+        let header = super::read_header(&model.source)?;
+        if let Some(t) = header.tensors.iter().find(|t| model.architecture.from_gguf_name(&t.name).is_none()) {
+            return Err(refused(model, format!("its tensor `{}` is not one we read, so it would be lost", t.name)));
+        }
+    }
     let mut named = Vec::new();
     for name in model.weights.0.keys() {
         let gguf = model.architecture.to_gguf_name(name).ok_or_else(|| {
@@ -194,7 +202,8 @@ fn metadata(model: &Model, plan: &GgufPlan) -> Result<Vec<(String, Value)>> {
         SourceFormat::Gguf => super::read_header(&model.source)?.metadata,
         SourceFormat::HuggingFace | SourceFormat::Packed => from_architecture(model)?,
     };
-    metadata.retain(|(k, _)| !replaced.contains(&k.as_str()));
+    // The source's imatrix keys would describe a calibration this file did not use.
+    metadata.retain(|(k, _)| !replaced.contains(&k.as_str()) && !k.starts_with("quantize.imatrix."));
     let general = metadata.iter().take_while(|(k, _)| k.starts_with("general.")).count();
     let ours = [
         ("general.file_type", Value::U32(plan.file_type)),

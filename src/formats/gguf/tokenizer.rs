@@ -134,12 +134,15 @@ fn byte_level_spec(meta: &Metadata, tokens: &[String], types: &[i32]) -> Result<
     let Some(pre_tokenizer) = pre_tokenizer(&pre) else {
         return Err(Error::bad_file(meta.path, format!("tokenizer pre-tokenizer `{pre}` is not supported")));
     };
+    // llama.cpp takes a whole word that is a token as it is, before any merge, for Llama 3's vocabulary.
+    let ignore_merges = matches!(pre.as_str(), "llama-bpe" | "llama3");
     Ok(json!({
         "version": "1.0", "truncation": null, "padding": null, "added_tokens": added_tokens(tokens, types),
         "normalizer": null, "pre_tokenizer": pre_tokenizer, "post_processor": null,
         "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
         "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                  "ignore_merges": ignore_merges,
                   "vocab": vocab_json(tokens), "merges": merges},
     }))
 }

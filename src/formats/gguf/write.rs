@@ -41,6 +41,8 @@ pub fn write(path: &Path, metadata: &[(String, Value)], tensors: &[GgufTensor]) 
             pad(&mut w)?;
             w.write_all(&t.data)?;
         }
+        // ggml pads after every tensor, the last included; strict readers read the padded size.
+        pad(&mut w)?;
         w.flush()?;
         written = w.count;
         Ok(())
