@@ -226,6 +226,40 @@ fn a_hugging_face_folder_is_written_with_llama_cpp_names_layout_and_tokenizer() 
 }
 
 #[test]
+fn gpt2_is_written_with_llama_cpp_names_and_reads_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = nash_swarm::load(&common::tiny_gpt2()).unwrap();
+    let out = dir.path().join("gpt2-f32.gguf");
+    let plan = export::preset_plan(&model, Preset::parse("f32").unwrap(), false).unwrap();
+    export::export(&model, &plan, None, &out, &job()).unwrap();
+    let theirs = read_with_gguf_package(&out);
+    for name in [
+        "token_embd.weight",
+        "position_embd.weight",
+        "blk.0.attn_qkv.weight",
+        "blk.0.attn_qkv.bias",
+        "output_norm.bias",
+    ] {
+        assert!(theirs.contains_key(name), "{name} missing: {:?}", theirs.keys().collect::<Vec<_>>());
+    }
+    let written = nash_swarm::load(&out).unwrap();
+    assert_eq!(written.architecture.name(), "gpt2");
+    for (name, t) in &model.weights.0 {
+        assert_eq!(values(t), values(written.weights.get(name).unwrap()), "{name}");
+    }
+    let text = &nash_swarm::eval::read_text(&wikitext()).unwrap()[..5000];
+    let ids = model.encode(text).unwrap();
+    assert_eq!(written.encode(text).unwrap(), ids);
+    let windows = vec![ids[..48].to_vec()];
+    let a = nash_swarm::eval::evaluate_ppl(&model, &windows, nash_swarm::eval::Kld::Skip, &job()).unwrap().0;
+    let b = nash_swarm::eval::evaluate_ppl(&written, &windows, nash_swarm::eval::Kld::Skip, &job()).unwrap().0;
+    assert!((a.nll - b.nll).abs() < 1e-6, "{} vs {}", a.nll, b.nll);
+    // A quantized preset: the fused qkv follows llama.cpp's attn_v rules, position embeddings stay f32.
+    let plan = export::preset_plan(&model, Preset::parse("q4_k_m").unwrap(), false).unwrap();
+    assert_eq!(plan.types["wpe.weight"], BlockType::F32);
+}
+
+#[test]
 fn a_sentencepiece_tokenizer_is_written_so_that_text_splits_the_same() {
     // stories260k's tokenizer.json is Llama 2's kind: BPE over `▁`-joined text with byte fallback.
     let dir = tempfile::tempdir().unwrap();
@@ -335,10 +369,11 @@ fn what_cannot_be_written_as_gguf_is_refused_and_nothing_is_written() {
     assert_eq!(tree_hashes(dir.path()), before_foreign);
     std::fs::remove_file(&foreign).unwrap();
     assert_eq!(tree_hashes(dir.path()), before);
-    // An architecture llama.cpp has no GGUF form of here yet is named.
-    let run = cli(&["quantize", "--model", common::tiny_gpt2().to_str().unwrap(), "--preset", "q8_0", "--out", o]);
+    // What we cannot write yet is named: Llama 3's rope scaling (llama.cpp needs rope_freqs.weight).
+    let llama3 = common::shared().join("fixtures/tiny-llama3-random");
+    let run = cli(&["quantize", "--model", llama3.to_str().unwrap(), "--preset", "q8_0", "--out", o]);
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(!run.status.success() && stderr.contains("gpt2 architecture cannot be written as GGUF"), "{stderr}");
+    assert!(!run.status.success() && stderr.contains("rope_scaling cannot be written as GGUF"), "{stderr}");
     assert!(!out.exists() && leftovers(dir.path()).is_empty());
 }
 

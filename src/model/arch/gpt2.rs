@@ -4,7 +4,9 @@
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::{Arch, Architecture, hf_config_json, positive};
+use candle_core::quantized::gguf_file::Value;
+
+use super::{Arch, Architecture, GgufMetadata, GgufNames, decimal, hf_config_json, positive};
 use crate::error::Result;
 use crate::model::layers::attention::causal_attention;
 use crate::model::{Linears, TensorRole, cpu};
@@ -94,6 +96,27 @@ impl Arch for Gpt2Config {
     fn stored_transposed(&self, name: &str) -> bool {
         is_conv1d(name)
     }
+    fn from_gguf_name(&self, gguf: &str) -> Option<String> {
+        NAMES.ours(gguf)
+    }
+    fn to_gguf_name(&self, name: &str) -> Option<String> {
+        NAMES.gguf(name)
+    }
+    fn gguf_metadata(&self) -> std::result::Result<(&'static str, Vec<(String, Value)>), String> {
+        if self.activation_function == "gelu" {
+            return Err("llama.cpp runs GPT-2 with the tanh GELU only, and this model uses the exact one".into());
+        }
+        let u32_of = |v: usize| Value::U32(v as u32);
+        let keys = [
+            ("context_length", u32_of(self.n_positions)),
+            ("embedding_length", u32_of(self.n_embd)),
+            ("feed_forward_length", u32_of(self.inner())),
+            ("block_count", u32_of(self.n_layer)),
+            ("attention.head_count", u32_of(self.n_head)),
+            ("attention.layer_norm_epsilon", Value::F32(self.layer_norm_epsilon as f32)),
+        ];
+        Ok(("gpt2", keys.into_iter().map(|(k, v)| (format!("gpt2.{k}"), v)).collect()))
+    }
     fn forward(&self, linears: &Linears, windows: &[&[u32]]) -> Result<Vec<Tensor>> {
         forward(self, linears, windows)
     }
@@ -107,6 +130,51 @@ pub fn from_hf_config(value: serde_json::Value) -> std::result::Result<Architect
     config.validate()?;
     Ok(Architecture::new(config))
 }
+
+/// The architecture llama.cpp's `gpt2` metadata describes (the tanh GELU, a tied head).
+pub fn from_gguf(meta: &GgufMetadata) -> std::result::Result<Architecture, String> {
+    if meta.has_tensor("output.weight") {
+        return Err("GPT-2 GGUF files with their own output.weight are not supported (we tie the head)".into());
+    }
+    let config = Gpt2Config {
+        vocab_size: meta.array("tokenizer.ggml.tokens")?.len(),
+        n_positions: meta.u32("gpt2.context_length")? as usize,
+        n_embd: meta.u32("gpt2.embedding_length")? as usize,
+        n_layer: meta.u32("gpt2.block_count")? as usize,
+        n_head: meta.u32("gpt2.attention.head_count")? as usize,
+        n_inner: Some(meta.u32("gpt2.feed_forward_length")? as usize),
+        activation_function: "gelu_new".into(),
+        layer_norm_epsilon: decimal(meta.f32("gpt2.attention.layer_norm_epsilon").unwrap_or(1e-5)),
+        bos_token_id: meta.u32("tokenizer.ggml.bos_token_id").ok(),
+    };
+    config.validate().map_err(|e| format!("invalid gpt2 metadata: {e}"))?;
+    Ok(Architecture::new(config))
+}
+
+/// llama.cpp's names of our tensors.
+const NAMES: GgufNames = GgufNames {
+    globals: &[
+        ("token_embd.weight", EMBED),
+        ("position_embd.weight", POSITIONS),
+        ("output_norm.weight", "ln_f.weight"),
+        ("output_norm.bias", "ln_f.bias"),
+    ],
+    layers: &[
+        ("attn_norm.weight", "ln_1.weight"),
+        ("attn_norm.bias", "ln_1.bias"),
+        ("attn_qkv.weight", "attn.c_attn.weight"),
+        ("attn_qkv.bias", "attn.c_attn.bias"),
+        ("attn_output.weight", "attn.c_proj.weight"),
+        ("attn_output.bias", "attn.c_proj.bias"),
+        ("ffn_norm.weight", "ln_2.weight"),
+        ("ffn_norm.bias", "ln_2.bias"),
+        ("ffn_up.weight", "mlp.c_fc.weight"),
+        ("ffn_up.bias", "mlp.c_fc.bias"),
+        ("ffn_down.weight", "mlp.c_proj.weight"),
+        ("ffn_down.bias", "mlp.c_proj.bias"),
+    ],
+    layer_prefix: "h.",
+};
 
 pub const EMBED: &str = "wte.weight";
 pub const POSITIONS: &str = "wpe.weight";

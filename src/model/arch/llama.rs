@@ -6,7 +6,7 @@ use candle_core::Tensor;
 use candle_core::quantized::gguf_file::Value;
 use serde::{Deserialize, Serialize};
 
-use super::{Arch, Architecture, GgufMetadata, hf_config_json, positive};
+use super::{Arch, Architecture, GgufMetadata, GgufNames, decimal, hf_config_json, positive};
 use crate::error::Result;
 use crate::model::layers::attention::causal_attention;
 use crate::model::tensor_io::with_f32_slice;
@@ -152,7 +152,7 @@ impl Arch for LlamaConfig {
         (!dropped).then(|| key.to_string())
     }
     fn from_gguf_name(&self, gguf: &str) -> Option<String> {
-        hf_name(gguf)
+        NAMES.ours(gguf)
     }
     fn from_gguf_layout(&self, name: &str, tensor: Tensor) -> Result<Tensor> {
         match self.rope_heads(name) {
@@ -161,7 +161,7 @@ impl Arch for LlamaConfig {
         }
     }
     fn to_gguf_name(&self, name: &str) -> Option<String> {
-        gguf_name(name)
+        NAMES.gguf(name)
     }
     fn to_gguf_layout(&self, name: &str, tensor: Tensor) -> Result<Tensor> {
         match self.rope_heads(name) {
@@ -238,47 +238,22 @@ pub fn from_gguf(meta: &GgufMetadata) -> std::result::Result<Architecture, Strin
     Ok(Architecture::new(config))
 }
 
-/// GGUF stores these as f32: 1e-5 arrives as 9.99999974e-6. Take the shortest decimal that round-trips.
-fn decimal(v: f32) -> f64 {
-    v.to_string().parse().unwrap_or(v as f64)
-}
-
-/// Whole-model tensors: (GGUF name, Hugging Face name).
-const GLOBAL_NAMES: [(&str, &str); 3] =
-    [("token_embd.weight", EMBED), ("output_norm.weight", "model.norm.weight"), ("output.weight", LM_HEAD)];
-
-/// Per-layer tensors: (GGUF leaf, Hugging Face leaf).
-const LAYER_NAMES: [(&str, &str); 9] = [
-    ("attn_norm.weight", "input_layernorm.weight"),
-    ("ffn_norm.weight", "post_attention_layernorm.weight"),
-    ("attn_q.weight", "self_attn.q_proj.weight"),
-    ("attn_k.weight", "self_attn.k_proj.weight"),
-    ("attn_v.weight", "self_attn.v_proj.weight"),
-    ("attn_output.weight", "self_attn.o_proj.weight"),
-    ("ffn_gate.weight", "mlp.gate_proj.weight"),
-    ("ffn_up.weight", "mlp.up_proj.weight"),
-    ("ffn_down.weight", "mlp.down_proj.weight"),
-];
-
-/// GGUF tensor name -> Hugging Face name.
-fn hf_name(gguf: &str) -> Option<String> {
-    if let Some((_, hf)) = GLOBAL_NAMES.iter().find(|(g, _)| *g == gguf) {
-        return Some(hf.to_string());
-    }
-    let (layer, leaf) = gguf.strip_prefix("blk.")?.split_once('.')?;
-    let (_, hf_leaf) = LAYER_NAMES.iter().find(|(g, _)| *g == leaf)?;
-    Some(format!("model.layers.{layer}.{hf_leaf}"))
-}
-
-/// Hugging Face name -> GGUF tensor name.
-fn gguf_name(hf: &str) -> Option<String> {
-    if let Some((gguf, _)) = GLOBAL_NAMES.iter().find(|(_, h)| *h == hf) {
-        return Some(gguf.to_string());
-    }
-    let (layer, leaf) = hf.strip_prefix("model.layers.")?.split_once('.')?;
-    let (gguf_leaf, _) = LAYER_NAMES.iter().find(|(_, h)| *h == leaf)?;
-    Some(format!("blk.{layer}.{gguf_leaf}"))
-}
+/// llama.cpp's names of our tensors.
+const NAMES: GgufNames = GgufNames {
+    globals: &[("token_embd.weight", EMBED), ("output_norm.weight", "model.norm.weight"), ("output.weight", LM_HEAD)],
+    layers: &[
+        ("attn_norm.weight", "input_layernorm.weight"),
+        ("ffn_norm.weight", "post_attention_layernorm.weight"),
+        ("attn_q.weight", "self_attn.q_proj.weight"),
+        ("attn_k.weight", "self_attn.k_proj.weight"),
+        ("attn_v.weight", "self_attn.v_proj.weight"),
+        ("attn_output.weight", "self_attn.o_proj.weight"),
+        ("ffn_gate.weight", "mlp.gate_proj.weight"),
+        ("ffn_up.weight", "mlp.up_proj.weight"),
+        ("ffn_down.weight", "mlp.down_proj.weight"),
+    ],
+    layer_prefix: "model.layers.",
+};
 
 /// llama.cpp's converter reorders the rows of each q/k head from (2, hd/2) to (hd/2, 2) for its RoPE.
 fn permute_rows(w: &Tensor, heads: usize) -> Result<Tensor> {

@@ -151,7 +151,7 @@ type FromGguf = fn(&GgufMetadata) -> std::result::Result<Architecture, String>;
 const HUGGING_FACE: &[(&str, FromHf)] = &[("llama", llama::from_hf_config), ("gpt2", gpt2::from_hf_config)];
 
 /// GGUF architectures by `general.architecture`.
-const GGUF: &[(&str, FromGguf)] = &[("llama", llama::from_gguf)];
+const GGUF: &[(&str, FromGguf)] = &[("llama", llama::from_gguf), ("gpt2", gpt2::from_gguf)];
 
 /// The architecture a `config.json` describes: None when its `model_type` is not one we open.
 pub fn from_hf_config(
@@ -174,6 +174,42 @@ pub fn hf_names() -> String {
 /// The GGUF architectures we open, for messages.
 pub fn gguf_names() -> String {
     GGUF.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+}
+
+/// How an architecture's tensor names map to llama.cpp's: whole-model tensors one to one, per-layer tensors by
+/// their leaf under `blk.N.` and under our layer prefix.
+pub(crate) struct GgufNames {
+    /// (GGUF name, ours).
+    pub globals: &'static [(&'static str, &'static str)],
+    /// (GGUF leaf, our leaf).
+    pub layers: &'static [(&'static str, &'static str)],
+    /// Our prefix of layer N's tensors, before the number (`model.layers.`, `h.`).
+    pub layer_prefix: &'static str,
+}
+
+impl GgufNames {
+    pub fn ours(&self, gguf: &str) -> Option<String> {
+        if let Some((_, ours)) = self.globals.iter().find(|(g, _)| *g == gguf) {
+            return Some(ours.to_string());
+        }
+        let (layer, leaf) = gguf.strip_prefix("blk.")?.split_once('.')?;
+        let (_, our_leaf) = self.layers.iter().find(|(g, _)| *g == leaf)?;
+        Some(format!("{}{layer}.{our_leaf}", self.layer_prefix))
+    }
+
+    pub fn gguf(&self, ours: &str) -> Option<String> {
+        if let Some((gguf, _)) = self.globals.iter().find(|(_, o)| *o == ours) {
+            return Some(gguf.to_string());
+        }
+        let (layer, leaf) = ours.strip_prefix(self.layer_prefix)?.split_once('.')?;
+        let (gguf_leaf, _) = self.layers.iter().find(|(_, o)| *o == leaf)?;
+        Some(format!("blk.{layer}.{gguf_leaf}"))
+    }
+}
+
+/// GGUF stores these as f32: 1e-5 arrives as 9.99999974e-6. Take the shortest decimal that round-trips.
+pub(crate) fn decimal(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(v as f64)
 }
 
 /// A finite number above zero, or an error naming the field.
