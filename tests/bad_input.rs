@@ -107,7 +107,10 @@ fn unknown_gguf_architecture() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("other.gguf");
     gguf_writer::write_like_llama_cpp(&model, &file, "mamba");
-    assert_mentions(&info_fails(&file), &["other.gguf", "unsupported architecture `mamba`", "supported here: llama)"]);
+    assert_mentions(
+        &info_fails(&file),
+        &["other.gguf", "unsupported architecture `mamba`", "supported here: llama, gpt2)"],
+    );
 }
 
 #[test]

@@ -7,6 +7,7 @@ use nash_swarm::eval::{self, Kld};
 use nash_swarm::formats::gguf::export::{self, GgufReport};
 use nash_swarm::importance::ImportanceMethod;
 use nash_swarm::pipeline::{self, CalibrationText};
+use nash_swarm::quant::ggml::BlockType;
 use nash_swarm::quant::ggml::preset::Preset;
 use serde_json::json;
 
@@ -16,6 +17,7 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
     let preset = gguf_preset(args)?;
     let model = nash_swarm::load(&args.model)?;
     export::check_writable(&model)?;
+    warn_if_requantized(&model);
     let (job, bar) = super::progress_job("quantize");
     let calib_tokens = match &args.calib_text {
         Some(path) => Some(model.encode(&eval::read_text(path)?)?),
@@ -57,6 +59,21 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
     quantize::emit(&out, args.json, print_human)
+}
+
+/// llama-quantize refuses to requantize without --allow-requantize; we go on (the demo model is a Q4_1 GGUF) but
+/// say that the weights were already rounded once.
+fn warn_if_requantized(model: &nash_swarm::Model) {
+    use nash_swarm::model::SourceFormat;
+    let quantized = |d: &String| BlockType::parse(d).is_some_and(|t| t.is_quantized());
+    let stored = model.stored_dtypes.values().find(|d| quantized(d));
+    if model.format == SourceFormat::Packed || stored.is_some() {
+        let what = stored.map_or("our packed grids".to_string(), |d| d.clone());
+        eprintln!(
+            "note: {} is already quantized ({what}); its dequantized weights are quantized again",
+            model.source.display()
+        );
+    }
 }
 
 /// The preset a GGUF export uses (unused with --target-bpw); what cannot be written as GGUF is refused before

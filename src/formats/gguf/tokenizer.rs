@@ -149,15 +149,19 @@ fn byte_level_spec(meta: &Metadata, tokens: &[String], types: &[i32]) -> Result<
 
 /// The pre-tokenizers we know, by llama.cpp's `tokenizer.ggml.pre` name (the first name of each is what we
 /// write).
-const PRE_TOKENIZERS: &[&[&str]] = &[&["gpt-2", "default", "gpt2"], &["smollm"], &["llama-bpe", "llama3"], &["qwen2"]];
+const PRE_TOKENIZERS: &[&[&str]] =
+    &[&["gpt-2", "gpt2"], &["smollm"], &["llama-bpe", "llama3"], &["qwen2"], &["default"]];
 
 /// The Hugging Face pre-tokenizer llama.cpp's `tokenizer.ggml.pre` name stands for.
 fn pre_tokenizer(name: &str) -> Option<serde_json::Value> {
     let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
-    let split_then_bytes = |regex: &str| {
-        json!({"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
-            byte_level(false)]})
+    let splits_then_bytes = |regexes: &[&str]| {
+        let mut steps: Vec<serde_json::Value> = regexes
+            .iter()
+            .map(|r| json!({"type": "Split", "pattern": {"Regex": r}, "behavior": "Isolated", "invert": false}))
+            .collect();
+        steps.push(byte_level(false));
+        json!({"type": "Sequence", "pretokenizers": steps})
     };
     let canonical = PRE_TOKENIZERS.iter().find(|names| names.contains(&name))?[0];
     Some(match canonical {
@@ -165,8 +169,10 @@ fn pre_tokenizer(name: &str) -> Option<serde_json::Value> {
         // SmolLM: every digit on its own, then GPT-2's split.
         "smollm" => json!({"type": "Sequence", "pretokenizers": [
             {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
-        "llama-bpe" => split_then_bytes(LLAMA3_SPLIT),
-        _ => split_then_bytes(QWEN2_SPLIT),
+        "llama-bpe" => splits_then_bytes(&[LLAMA3_SPLIT]),
+        "qwen2" => splits_then_bytes(&[QWEN2_SPLIT]),
+        // llama.cpp's BPE default (a missing or `default` name): four splits, each over the last one's pieces.
+        _ => splits_then_bytes(&DEFAULT_SPLITS),
     })
 }
 
@@ -347,6 +353,13 @@ fn is_byte_token(token: &str) -> bool {
         && token.ends_with('>')
         && token[3..5].chars().all(|c| c.is_ascii_hexdigit())
 }
+
+const DEFAULT_SPLITS: [&str; 4] = [
+    r"[\p{P}\$\+<=>\^~\|]+",
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)",
+    r"\p{N}+",
+    r"[0-9][0-9][0-9]",
+];
 
 const QWEN2_SPLIT: &str =
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
