@@ -335,6 +335,22 @@ fn the_cli_writes_gguf_and_scores_the_file_it_wrote() {
     let again = cli(&args);
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     assert!(leftovers(dir.path()).is_empty());
+    // A float preset stores no blocks: calibration would change nothing, so none runs and none is claimed.
+    let f16 = cli(&[
+        "quantize",
+        "--model",
+        source.to_str().unwrap(),
+        "--preset",
+        "f16",
+        "--calib-text",
+        text.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(f16.status.success(), "{}", String::from_utf8_lossy(&f16.stderr));
+    let f16: serde_json::Value = serde_json::from_slice(&f16.stdout).unwrap();
+    assert_eq!(f16["imatrix"], false);
 }
 
 #[test]
@@ -350,6 +366,7 @@ fn what_cannot_be_written_as_gguf_is_refused_and_nothing_is_written() {
         (vec!["--config", src], "cannot be stored in ggml's block types"),
         (vec!["--target-bpw", "1.0"], "below the cheapest"),
         (vec!["--preset", "q4_k_m", "--importance", "magnitude"], "--importance"),
+        (vec!["--preset", "q8_0", "--target-bpw", "6"], "cannot be used with"),
     ];
     for (extra, expected) in cases {
         let mut args = vec!["quantize", "--model", src, "--out", o];
@@ -358,6 +375,9 @@ fn what_cannot_be_written_as_gguf_is_refused_and_nothing_is_written() {
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(!run.status.success() && stderr.contains(expected), "{extra:?}: {stderr}");
     }
+    // A packed export is a folder: a .gguf name with --format packed is a mistake, refused.
+    let run = cli(&["quantize", "--model", src, "--preset", "uniform4", "--format", "packed", "--out", o]);
+    assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("--format gguf"));
     // The output may not be the model itself, and a file that is not ours is not replaced without --force.
     let run = cli(&["quantize", "--model", src, "--preset", "q8_0", "--out", src]);
     assert!(!run.status.success() && String::from_utf8_lossy(&run.stderr).contains("--out"));
