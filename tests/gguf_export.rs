@@ -23,6 +23,14 @@ fn values(t: &candle_core::Tensor) -> Vec<f32> {
     t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
 }
 
+/// The same mean NLL (within f32 noise) from the source and from what we wrote, on one window.
+fn assert_same_nll(model: &nash_swarm::Model, written: &nash_swarm::Model, window: &[u32]) {
+    let windows = vec![window.to_vec()];
+    let nll = |m| nash_swarm::eval::evaluate_ppl(m, &windows, nash_swarm::eval::Kld::Skip, &job()).unwrap().0.nll;
+    let (a, b) = (nll(model), nll(written));
+    assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+}
+
 /// stories260k as llama.cpp's converter writes it (F32, toy gpt2 vocabulary), in a scratch folder.
 fn stories_gguf(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("stories-f32.gguf");
@@ -219,10 +227,7 @@ fn a_hugging_face_folder_is_written_with_llama_cpp_names_layout_and_tokenizer() 
     let text = format!("{} <|endoftext|> 1234 the end", &nash_swarm::eval::read_text(&wikitext()).unwrap()[..3000]);
     assert_eq!(written.encode(&text).unwrap(), model.encode(&text).unwrap());
     // And the same numbers: logits equal to the source's.
-    let windows = vec![model.encode(&text).unwrap()[..64].to_vec()];
-    let a = nash_swarm::eval::evaluate_ppl(&model, &windows, nash_swarm::eval::Kld::Skip, &job()).unwrap().0;
-    let b = nash_swarm::eval::evaluate_ppl(&written, &windows, nash_swarm::eval::Kld::Skip, &job()).unwrap().0;
-    assert!((a.nll - b.nll).abs() < 1e-6, "{} vs {}", a.nll, b.nll);
+    assert_same_nll(&model, &written, &model.encode(&text).unwrap()[..64]);
 }
 
 #[test]
@@ -250,10 +255,7 @@ fn gpt2_is_written_with_llama_cpp_names_and_reads_back_exactly() {
     let text = &nash_swarm::eval::read_text(&wikitext()).unwrap()[..5000];
     let ids = model.encode(text).unwrap();
     assert_eq!(written.encode(text).unwrap(), ids);
-    let windows = vec![ids[..48].to_vec()];
-    let a = nash_swarm::eval::evaluate_ppl(&model, &windows, nash_swarm::eval::Kld::Skip, &job()).unwrap().0;
-    let b = nash_swarm::eval::evaluate_ppl(&written, &windows, nash_swarm::eval::Kld::Skip, &job()).unwrap().0;
-    assert!((a.nll - b.nll).abs() < 1e-6, "{} vs {}", a.nll, b.nll);
+    assert_same_nll(&model, &written, &ids[..48]);
     // A quantized preset: the fused qkv follows llama.cpp's attn_v rules, position embeddings stay f32.
     let plan = export::preset_plan(&model, Preset::parse("q4_k_m").unwrap(), false).unwrap();
     assert_eq!(plan.types["wpe.weight"], BlockType::F32);

@@ -74,13 +74,7 @@ fn price_types(name: &str, w: &[f32], cols: usize, importance: Option<&[f32]>) -
             let encoded =
                 ggml::encode(ty, w, cols, importance).map_err(|e| Error::InvalidArgument(format!("{name}: {e}")))?;
             let decoded = ggml::decode(ty, &encoded, w.len()).map_err(Error::Inconsistent)?;
-            let error = w
-                .chunks_exact(cols)
-                .zip(decoded.chunks_exact(cols))
-                .map(|(a, b)| {
-                    a.iter().zip(b).zip(weights).map(|((x, y), s)| *s as f64 * ((x - y) as f64).powi(2)).sum::<f64>()
-                })
-                .sum();
+            let error = ggml::weighted_error(w, &decoded, weights);
             Ok((ty, Priced { error, bits: encoded.len() as u64 * 8 }))
         })
         .collect()

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::importance::CalibrationStats;
 use crate::job::Job;
 use crate::model::tensor_io::with_f32_slice;
-use crate::model::{Model, SourceFormat, Weights, cpu};
+use crate::model::{Model, SourceFormat, Weights};
 use crate::quant::ggml::preset::{self, ModelFacts, Preset, TensorShape};
 use crate::quant::ggml::{self, BlockType};
 use rayon::prelude::*;
@@ -181,14 +181,9 @@ pub fn decoded_weights(model: &Model, tensors: &[GgufTensor]) -> Result<Weights>
     let decoded: Vec<(String, candle_core::Tensor)> = tensors
         .par_iter()
         .map(|t| {
-            let ours = model
-                .architecture
-                .from_gguf_name(&t.name)
-                .ok_or_else(|| Error::InvalidArgument(format!("GGUF tensor `{}` has no name of ours", t.name)))?;
-            let values = ggml::decode(t.ty, &t.data, t.shape.iter().product())
-                .map_err(|e| Error::InvalidArgument(format!("tensor `{}`: {e}", t.name)))?;
-            let tensor = candle_core::Tensor::from_vec(values, t.shape.as_slice(), &cpu())?;
-            Ok((ours.clone(), model.architecture.from_gguf_layout(&ours, tensor)?))
+            let arch = &model.architecture;
+            super::decode_tensor(&model.source, arch, &t.name, t.ty, &t.data, &t.shape)?
+                .ok_or_else(|| Error::InvalidArgument(format!("GGUF tensor `{}` has no name of ours", t.name)))
         })
         .collect::<Result<_>>()?;
     Ok(Weights(decoded.into_iter().collect()))

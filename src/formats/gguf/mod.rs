@@ -20,6 +20,7 @@ use super::checks::{check_token_ids, check_tokenizer, validate};
 use crate::error::{Error, Result};
 use crate::model::arch::{self, GgufMetadata};
 use crate::model::{Architecture, Model, SourceFormat, cpu};
+use crate::quant::ggml::BlockType;
 
 pub fn load(path: &Path) -> Result<Model> {
     let bytes = super::safetensors::map_file(path)?;
@@ -53,6 +54,24 @@ pub fn load(path: &Path) -> Result<Model> {
         stored_dtypes,
         lazy: None,
     })
+}
+
+/// One GGUF tensor as we hold it: decoded, named and laid out as ours; None for a tensor we do not read.
+/// `origin` names the file in errors.
+pub(crate) fn decode_tensor(
+    origin: &Path,
+    architecture: &Architecture,
+    name: &str,
+    ty: BlockType,
+    data: &[u8],
+    shape: &[usize],
+) -> Result<Option<(String, Tensor)>> {
+    let Some(ours) = architecture.from_gguf_name(name) else { return Ok(None) };
+    let values = crate::quant::ggml::decode(ty, data, shape.iter().product())
+        .map_err(|e| Error::bad_file(origin, format!("cannot read tensor `{name}` ({e})")))?;
+    let tensor = Tensor::from_vec(values, shape, &cpu())?;
+    let tensor = architecture.from_gguf_layout(&ours, tensor)?;
+    Ok(Some((ours, tensor)))
 }
 
 /// A GGUF file's bits per parameter: tensor bytes × 8 / elements (what llama.cpp prints as BPW), and the whole
@@ -105,13 +124,9 @@ fn read_tensors(
     architecture: &Architecture,
 ) -> Result<(Tensors, BTreeMap<String, String>)> {
     let read_one = |info: &header::TensorInfo| -> Result<Option<(String, Tensor, String)>> {
-        let Some(ours) = architecture.from_gguf_name(&info.name) else { return Ok(None) };
         let data = &bytes[info.start..info.start + info.size];
-        let values = crate::quant::ggml::decode(info.ty, data, info.elements())
-            .map_err(|e| Error::bad_file(path, format!("cannot read tensor `{}` ({e})", info.name)))?;
-        let tensor = Tensor::from_vec(values, info.shape.as_slice(), &cpu())?;
-        let tensor = architecture.from_gguf_layout(&ours, tensor)?;
-        Ok(Some((ours, tensor, info.ty.name().to_string())))
+        let decoded = decode_tensor(path, architecture, &info.name, info.ty, data, &info.shape)?;
+        Ok(decoded.map(|(ours, tensor)| (ours, tensor, info.ty.name().to_string())))
     };
     let tensors = header.tensors.par_iter().map(read_one).collect::<Result<Vec<_>>>()?;
     let mut map = BTreeMap::new();

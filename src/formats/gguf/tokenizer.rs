@@ -124,12 +124,7 @@ fn sentencepiece_spec(meta: &Metadata, tokens: &[String], types: &[i32]) -> Resu
 
 /// GPT-2-style byte-level BPE with the merges and the pre-tokenizer the metadata names.
 fn byte_level_spec(meta: &Metadata, tokens: &[String], types: &[i32]) -> Result<serde_json::Value> {
-    let merges: Vec<String> = meta
-        .array("tokenizer.ggml.merges")?
-        .iter()
-        .map(|v| v.to_string().cloned())
-        .collect::<candle_core::Result<_>>()
-        .map_err(|e| meta.wrong("tokenizer.ggml.merges", e))?;
+    let merges = strings(meta, "tokenizer.ggml.merges")?;
     let pre = meta.string("tokenizer.ggml.pre").unwrap_or_else(|_| "default".into());
     let Some(pre_tokenizer) = pre_tokenizer(&pre) else {
         return Err(Error::bad_file(meta.path, format!("tokenizer pre-tokenizer `{pre}` is not supported")));

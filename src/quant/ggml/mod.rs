@@ -269,16 +269,12 @@ fn encode_row_best_of_both(ty: BlockType, row: &[f32], imp: &[f32], out: &mut [u
         let qw = &imp[b * n..(b + 1) * n];
         encode_block(ty, x, None, sigma2, &mut reference);
         decode_block(ty, dst, &mut decoded);
-        let weighted_error = block_error(x, &decoded, qw);
+        let weighted = weighted_error(x, &decoded, qw);
         decode_block(ty, &reference, &mut decoded);
-        if block_error(x, &decoded, qw) < weighted_error {
+        if weighted_error(x, &decoded, qw) < weighted {
             dst.copy_from_slice(&reference);
         }
     }
-}
-
-fn block_error(x: &[f32], q: &[f32], imp: &[f32]) -> f64 {
-    x.iter().zip(q).zip(imp).map(|((&x, &q), &w)| w as f64 * ((x - q) as f64).powi(2)).sum()
 }
 
 fn decode_block(ty: BlockType, b: &[u8], y: &mut [f32]) {
@@ -320,6 +316,17 @@ pub fn decode(ty: BlockType, bytes: &[u8], count: usize) -> Result<Vec<f32>, Str
 }
 
 /// Σ imp·(w − q)² / Σ imp·w² over a `[rows, cols]` matrix: the relative output error the importance predicts.
+/// Σ importance·(w − q)² of row-major weights against their decoding, `importance` holding one value per column
+/// (the rows repeat it).
+pub fn weighted_error(weights: &[f32], decoded: &[f32], importance: &[f32]) -> f64 {
+    weights
+        .iter()
+        .zip(decoded)
+        .zip(importance.iter().cycle())
+        .map(|((&w, &q), &s)| s as f64 * ((w - q) as f64).powi(2))
+        .sum()
+}
+
 pub fn weighted_relative_error(weights: &[f32], decoded: &[f32], cols: usize, importance: &[f32]) -> f64 {
     let (mut err, mut norm) = (0.0f64, 0.0f64);
     for (row, q) in weights.chunks_exact(cols).zip(decoded.chunks_exact(cols)) {
