@@ -49,7 +49,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let peak_rss = peak_rss_bytes();
     let backend = nash_swarm::model::gemm::backend_name();
     // The same windows on candle's own GEMM, as a reference in this run (skipped when OpenBLAS is absent).
-    let candle_tps = if backend == "OpenBLAS" {
+    let candle_tps = if backend.starts_with("OpenBLAS") {
         nash_swarm::model::gemm::set_blas_enabled(false);
         let candle = eval::evaluate_ppl(&model, &windows, Kld::Skip, &nash_swarm::Job::silent());
         nash_swarm::model::gemm::set_blas_enabled(true);

@@ -80,7 +80,12 @@ pub struct Linears<'a> {
     observer: Option<std::cell::RefCell<&'a mut Observer<'a>>>,
 }
 
-impl Linears<'_> {
+impl<'a> Linears<'a> {
+    /// The model's weights with nobody watching.
+    pub fn of(model: &'a Model) -> Self {
+        Linears { model, observer: None }
+    }
+
     pub fn get(&self, name: &str) -> Result<Tensor> {
         self.model.weight(name)
     }
@@ -126,7 +131,7 @@ impl Model {
     /// block by block so a window's full logits (100 MB for SmolLM2 at ctx 512) never exist at once. The windows
     /// go through the model together, layer by layer, so lazy weights are made once per call.
     pub fn forward_hidden(&self, windows: &[&[u32]]) -> Result<Vec<Tensor>> {
-        self.hidden_states(&Linears { model: self, observer: None }, windows)
+        self.hidden_states(&Linears::of(self), windows)
     }
 
     /// The head weight `[vocab, hidden]`.
@@ -159,7 +164,15 @@ impl Model {
                 )));
             }
         }
-        self.architecture.forward(linears, windows)
+        let arch = &self.architecture;
+        let mut xs = windows.iter().map(|ids| arch.embed(linears, ids)).collect::<Result<Vec<_>>>()?;
+        // The windows advance together one layer at a time, so lazy weights are made once per layer.
+        for i in 0..arch.num_layers() {
+            for x in xs.iter_mut() {
+                *x = arch.layer(linears, i, x)?;
+            }
+        }
+        xs.iter().map(|x| arch.final_norm(linears, x)).collect()
     }
 
     pub fn param_count(&self) -> usize {

@@ -117,8 +117,16 @@ impl Arch for Gpt2Config {
         ];
         Ok(("gpt2", keys.into_iter().map(|(k, v)| (format!("gpt2.{k}"), v)).collect()))
     }
-    fn forward(&self, linears: &Linears, windows: &[&[u32]]) -> Result<Vec<Tensor>> {
-        forward(self, linears, windows)
+    fn embed(&self, linears: &Linears, ids: &[u32]) -> Result<Tensor> {
+        let token_ids = Tensor::new(ids, &cpu())?;
+        let at = Tensor::arange(0u32, ids.len() as u32, &cpu())?;
+        Ok((linears.get(EMBED)?.index_select(&token_ids, 0)? + linears.get(POSITIONS)?.index_select(&at, 0)?)?)
+    }
+    fn layer(&self, linears: &Linears, index: usize, x: &Tensor) -> Result<Tensor> {
+        block(self, linears, &format!("h.{index}"), x)
+    }
+    fn final_norm(&self, linears: &Linears, x: &Tensor) -> Result<Tensor> {
+        layer_norm(self, linears, x, "ln_f")
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
@@ -237,39 +245,15 @@ fn tensor_role(name: &str) -> TensorRole {
     }
 }
 
-/// The final normed hidden state of every position of each window: `[T, n_embd]` (the tied head is applied by
-/// `Model`). The windows advance together one layer at a time, so each layer's weights are fetched once.
-fn forward(c: &Gpt2Config, w: &Linears, windows: &[&[u32]]) -> Result<Vec<Tensor>> {
-    let eps = c.layer_norm_epsilon as f32;
-    let norm = |x: &Tensor, name: &str| -> Result<Tensor> {
-        Ok(candle_nn::ops::layer_norm(x, &w.get(&format!("{name}.weight"))?, &w.get(&format!("{name}.bias"))?, eps)?)
-    };
-    let (embed, positions) = (w.get(EMBED)?, w.get(POSITIONS)?);
-    let mut xs = windows
-        .iter()
-        .map(|ids| {
-            let token_ids = Tensor::new(*ids, &cpu())?;
-            let at = Tensor::arange(0u32, ids.len() as u32, &cpu())?;
-            Ok((embed.index_select(&token_ids, 0)? + positions.index_select(&at, 0)?)?)
-        })
-        .collect::<Result<Vec<Tensor>>>()?;
-    drop((embed, positions));
-    for i in 0..c.n_layer {
-        for x in xs.iter_mut() {
-            *x = block(c, w, &format!("h.{i}"), x, &norm)?;
-        }
-    }
-    xs.iter().map(|x| norm(x, "ln_f")).collect()
+/// LayerNorm `name` (its weight and bias) over `x`.
+fn layer_norm(c: &Gpt2Config, w: &Linears, x: &Tensor, name: &str) -> Result<Tensor> {
+    let (weight, bias) = (w.get(&format!("{name}.weight"))?, w.get(&format!("{name}.bias"))?);
+    Ok(candle_nn::ops::layer_norm(x, &weight, &bias, c.layer_norm_epsilon as f32)?)
 }
 
 /// One transformer block (`p` is its name prefix) over the hidden states `x` `[T, n_embd]` of one window.
-fn block(
-    c: &Gpt2Config,
-    w: &Linears,
-    p: &str,
-    x: &Tensor,
-    norm: &dyn Fn(&Tensor, &str) -> Result<Tensor>,
-) -> Result<Tensor> {
+fn block(c: &Gpt2Config, w: &Linears, p: &str, x: &Tensor) -> Result<Tensor> {
+    let norm = |x: &Tensor, name: &str| layer_norm(c, w, x, name);
     let t = x.dim(0)?;
     let (d, heads) = (c.n_embd, c.n_head);
     let hd = d / heads;

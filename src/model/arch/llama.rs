@@ -197,8 +197,15 @@ impl Arch for LlamaConfig {
     fn query_groups(&self) -> usize {
         self.num_attention_heads / self.kv_heads()
     }
-    fn forward(&self, linears: &Linears, windows: &[&[u32]]) -> Result<Vec<Tensor>> {
-        forward(self, linears, windows)
+    fn embed(&self, linears: &Linears, ids: &[u32]) -> Result<Tensor> {
+        Ok(linears.get(EMBED)?.index_select(&Tensor::new(ids, &cpu())?, 0)?)
+    }
+    fn layer(&self, linears: &Linears, index: usize, x: &Tensor) -> Result<Tensor> {
+        let (cos, sin) = rope_tables(self, x.dim(0)?)?;
+        block(self, linears, &format!("model.layers.{index}"), x, &cos, &sin)
+    }
+    fn final_norm(&self, linears: &Linears, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::rms_norm(x, &linears.get("model.norm.weight")?, self.rms_norm_eps as f32)?)
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
@@ -308,25 +315,6 @@ fn tensor_role(name: &str) -> TensorRole {
     } else {
         TensorRole::Other
     }
-}
-
-/// The final normed hidden state of every position of each window: `[T, hidden]` (the head is applied by
-/// `Model`). The windows advance together one layer at a time, so each layer's weights are fetched once.
-fn forward(c: &LlamaConfig, w: &Linears, windows: &[&[u32]]) -> Result<Vec<Tensor>> {
-    let embed = w.get(EMBED)?;
-    let mut xs = windows
-        .iter()
-        .map(|ids| Ok(embed.index_select(&Tensor::new(*ids, &cpu())?, 0)?))
-        .collect::<Result<Vec<Tensor>>>()?;
-    drop(embed);
-    let ropes = windows.iter().map(|ids| rope_tables(c, ids.len())).collect::<Result<Vec<_>>>()?;
-    for i in 0..c.num_hidden_layers {
-        for (x, (cos, sin)) in xs.iter_mut().zip(&ropes) {
-            *x = block(c, w, &format!("model.layers.{i}"), x, cos, sin)?;
-        }
-    }
-    let norm = w.get("model.norm.weight")?;
-    xs.iter().map(|x| Ok(candle_nn::ops::rms_norm(x, &norm, c.rms_norm_eps as f32)?)).collect()
 }
 
 /// One decoder layer (`p` is its name prefix) over the hidden states `x` `[T, hidden]` of one window.

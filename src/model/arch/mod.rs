@@ -70,8 +70,12 @@ pub trait Arch: Send + Sync + Debug + 'static {
     fn query_groups(&self) -> usize {
         1
     }
-    /// The final hidden states `[T, hidden]` of each window, before the head.
-    fn forward(&self, linears: &Linears, windows: &[&[u32]]) -> Result<Vec<Tensor>>;
+    /// The hidden states `[T, hidden]` entering the first layer for one window's token ids.
+    fn embed(&self, linears: &Linears, ids: &[u32]) -> Result<Tensor>;
+    /// Layer `index` over one window's hidden states `[T, hidden]` (positions 0..T).
+    fn layer(&self, linears: &Linears, index: usize, x: &Tensor) -> Result<Tensor>;
+    /// The final norm: what the head multiplies.
+    fn final_norm(&self, linears: &Linears, x: &Tensor) -> Result<Tensor>;
     fn as_any(&self) -> &dyn Any;
 }
 

@@ -39,8 +39,12 @@ type SgemmFn = unsafe extern "C" fn(
 
 type SetThreadsFn = unsafe extern "C" fn(threads: c_int);
 
+type CoreNameFn = unsafe extern "C" fn() -> *const std::ffi::c_char;
+
 struct Blas {
     sgemm: SgemmFn,
+    /// The kernel family OpenBLAS chose (`SkylakeX`, `Haswell`, ...).
+    core: String,
     _library: libloading::Library,
 }
 
@@ -67,14 +71,47 @@ fn open_blas() -> Option<Blas> {
             // with ours and concurrent jobs stay safe.
             let set_threads = *library.get::<SetThreadsFn>(b"openblas_set_num_threads\0").ok()?;
             set_threads(1);
-            Some(Blas { sgemm, _library: library })
+            let core = match library.get::<CoreNameFn>(b"openblas_get_corename\0") {
+                Ok(name) => std::ffi::CStr::from_ptr(name()).to_string_lossy().into_owned(),
+                Err(_) => "unknown".into(),
+            };
+            Some(Blas { sgemm, core, _library: library })
         }
     })
 }
 
 /// The backend the forward pass uses right now, for reports.
-pub fn backend_name() -> &'static str {
-    if blas().is_some() { "OpenBLAS" } else { "candle" }
+pub fn backend_name() -> String {
+    match blas() {
+        Some(blas) => format!("OpenBLAS ({} kernels)", blas.core),
+        None => "candle".into(),
+    }
+}
+
+/// OpenBLAS picks its kernels by CPU model, and a build older than the CPU (Debian 12's 0.3.21 on a Sapphire
+/// Rapids Xeon) falls back to generic SSE3 kernels ("Prescott"), 4x slower here. Unless the user chose
+/// (`OPENBLAS_CORETYPE`), name the kernel family by the instruction sets the CPU has. It sets an environment
+/// variable, so it must run before any other thread starts (first thing in `main`).
+pub fn choose_openblas_kernels() {
+    if std::env::var_os("OPENBLAS_CORETYPE").is_some() {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx512 = is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512dq")
+            && is_x86_feature_detected!("avx512vl");
+        let core = if avx512 {
+            "SkylakeX"
+        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            "Haswell"
+        } else {
+            return;
+        };
+        // SAFETY: called before any other thread exists, so nothing reads the environment concurrently.
+        unsafe { std::env::set_var("OPENBLAS_CORETYPE", core) };
+    }
 }
 
 /// Turns OpenBLAS off or back on (benchmarks compare both in one run).
