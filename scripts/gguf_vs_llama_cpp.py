@@ -14,8 +14,11 @@ on our file `nash-swarm generate` reproduces (llama.cpp rounds activations to 8 
 products, so a near-tie can go the other way) and, given our continuation as the prefix, the margin in llama.cpp's
 own logits at the first step where its argmax differs from ours. Prints a markdown table and one JSON line per file.
 
+With --targets X,Y (and --calib), `nash-swarm quantize --target-bpw X --calib-text` files (the Nash allocation
+over block types, priced by measured sensitivity) are scored the same way, as rows "nash@X" beside the presets.
+
 usage: gguf_vs_llama_cpp.py --demo DEMO.gguf --bin BIN_DIR --sdist SDIST_DIR --text wiki.test.raw
-                            --nash target/debug/nash-swarm [--calib] [--presets q4_k_m,q4_0]
+                            --nash target/debug/nash-swarm [--calib] [--presets q4_k_m,q4_0] [--targets 5.349]
 """
 
 import argparse
@@ -124,6 +127,7 @@ def main():
     p.add_argument("--ctx", type=int, default=512)
     p.add_argument("--windows", type=int, default=8)
     p.add_argument("--keep", help="keep the files in this folder")
+    p.add_argument("--targets", default="", help="also Nash allocations at these tensor bpw (needs --calib)")
     args = p.parse_args()
     sys.path.insert(0, args.sdist)
     os.environ["LLAMA_CPP_LIB_PATH"] = os.path.abspath(args.bin)
@@ -152,19 +156,27 @@ def main():
     del base
 
     rows = []
-    for preset in args.presets.split(","):
-        theirs = os.path.join(tmp, f"llama-{preset}.gguf")
+    jobs = [("preset", p) for p in args.presets.split(",") if p] + [("nash", t) for t in args.targets.split(",") if t]
+    for kind, preset in jobs:
         ours = os.path.join(tmp, f"ours-{preset}.gguf")
-        cmd = [os.path.join(args.bin, "llama-quantize")]
-        if imatrix:
-            cmd += ["--imatrix", imatrix]
-        run(cmd + [f32, theirs, preset.upper()])
-        cmd = [args.nash, "quantize", "--model", f32, "--preset", preset, "--out", ours, "--json"]
-        if calib:
-            cmd += ["--calib-text", calib]
-        run(cmd)
-        same_types = tensor_types(ours) == tensor_types(theirs)
-        for who, path in [("llama.cpp", theirs), ("ours", ours)]:
+        if kind == "nash":
+            if not calib:
+                sys.exit("--targets needs --calib")
+            run([args.nash, "quantize", "--model", f32, "--target-bpw", preset, "--calib-text", calib, "--out", ours])
+            files, same_types, preset = [("ours", ours)], None, f"nash@{preset}"
+        else:
+            theirs = os.path.join(tmp, f"llama-{preset}.gguf")
+            cmd = [os.path.join(args.bin, "llama-quantize")]
+            if imatrix:
+                cmd += ["--imatrix", imatrix]
+            run(cmd + [f32, theirs, preset.upper()])
+            cmd = [args.nash, "quantize", "--model", f32, "--preset", preset, "--out", ours, "--json"]
+            if calib:
+                cmd += ["--calib-text", calib]
+            run(cmd)
+            same_types = tensor_types(ours) == tensor_types(theirs)
+            files = [("llama.cpp", theirs), ("ours", ours)]
+        for who, path in files:
             llama = LlamaCpp(path, args.ctx)
             row = {"preset": preset, "made_by": who, "same_types": same_types}
             row["tensor_bpw"], row["file_bpw"] = tensor_bpw(path)
@@ -200,7 +212,7 @@ def main():
             greedy += f" (near-tie: {r['tie_margin']:.4f})"
         print(f"| {r['preset']} | {r['made_by']} | {r['tensor_bpw']:.3f} | {r['file_bpw']:.3f} | {l['ppl']:.2f} | "
               f"{l['kld']:.4f} | {100 * l['top1']:.1f}% | {r['nash_eval']['ppl']:.2f} | {100 * r['ppl_gap']:+.2f}% | "
-              f"{'yes' if r['same_types'] else 'NO'} | {greedy} |")
+              f"{ {True: 'yes', False: 'NO', None: '-'}[r['same_types']] } | {greedy} |")
 
 
 if __name__ == "__main__":

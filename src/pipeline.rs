@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use crate::alloc::sensitivity::Sensitivity;
 use crate::alloc::{self, Allocation};
 use crate::error::Result;
 use crate::eval::{self, Kld, PplReport};
@@ -66,17 +67,59 @@ pub fn calibrate(
     Ok(Calibration { stats: Some(activation::calibrate(model, &windows, job)?), usable_tokens })
 }
 
-/// The configuration that meets `target_bpw` by the Nash allocation priced with `config`'s importance.
+/// Measures what quantizing each player of `game` does to the output (`alloc::sensitivity`) over the first
+/// calibration windows of `text`, which evaluation never scores.
+pub fn measure_sensitivity(
+    model: &Model,
+    game: &alloc::Game,
+    dequantize: &alloc::sensitivity::Dequantize,
+    text: CalibrationText,
+    job: &Job,
+) -> Result<alloc::sensitivity::Sensitivity> {
+    let spec = alloc::sensitivity::SensitivitySpec::default();
+    let (_, windows) = calibration_windows(CalibrationSpec::default(), text)?;
+    let windows: Vec<Vec<u32>> =
+        windows.into_iter().take(spec.windows).map(|w| w[..spec.tokens.min(w.len())].to_vec()).collect();
+    let cache = crate::demo::cache_dir().join("sensitivity");
+    alloc::sensitivity::measure(model, game, dequantize, &windows, spec, Some(&cache), job)
+}
+
+/// What the Nash game's strategies cost.
+#[derive(Clone, Copy)]
+pub enum Pricing<'a> {
+    /// Importance-weighted weight error (no model run).
+    WeightError,
+    /// Predicted change in KL divergence, measured on this calibration text (`alloc::sensitivity`).
+    Measured(CalibrationText<'a>),
+}
+
+/// The standard game (`alloc::standard_game`) priced as asked, with the measurement when one was made.
+pub fn priced_game(
+    model: &Model,
+    importance: &ImportanceMethod,
+    calibration: Option<&CalibrationStats>,
+    pricing: Pricing,
+    job: &Job,
+) -> Result<(alloc::Game, QuantConfig, Option<Sensitivity>)> {
+    let (game, base) = alloc::standard_game(model, importance, calibration, job)?;
+    let Pricing::Measured(text) = pricing else { return Ok((game, base, None)) };
+    let weights = |p: usize, o: usize| game.strategy_weights(model, &base, calibration, p, o);
+    let sensitivity = measure_sensitivity(model, &game, &weights, text, job)?;
+    Ok((sensitivity.reprice(&game)?, base, Some(sensitivity)))
+}
+
+/// The configuration that meets `target_bpw` by the Nash allocation over `config`'s importance, priced as asked.
 pub fn allocate(
     model: &Model,
     config: &QuantConfig,
     target_bpw: f64,
     calibration: Option<&CalibrationStats>,
+    pricing: Pricing,
     job: &Job,
-) -> Result<(QuantConfig, Allocation)> {
-    let (game, base) = alloc::standard_game(model, &config.importance, calibration, job)?;
+) -> Result<(QuantConfig, Allocation, Option<Sensitivity>)> {
+    let (game, base, sensitivity) = priced_game(model, &config.importance, calibration, pricing, job)?;
     let allocation = game.solve(target_bpw)?;
-    Ok((game.config_for(&base, &allocation), allocation))
+    Ok((game.config_for(&base, &allocation), allocation, sensitivity))
 }
 
 /// What evaluating a quantized result gives: its bill, its exact packed size and its perplexity report; the

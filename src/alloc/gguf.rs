@@ -71,16 +71,48 @@ fn price_types(name: &str, w: &[f32], cols: usize, importance: Option<&[f32]>) -
     MENU.iter()
         .filter(|ty| ty.fits(cols))
         .map(|&ty| {
-            let encoded =
-                ggml::encode(ty, w, cols, importance).map_err(|e| Error::InvalidArgument(format!("{name}: {e}")))?;
-            let decoded = ggml::decode(ty, &encoded, w.len()).map_err(Error::Inconsistent)?;
+            let (decoded, bytes) = round_trip(name, ty, w, cols, importance)?;
             let error = ggml::weighted_error(w, &decoded, weights);
-            Ok((ty, Priced { error, bits: encoded.len() as u64 * 8 }))
+            Ok((ty, Priced { error, bits: bytes as u64 * 8 }))
         })
         .collect()
 }
 
+/// `w` encoded in `ty` (importance-weighted when given) and decoded, with the encoded size in bytes.
+fn round_trip(
+    name: &str,
+    ty: BlockType,
+    w: &[f32],
+    cols: usize,
+    importance: Option<&[f32]>,
+) -> Result<(Vec<f32>, usize)> {
+    let encoded = ggml::encode(ty, w, cols, importance).map_err(|e| Error::InvalidArgument(format!("{name}: {e}")))?;
+    Ok((ggml::decode(ty, &encoded, w.len()).map_err(Error::Inconsistent)?, encoded.len()))
+}
+
 impl GgufGame {
+    /// Player `player`'s matrix in the block type of its outcome `outcome`, decoded: what the sensitivity
+    /// measurement runs the model with.
+    pub fn decoded(
+        &self,
+        model: &Model,
+        calibration: Option<&CalibrationStats>,
+        player: usize,
+        outcome: usize,
+    ) -> Result<Vec<f32>> {
+        let name = &self.game.players[player].name;
+        let tensor = model.weights.get(name)?.contiguous()?;
+        let cols = tensor.dims2()?.1;
+        let importance = calibration.and_then(|c| c.mean_square.get(name)).filter(|m| m.len() == cols);
+        let ty = self.types[player][outcome];
+        with_f32_slice(&tensor, |w| round_trip(name, ty, w, cols, importance.map(Vec::as_slice)).map(|(d, _)| d))?
+    }
+
+    /// The same game with its outcomes priced by measured sensitivity.
+    pub fn repriced(&self, sensitivity: &super::sensitivity::Sensitivity) -> Result<GgufGame> {
+        Ok(GgufGame { game: sensitivity.reprice(&self.game)?, types: self.types.clone() })
+    }
+
     /// The equilibrium at `target_bpw` (tensor bits over all parameters) as a GGUF plan.
     pub fn plan(&self, target_bpw: f64) -> Result<(GgufPlan, Allocation)> {
         let allocation = self.game.solve(target_bpw)?;

@@ -13,6 +13,7 @@ use serde::Serialize;
 pub mod cost;
 pub mod gguf;
 pub mod menu;
+pub mod sensitivity;
 
 pub use cost::{Cost, WeightedError};
 pub use menu::default_menu;
@@ -121,11 +122,22 @@ fn player(
     let outcomes = menu
         .iter()
         .map(|plan| {
-            let q = method::for_plan(plan).quantize(w, rows, cols, plan, &assign(plan, rows, cols, Some(&s), None)?);
+            let q = quantize_under(plan, w, rows, cols, &s)?;
             Ok(Priced { error: cost.error(name, w, &s, &q)?, bits: TensorBits::of(&q).total() })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Player { name: name.to_string(), params: rows * cols, outcomes })
+}
+
+/// One tensor quantized under one strategy, its tiers assigned by `scores`.
+fn quantize_under(
+    plan: &TensorPlan,
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    scores: &[f32],
+) -> Result<crate::quant::stored::QuantizedTensor> {
+    Ok(method::for_plan(plan).quantize(w, rows, cols, plan, &assign(plan, rows, cols, Some(scores), None)?))
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -242,6 +254,25 @@ impl Game {
         }
     }
 
+    /// Player `player`'s tensor under its strategy `outcome`, dequantized: what the sensitivity measurement runs
+    /// the model with. `base` and `calibration` are those the game was built with.
+    pub fn strategy_weights(
+        &self,
+        model: &Model,
+        base: &QuantConfig,
+        calibration: Option<&CalibrationStats>,
+        player: usize,
+        outcome: usize,
+    ) -> Result<Vec<f32>> {
+        let name = &self.players[player].name;
+        let tensor = model.weights.get(name)?.contiguous()?;
+        let (rows, cols) = tensor.dims2()?;
+        with_f32_slice(&tensor, |w| {
+            let scores = importance::tensor_scores(&base.importance, name, w, rows, calibration);
+            quantize_under(&self.menu[outcome], w, rows, cols, &scores)?.dequantize().map_err(Error::Inconsistent)
+        })?
+    }
+
     /// The configuration that reproduces an allocation: the base configuration with one plan per player.
     pub fn config_for(&self, base: &QuantConfig, allocation: &Allocation) -> QuantConfig {
         let overrides = allocation.choices.iter().map(|(name, &c)| (name.clone(), self.menu[c].clone())).collect();
@@ -249,16 +280,20 @@ impl Game {
     }
 }
 
-/// The game the CLI, the GUI and compare play: attention and MLP matrices priced by `importance` and weight
-/// error, menu of uniform and mixed plans with blocks of 128, embeddings and head kept at 8 bits. Returns the game
-/// and the base configuration its allocations extend (`Game::config_for`).
+/// The game the CLI, the GUI and compare play: every matrix (attention, MLP, the embeddings and the head) priced
+/// by `importance` and weight error, menu of uniform and mixed plans with blocks of 128. Returns the game and the
+/// base configuration its allocations extend (`Game::config_for`).
 pub fn standard_game(
     model: &Model,
     importance: &ImportanceMethod,
     calibration: Option<&CalibrationStats>,
     job: &Job,
 ) -> Result<(Game, QuantConfig)> {
-    let base = QuantConfig { importance: importance.clone(), ..QuantConfig::uniform(4, GroupSize::G(128)) };
+    let base = QuantConfig {
+        importance: importance.clone(),
+        quantize: crate::quant::config::Roles::ALL,
+        ..QuantConfig::uniform(4, GroupSize::G(128))
+    };
     let game = build_game(model, &base, calibration, default_menu(GroupSize::G(128), base.grid), &WeightedError, job)?;
     Ok((game, base))
 }

@@ -29,6 +29,10 @@ pub struct QuantizeArgs {
     /// Nash allocation of attention and MLP matrices to this true bits per weight (over all parameters).
     #[arg(long, allow_hyphen_values = true, value_parser = super::real(0.0, 32.0))]
     pub(super) target_bpw: Option<f64>,
+    /// Price the Nash allocation by importance-weighted weight error instead of measured sensitivity (the change
+    /// in KL divergence quantizing each tensor causes on the calibration text, measured when --calib-text is given).
+    #[arg(long)]
+    pub(super) weight_error_prices: bool,
     /// A quantization.toml (or .json), e.g. from an earlier export.
     #[arg(long)]
     pub(super) config: Option<PathBuf>,
@@ -117,11 +121,17 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         );
     }
     let calibration = pipeline::calibrate(&model, &config.importance, config.calibration, calibration_text, &job)?;
-    let mut allocation = None;
+    let (mut allocation, mut sensitivity) = (None, None);
     if let Some(target) = args.target_bpw {
-        let (allocated, solved) = pipeline::allocate(&model, &config, target, calibration.stats.as_ref(), &job)?;
+        let pricing = match calibration_text {
+            Some(text) if !args.weight_error_prices => pipeline::Pricing::Measured(text),
+            _ => pipeline::Pricing::WeightError,
+        };
+        let (allocated, solved, measured) =
+            pipeline::allocate(&model, &config, target, calibration.stats.as_ref(), pricing, &job)?;
         config = allocated;
         allocation = Some(solved);
+        sensitivity = measured;
     }
     let allocation_seconds = start.elapsed().as_secs_f64();
     let quantized = quantize_model(&model, &config, calibration.stats.as_ref(), &job)?;
@@ -141,7 +151,9 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     });
     if let Some(a) = &allocation {
         out["nash"] = json!({"target_bpw": a.target_bpw, "true_bpw": a.true_bpw, "price": a.price,
-            "total_error": a.total_error, "allocation_seconds": allocation_seconds});
+            "total_error": a.total_error, "allocation_seconds": allocation_seconds,
+            "prices": if sensitivity.is_some() { "measured ΔKLD" } else { "weight error" },
+            "sensitivity": sensitivity.as_ref().map(sensitivity_summary)});
     }
     if let (Some(tokens), Some(path)) = (&eval_tokens, &args.eval_text) {
         let usable = &tokens[..calibration.usable_tokens.unwrap_or(tokens.len())];
@@ -175,12 +187,36 @@ pub(super) fn emit(out: &serde_json::Value, json: bool, human: fn(&serde_json::V
 pub(super) fn print_nash(out: &serde_json::Value) {
     if let Some(nash) = out.get("nash") {
         println!(
-            "nash           price lambda = {:.3e}, {:.3} bpw for a target of {:.3}",
+            "nash           price lambda = {:.3e} ({}), {:.3} bpw for a target of {:.3}",
             nash["price"].as_f64().unwrap_or(0.0),
+            nash["prices"].as_str().unwrap_or("weight error"),
             nash["true_bpw"].as_f64().unwrap_or(0.0),
             nash["target_bpw"].as_f64().unwrap_or(0.0)
         );
+        let s = &nash["sensitivity"];
+        if s.is_object() {
+            let f = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "sensitivity    {} tensor x strategy pairs measured in {:.0} s{}; held out {}: Spearman {:.3} \
+                 (weight error alone: {:.3})",
+                s["fitted_pairs"],
+                f("seconds"),
+                if s["from_cache"] == true { " (cached)" } else { "" },
+                s["holdout_pairs"],
+                f("spearman"),
+                f("spearman_weight_error")
+            );
+        }
     }
+}
+
+/// What the sensitivity measurement reports in --json and on the terminal.
+pub(super) fn sensitivity_summary(s: &nash_swarm::alloc::sensitivity::Sensitivity) -> serde_json::Value {
+    serde_json::json!({
+        "fitted_pairs": s.fitted.len(), "holdout_pairs": s.holdout.len(), "spearman": s.spearman,
+        "spearman_weight_error": s.spearman_weight_error, "seconds": s.seconds, "from_cache": s.from_cache,
+        "calibration_tokens": s.spec.windows * s.spec.tokens,
+    })
 }
 
 /// The perplexity line of a quantize result, when it was evaluated.

@@ -25,20 +25,32 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
     };
     // Float presets store no blocks: calibration would change nothing.
     let uses_blocks = args.target_bpw.is_some() || preset.default.is_quantized();
-    let stats = match (&calib_tokens, &args.calib_text) {
-        (Some(tokens), Some(path)) if uses_blocks => {
-            let spec = nash_swarm::quant::config::CalibrationSpec::default();
-            let text = Some(CalibrationText::Own { tokens, path });
-            pipeline::calibrate(&model, &ImportanceMethod::Activation, spec, text, &job)?.stats
-        }
+    let calib = match (&calib_tokens, &args.calib_text) {
+        (Some(tokens), Some(path)) if uses_blocks => Some(CalibrationText::Own { tokens, path }),
         _ => None,
+    };
+    let stats = match calib {
+        Some(text) => {
+            let spec = nash_swarm::quant::config::CalibrationSpec::default();
+            pipeline::calibrate(&model, &ImportanceMethod::Activation, spec, Some(text), &job)?.stats
+        }
+        None => None,
     };
     let mut nash = None;
     let plan = match args.target_bpw {
         Some(target) => {
-            let game = alloc::gguf::build(&model, stats.as_ref(), &job)?;
+            let mut game = alloc::gguf::build(&model, stats.as_ref(), &job)?;
+            let mut sensitivity = None;
+            if let (Some(text), false) = (calib, args.weight_error_prices) {
+                let decoded = |p: usize, o: usize| game.decoded(&model, stats.as_ref(), p, o);
+                let measured = pipeline::measure_sensitivity(&model, &game.game, &decoded, text, &job)?;
+                game = game.repriced(&measured)?;
+                sensitivity = Some(measured);
+            }
             let (plan, allocation) = game.plan(target)?;
-            nash = Some(json!({"target_bpw": target, "true_bpw": allocation.true_bpw, "price": allocation.price}));
+            nash = Some(json!({"target_bpw": target, "true_bpw": allocation.true_bpw, "price": allocation.price,
+                "prices": if sensitivity.is_some() { "measured ΔKLD" } else { "weight error" },
+                "sensitivity": sensitivity.as_ref().map(quantize::sensitivity_summary)}));
             plan
         }
         None => export::preset_plan(&model, preset, stats.is_some())?,

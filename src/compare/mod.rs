@@ -186,7 +186,9 @@ pub fn run(
     let end_of_text = CalibrationText::EndOf { tokens: &tokens, path: text_path };
     let calibrated_by = if spec.gguf_presets.is_empty() { &spec.importance } else { &ImportanceMethod::Activation };
     let calibration = pipeline::calibrate(model, calibrated_by, CalibrationSpec::default(), Some(end_of_text), job)?;
-    let usable = &tokens[..calibration.usable_tokens.unwrap_or(tokens.len())];
+    // The measured Nash prices calibrate on the same end, so evaluation always stops before it.
+    let (usable_tokens, _) = pipeline::calibration_windows(CalibrationSpec::default(), end_of_text)?;
+    let usable = &tokens[..usable_tokens.unwrap_or(tokens.len())];
     let calibration = calibration.stats;
     let nash_calibration =
         if matches!(spec.importance, ImportanceMethod::Activation) { calibration.as_ref() } else { None };
@@ -199,17 +201,26 @@ pub fn run(
         on_row(&row);
         Ok(row)
     };
-    rows.push(evaluate("uniform-4bit-tensor", &QuantConfig::uniform4_per_tensor())?);
-    let uniform4 = evaluate("uniform-4bit-g128", &QuantConfig::uniform(4, GroupSize::G(128)))?;
-    let uniform3 = evaluate("uniform-3bit-g128", &QuantConfig::uniform(3, GroupSize::G(128)))?;
-    let targets = [uniform4.true_bpw, uniform3.true_bpw];
-    rows.extend([uniform4, uniform3]);
+    let uniform = [
+        evaluate("uniform-4bit-tensor", &QuantConfig::uniform4_per_tensor())?,
+        evaluate("uniform-4bit-g128", &QuantConfig::uniform(4, GroupSize::G(128)))?,
+        evaluate("uniform-3bit-g128", &QuantConfig::uniform(3, GroupSize::G(128)))?,
+    ];
+    let targets: Vec<f64> = uniform.iter().map(|row| row.true_bpw).collect();
+    rows.extend(uniform);
     rows.push(evaluate("seed-10/20/70-8/4/2", &QuantConfig::seed())?);
+    // Nash at each uniform row's true bpw, priced by weight error and by measured sensitivity (on the
+    // calibration end of the text, like the imatrix).
     let (game, base) = alloc::standard_game(model, &spec.importance, nash_calibration, job)?;
-    for target in targets {
-        let allocation = game.solve(target)?;
-        let config = game.config_for(&base, &allocation);
-        rows.push(evaluate(&format!("nash@{target:.3}"), &config)?);
+    let weights = |p: usize, o: usize| game.strategy_weights(model, &base, nash_calibration, p, o);
+    let sensitivity = pipeline::measure_sensitivity(model, &game, &weights, end_of_text, job)?;
+    let measured = sensitivity.reprice(&game)?;
+    for (prices, game) in [("nash", &game), ("nash-measured", &measured)] {
+        for target in &targets {
+            let allocation = game.solve(*target)?;
+            let config = game.config_for(&base, &allocation);
+            rows.push(evaluate(&format!("{prices}@{target:.3}"), &config)?);
+        }
     }
     let ablation = QuantConfig { importance: ImportanceMethod::Random { seed: 0 }, ..QuantConfig::seed() };
     rows.push(evaluate("random-ablation", &ablation)?);

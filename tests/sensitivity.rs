@@ -1,0 +1,63 @@
+//! Measured sensitivity (alloc::sensitivity): the fit predicts held-out measurements, the measurement is cached
+//! by what it depends on, and the game it prices beats uniform bits where weight-error prices do not.
+
+mod common;
+
+use common::{stories, wikitext};
+use nash_swarm::alloc::sensitivity::{self, SensitivitySpec};
+use nash_swarm::alloc::standard_game;
+use nash_swarm::{Job, load};
+
+#[test]
+fn measured_prices_predict_held_out_pairs_and_are_cached() {
+    let model = load(&stories()).unwrap();
+    let (game, base) = standard_game(&model, &Default::default(), None, &Job::silent()).unwrap();
+    let text = std::fs::read_to_string(wikitext()).unwrap();
+    // Calibration from the end of the text, as compare takes it.
+    let tokens = model.encode(&text[text.len() - 20_000..]).unwrap();
+    let windows: Vec<Vec<u32>> = tokens.chunks_exact(128).take(4).map(<[u32]>::to_vec).collect();
+    let spec = SensitivitySpec::default();
+    let cache = tempfile::tempdir().unwrap();
+    let weights = |p: usize, o: usize| game.strategy_weights(&model, &base, None, p, o);
+    let measure = || sensitivity::measure(&model, &game, &weights, &windows, spec, Some(cache.path()), &Job::silent());
+
+    let first = measure().unwrap();
+    assert!(!first.from_cache);
+    assert_eq!(first.fits.len(), game.players.len(), "every player, the embedding included, is measured");
+    assert!(first.fits.contains_key("model.embed_tokens.weight"));
+    assert_eq!(first.holdout.len(), spec.holdout.min(game.players.len()));
+    assert!(first.fitted.iter().chain(&first.holdout).all(|m| m.kld.is_finite() && m.kld >= 0.0));
+    // Held-out pairs were not fitted, and the fit ranks them as measured.
+    let fitted: Vec<(&str, usize)> = first.fitted.iter().map(|m| (m.player.as_str(), m.outcome)).collect();
+    assert!(first.holdout.iter().all(|m| !fitted.contains(&(m.player.as_str(), m.outcome))));
+    assert!(first.spearman >= 0.8, "held-out Spearman {}", first.spearman);
+
+    let again = measure().unwrap();
+    assert!(again.from_cache);
+    assert_eq!(again.spearman, first.spearman);
+    // Other calibration tokens are another measurement.
+    let other: Vec<Vec<u32>> = tokens.chunks_exact(128).skip(4).take(4).map(<[u32]>::to_vec).collect();
+    let moved = sensitivity::measure(&model, &game, &weights, &other, spec, Some(cache.path()), &Job::silent());
+    assert!(!moved.unwrap().from_cache);
+
+    // Repriced, the game keeps its bits and orders each player's strategies by predicted ΔKLD.
+    let priced = first.reprice(&game).unwrap();
+    for (a, b) in game.players.iter().zip(&priced.players) {
+        assert_eq!(
+            a.outcomes.iter().map(|o| o.bits).collect::<Vec<_>>(),
+            b.outcomes.iter().map(|o| o.bits).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn a_measurement_stops_when_cancelled() {
+    let model = load(&stories()).unwrap();
+    let (game, base) = standard_game(&model, &Default::default(), None, &Job::silent()).unwrap();
+    let windows = vec![(0..64u32).collect::<Vec<_>>()];
+    let job = Job::silent();
+    job.cancel_token().cancel();
+    let weights = |p: usize, o: usize| game.strategy_weights(&model, &base, None, p, o);
+    let result = sensitivity::measure(&model, &game, &weights, &windows, SensitivitySpec::default(), None, &job);
+    assert!(matches!(result, Err(nash_swarm::Error::Cancelled)));
+}
