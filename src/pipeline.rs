@@ -77,11 +77,16 @@ pub fn measure_sensitivity(
     job: &Job,
 ) -> Result<alloc::sensitivity::Sensitivity> {
     let spec = alloc::sensitivity::SensitivitySpec::default();
-    let (_, windows) = calibration_windows(CalibrationSpec::default(), text)?;
-    let windows: Vec<Vec<u32>> =
-        windows.into_iter().take(spec.windows).map(|w| w[..spec.tokens.min(w.len())].to_vec()).collect();
+    let windows = sensitivity_windows(spec, text)?;
     let cache = crate::demo::cache_dir().join("sensitivity");
     alloc::sensitivity::measure(model, game, dequantize, &windows, spec, Some(&cache), job)
+}
+
+/// The first `spec.windows` calibration windows of `text` (cut to `spec.tokens`): inside the part that
+/// activation calibration takes, so evaluation never scores them.
+pub fn sensitivity_windows(spec: alloc::sensitivity::SensitivitySpec, text: CalibrationText) -> Result<Vec<Vec<u32>>> {
+    let (_, windows) = calibration_windows(CalibrationSpec::default(), text)?;
+    Ok(windows.into_iter().take(spec.windows).map(|w| w[..spec.tokens.min(w.len())].to_vec()).collect())
 }
 
 /// What the Nash game's strategies cost.

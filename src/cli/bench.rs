@@ -25,6 +25,10 @@ pub struct BenchArgs {
     /// Also run llama.cpp (llama-cpp-python 0.3.36) on the same GGUF and windows, and print the ratio.
     #[arg(long)]
     llama_cpp: bool,
+    /// Also time the measured-sensitivity pass of the Nash prices, uncached (about 4 minutes for SmolLM2 on 2
+    /// cores).
+    #[arg(long)]
+    sensitivity: bool,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -58,6 +62,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         None
     };
     let quant = quantization_figures(&model)?;
+    let sensitivity = if args.sensitivity { Some(sensitivity_figure(&model, &text, &text_path)?) } else { None };
     let llama_cpp =
         if args.llama_cpp { Some(llama_cpp_figure(&model_path, &text_path, args.ctx, args.windows)) } else { None };
     let llama_cpp_tps = llama_cpp.as_ref().and_then(|r| r.as_ref().ok()).copied();
@@ -73,6 +78,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "quantize_uniform4_seconds": quant.quantize_uniform4.min, "read_pass_seconds": quant.read_pass.min, "importance_index_seconds": quant.index_seconds,
         "threshold_estimate_ms": quant.estimate_ms, "nash_game_seconds": quant.game_seconds,
         "nash_solve_seconds": quant.solve_seconds,
+        "sensitivity": sensitivity.as_ref().map(super::quantize::sensitivity_summary),
         "llama_cpp_tokens_per_second": llama_cpp_tps,
         "eval_over_llama_cpp": llama_cpp_tps.map(|t| report.tokens_per_second / t),
     });
@@ -118,6 +124,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("threshold change      {:.3} ms (new shares, payload/true bpw, size; mean of 100)", quant.estimate_ms);
         println!("nash strategy errors  {:.2} s ({} strategies per tensor)", quant.game_seconds, quant.menu_size);
         println!("nash allocation       {:.4} s (one target, errors known)", quant.solve_seconds);
+        if let Some(s) = &sensitivity {
+            println!(
+                "sensitivity pass      {:.1} s ({} tensors measured + {} held out over {} calibration tokens; \
+                 held-out Spearman {:.3})",
+                s.seconds,
+                s.fitted.len(),
+                s.holdout.len(),
+                s.spec.windows * s.spec.tokens,
+                s.spearman
+            );
+        }
     }
     Ok(())
 }
@@ -234,6 +251,24 @@ fn quantization_figures(model: &nash_swarm::Model) -> anyhow::Result<QuantFigure
         solve_seconds,
         menu_size: game.menu.len(),
     })
+}
+
+/// The measured-sensitivity pass of the standard game, timed without its cache (calibration windows from the
+/// end of the text).
+fn sensitivity_figure(
+    model: &nash_swarm::Model,
+    text: &str,
+    text_path: &std::path::Path,
+) -> anyhow::Result<nash_swarm::alloc::sensitivity::Sensitivity> {
+    use nash_swarm::alloc::sensitivity::{self, SensitivitySpec};
+    let job = nash_swarm::Job::silent();
+    let (game, base) = nash_swarm::alloc::standard_game(model, &Default::default(), None, &job)?;
+    let tokens = model.encode(text)?;
+    let calibration = nash_swarm::pipeline::CalibrationText::EndOf { tokens: &tokens, path: text_path };
+    let spec = SensitivitySpec::default();
+    let windows = nash_swarm::pipeline::sensitivity_windows(spec, calibration)?;
+    let weights = |p: usize, o: usize| game.strategy_weights(model, &base, None, p, o);
+    Ok(sensitivity::measure(model, &game, &weights, &windows, spec, None, &job)?)
 }
 
 /// Runs `scripts/llama_cpp_bench.py` on the same model, text and window count; its tokens/s.

@@ -159,6 +159,27 @@ pub fn calibration_if_needed(
     calibrate_on_end_of(model, path, config.calibration, job)
 }
 
+/// The Nash game, priced by measured sensitivity on the end of the text when one is open (cached after the
+/// first time), by weight error otherwise.
+pub fn priced_game(
+    model: &Model,
+    importance: &ImportanceMethod,
+    calibration: Option<&CalibrationStats>,
+    text: Option<&Path>,
+    job: &Job,
+) -> anyhow::Result<(nash_swarm::alloc::Game, QuantConfig)> {
+    let tokens = match text {
+        Some(path) => Some(model.encode(&eval::read_text(path)?)?),
+        None => None,
+    };
+    let pricing = match (&tokens, text) {
+        (Some(tokens), Some(path)) => pipeline::Pricing::Measured(CalibrationText::EndOf { tokens, path }),
+        _ => pipeline::Pricing::WeightError,
+    };
+    let (game, base, _) = pipeline::priced_game(model, importance, calibration, pricing, job)?;
+    Ok((game, base))
+}
+
 /// Activation statistics (the imatrix) from the end of the text, which evaluation leaves out.
 pub fn end_of_text_calibration(model: &Model, text: &Path, job: &Job) -> anyhow::Result<Option<CalibrationStats>> {
     calibrate_on_end_of(model, text, CalibrationSpec::default(), job)

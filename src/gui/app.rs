@@ -307,7 +307,7 @@ impl ExplorerApp {
         let config = self.settings.config.clone();
         self.jobs.spawn(ctx, JobKind::Allocate, move |job| {
             let calibration = analysis::calibration_if_needed(&model, &config, text.as_ref(), job)?;
-            let (game, base) = nash_swarm::alloc::standard_game(&model, &importance, calibration.as_ref(), job)?;
+            let (game, base) = analysis::priced_game(&model, &importance, calibration.as_ref(), text.as_deref(), job)?;
             let allocation = game.solve(target)?;
             let bits = game
                 .players
