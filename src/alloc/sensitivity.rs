@@ -28,7 +28,7 @@ use crate::model::{Linears, Model, layer_of};
 /// The bits per weight near which each player is measured for its fit: the middle of the menus, in log-error.
 const FIT_BPW: [f64; 1] = [4.0];
 /// Bumped whenever what is measured changes, so old cache files are not reused.
-const CACHE_VERSION: u32 = 2;
+const CACHE_VERSION: u32 = 3;
 
 /// How much calibration text the measurement runs over, and how many held-out pairs check it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +64,7 @@ pub struct Fit {
 
 impl Fit {
     pub fn predict(&self, error: f64) -> f64 {
-        self.scale * error.max(0.0)
+        if error > 0.0 { self.scale * error } else { 0.0 }
     }
 }
 
@@ -186,12 +186,15 @@ fn choose_pairs(game: &Game, holdout: usize) -> (Vec<(usize, usize)>, Vec<(usize
     let mut fit = Vec::new();
     let mut rest: Vec<Vec<usize>> = Vec::new();
     for (i, p) in game.players.iter().enumerate() {
+        // A strategy that stores this tensor exactly (error 0: a Q4_1 source re-encoded as Q4_1) says nothing
+        // about the price of error; fit on those that have some, when there are any.
+        let lossy: Vec<usize> = (0..p.outcomes.len()).filter(|&o| p.outcomes[o].error > 0.0).collect();
+        let pool = if lossy.is_empty() { (0..p.outcomes.len()).collect() } else { lossy };
         let mut chosen: Vec<usize> = FIT_BPW
             .iter()
-            .map(|level| {
-                (0..p.outcomes.len()).min_by(|&a, &b| (bpw(p, a) - level).abs().total_cmp(&(bpw(p, b) - level).abs()))
+            .filter_map(|level| {
+                pool.iter().copied().min_by(|&a, &b| (bpw(p, a) - level).abs().total_cmp(&(bpw(p, b) - level).abs()))
             })
-            .flatten()
             .collect();
         chosen.dedup();
         fit.extend(chosen.iter().map(|&o| (i, o)));
