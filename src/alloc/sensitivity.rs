@@ -427,6 +427,27 @@ mod tests {
     }
 
     #[test]
+    fn pairs_fit_near_4_bpw_on_a_lossy_strategy_and_hold_out_others() {
+        let priced = |bits: u64, error: f64| Priced { error, bits };
+        let player = |name: &str, outcomes: Vec<Priced>| Player { name: name.into(), params: 100, outcomes };
+        let game = Game {
+            menu: Vec::new(),
+            players: vec![
+                player("a", vec![priced(300, 9.0), priced(400, 4.0), priced(800, 0.1), priced(1600, 1e-6)]),
+                // Its 4-bpw strategy is exact: the fit takes the lossy one nearest instead.
+                player("b", vec![priced(300, 9.0), priced(400, 0.0), priced(800, 0.1)]),
+            ],
+            fixed_bits: 0,
+            total_params: 200,
+        };
+        let (fit, holdout) = choose_pairs(&game, 10);
+        assert_eq!(fit, vec![(0, 1), (1, 0)]);
+        // Held out: other strategies below 9 bpw, never a fitted one.
+        assert!(holdout.iter().all(|pair| !fit.contains(pair) && game.players[pair.0].outcomes[pair.1].bits < 900));
+        assert_eq!(holdout.len(), 2);
+    }
+
+    #[test]
     fn a_fit_predicts_its_points_in_proportion_to_the_error() {
         let point =
             |player: &str, error: f64, kld: f64| Measured { player: player.into(), outcome: 0, bpw: 4.0, error, kld };
