@@ -195,12 +195,17 @@ pub fn run(
     let bench = Bench::new(model, usable, text, text_path, spec, known, job)?;
     on_row(&bench.base);
     let mut rows = vec![bench.base.clone()];
-    let mut evaluate = |method: &str, config: &QuantConfig| -> Result<Row> {
+    // `prices` says how a Nash row's strategies were priced (appended to its configuration).
+    let mut evaluate_priced = |method: &str, config: &QuantConfig, prices: Option<&str>| -> Result<Row> {
         let quantized = quantize_model(model, config, nash_calibration, job)?;
-        let row = bench.row(method, quantized, job)?;
+        let mut row = bench.row(method, quantized, job)?;
+        if let Some(prices) = prices {
+            row.configuration = format!("{}, {prices}", row.configuration);
+        }
         on_row(&row);
         Ok(row)
     };
+    let mut evaluate = |method: &str, config: &QuantConfig| evaluate_priced(method, config, None);
     let uniform = [
         evaluate("uniform-4bit-tensor", &QuantConfig::uniform4_per_tensor())?,
         evaluate("uniform-4bit-g128", &QuantConfig::uniform(4, GroupSize::G(128)))?,
@@ -215,15 +220,17 @@ pub fn run(
     let weights = |p: usize, o: usize| game.strategy_weights(model, &base, nash_calibration, p, o);
     let sensitivity = pipeline::measure_sensitivity(model, &game, &weights, end_of_text, job)?;
     let measured = sensitivity.reprice(&game)?;
-    for (prices, game) in [("nash", &game), ("nash-measured", &measured)] {
+    let measured_prices = format!("measured ΔKLD prices (held-out Spearman {:.3})", sensitivity.spearman);
+    let weight_prices = format!("{} weight-error prices", spec.importance.label());
+    for (method, game, prices) in [("nash", &game, &weight_prices), ("nash-measured", &measured, &measured_prices)] {
         for target in &targets {
             let allocation = game.solve(*target)?;
             let config = game.config_for(&base, &allocation);
-            rows.push(evaluate(&format!("{prices}@{target:.3}"), &config)?);
+            rows.push(evaluate_priced(&format!("{method}@{target:.3}"), &config, Some(prices))?);
         }
     }
     let ablation = QuantConfig { importance: ImportanceMethod::Random { seed: 0 }, ..QuantConfig::seed() };
-    rows.push(evaluate("random-ablation", &ablation)?);
+    rows.push(evaluate_priced("random-ablation", &ablation, None)?);
     for preset in &spec.gguf_presets {
         for stats in [None, calibration.as_ref()] {
             let row = gguf_row(&bench, *preset, stats, job)?;
