@@ -61,3 +61,17 @@ fn a_measurement_stops_when_cancelled() {
     let result = sensitivity::measure(&model, &game, &weights, &windows, SensitivitySpec::default(), None, &job);
     assert!(matches!(result, Err(nash_swarm::Error::Cancelled)));
 }
+
+#[test]
+fn a_measurement_without_tokens_or_with_foreign_ids_is_refused() {
+    let model = load(&stories()).unwrap();
+    let (game, base) = standard_game(&model, &Default::default(), None, &Job::silent()).unwrap();
+    let weights = |p: usize, o: usize| game.strategy_weights(&model, &base, None, p, o);
+    let spec = SensitivitySpec::default();
+    let measure = |windows: &[Vec<u32>]| {
+        sensitivity::measure(&model, &game, &weights, windows, spec, None, &Job::silent()).unwrap_err().to_string()
+    };
+    assert!(measure(&[]).contains("at least one calibration token"));
+    assert!(measure(&[vec![]]).contains("at least one calibration token"));
+    assert!(measure(&[vec![1, 2, 1_000_000]]).contains("1000000"));
+}

@@ -122,6 +122,20 @@ pub fn measure(
     job: &Job,
 ) -> Result<Sensitivity> {
     let start = Instant::now();
+    // Windows longer than the model's context are cut to it (the forward pass starts at position 0 each time).
+    let context = model.architecture.max_context();
+    let windows: Vec<Vec<u32>> =
+        windows.iter().filter(|w| !w.is_empty()).map(|w| w[..w.len().min(context)].to_vec()).collect();
+    let windows = windows.as_slice();
+    if windows.is_empty() {
+        return Err(Error::InvalidArgument("the sensitivity measurement needs at least one calibration token".into()));
+    }
+    let vocab = model.architecture.vocab_size();
+    if let Some(bad) = windows.iter().flatten().find(|&&t| t as usize >= vocab) {
+        return Err(Error::InvalidArgument(format!(
+            "calibration token id {bad} is not below the vocabulary size {vocab}"
+        )));
+    }
     let cache = match cache_dir {
         Some(dir) => Some(dir.join(format!("{}.json", cache_key(model, game, windows, spec)?))),
         None => None,
