@@ -108,9 +108,22 @@ pub fn priced_game(
 ) -> Result<(alloc::Game, QuantConfig, Option<Sensitivity>)> {
     let (game, base) = alloc::standard_game(model, importance, calibration, job)?;
     let Pricing::Measured(text) = pricing else { return Ok((game, base, None)) };
-    let weights = |p: usize, o: usize| game.strategy_weights(model, &base, calibration, p, o);
-    let sensitivity = measure_sensitivity(model, &game, &weights, text, job)?;
-    Ok((sensitivity.reprice(&game)?, base, Some(sensitivity)))
+    let (measured, sensitivity) = measured_game(model, &game, &base, calibration, text, job)?;
+    Ok((measured, base, Some(sensitivity)))
+}
+
+/// The standard game `game` (built from `base` and `calibration`) repriced by sensitivity measured on `text`.
+pub fn measured_game(
+    model: &Model,
+    game: &alloc::Game,
+    base: &QuantConfig,
+    calibration: Option<&CalibrationStats>,
+    text: CalibrationText,
+    job: &Job,
+) -> Result<(alloc::Game, Sensitivity)> {
+    let weights = |p: usize, o: usize| game.strategy_weights(model, base, calibration, p, o);
+    let sensitivity = measure_sensitivity(model, game, &weights, text, job)?;
+    Ok((sensitivity.reprice(game)?, sensitivity))
 }
 
 /// The configuration that meets `target_bpw` by the Nash allocation over `config`'s importance, priced as asked.

@@ -50,8 +50,8 @@ pub fn build(model: &Model, calibration: Option<&CalibrationStats>, job: &Job) -
             job.checkpoint()?;
             let tensor = model.weights.get(name)?.contiguous()?;
             let (rows, cols) = tensor.dims2()?;
-            let importance = calibration.and_then(|c| c.mean_square.get(*name)).filter(|m| m.len() == cols);
-            let priced = with_f32_slice(&tensor, |w| price_types(name, w, cols, importance.map(Vec::as_slice)))??;
+            let importance = calibration.and_then(|c| c.column_weights(name, cols));
+            let priced = with_f32_slice(&tensor, |w| price_types(name, w, cols, importance))??;
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             job.report("block type errors", n, matrices.len() as u64, None);
             let (types, outcomes) = priced.into_iter().unzip();
@@ -103,9 +103,9 @@ impl GgufGame {
         let name = &self.game.players[player].name;
         let tensor = model.weights.get(name)?.contiguous()?;
         let cols = tensor.dims2()?.1;
-        let importance = calibration.and_then(|c| c.mean_square.get(name)).filter(|m| m.len() == cols);
+        let importance = calibration.and_then(|c| c.column_weights(name, cols));
         let ty = self.types[player][outcome];
-        with_f32_slice(&tensor, |w| round_trip(name, ty, w, cols, importance.map(Vec::as_slice)).map(|(d, _)| d))?
+        with_f32_slice(&tensor, |w| round_trip(name, ty, w, cols, importance).map(|(d, _)| d))?
     }
 
     /// The same game with its outcomes priced by measured sensitivity.

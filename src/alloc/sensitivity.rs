@@ -84,11 +84,6 @@ pub struct Sensitivity {
 }
 
 impl Sensitivity {
-    /// Predicted ΔKLD of every held-out pair, in the order of `holdout`.
-    pub fn holdout_predictions(&self) -> Vec<f64> {
-        self.holdout.iter().map(|m| self.fits[&m.player].predict(m.error)).collect()
-    }
-
     /// The game with every outcome priced by predicted ΔKLD instead of weight error.
     pub fn reprice(&self, game: &Game) -> Result<Game> {
         let players = game
@@ -246,7 +241,7 @@ fn fit_players(fitted: &[Measured]) -> BTreeMap<String, Fit> {
 /// log-probabilities at every position.
 struct ReferenceRun {
     windows: Vec<Vec<u32>>,
-    /// `inputs[layer][window]`; `inputs[layers]` holds the last layer's outputs.
+    /// `inputs[layer][window]`.
     inputs: Vec<Vec<Tensor>>,
     /// Per window, the reference probabilities `[T * vocab]` and (Σ p·log p, Σ p) of every position.
     probs: Vec<(Vec<f32>, Vec<(f64, f64)>)>,
@@ -258,13 +253,12 @@ impl ReferenceRun {
         let linears = Linears::of(model);
         let arch = &model.architecture;
         let mut xs = windows.iter().map(|ids| arch.embed(&linears, ids)).collect::<Result<Vec<_>>>()?;
-        let mut inputs = Vec::with_capacity(arch.num_layers() + 1);
+        let mut inputs = Vec::with_capacity(arch.num_layers());
         for i in 0..arch.num_layers() {
             inputs.push(xs.clone());
             xs = xs.iter().map(|x| arch.layer(&linears, i, x)).collect::<Result<_>>()?;
         }
-        inputs.push(xs);
-        let probs = inputs[inputs.len() - 1]
+        let probs = xs
             .iter()
             .map(|x| {
                 let logits = logits_of(model, x)?;
@@ -280,8 +274,8 @@ impl ReferenceRun {
                             (p, (neg_entropy, mass))
                         })
                         .collect();
-                    let neg_entropy = rows.iter().map(|r| r.1).collect();
-                    (rows.into_iter().flat_map(|r| r.0).collect(), neg_entropy)
+                    let moments = rows.iter().map(|r| r.1).collect();
+                    (rows.into_iter().flat_map(|r| r.0).collect(), moments)
                 })
             })
             .collect::<Result<_>>()?;
@@ -300,30 +294,21 @@ impl ReferenceRun {
         // Windows in parallel: each thread's products are whole windows (fewer, larger GEMMs than splitting one).
         let per_window = self.windows.par_iter().enumerate().map(|(w, ids)| -> Result<(f64, usize)> {
             let linears = Linears::of(&model);
-            let x = match layer_of(name).filter(|&l| l < layers) {
-                Some(first) => {
-                    let mut x = self.inputs[first][w].clone();
-                    for i in first..layers {
-                        x = arch.layer(&linears, i, &x)?;
-                    }
-                    x
-                }
-                None => {
-                    let mut x = arch.embed(&linears, ids)?;
-                    for i in 0..layers {
-                        x = arch.layer(&linears, i, &x)?;
-                    }
-                    x
-                }
+            let (first, mut x) = match layer_of(name).filter(|&l| l < layers) {
+                Some(first) => (first, self.inputs[first][w].clone()),
+                None => (0, arch.embed(&linears, ids)?),
             };
+            for i in first..layers {
+                x = arch.layer(&linears, i, &x)?;
+            }
             let logits = logits_of(&model, &x)?;
             let vocab = logits.dim(1)?;
-            let (p, neg_entropy) = &self.probs[w];
+            let (p, moments) = &self.probs[w];
             let sum = with_f32_slice(&logits, |l| {
                 p.chunks_exact(vocab)
                     .zip(l.chunks_exact(vocab))
-                    .zip(neg_entropy)
-                    .map(|((p, l), h)| kl(p, *h, l))
+                    .zip(moments)
+                    .map(|((p, l), m)| kl(p, *m, l))
                     .sum::<f64>()
             })?;
             Ok((sum, ids.len()))

@@ -151,9 +151,8 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     });
     if let Some(a) = &allocation {
         out["nash"] = json!({"target_bpw": a.target_bpw, "true_bpw": a.true_bpw, "price": a.price,
-            "total_error": a.total_error, "allocation_seconds": allocation_seconds,
-            "prices": if sensitivity.is_some() { "measured ΔKLD" } else { "weight error" },
-            "sensitivity": sensitivity.as_ref().map(sensitivity_summary)});
+            "total_error": a.total_error, "allocation_seconds": allocation_seconds});
+        add_pricing(&mut out["nash"], sensitivity.as_ref());
     }
     if let (Some(tokens), Some(path)) = (&eval_tokens, &args.eval_text) {
         let usable = &tokens[..calibration.usable_tokens.unwrap_or(tokens.len())];
@@ -208,6 +207,15 @@ pub(super) fn print_nash(out: &serde_json::Value) {
             );
         }
     }
+}
+
+/// How a Nash allocation was priced, added to its JSON: measured ΔKLD (with the measurement) or weight error.
+pub(super) fn add_pricing(
+    nash: &mut serde_json::Value,
+    sensitivity: Option<&nash_swarm::alloc::sensitivity::Sensitivity>,
+) {
+    nash["prices"] = (if sensitivity.is_some() { "measured ΔKLD" } else { "weight error" }).into();
+    nash["sensitivity"] = sensitivity.map(sensitivity_summary).into();
 }
 
 /// What the sensitivity measurement reports in --json and on the terminal.

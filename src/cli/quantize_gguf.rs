@@ -48,9 +48,9 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
                 sensitivity = Some(measured);
             }
             let (plan, allocation) = game.plan(target)?;
-            nash = Some(json!({"target_bpw": target, "true_bpw": allocation.true_bpw, "price": allocation.price,
-                "prices": if sensitivity.is_some() { "measured ΔKLD" } else { "weight error" },
-                "sensitivity": sensitivity.as_ref().map(quantize::sensitivity_summary)}));
+            let mut fields = json!({"target_bpw": target, "true_bpw": allocation.true_bpw, "price": allocation.price});
+            quantize::add_pricing(&mut fields, sensitivity.as_ref());
+            nash = Some(fields);
             plan
         }
         None => export::preset_plan(&model, preset, stats.is_some())?,

@@ -217,9 +217,7 @@ pub fn run(
     // Nash at each uniform row's true bpw, priced by weight error and by measured sensitivity (on the
     // calibration end of the text, like the imatrix).
     let (game, base) = alloc::standard_game(model, &spec.importance, nash_calibration, job)?;
-    let weights = |p: usize, o: usize| game.strategy_weights(model, &base, nash_calibration, p, o);
-    let sensitivity = pipeline::measure_sensitivity(model, &game, &weights, end_of_text, job)?;
-    let measured = sensitivity.reprice(&game)?;
+    let (measured, sensitivity) = pipeline::measured_game(model, &game, &base, nash_calibration, end_of_text, job)?;
     let measured_prices = format!("measured ΔKLD prices (held-out Spearman {:.3})", sensitivity.spearman);
     let weight_prices = format!("{} weight-error prices", spec.importance.label());
     for (method, game, prices) in [("nash", &game, &weight_prices), ("nash-measured", &measured, &measured_prices)] {

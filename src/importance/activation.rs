@@ -14,6 +14,13 @@ pub struct CalibrationStats {
     pub tokens: usize,
 }
 
+impl CalibrationStats {
+    /// E[x²] of the `cols` inputs of matrix `name`, when it was observed with that many columns.
+    pub fn column_weights(&self, name: &str, cols: usize) -> Option<&[f32]> {
+        self.mean_square.get(name).filter(|m| m.len() == cols).map(Vec::as_slice)
+    }
+}
+
 /// Runs the model over the calibration windows and records E[x_j²] for each matrix's input.
 pub fn calibrate(model: &Model, windows: &[Vec<u32>], job: &Job) -> Result<CalibrationStats> {
     let mut sums: BTreeMap<String, (Vec<f64>, usize)> = BTreeMap::new();

@@ -165,9 +165,9 @@ pub fn encode_tensors(
             }
         };
         let cols = *shape.last().unwrap_or(&1);
-        let importance = stats.and_then(|s| s.mean_square.get(ours)).filter(|m| m.len() == cols && shape.len() == 2);
+        let importance = stats.and_then(|s| s.column_weights(ours, cols)).filter(|_| shape.len() == 2);
         let data = with_f32_slice(&tensor, |values| {
-            ggml::encode(ty, values, cols, importance.map(Vec::as_slice))
+            ggml::encode(ty, values, cols, importance)
                 .map_err(|e| Error::InvalidArgument(format!("tensor `{ours}` as {ty}: {e}")))
         })??;
         tensors.push(GgufTensor { name: gguf.clone(), shape, ty, data });
