@@ -11,6 +11,7 @@ use crate::importance::{CalibrationStats, ImportanceMethod, activation};
 use crate::job::Job;
 use crate::model::Model;
 use crate::quant::config::CalibrationSpec;
+use crate::quant::spec::QuantizerKind;
 use crate::quant::{BitReport, QuantConfig, Quantized};
 
 /// Where calibration windows come from. Calibration never sees a scored token.
@@ -49,20 +50,26 @@ pub fn calibration_windows(spec: CalibrationSpec, text: CalibrationText) -> Resu
     }
 }
 
-/// Calibrates when `importance` needs it (activation importance); otherwise nothing is read or run.
+/// Calibrates when `importance` needs it (activation importance) or `quantizer` can use it and there is a text;
+/// otherwise nothing is read or run.
 pub fn calibrate(
     model: &Model,
     importance: &ImportanceMethod,
+    quantizer: QuantizerKind,
     spec: CalibrationSpec,
     text: Option<CalibrationText>,
     job: &Job,
 ) -> Result<Calibration> {
-    if !matches!(importance, ImportanceMethod::Activation) {
-        return Ok(Calibration { stats: None, usable_tokens: None });
-    }
-    let text = text.ok_or_else(|| {
-        crate::Error::InvalidArgument("activation importance needs a calibration or evaluation text".into())
-    })?;
+    let needed = matches!(importance, ImportanceMethod::Activation);
+    let text = match text {
+        Some(text) if needed || quantizer.uses_calibration() => text,
+        None if needed => {
+            return Err(crate::Error::InvalidArgument(
+                "activation importance needs a calibration or evaluation text".into(),
+            ));
+        }
+        _ => return Ok(Calibration { stats: None, usable_tokens: None }),
+    };
     let (usable_tokens, windows) = calibration_windows(spec, text)?;
     Ok(Calibration { stats: Some(activation::calibrate(model, &windows, job)?), usable_tokens })
 }
@@ -102,11 +109,12 @@ pub enum Pricing<'a> {
 pub fn priced_game(
     model: &Model,
     importance: &ImportanceMethod,
+    quantizer: QuantizerKind,
     calibration: Option<&CalibrationStats>,
     pricing: Pricing,
     job: &Job,
 ) -> Result<(alloc::Game, QuantConfig, Option<Sensitivity>)> {
-    let (game, base) = alloc::standard_game(model, importance, calibration, job)?;
+    let (game, base) = alloc::standard_game(model, importance, quantizer, calibration, job)?;
     let Pricing::Measured(text) = pricing else { return Ok((game, base, None)) };
     let (measured, sensitivity) = measured_game(model, &game, &base, calibration, text, job)?;
     Ok((measured, base, Some(sensitivity)))
@@ -126,7 +134,8 @@ pub fn measured_game(
     Ok((sensitivity.reprice(game)?, sensitivity))
 }
 
-/// The configuration that meets `target_bpw` by the Nash allocation over `config`'s importance, priced as asked.
+/// The configuration that meets `target_bpw` by the Nash allocation over `config`'s importance and quantizer,
+/// priced as asked.
 pub fn allocate(
     model: &Model,
     config: &QuantConfig,
@@ -135,7 +144,8 @@ pub fn allocate(
     pricing: Pricing,
     job: &Job,
 ) -> Result<(QuantConfig, Allocation, Option<Sensitivity>)> {
-    let (game, base, sensitivity) = priced_game(model, &config.importance, calibration, pricing, job)?;
+    let (game, base, sensitivity) =
+        priced_game(model, &config.importance, config.quantizer, calibration, pricing, job)?;
     let allocation = game.solve(target_bpw)?;
     Ok((game.config_for(&base, &allocation), allocation, sensitivity))
 }

@@ -37,7 +37,7 @@ fn export_digest(model: &Path, how: &[&str], hf: bool) -> String {
 
 #[test]
 fn exports_are_byte_identical_to_the_recorded_ones() {
-    let cases: [(&str, std::path::PathBuf, &[&str], bool, &str); 7] = [
+    let cases: [(&str, std::path::PathBuf, &[&str], bool, &str); 8] = [
         (
             "stories seed",
             stories(),
@@ -60,6 +60,13 @@ fn exports_are_byte_identical_to_the_recorded_ones() {
             "f4db59814edf6d4f05244371fa1a4adac1527d3e34298f72ee97009e8b19c1c7",
         ),
         (
+            "stories uniform3 least-squares",
+            stories(),
+            &["--preset", "uniform3", "--quantizer", "ls"],
+            false,
+            "c0231a13ce3c8fd0abb8e3087dca56529128b1916563cb4d1e9b318f0ffe839e",
+        ),
+        (
             "stories uniform4-tensor",
             stories(),
             &["--preset", "uniform4-tensor"],
@@ -71,7 +78,7 @@ fn exports_are_byte_identical_to_the_recorded_ones() {
             stories(),
             &["--target-bpw", "5.0"],
             false,
-            "2d88bcee6084bd22a2d4d1a17e98b9774c6381737c3c776dc319352c727a0f9f",
+            "fa7268dccbe4c4d7d8115b84a0f97b45e67099cbfb0fa59a93fef13d3ac9fd2d",
         ),
         (
             "gpt2 seed + hf",
@@ -85,7 +92,7 @@ fn exports_are_byte_identical_to_the_recorded_ones() {
             tiny_gpt2(),
             &["--target-bpw", "8.45", "--importance", "magnitude"],
             false,
-            "93f2becd619da774664546a15bdf059b5f290027aa702e2e5e273689ae7ad750",
+            "9987bdb9a844bfa507e4ecd61165b6270f86d07f37c53ccf00cd87a2eb0bd20d",
         ),
     ];
     let mut changed = Vec::new();

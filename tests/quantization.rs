@@ -9,7 +9,7 @@ use std::process::Command;
 use common::*;
 use nash_swarm::eval::{self, Kld, WindowSpec};
 use nash_swarm::formats::packed;
-use nash_swarm::quant::{GroupSize, QuantConfig, quantize_model};
+use nash_swarm::quant::{GroupSize, QuantConfig, QuantizerKind, quantize_model};
 use nash_swarm::{Job, load};
 
 fn cli(args: &[&str]) -> std::process::Output {
@@ -110,11 +110,21 @@ fn the_saved_configuration_reproduces_byte_identical_files() {
 #[test]
 fn nash_meets_its_budget_and_beats_uniform_bits_at_the_same_budget() {
     let model = load(&stories()).unwrap();
-    let (game, base) = nash_swarm::alloc::standard_game(&model, &Default::default(), None, &Job::silent()).unwrap();
+    let (game, base) = nash_swarm::alloc::standard_game(
+        &model,
+        &Default::default(),
+        QuantizerKind::LeastSquares,
+        None,
+        &Job::silent(),
+    )
+    .unwrap();
     let uniform4 = game
         .menu
         .iter()
-        .position(|p| *p == nash_swarm::quant::TensorPlan::uniform(4, GroupSize::G(128), base.grid))
+        .position(|p| {
+            *p == nash_swarm::quant::TensorPlan::uniform(4, GroupSize::G(128), base.grid)
+                .with_quantizer(QuantizerKind::LeastSquares)
+        })
         .unwrap();
     let uniform_bits: u64 = game.players.iter().map(|p| p.outcomes[uniform4].bits).sum();
     let uniform_error: f64 = game.players.iter().map(|p| p.outcomes[uniform4].error).sum();
@@ -144,7 +154,14 @@ fn nash_meets_its_budget_and_beats_uniform_bits_at_the_same_budget() {
 #[test]
 fn nash_allocations_cost_what_they_are_priced_at() {
     let model = load(&stories()).unwrap();
-    let (game, _) = nash_swarm::alloc::standard_game(&model, &Default::default(), None, &Job::silent()).unwrap();
+    let (game, _) = nash_swarm::alloc::standard_game(
+        &model,
+        &Default::default(),
+        QuantizerKind::LeastSquares,
+        None,
+        &Job::silent(),
+    )
+    .unwrap();
     let (cheapest, richest) = game.range();
     let mut previous_error = f64::INFINITY;
     for step in 0..5 {
@@ -154,7 +171,8 @@ fn nash_allocations_cost_what_they_are_priced_at() {
         assert!(a.total_error <= previous_error, "more bits never cost more error");
         previous_error = a.total_error;
     }
-    assert!(nash_swarm::alloc::default_menu(GroupSize::G(128), Default::default()).len() >= 10);
+    let menu = nash_swarm::alloc::default_menu(Default::default(), QuantizerKind::LeastSquares);
+    assert!(menu.len() >= 10 && menu.iter().all(|plan| plan.quantizer == QuantizerKind::LeastSquares));
 }
 
 #[test]
@@ -302,12 +320,21 @@ fn compare_reports_every_row_with_its_exact_method_name() {
     let rows = report["rows"].as_array().unwrap();
     let methods: Vec<&str> = rows.iter().map(|r| r["method"].as_str().unwrap()).collect();
     assert_eq!(
-        methods[..5],
-        ["baseline", "uniform-4bit-tensor", "uniform-4bit-g128", "uniform-3bit-g128", "seed-10/20/70-8/4/2"]
+        methods[..8],
+        [
+            "baseline",
+            "uniform-4bit-tensor",
+            "uniform-4bit-g128",
+            "uniform-3bit-g128",
+            "uniform-4bit-g128-ls",
+            "uniform-3bit-g128-ls",
+            "seed-10/20/70-8/4/2",
+            "seed-10/20/70-8/4/2-ls"
+        ]
     );
-    assert!(methods[5..8].iter().all(|m| m.starts_with("nash@")));
-    assert!(methods[8..11].iter().all(|m| m.starts_with("nash-measured@")));
-    assert_eq!(methods[11], "random-ablation");
+    assert!(methods[8..11].iter().all(|m| m.starts_with("nash@")));
+    assert!(methods[11..14].iter().all(|m| m.starts_with("nash-measured@")));
+    assert_eq!(methods[14], "random-ablation");
     for row in rows {
         for key in [
             "payload_bpw",
@@ -325,19 +352,28 @@ fn compare_reports_every_row_with_its_exact_method_name() {
             assert!(row[key].is_number(), "{key} of {}", row["method"]);
         }
     }
-    // Nash rows sit at the uniform rows' true bpw; priced by measured sensitivity, they beat those rows.
+    // Least-squares grids cost no bits and lose less than min-max ones.
     let f = |row: usize, key: &str| rows[row][key].as_f64().unwrap();
+    for (rtn, ls) in [(2, 4), (3, 5), (6, 7)] {
+        assert!((f(rtn, "true_bpw") - f(ls, "true_bpw")).abs() < 1e-3);
+        assert!(f(ls, "kld_mean") < f(rtn, "kld_mean"), "{} against {}", methods[ls], methods[rtn]);
+    }
+    // Nash rows sit at the uniform rows' true bpw; priced by measured sensitivity, they beat those rows, and the
+    // least-squares uniform rows of the same size.
     for uniform in 1..4 {
-        for nash in [uniform + 4, uniform + 7] {
+        for nash in [uniform + 7, uniform + 10] {
             let (a, b) = (f(nash, "true_bpw"), f(uniform, "true_bpw"));
             assert!(a <= b + 1e-9 && b - a <= 0.01, "{a} vs {b}");
         }
-        let measured = uniform + 7;
-        assert!(f(measured, "kld_mean") < f(uniform, "kld_mean"), "{} against {}", methods[measured], methods[uniform]);
+        let measured = uniform + 10;
+        let same_size = [uniform].into_iter().chain((uniform > 1).then_some(uniform + 2));
+        for row in same_size {
+            assert!(f(measured, "kld_mean") < f(row, "kld_mean"), "{} against {}", methods[measured], methods[row]);
+        }
     }
     // Quantization costs something measurable and the ablation is worse than the baseline.
     assert!(rows[1..].iter().all(|r| r["kld_mean"].as_f64().unwrap() > 0.0));
-    assert!(rows[11]["ppl"].as_f64().unwrap() > rows[0]["ppl"].as_f64().unwrap());
+    assert!(rows[14]["ppl"].as_f64().unwrap() > rows[0]["ppl"].as_f64().unwrap());
 }
 
 #[test]

@@ -6,12 +6,14 @@ mod common;
 use common::{stories, wikitext};
 use nash_swarm::alloc::sensitivity::{self, SensitivitySpec};
 use nash_swarm::alloc::standard_game;
+use nash_swarm::quant::QuantizerKind;
 use nash_swarm::{Job, load};
 
 #[test]
 fn measured_prices_predict_held_out_pairs_and_are_cached() {
     let model = load(&stories()).unwrap();
-    let (game, base) = standard_game(&model, &Default::default(), None, &Job::silent()).unwrap();
+    let (game, base) =
+        standard_game(&model, &Default::default(), QuantizerKind::LeastSquares, None, &Job::silent()).unwrap();
     let text = std::fs::read_to_string(wikitext()).unwrap();
     // Calibration from the end of the text, as compare takes it.
     let tokens = model.encode(&text[text.len() - 20_000..]).unwrap();
@@ -53,7 +55,8 @@ fn measured_prices_predict_held_out_pairs_and_are_cached() {
 #[test]
 fn a_measurement_stops_when_cancelled() {
     let model = load(&stories()).unwrap();
-    let (game, base) = standard_game(&model, &Default::default(), None, &Job::silent()).unwrap();
+    let (game, base) =
+        standard_game(&model, &Default::default(), QuantizerKind::LeastSquares, None, &Job::silent()).unwrap();
     let windows = vec![(0..64u32).collect::<Vec<_>>()];
     let job = Job::silent();
     job.cancel_token().cancel();
@@ -65,7 +68,8 @@ fn a_measurement_stops_when_cancelled() {
 #[test]
 fn a_measurement_without_tokens_or_with_foreign_ids_is_refused() {
     let model = load(&stories()).unwrap();
-    let (game, base) = standard_game(&model, &Default::default(), None, &Job::silent()).unwrap();
+    let (game, base) =
+        standard_game(&model, &Default::default(), QuantizerKind::LeastSquares, None, &Job::silent()).unwrap();
     let weights = |p: usize, o: usize| game.strategy_weights(&model, &base, None, p, o);
     let spec = SensitivitySpec::default();
     let measure = |windows: &[Vec<u32>]| {

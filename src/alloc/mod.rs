@@ -27,7 +27,7 @@ use crate::quant::bits::TensorBits;
 use crate::quant::config::QuantConfig;
 use crate::quant::method::{self, TierSource};
 use crate::quant::plan::{Treatment, assign, treatments};
-use crate::quant::spec::{GroupSize, TensorPlan};
+use crate::quant::spec::{GroupSize, QuantizerKind, TensorPlan};
 
 /// What one strategy costs one player.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -93,14 +93,16 @@ pub fn build_game(
             Treatment::Fp16 => 16 * tensor.elem_count() as u64,
             Treatment::Quantize { plan, .. } => {
                 let (rows, cols) = tensor.dims2()?;
-                TensorBits::of(&method::for_plan(plan).quantize(
+                let columns = calibration.and_then(|c| c.column_weights(name, cols));
+                let q = method::for_plan(plan).quantize(
                     &tensor_to_vec(tensor)?,
                     rows,
                     cols,
                     plan,
                     &TierSource::Single,
-                ))
-                .total()
+                    columns,
+                );
+                TensorBits::of(&q).total()
             }
         };
     }
@@ -119,25 +121,28 @@ fn player(
     cost: &dyn Cost,
 ) -> Result<Player> {
     let s = importance::tensor_scores(method, name, w, rows, calibration);
+    let columns = calibration.and_then(|c| c.column_weights(name, cols));
     let outcomes = menu
         .iter()
         .map(|plan| {
-            let q = quantize_under(plan, w, rows, cols, &s)?;
+            let q = quantize_under(plan, w, rows, cols, &s, columns)?;
             Ok(Priced { error: cost.error(name, w, &s, &q)?, bits: TensorBits::of(&q).total() })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Player { name: name.to_string(), params: rows * cols, outcomes })
 }
 
-/// One tensor quantized under one strategy, its tiers assigned by `scores`.
+/// One tensor quantized under one strategy, its tiers assigned by `scores`, its input columns weighted by `columns`.
 fn quantize_under(
     plan: &TensorPlan,
     w: &[f32],
     rows: usize,
     cols: usize,
     scores: &[f32],
+    columns: Option<&[f32]>,
 ) -> Result<crate::quant::stored::QuantizedTensor> {
-    Ok(method::for_plan(plan).quantize(w, rows, cols, plan, &assign(plan, rows, cols, Some(scores), None)?))
+    let tiers = assign(plan, rows, cols, Some(scores), None)?;
+    Ok(method::for_plan(plan).quantize(w, rows, cols, plan, &tiers, columns))
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -269,7 +274,9 @@ impl Game {
         let (rows, cols) = tensor.dims2()?;
         with_f32_slice(&tensor, |w| {
             let scores = importance::tensor_scores(&base.importance, name, w, rows, calibration);
-            quantize_under(&self.menu[outcome], w, rows, cols, &scores)?.dequantize().map_err(Error::Inconsistent)
+            let columns = calibration.and_then(|c| c.column_weights(name, cols));
+            let q = quantize_under(&self.menu[outcome], w, rows, cols, &scores, columns)?;
+            q.dequantize().map_err(Error::Inconsistent)
         })?
     }
 
@@ -281,19 +288,21 @@ impl Game {
 }
 
 /// The game the CLI, the GUI and compare play: every matrix (attention, MLP, the embeddings and the head) priced
-/// by `importance` and weight error, menu of uniform and mixed plans with blocks of 128. Returns the game and the
-/// base configuration its allocations extend (`Game::config_for`).
+/// by `importance` and weight error, menu of uniform and mixed plans (`default_menu`) quantized by `quantizer`.
+/// Returns the game and the base configuration its allocations extend (`Game::config_for`).
 pub fn standard_game(
     model: &Model,
     importance: &ImportanceMethod,
+    quantizer: QuantizerKind,
     calibration: Option<&CalibrationStats>,
     job: &Job,
 ) -> Result<(Game, QuantConfig)> {
     let base = QuantConfig {
         importance: importance.clone(),
         quantize: crate::quant::config::Roles::ALL,
+        quantizer,
         ..QuantConfig::uniform(4, GroupSize::G(128))
     };
-    let game = build_game(model, &base, calibration, default_menu(GroupSize::G(128), base.grid), &WeightedError, job)?;
+    let game = build_game(model, &base, calibration, default_menu(base.grid, quantizer), &WeightedError, job)?;
     Ok((game, base))
 }

@@ -1,5 +1,6 @@
 //! Figures for the speed and memory goals, printed rather than asserted (timed tests lie on a noisy machine).
 
+use nash_swarm::quant::QuantizerKind;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -235,7 +236,8 @@ fn quantization_figures(model: &nash_swarm::Model) -> anyhow::Result<QuantFigure
     let estimate_ms = start.elapsed().as_secs_f64() * 1000.0 / 100.0;
 
     let start = Instant::now();
-    let (game, _) = nash_swarm::alloc::standard_game(model, &Default::default(), None, &job)?;
+    let (game, _) =
+        nash_swarm::alloc::standard_game(model, &Default::default(), QuantizerKind::LeastSquares, None, &job)?;
     let game_seconds = start.elapsed().as_secs_f64();
     let (cheapest, richest) = game.range();
     let start = Instant::now();
@@ -262,7 +264,8 @@ fn sensitivity_figure(
 ) -> anyhow::Result<nash_swarm::alloc::sensitivity::Sensitivity> {
     use nash_swarm::alloc::sensitivity::{self, SensitivitySpec};
     let job = nash_swarm::Job::silent();
-    let (game, base) = nash_swarm::alloc::standard_game(model, &Default::default(), None, &job)?;
+    let (game, base) =
+        nash_swarm::alloc::standard_game(model, &Default::default(), QuantizerKind::LeastSquares, None, &job)?;
     let tokens = model.encode(text)?;
     let calibration = nash_swarm::pipeline::CalibrationText::EndOf { tokens: &tokens, path: text_path };
     let spec = SensitivitySpec::default();

@@ -8,7 +8,7 @@ use nash_swarm::formats;
 use nash_swarm::importance::ImportanceMethod;
 use nash_swarm::output::{Input, Kind, Output};
 use nash_swarm::pipeline::{self, CalibrationText};
-use nash_swarm::quant::{QuantConfig, quantize_model};
+use nash_swarm::quant::{QuantConfig, QuantizerKind, quantize_model};
 use serde_json::json;
 
 #[derive(Args)]
@@ -33,6 +33,11 @@ pub struct QuantizeArgs {
     /// in KL divergence quantizing each tensor causes on the calibration text, measured when --calib-text is given).
     #[arg(long)]
     pub(super) weight_error_prices: bool,
+    /// How block grids are chosen (packed): rtn (min-max, round to nearest) or ls (importance-weighted least
+    /// squares, weighted by E[x²] of each input column when there is a calibration text). Default: ls for
+    /// --target-bpw, the preset's or file's otherwise (the presets are RTN, as the original).
+    #[arg(long)]
+    pub(super) quantizer: Option<QuantizerKind>,
     /// A quantization.toml (or .json), e.g. from an earlier export.
     #[arg(long)]
     pub(super) config: Option<PathBuf>,
@@ -105,6 +110,11 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     if let Some(importance) = args.importance {
         config.importance = importance.method();
     }
+    config.quantizer = match (args.quantizer, args.target_bpw) {
+        (Some(quantizer), _) => quantizer,
+        (None, Some(_)) => QuantizerKind::LeastSquares,
+        (None, None) => config.quantizer,
+    };
     // `--importance` was copied into the configuration above, so this covers `--target-bpw` too.
     let calib_tokens = match &args.calib_text {
         Some(path) => Some(model.encode(&eval::read_text(path)?)?),
@@ -120,7 +130,8 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
             "activation importance needs --calib-text PATH or --eval-text PATH (calibration then uses its end)"
         );
     }
-    let calibration = pipeline::calibrate(&model, &config.importance, config.calibration, calibration_text, &job)?;
+    let calibration =
+        pipeline::calibrate(&model, &config.importance, config.quantizer, config.calibration, calibration_text, &job)?;
     let (mut allocation, mut sensitivity) = (None, None);
     if let Some(target) = args.target_bpw {
         let pricing = match calibration_text {

@@ -32,7 +32,15 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
     let stats = match calib {
         Some(text) => {
             let spec = nash_swarm::quant::config::CalibrationSpec::default();
-            pipeline::calibrate(&model, &ImportanceMethod::Activation, spec, Some(text), &job)?.stats
+            pipeline::calibrate(
+                &model,
+                &ImportanceMethod::Activation,
+                nash_swarm::quant::QuantizerKind::Rtn,
+                spec,
+                Some(text),
+                &job,
+            )?
+            .stats
         }
         None => None,
     };
@@ -100,8 +108,11 @@ fn gguf_preset(args: &QuantizeArgs) -> anyhow::Result<Preset> {
             Preset::names()
         );
     }
-    if args.export_hf.is_some() || args.importance.is_some() {
-        anyhow::bail!("--format gguf takes neither --export-hf nor --importance (GGUF blocks use --calib-text)");
+    if args.export_hf.is_some() || args.importance.is_some() || args.quantizer.is_some() {
+        anyhow::bail!(
+            "--format gguf takes neither --export-hf, --importance nor --quantizer (ggml's block types have their \
+             own importance-weighted search, which --calib-text feeds)"
+        );
     }
     if args.target_bpw.is_some() && args.preset.is_some() {
         anyhow::bail!("--format gguf takes --preset or --target-bpw, not both");

@@ -19,7 +19,7 @@ use crate::model::Model;
 use crate::pipeline::{self, CalibrationText};
 use crate::quant::config::CalibrationSpec;
 use crate::quant::ggml::preset::Preset;
-use crate::quant::{GroupSize, QuantConfig, Quantized, quantize_model};
+use crate::quant::{GroupSize, QuantConfig, Quantized, QuantizerKind, quantize_model};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
@@ -177,27 +177,29 @@ pub fn run(
     job: &Job,
     mut on_row: impl FnMut(&Row),
 ) -> Result<Vec<Row>> {
-    // Activation importance (and the GGUF rows' imatrix) calibrates on the end of the text; evaluation then keeps
-    // to the part before it.
+    // Calibration (E[x²] per input column: activation importance, least-squares grids, the GGUF rows' imatrix)
+    // runs on the end of the text; evaluation then keeps to the part before it.
     if !spec.gguf_presets.is_empty() {
         export::check_writable(model)?;
     }
     let tokens = model.encode(text)?;
     let end_of_text = CalibrationText::EndOf { tokens: &tokens, path: text_path };
-    let calibrated_by = if spec.gguf_presets.is_empty() { &spec.importance } else { &ImportanceMethod::Activation };
-    let calibration = pipeline::calibrate(model, calibrated_by, CalibrationSpec::default(), Some(end_of_text), job)?;
-    // The measured Nash prices calibrate on the same end, so evaluation always stops before it.
-    let (usable_tokens, _) = pipeline::calibration_windows(CalibrationSpec::default(), end_of_text)?;
-    let usable = &tokens[..usable_tokens.unwrap_or(tokens.len())];
+    let calibration = pipeline::calibrate(
+        model,
+        &ImportanceMethod::Activation,
+        QuantizerKind::LeastSquares,
+        CalibrationSpec::default(),
+        Some(end_of_text),
+        job,
+    )?;
+    let usable = &tokens[..calibration.usable_tokens.unwrap_or(tokens.len())];
     let calibration = calibration.stats;
-    let nash_calibration =
-        if matches!(spec.importance, ImportanceMethod::Activation) { calibration.as_ref() } else { None };
     let bench = Bench::new(model, usable, text, text_path, spec, known, job)?;
     on_row(&bench.base);
     let mut rows = vec![bench.base.clone()];
     // `prices` says how a Nash row's strategies were priced (appended to its configuration).
     let mut evaluate_priced = |method: &str, config: &QuantConfig, prices: Option<&str>| -> Result<Row> {
-        let quantized = quantize_model(model, config, nash_calibration, job)?;
+        let quantized = quantize_model(model, config, calibration.as_ref(), job)?;
         let mut row = bench.row(method, quantized, job)?;
         if let Some(prices) = prices {
             row.configuration = format!("{}, {prices}", row.configuration);
@@ -206,6 +208,7 @@ pub fn run(
         Ok(row)
     };
     let mut evaluate = |method: &str, config: &QuantConfig| evaluate_priced(method, config, None);
+    let least_squares = |config: QuantConfig| QuantConfig { quantizer: QuantizerKind::LeastSquares, ..config };
     let uniform = [
         evaluate("uniform-4bit-tensor", &QuantConfig::uniform4_per_tensor())?,
         evaluate("uniform-4bit-g128", &QuantConfig::uniform(4, GroupSize::G(128)))?,
@@ -213,11 +216,15 @@ pub fn run(
     ];
     let targets: Vec<f64> = uniform.iter().map(|row| row.true_bpw).collect();
     rows.extend(uniform);
+    rows.push(evaluate("uniform-4bit-g128-ls", &least_squares(QuantConfig::uniform(4, GroupSize::G(128))))?);
+    rows.push(evaluate("uniform-3bit-g128-ls", &least_squares(QuantConfig::uniform(3, GroupSize::G(128))))?);
     rows.push(evaluate("seed-10/20/70-8/4/2", &QuantConfig::seed())?);
-    // Nash at each uniform row's true bpw, priced by weight error and by measured sensitivity (on the
-    // calibration end of the text, like the imatrix).
-    let (game, base) = alloc::standard_game(model, &spec.importance, nash_calibration, job)?;
-    let (measured, sensitivity) = pipeline::measured_game(model, &game, &base, nash_calibration, end_of_text, job)?;
+    rows.push(evaluate("seed-10/20/70-8/4/2-ls", &least_squares(QuantConfig::seed()))?);
+    // Nash at each uniform row's true bpw over least-squares grids, priced by weight error and by measured
+    // sensitivity (on the calibration end of the text, like the imatrix).
+    let quantizer = QuantizerKind::LeastSquares;
+    let (game, base) = alloc::standard_game(model, &spec.importance, quantizer, calibration.as_ref(), job)?;
+    let (measured, sensitivity) = pipeline::measured_game(model, &game, &base, calibration.as_ref(), end_of_text, job)?;
     let measured_prices = format!("measured ΔKLD prices (held-out Spearman {:.3})", sensitivity.spearman);
     let weight_prices = format!("{} weight-error prices", spec.importance.label());
     for (method, game, prices) in [("nash", &game, &weight_prices), ("nash-measured", &measured, &measured_prices)] {

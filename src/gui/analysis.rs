@@ -12,7 +12,7 @@ use nash_swarm::pipeline::{self, CalibrationText};
 use nash_swarm::quant::config::CalibrationSpec;
 use nash_swarm::quant::estimate::ImportanceIndex;
 use nash_swarm::quant::summary::{TensorResult, Thumbnail, tensor_result, thumbnail};
-use nash_swarm::quant::{BitReport, QuantConfig, quantize_model};
+use nash_swarm::quant::{BitReport, QuantConfig, QuantizerKind, quantize_model};
 use nash_swarm::{Job, Model};
 use rayon::prelude::*;
 
@@ -144,15 +144,17 @@ impl SharedReference {
     }
 }
 
-/// Calibration statistics when the configuration's importance needs them, from the end of the evaluation text
-/// (never scored by the GUI's few windows); a clear error without a text.
+/// Calibration statistics when the configuration's importance needs them (a clear error without a text) or its
+/// quantizer weighs columns by them and a text is open, from the end of the evaluation text (never scored by the
+/// GUI's few windows).
 pub fn calibration_if_needed(
     model: &Model,
     config: &QuantConfig,
     text: Option<&PathBuf>,
     job: &Job,
 ) -> anyhow::Result<Option<CalibrationStats>> {
-    if !matches!(config.importance, ImportanceMethod::Activation) {
+    let needed = matches!(config.importance, ImportanceMethod::Activation);
+    if !needed && !(config.quantizer.uses_calibration() && text.is_some()) {
         return Ok(None);
     }
     let Some(path) = text else { anyhow::bail!("activation importance needs an evaluation text (Open text…)") };
@@ -164,6 +166,7 @@ pub fn calibration_if_needed(
 pub fn priced_game(
     model: &Model,
     importance: &ImportanceMethod,
+    quantizer: QuantizerKind,
     calibration: Option<&CalibrationStats>,
     text: Option<&Path>,
     job: &Job,
@@ -176,7 +179,7 @@ pub fn priced_game(
         (Some(tokens), Some(path)) => pipeline::Pricing::Measured(CalibrationText::EndOf { tokens, path }),
         _ => pipeline::Pricing::WeightError,
     };
-    let (game, base, _) = pipeline::priced_game(model, importance, calibration, pricing, job)?;
+    let (game, base, _) = pipeline::priced_game(model, importance, quantizer, calibration, pricing, job)?;
     Ok((game, base))
 }
 
@@ -193,7 +196,7 @@ fn calibrate_on_end_of(
 ) -> anyhow::Result<Option<CalibrationStats>> {
     let tokens = model.encode(&eval::read_text(path)?)?;
     let text = CalibrationText::EndOf { tokens: &tokens, path };
-    Ok(pipeline::calibrate(model, &ImportanceMethod::Activation, spec, Some(text), job)?.stats)
+    Ok(pipeline::calibrate(model, &ImportanceMethod::Activation, QuantizerKind::Rtn, spec, Some(text), job)?.stats)
 }
 
 #[derive(Clone, Debug)]

@@ -12,10 +12,10 @@ use nash_swarm::eval::WindowSpec;
 use nash_swarm::formats::gguf;
 use nash_swarm::importance::ImportanceMethod;
 use nash_swarm::output::{self, Input, Kind, Output};
-use nash_swarm::quant::QuantConfig;
 use nash_swarm::quant::estimate::{BitEstimate, estimate};
 use nash_swarm::quant::ggml::preset::{PRESETS, Preset};
 use nash_swarm::quant::summary::TensorResult;
+use nash_swarm::quant::{QuantConfig, QuantizerKind};
 use nash_swarm::{Model, formats};
 
 use super::analysis::{self, Analysis, RunOutput, RunRecord};
@@ -304,10 +304,13 @@ impl ExplorerApp {
         let Some(model) = self.model.clone() else { return };
         let (importance, target) = (self.settings.config.importance.clone(), self.settings.target_bpw);
         let text = self.settings.text.clone();
-        let config = self.settings.config.clone();
+        // The allocation plays least-squares grids (weighted by the text's activations when one is open).
+        let quantizer = QuantizerKind::LeastSquares;
+        let config = QuantConfig { quantizer, ..self.settings.config.clone() };
         self.jobs.spawn(ctx, JobKind::Allocate, move |job| {
             let calibration = analysis::calibration_if_needed(&model, &config, text.as_ref(), job)?;
-            let (game, base) = analysis::priced_game(&model, &importance, calibration.as_ref(), text.as_deref(), job)?;
+            let text = text.as_deref();
+            let (game, base) = analysis::priced_game(&model, &importance, quantizer, calibration.as_ref(), text, job)?;
             let allocation = game.solve(target)?;
             let bits = game
                 .players

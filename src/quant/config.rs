@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::spec::{Grid, GroupSize, TensorPlan};
+use super::spec::{Grid, GroupSize, QuantizerKind, TensorPlan};
 use super::tiers::{Granularity, Tier, validate_tiers};
 use crate::error::{Error, Result};
 use crate::importance::ImportanceMethod;
@@ -84,6 +84,9 @@ pub struct QuantConfig {
     pub group_size: GroupSize,
     #[serde(default)]
     pub grid: Grid,
+    /// How block grids are chosen (written only when not RTN).
+    #[serde(default, skip_serializing_if = "QuantizerKind::is_rtn")]
+    pub quantizer: QuantizerKind,
     pub quantize: Roles,
     /// Bits of 2-D matrices outside `quantize`, uniform at `group_size` (16 = fp16). Norms and biases: fp16.
     pub keep_bits: u8,
@@ -105,6 +108,7 @@ impl QuantConfig {
             granularity: Granularity::Weight,
             group_size: GroupSize::G(128),
             grid: Grid::Asymmetric,
+            quantizer: QuantizerKind::Rtn,
             quantize: Roles::ALL,
             keep_bits: 16,
             calibration: CalibrationSpec::default(),
@@ -148,6 +152,7 @@ impl QuantConfig {
             granularity: self.granularity,
             group_size: self.group_size,
             grid: self.grid,
+            quantizer: self.quantizer,
         }
     }
 

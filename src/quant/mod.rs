@@ -17,6 +17,6 @@ pub mod tiers;
 pub use bits::{BitReport, TensorBits};
 pub use config::{QuantConfig, Roles, Scope};
 pub use plan::{Quantized, Treatment, quantize_model};
-pub use spec::{Grid, GroupSize, TensorPlan};
+pub use spec::{Grid, GroupSize, QuantizerKind, TensorPlan};
 pub use stored::QuantizedTensor;
 pub use tiers::{Granularity, Tier};

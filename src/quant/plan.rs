@@ -46,7 +46,8 @@ pub fn treatments(model: &Model, config: &QuantConfig) -> BTreeMap<String, Treat
             } else if config.keep_bits == 16 {
                 Treatment::Fp16
             } else {
-                let plan = TensorPlan::uniform(config.keep_bits, config.group_size, config.grid);
+                let plan = TensorPlan::uniform(config.keep_bits, config.group_size, config.grid)
+                    .with_quantizer(config.quantizer);
                 Treatment::Quantize { plan, follows_tiers: false }
             };
             (name.clone(), treatment)
@@ -172,7 +173,8 @@ pub fn apply(
                         let tensor_scores = given.or(computed.as_deref());
                         let th = if *follows_tiers { global.as_deref() } else { None };
                         let tiers = assign(plan, rows, cols, tensor_scores, th)?;
-                        Treated::Quantized(method::for_plan(plan).quantize(values, rows, cols, plan, &tiers))
+                        let columns = calibration.and_then(|c| c.column_weights(name, cols));
+                        Treated::Quantized(method::for_plan(plan).quantize(values, rows, cols, plan, &tiers, columns))
                     }
                 })
             })??;

@@ -49,9 +49,10 @@ impl TryFrom<String> for GroupSize {
             "32" => Ok(GroupSize::G(32)),
             "64" => Ok(GroupSize::G(64)),
             "128" => Ok(GroupSize::G(128)),
+            "256" => Ok(GroupSize::G(256)),
             "row" => Ok(GroupSize::Row),
             "tensor" => Ok(GroupSize::Tensor),
-            other => Err(format!("group size `{other}` is not one of 32, 64, 128, row, tensor")),
+            other => Err(format!("group size `{other}` is not one of 32, 64, 128, 256, row, tensor")),
         }
     }
 }
@@ -69,7 +70,50 @@ impl GroupSize {
     }
 }
 
-/// How one matrix is quantized: its tiers and where tiers and grids are decided.
+/// How each block's grid is chosen (`quant::method`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuantizerKind {
+    /// Min-max grid, round to nearest: the original's quantizer and the baseline.
+    #[default]
+    Rtn,
+    /// Scale (and min) by importance-weighted least squares, round to nearest.
+    LeastSquares,
+}
+
+impl QuantizerKind {
+    pub const ALL: [QuantizerKind; 2] = [QuantizerKind::Rtn, QuantizerKind::LeastSquares];
+
+    pub fn is_rtn(&self) -> bool {
+        *self == QuantizerKind::Rtn
+    }
+
+    /// Short name for labels and flags.
+    pub fn label(self) -> &'static str {
+        match self {
+            QuantizerKind::Rtn => "rtn",
+            QuantizerKind::LeastSquares => "ls",
+        }
+    }
+
+    /// Whether the quantizer weighs columns by calibration statistics when it has them.
+    pub fn uses_calibration(self) -> bool {
+        self != QuantizerKind::Rtn
+    }
+}
+
+impl std::str::FromStr for QuantizerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "rtn" => Ok(QuantizerKind::Rtn),
+            "ls" | "least-squares" => Ok(QuantizerKind::LeastSquares),
+            other => Err(format!("quantizer `{other}` is not one of rtn, ls (least-squares)")),
+        }
+    }
+}
+
+/// How one matrix is quantized: its tiers, where tiers and grids are decided, and how grids are chosen.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TensorPlan {
@@ -77,20 +121,34 @@ pub struct TensorPlan {
     pub granularity: Granularity,
     pub group_size: GroupSize,
     pub grid: Grid,
+    /// Written only when not RTN, so configurations and files from before it read and write the same.
+    #[serde(default, skip_serializing_if = "QuantizerKind::is_rtn")]
+    pub quantizer: QuantizerKind,
 }
 
 impl TensorPlan {
     pub fn uniform(bits: u8, group_size: GroupSize, grid: Grid) -> Self {
-        TensorPlan { tiers: vec![Tier { share: 1.0, bits }], granularity: Granularity::Tensor, group_size, grid }
+        TensorPlan {
+            tiers: vec![Tier { share: 1.0, bits }],
+            granularity: Granularity::Tensor,
+            group_size,
+            grid,
+            quantizer: QuantizerKind::Rtn,
+        }
+    }
+
+    pub fn with_quantizer(self, quantizer: QuantizerKind) -> Self {
+        TensorPlan { quantizer, ..self }
     }
 
     pub fn label(&self) -> String {
         let tiers: Vec<String> = self.tiers.iter().map(|t| format!("{:.0}%->{}", t.share * 100.0, t.bits)).collect();
         let g = String::from(self.group_size);
+        let quantizer = if self.quantizer.is_rtn() { String::new() } else { format!(" {}", self.quantizer.label()) };
         if self.tiers.len() == 1 {
-            format!("{}b g{g}", self.tiers[0].bits)
+            format!("{}b g{g}{quantizer}", self.tiers[0].bits)
         } else {
-            format!("{} {} g{g}", tiers.join("/"), self.granularity)
+            format!("{} {} g{g}{quantizer}", tiers.join("/"), self.granularity)
         }
     }
 }

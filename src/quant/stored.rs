@@ -180,7 +180,7 @@ impl FastGrid {
 }
 
 /// One block's grid, with parameters already rounded to what is stored.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BlockGrid {
     pub scale: f16,
     /// Asymmetric: the value of code 0. Symmetric: unused (zero).

@@ -1,9 +1,11 @@
 //! Quantizers: each turns a matrix, its plan and its tiers into the stored form (`stored::QuantizedTensor`).
-//! `rtn` (min-max grids, round to nearest) is the one we have; least-squares grids and GPTQ are further files
-//! implementing `Quantizer`.
+//! `rtn`: min-max grids, round to nearest (the coder every grid quantizer shares). `least_squares`: grids chosen
+//! by importance-weighted least squares, then the same coder.
 
+pub mod least_squares;
 pub mod rtn;
 
+pub use super::spec::QuantizerKind;
 use super::spec::TensorPlan;
 use super::stored::QuantizedTensor;
 use super::tiers::Granularity;
@@ -12,13 +14,25 @@ use super::tiers::Granularity;
 pub trait Quantizer: Send + Sync {
     /// Short name for labels and reports.
     fn name(&self) -> &'static str;
-    /// Quantizes `w` (`[rows, cols]`, row-major) with the tiers `tiers` gives.
-    fn quantize(&self, w: &[f32], rows: usize, cols: usize, plan: &TensorPlan, tiers: &TierSource) -> QuantizedTensor;
+    /// Quantizes `w` (`[rows, cols]`, row-major) with the tiers `tiers` gives; `columns` is E[x²] of each input
+    /// column on calibration text, when there is one (quantizers that weigh errors use it).
+    fn quantize(
+        &self,
+        w: &[f32],
+        rows: usize,
+        cols: usize,
+        plan: &TensorPlan,
+        tiers: &TierSource,
+        columns: Option<&[f32]>,
+    ) -> QuantizedTensor;
 }
 
-/// The quantizer a plan uses. Every plan is min-max RTN today; a plan that names another quantizer picks it here.
-pub fn for_plan(_plan: &TensorPlan) -> &'static dyn Quantizer {
-    &rtn::Rtn
+/// The quantizer a plan names.
+pub fn for_plan(plan: &TensorPlan) -> &'static dyn Quantizer {
+    match plan.quantizer {
+        QuantizerKind::Rtn => &rtn::Rtn,
+        QuantizerKind::LeastSquares => &least_squares::LeastSquares,
+    }
 }
 
 /// Where each weight's tier comes from.

@@ -21,14 +21,43 @@ impl Quantizer for Rtn {
     fn name(&self) -> &'static str {
         "rtn"
     }
-    fn quantize(&self, w: &[f32], rows: usize, cols: usize, plan: &TensorPlan, tiers: &TierSource) -> QuantizedTensor {
+    fn quantize(
+        &self,
+        w: &[f32],
+        rows: usize,
+        cols: usize,
+        plan: &TensorPlan,
+        tiers: &TierSource,
+        _columns: Option<&[f32]>,
+    ) -> QuantizedTensor {
         quantize(w, rows, cols, plan, tiers)
     }
 }
 
-/// Quantizes `w` ([rows, cols], row-major) with the tiers `tiers` gives. Codes are packed as they are made; the
-/// dequantized weights are not kept (see `dequantize`).
+/// How each block's grid is chosen from the weights of one of its tiers.
+#[derive(Clone, Copy)]
+pub enum GridFit<'a> {
+    /// Spanning the weights' range (`fit`).
+    MinMax,
+    /// Weighted least squares (`least_squares::fit`), with a weight per input column.
+    LeastSquares(&'a [f32]),
+}
+
+/// Quantizes `w` ([rows, cols], row-major) on min-max grids with the tiers `tiers` gives.
 pub fn quantize(w: &[f32], rows: usize, cols: usize, plan: &TensorPlan, tiers: &TierSource) -> QuantizedTensor {
+    quantize_fitted(w, rows, cols, plan, tiers, GridFit::MinMax)
+}
+
+/// Quantizes `w` with the tiers `tiers` gives, each block's grids chosen by `fit`. Codes are packed as they are
+/// made; the dequantized weights are not kept (see `dequantize`).
+pub fn quantize_fitted(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    plan: &TensorPlan,
+    tiers: &TierSource,
+    fit: GridFit,
+) -> QuantizedTensor {
     let k = plan.tiers.len();
     assert!(k <= MAX_TIERS, "at most {MAX_TIERS} tiers");
     assert_eq!(matches!(tiers, TierSource::Single), k == 1, "a tier source for {k} tiers");
@@ -42,7 +71,7 @@ pub fn quantize(w: &[f32], rows: usize, cols: usize, plan: &TensorPlan, tiers: &
         TierSource::Scores { .. } => crate::quant::tiers::index_bits(k) as u32,
         _ => 0,
     };
-    let coder = Coder::new(plan, tiers, cols, map_bits);
+    let coder = Coder::new(plan, tiers, cols, map_bits, fit);
     let parts: Vec<Part> = (0..rows.div_ceil(chunk_rows))
         .into_par_iter()
         .map(|c| {
@@ -112,13 +141,14 @@ struct Coder<'a> {
     /// Bits per weight of the tier map written while coding (0: none, the map is per unit or absent).
     map_bits: u32,
     bits: [u32; MAX_TIERS],
+    fit: GridFit<'a>,
 }
 
 impl<'a> Coder<'a> {
-    fn new(plan: &'a TensorPlan, tiers: &'a TierSource<'a>, cols: usize, map_bits: u32) -> Self {
+    fn new(plan: &'a TensorPlan, tiers: &'a TierSource<'a>, cols: usize, map_bits: u32, fit: GridFit<'a>) -> Self {
         let mut bits = [0; MAX_TIERS];
         plan.tiers.iter().enumerate().for_each(|(t, tier)| bits[t] = tier.bits as u32);
-        Coder { plan, tiers, cols, map_bits, bits }
+        Coder { plan, tiers, cols, map_bits, bits, fit }
     }
 
     /// Quantizes rows `r0..r1` of `w`.
@@ -133,9 +163,10 @@ impl<'a> Coder<'a> {
         };
         let offset = r0 * self.cols;
         let mut split = Split { values: [[0.0; RUN]; MAX_TIERS], counts: [0; MAX_TIERS] };
+        let mut gathered = Gathered::default();
         for (start, len) in self.plan.group_size.blocks(r1 - r0, self.cols) {
             let first = offset + start;
-            self.block(&w[first..first + len], first, &mut split, &mut part);
+            self.block(&w[first..first + len], first, &mut split, &mut gathered, &mut part);
         }
         part
     }
@@ -144,21 +175,33 @@ impl<'a> Coder<'a> {
     /// and appended to its bit stream. Split, a tier's weights are contiguous and every pass over them vectorizes.
     /// Blocks longer than a run split each run twice (once per pass).
     #[inline(always)]
-    fn block(&self, w: &[f32], first: usize, split: &mut Split, part: &mut Part) {
+    fn block(&self, w: &[f32], first: usize, split: &mut Split, gathered: &mut Gathered, part: &mut Part) {
         let k = self.plan.tiers.len();
         let mut tiers = [0u8; RUN];
         let (mut lo, mut hi) = ([f32::INFINITY; MAX_TIERS], [f32::NEG_INFINITY; MAX_TIERS]);
+        if let GridFit::LeastSquares(_) = self.fit {
+            gathered.clear();
+        }
         for (r, run) in w.chunks(RUN).enumerate() {
             self.split_run(run, first + r * RUN, &mut tiers, split);
             for t in 0..k {
                 let (l, h) = crate::math::min_max(split.tier(t, k, run));
                 (lo[t], hi[t]) = (lo[t].min(l), hi[t].max(h));
             }
+            if let GridFit::LeastSquares(columns) = self.fit {
+                gathered.push(run, &tiers[..run.len()], first + r * RUN, self.cols, columns);
+            }
         }
         // 16-bit tiers (and tiers absent from this block) pass weights through as f16 and store no parameters.
         let mut grids = [None; MAX_TIERS];
         for (t, tier) in self.plan.tiers.iter().enumerate().filter(|(t, tier)| lo[*t] <= hi[*t] && tier.bits < 16) {
-            let grid = fit(self.plan.grid, tier.bits, lo[t], hi[t]);
+            let grid = match self.fit {
+                GridFit::MinMax => fit(self.plan.grid, tier.bits, lo[t], hi[t]),
+                GridFit::LeastSquares(_) => {
+                    let (values, weights) = (&gathered.values[t], &gathered.weights[t]);
+                    super::least_squares::fit(self.plan.grid, tier.bits, values, weights, lo[t], hi[t])
+                }
+            };
             part.params.push(grid.scale);
             if self.plan.grid == Grid::Asymmetric {
                 part.params.push(grid.min);
@@ -198,6 +241,33 @@ impl<'a> Coder<'a> {
             4 => split_by_tier::<4>(run, tiers, &mut split.values),
             _ => split_by_tier::<MAX_TIERS>(run, tiers, &mut split.values),
         };
+    }
+}
+
+/// A block's weights by tier with their columns' weights: what a least-squares fit reads.
+#[derive(Default)]
+struct Gathered {
+    values: [Vec<f32>; MAX_TIERS],
+    weights: [Vec<f32>; MAX_TIERS],
+}
+
+impl Gathered {
+    fn clear(&mut self) {
+        self.values.iter_mut().chain(&mut self.weights).for_each(Vec::clear);
+    }
+
+    /// Appends the run of weights starting at `first` (row-major index) by tier.
+    #[inline(always)]
+    fn push(&mut self, run: &[f32], tiers: &[u8], first: usize, cols: usize, columns: &[f32]) {
+        let mut col = first % cols;
+        for (&v, &t) in run.iter().zip(tiers) {
+            self.values[t as usize].push(v);
+            self.weights[t as usize].push(columns[col]);
+            col += 1;
+            if col == cols {
+                col = 0;
+            }
+        }
     }
 }
 
@@ -375,6 +445,7 @@ mod tests {
             granularity: Granularity::Weight,
             group_size: GroupSize::G(128),
             grid: Grid::Asymmetric,
+            quantizer: crate::quant::spec::QuantizerKind::Rtn,
         };
         let source = TierSource::Scores { scores: &scores, thresholds: thresholds.clone() };
         let q = quantize(&w, rows, cols, &plan, &source);
