@@ -71,7 +71,8 @@ pub fn calibrate(
         _ => return Ok(Calibration { stats: None, usable_tokens: None }),
     };
     let (usable_tokens, windows) = calibration_windows(spec, text)?;
-    Ok(Calibration { stats: Some(activation::calibrate(model, &windows, job)?), usable_tokens })
+    let second_moments = quantizer == QuantizerKind::Gptq;
+    Ok(Calibration { stats: Some(activation::calibrate(model, &windows, second_moments, job)?), usable_tokens })
 }
 
 /// Measures what quantizing each player of `game` does to the output (`alloc::sensitivity`) over the first

@@ -279,7 +279,7 @@ fn activation_importance_uses_held_out_calibration() {
     let tokens = model.encode(&text).unwrap();
     let (usable, windows) = eval::split_calibration(&tokens, 8, 64, &wikitext()).unwrap();
     assert_eq!(usable.len() + 8 * 64, tokens.len());
-    let stats = nash_swarm::importance::activation::calibrate(&model, &windows, &Job::silent()).unwrap();
+    let stats = nash_swarm::importance::activation::calibrate(&model, &windows, false, &Job::silent()).unwrap();
     let q_proj = &stats.mean_square["model.layers.0.self_attn.q_proj.weight"];
     assert_eq!(q_proj.len(), 64);
     assert!(q_proj.iter().all(|v| v.is_finite() && *v > 0.0));
@@ -320,7 +320,7 @@ fn compare_reports_every_row_with_its_exact_method_name() {
     let rows = report["rows"].as_array().unwrap();
     let methods: Vec<&str> = rows.iter().map(|r| r["method"].as_str().unwrap()).collect();
     assert_eq!(
-        methods[..8],
+        methods[..10],
         [
             "baseline",
             "uniform-4bit-tensor",
@@ -328,13 +328,15 @@ fn compare_reports_every_row_with_its_exact_method_name() {
             "uniform-3bit-g128",
             "uniform-4bit-g128-ls",
             "uniform-3bit-g128-ls",
+            "uniform-4bit-g128-gptq",
+            "uniform-3bit-g128-gptq",
             "seed-10/20/70-8/4/2",
             "seed-10/20/70-8/4/2-ls"
         ]
     );
-    assert!(methods[8..11].iter().all(|m| m.starts_with("nash@")));
-    assert!(methods[11..14].iter().all(|m| m.starts_with("nash-measured@")));
-    assert_eq!(methods[14], "random-ablation");
+    assert!(methods[10..13].iter().all(|m| m.starts_with("nash@")));
+    assert!(methods[13..16].iter().all(|m| m.starts_with("nash-measured@")));
+    assert_eq!(methods[16], "random-ablation");
     for row in rows {
         for key in [
             "payload_bpw",
@@ -352,20 +354,21 @@ fn compare_reports_every_row_with_its_exact_method_name() {
             assert!(row[key].is_number(), "{key} of {}", row["method"]);
         }
     }
-    // Least-squares grids cost no bits and lose less than min-max ones.
+    // Least-squares grids cost no bits and lose less than min-max ones; GPTQ less than least squares at 3 bits.
     let f = |row: usize, key: &str| rows[row][key].as_f64().unwrap();
-    for (rtn, ls) in [(2, 4), (3, 5), (6, 7)] {
+    assert!(f(7, "kld_mean") < f(5, "kld_mean"), "GPTQ against least squares at 3 bits");
+    for (rtn, ls) in [(2, 4), (3, 5), (8, 9), (2, 6), (3, 7)] {
         assert!((f(rtn, "true_bpw") - f(ls, "true_bpw")).abs() < 1e-3);
         assert!(f(ls, "kld_mean") < f(rtn, "kld_mean"), "{} against {}", methods[ls], methods[rtn]);
     }
     // Nash rows sit at the uniform rows' true bpw; priced by measured sensitivity, they beat those rows, and the
     // least-squares uniform rows of the same size.
     for uniform in 1..4 {
-        for nash in [uniform + 7, uniform + 10] {
+        for nash in [uniform + 9, uniform + 12] {
             let (a, b) = (f(nash, "true_bpw"), f(uniform, "true_bpw"));
             assert!(a <= b + 1e-9 && b - a <= 0.01, "{a} vs {b}");
         }
-        let measured = uniform + 10;
+        let measured = uniform + 12;
         let same_size = [uniform].into_iter().chain((uniform > 1).then_some(uniform + 2));
         for row in same_size {
             assert!(f(measured, "kld_mean") < f(row, "kld_mean"), "{} against {}", methods[measured], methods[row]);
@@ -373,7 +376,7 @@ fn compare_reports_every_row_with_its_exact_method_name() {
     }
     // Quantization costs something measurable and the ablation is worse than the baseline.
     assert!(rows[1..].iter().all(|r| r["kld_mean"].as_f64().unwrap() > 0.0));
-    assert!(rows[14]["ppl"].as_f64().unwrap() > rows[0]["ppl"].as_f64().unwrap());
+    assert!(rows[16]["ppl"].as_f64().unwrap() > rows[0]["ppl"].as_f64().unwrap());
 }
 
 #[test]

@@ -25,7 +25,7 @@ use crate::model::tensor_io::with_f32_slice;
 use crate::model::{Model, tensor_to_vec};
 use crate::quant::bits::TensorBits;
 use crate::quant::config::QuantConfig;
-use crate::quant::method::{self, TierSource};
+use crate::quant::method::{self, InputStats, TierSource};
 use crate::quant::plan::{Treatment, assign, treatments};
 use crate::quant::spec::{GroupSize, QuantizerKind, TensorPlan};
 
@@ -93,14 +93,14 @@ pub fn build_game(
             Treatment::Fp16 => 16 * tensor.elem_count() as u64,
             Treatment::Quantize { plan, .. } => {
                 let (rows, cols) = tensor.dims2()?;
-                let columns = calibration.and_then(|c| c.column_weights(name, cols));
+                let inputs = InputStats::of(calibration, name, cols);
                 let q = method::for_plan(plan).quantize(
                     &tensor_to_vec(tensor)?,
                     rows,
                     cols,
                     plan,
                     &TierSource::Single,
-                    columns,
+                    inputs,
                 );
                 TensorBits::of(&q).total()
             }
@@ -121,28 +121,28 @@ fn player(
     cost: &dyn Cost,
 ) -> Result<Player> {
     let s = importance::tensor_scores(method, name, w, rows, calibration);
-    let columns = calibration.and_then(|c| c.column_weights(name, cols));
+    let inputs = InputStats::of(calibration, name, cols);
     let outcomes = menu
         .iter()
         .map(|plan| {
-            let q = quantize_under(plan, w, rows, cols, &s, columns)?;
+            let q = quantize_under(plan, w, rows, cols, &s, inputs)?;
             Ok(Priced { error: cost.error(name, w, &s, &q)?, bits: TensorBits::of(&q).total() })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Player { name: name.to_string(), params: rows * cols, outcomes })
 }
 
-/// One tensor quantized under one strategy, its tiers assigned by `scores`, its input columns weighted by `columns`.
+/// One tensor quantized under one strategy, its tiers assigned by `scores`, with what calibration saw of its inputs.
 fn quantize_under(
     plan: &TensorPlan,
     w: &[f32],
     rows: usize,
     cols: usize,
     scores: &[f32],
-    columns: Option<&[f32]>,
+    inputs: InputStats,
 ) -> Result<crate::quant::stored::QuantizedTensor> {
     let tiers = assign(plan, rows, cols, Some(scores), None)?;
-    Ok(method::for_plan(plan).quantize(w, rows, cols, plan, &tiers, columns))
+    Ok(method::for_plan(plan).quantize(w, rows, cols, plan, &tiers, inputs))
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -274,8 +274,8 @@ impl Game {
         let (rows, cols) = tensor.dims2()?;
         with_f32_slice(&tensor, |w| {
             let scores = importance::tensor_scores(&base.importance, name, w, rows, calibration);
-            let columns = calibration.and_then(|c| c.column_weights(name, cols));
-            let q = quantize_under(&self.menu[outcome], w, rows, cols, &scores, columns)?;
+            let inputs = InputStats::of(calibration, name, cols);
+            let q = quantize_under(&self.menu[outcome], w, rows, cols, &scores, inputs)?;
             q.dequantize().map_err(Error::Inconsistent)
         })?
     }

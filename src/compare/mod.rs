@@ -177,8 +177,8 @@ pub fn run(
     job: &Job,
     mut on_row: impl FnMut(&Row),
 ) -> Result<Vec<Row>> {
-    // Calibration (E[x²] per input column: activation importance, least-squares grids, the GGUF rows' imatrix)
-    // runs on the end of the text; evaluation then keeps to the part before it.
+    // Calibration (E[x²] per input column: activation importance, least-squares grids, the GGUF rows' imatrix;
+    // E[x xᵀ] for GPTQ) runs on the end of the text; evaluation then keeps to the part before it.
     if !spec.gguf_presets.is_empty() {
         export::check_writable(model)?;
     }
@@ -187,7 +187,7 @@ pub fn run(
     let calibration = pipeline::calibrate(
         model,
         &ImportanceMethod::Activation,
-        QuantizerKind::LeastSquares,
+        QuantizerKind::Gptq,
         CalibrationSpec::default(),
         Some(end_of_text),
         job,
@@ -208,7 +208,8 @@ pub fn run(
         Ok(row)
     };
     let mut evaluate = |method: &str, config: &QuantConfig| evaluate_priced(method, config, None);
-    let least_squares = |config: QuantConfig| QuantConfig { quantizer: QuantizerKind::LeastSquares, ..config };
+    let with = |quantizer: QuantizerKind, config: QuantConfig| QuantConfig { quantizer, ..config };
+    let (least_squares, gptq) = (QuantizerKind::LeastSquares, QuantizerKind::Gptq);
     let uniform = [
         evaluate("uniform-4bit-tensor", &QuantConfig::uniform4_per_tensor())?,
         evaluate("uniform-4bit-g128", &QuantConfig::uniform(4, GroupSize::G(128)))?,
@@ -216,10 +217,14 @@ pub fn run(
     ];
     let targets: Vec<f64> = uniform.iter().map(|row| row.true_bpw).collect();
     rows.extend(uniform);
-    rows.push(evaluate("uniform-4bit-g128-ls", &least_squares(QuantConfig::uniform(4, GroupSize::G(128))))?);
-    rows.push(evaluate("uniform-3bit-g128-ls", &least_squares(QuantConfig::uniform(3, GroupSize::G(128))))?);
+    for quantizer in [least_squares, gptq] {
+        for bits in [4, 3] {
+            let method = format!("uniform-{bits}bit-g128-{}", quantizer.label());
+            rows.push(evaluate(&method, &with(quantizer, QuantConfig::uniform(bits, GroupSize::G(128))))?);
+        }
+    }
     rows.push(evaluate("seed-10/20/70-8/4/2", &QuantConfig::seed())?);
-    rows.push(evaluate("seed-10/20/70-8/4/2-ls", &least_squares(QuantConfig::seed()))?);
+    rows.push(evaluate("seed-10/20/70-8/4/2-ls", &with(least_squares, QuantConfig::seed()))?);
     // Nash at each uniform row's true bpw over least-squares grids, priced by weight error and by measured
     // sensitivity (on the calibration end of the text, like the imatrix).
     let quantizer = QuantizerKind::LeastSquares;

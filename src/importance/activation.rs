@@ -11,6 +11,8 @@ use crate::model::Model;
 #[derive(Clone, Debug, Default)]
 pub struct CalibrationStats {
     pub mean_square: BTreeMap<String, Vec<f32>>,
+    /// E[x xᵀ] of every matrix's inputs (`cols × cols`, row-major), when asked for (GPTQ).
+    pub second_moment: BTreeMap<String, Vec<f32>>,
     pub tokens: usize,
 }
 
@@ -19,28 +21,55 @@ impl CalibrationStats {
     pub fn column_weights(&self, name: &str, cols: usize) -> Option<&[f32]> {
         self.mean_square.get(name).filter(|m| m.len() == cols).map(Vec::as_slice)
     }
+
+    /// E[x xᵀ] of the `cols` inputs of matrix `name`, when it was gathered with that many columns.
+    pub fn second_moment(&self, name: &str, cols: usize) -> Option<&[f32]> {
+        self.second_moment.get(name).filter(|m| Some(m.len()) == cols.checked_mul(cols)).map(Vec::as_slice)
+    }
 }
 
-/// Runs the model over the calibration windows and records E[x_j²] for each matrix's input.
-pub fn calibrate(model: &Model, windows: &[Vec<u32>], job: &Job) -> Result<CalibrationStats> {
+/// Runs the model over the calibration windows and records E[x_j²] for each matrix's input, and E[x xᵀ] too
+/// with `second_moments` (GPTQ's Hessians: `cols²` floats per matrix).
+pub fn calibrate(model: &Model, windows: &[Vec<u32>], second_moments: bool, job: &Job) -> Result<CalibrationStats> {
     let mut sums: BTreeMap<String, (Vec<f64>, usize)> = BTreeMap::new();
+    let mut products: BTreeMap<String, Vec<f32>> = BTreeMap::new();
     for (i, window) in windows.iter().enumerate() {
         job.checkpoint()?;
+        // Matrices that read the same input (q, k and v; gate and up) share one xᵀx.
+        let mut last: Option<(candle_core::TensorId, Vec<f32>)> = None;
         let mut observe = |name: &str, x: &candle_core::Tensor| -> Result<()> {
             let rows = x.dims()[0];
             let square_sums = x.sqr()?.sum(0)?.to_vec1::<f32>()?;
             let entry = sums.entry(name.to_string()).or_insert_with(|| (vec![0.0; square_sums.len()], 0));
             entry.0.iter_mut().zip(&square_sums).for_each(|(acc, v)| *acc += *v as f64);
             entry.1 += rows;
+            if second_moments {
+                if last.as_ref().is_none_or(|(id, _)| *id != x.id()) {
+                    let xt = x.t()?.contiguous()?;
+                    let product = crate::model::layers::gemm::matmul_t(&xt, &xt)?.flatten_all()?.to_vec1::<f32>()?;
+                    last = Some((x.id(), product));
+                }
+                let product = &last.as_ref().expect("set above").1;
+                let acc = products.entry(name.to_string()).or_insert_with(|| vec![0.0; product.len()]);
+                acc.iter_mut().zip(product).for_each(|(a, p)| *a += p);
+            }
             Ok(())
         };
         model.forward_observed(window, Some(&mut observe))?;
         job.report("calibration", i as u64 + 1, windows.len() as u64, None);
     }
-    let tokens = windows.iter().map(Vec::len).sum();
+    let tokens: usize = windows.iter().map(Vec::len).sum();
     let mean_square =
         sums.into_iter().map(|(k, (s, n))| (k, s.iter().map(|v| (v / n as f64) as f32).collect())).collect();
-    Ok(CalibrationStats { mean_square, tokens })
+    let per_token = 1.0 / tokens.max(1) as f32;
+    let second_moment = products
+        .into_iter()
+        .map(|(k, mut p)| {
+            p.iter_mut().for_each(|v| *v *= per_token);
+            (k, p)
+        })
+        .collect();
+    Ok(CalibrationStats { mean_square, second_moment, tokens })
 }
 
 pub fn scores(w: &[f32], rows: usize, mean_square: &[f32]) -> Vec<f32> {

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::bits::{BitReport, TensorBits};
 use super::config::{QuantConfig, Scope};
-use super::method::{self, TierSource};
+use super::method::{self, InputStats, TierSource};
 use super::spec::TensorPlan;
 use super::stored::QuantizedTensor;
 use super::tiers::{thresholds, tier_of};
@@ -173,8 +173,8 @@ pub fn apply(
                         let tensor_scores = given.or(computed.as_deref());
                         let th = if *follows_tiers { global.as_deref() } else { None };
                         let tiers = assign(plan, rows, cols, tensor_scores, th)?;
-                        let columns = calibration.and_then(|c| c.column_weights(name, cols));
-                        Treated::Quantized(method::for_plan(plan).quantize(values, rows, cols, plan, &tiers, columns))
+                        let inputs = InputStats::of(calibration, name, cols);
+                        Treated::Quantized(method::for_plan(plan).quantize(values, rows, cols, plan, &tiers, inputs))
                     }
                 })
             })??;

@@ -79,10 +79,14 @@ pub enum QuantizerKind {
     Rtn,
     /// Scale (and min) by importance-weighted least squares, round to nearest.
     LeastSquares,
+    /// GPTQ: columns quantized in order, each one's error spread over the columns not yet quantized through the
+    /// inverse of the input Hessian E[x xᵀ]; grids by least squares. Single-tier plans with a Hessian only
+    /// (others fall back to least squares).
+    Gptq,
 }
 
 impl QuantizerKind {
-    pub const ALL: [QuantizerKind; 2] = [QuantizerKind::Rtn, QuantizerKind::LeastSquares];
+    pub const ALL: [QuantizerKind; 3] = [QuantizerKind::Rtn, QuantizerKind::LeastSquares, QuantizerKind::Gptq];
 
     pub fn is_rtn(&self) -> bool {
         *self == QuantizerKind::Rtn
@@ -93,6 +97,7 @@ impl QuantizerKind {
         match self {
             QuantizerKind::Rtn => "rtn",
             QuantizerKind::LeastSquares => "ls",
+            QuantizerKind::Gptq => "gptq",
         }
     }
 
@@ -108,7 +113,8 @@ impl std::str::FromStr for QuantizerKind {
         match s {
             "rtn" => Ok(QuantizerKind::Rtn),
             "ls" | "least-squares" => Ok(QuantizerKind::LeastSquares),
-            other => Err(format!("quantizer `{other}` is not one of rtn, ls (least-squares)")),
+            "gptq" => Ok(QuantizerKind::Gptq),
+            other => Err(format!("quantizer `{other}` is not one of rtn, ls (least-squares), gptq")),
         }
     }
 }

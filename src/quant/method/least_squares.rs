@@ -11,7 +11,7 @@
 use half::f16;
 
 use super::rtn::{self, GridFit};
-use super::{Quantizer, TierSource};
+use super::{InputStats, Quantizer, TierSource};
 use crate::quant::spec::{Grid, TensorPlan};
 use crate::quant::stored::{BlockGrid, QuantizedTensor};
 
@@ -29,9 +29,9 @@ impl Quantizer for LeastSquares {
         cols: usize,
         plan: &TensorPlan,
         tiers: &TierSource,
-        columns: Option<&[f32]>,
+        inputs: InputStats,
     ) -> QuantizedTensor {
-        let weights = column_weights(columns, cols);
+        let weights = column_weights(inputs.mean_square, cols);
         rtn::quantize_fitted(w, rows, cols, plan, tiers, GridFit::LeastSquares(&weights))
     }
 }
@@ -301,12 +301,13 @@ mod tests {
             quantizer: super::super::QuantizerKind::LeastSquares,
             ..TensorPlan::uniform(3, GroupSize::G(32), Grid::Asymmetric)
         };
+        let inputs = |m| InputStats { mean_square: Some(m), second_moment: None };
         let error_on = |q: &QuantizedTensor, parity: usize| -> f64 {
             let d = q.dequantize().unwrap();
             (0..rows * cols).filter(|i| (i % cols) % 2 == parity).map(|i| ((w[i] - d[i]) as f64).powi(2)).sum()
         };
-        let weighted = LeastSquares.quantize(&w, rows, cols, &plan, &TierSource::Single, Some(&energy));
-        let unweighted = LeastSquares.quantize(&w, rows, cols, &plan, &TierSource::Single, None);
+        let weighted = LeastSquares.quantize(&w, rows, cols, &plan, &TierSource::Single, inputs(&energy));
+        let unweighted = LeastSquares.quantize(&w, rows, cols, &plan, &TierSource::Single, InputStats::default());
         assert!(error_on(&weighted, 0) < error_on(&unweighted, 0));
         assert!(error_on(&weighted, 1) > error_on(&unweighted, 1));
         // The stored form decodes as any grid does: codes on the block's f16 grid.

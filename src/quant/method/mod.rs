@@ -1,7 +1,9 @@
 //! Quantizers: each turns a matrix, its plan and its tiers into the stored form (`stored::QuantizedTensor`).
 //! `rtn`: min-max grids, round to nearest (the coder every grid quantizer shares). `least_squares`: grids chosen
-//! by importance-weighted least squares, then the same coder.
+//! by importance-weighted least squares, then the same coder. `gptq`: error feedback through the inverse Hessian,
+//! on least-squares grids.
 
+pub mod gptq;
 pub mod least_squares;
 pub mod rtn;
 
@@ -9,13 +11,14 @@ pub use super::spec::QuantizerKind;
 use super::spec::TensorPlan;
 use super::stored::QuantizedTensor;
 use super::tiers::Granularity;
+use crate::importance::CalibrationStats;
 
 /// Makes the stored form of one matrix.
 pub trait Quantizer: Send + Sync {
     /// Short name for labels and reports.
     fn name(&self) -> &'static str;
-    /// Quantizes `w` (`[rows, cols]`, row-major) with the tiers `tiers` gives; `columns` is E[x²] of each input
-    /// column on calibration text, when there is one (quantizers that weigh errors use it).
+    /// Quantizes `w` (`[rows, cols]`, row-major) with the tiers `tiers` gives; `inputs` are the statistics of
+    /// the matrix's inputs on calibration text, when there is one (quantizers that weigh errors use them).
     fn quantize(
         &self,
         w: &[f32],
@@ -23,7 +26,7 @@ pub trait Quantizer: Send + Sync {
         cols: usize,
         plan: &TensorPlan,
         tiers: &TierSource,
-        columns: Option<&[f32]>,
+        inputs: InputStats,
     ) -> QuantizedTensor;
 }
 
@@ -32,6 +35,24 @@ pub fn for_plan(plan: &TensorPlan) -> &'static dyn Quantizer {
     match plan.quantizer {
         QuantizerKind::Rtn => &rtn::Rtn,
         QuantizerKind::LeastSquares => &least_squares::LeastSquares,
+        QuantizerKind::Gptq => &gptq::Gptq,
+    }
+}
+
+/// What calibration saw of one matrix's inputs x (`cols` features).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InputStats<'a> {
+    /// E[x_j²] per input column.
+    pub mean_square: Option<&'a [f32]>,
+    /// E[x xᵀ] (`cols × cols`, row-major): GPTQ's Hessian, gathered only when a plan uses GPTQ.
+    pub second_moment: Option<&'a [f32]>,
+}
+
+impl<'a> InputStats<'a> {
+    /// The statistics of matrix `name` with `cols` inputs, where calibration recorded them with that width.
+    pub fn of(calibration: Option<&'a CalibrationStats>, name: &str, cols: usize) -> Self {
+        let Some(c) = calibration else { return InputStats::default() };
+        InputStats { mean_square: c.column_weights(name, cols), second_moment: c.second_moment(name, cols) }
     }
 }
 

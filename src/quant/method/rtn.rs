@@ -9,7 +9,7 @@
 use half::f16;
 use rayon::prelude::*;
 
-use super::{Quantizer, TierSource};
+use super::{InputStats, Quantizer, TierSource};
 use crate::quant::pack::BitWriter;
 use crate::quant::spec::{Grid, GroupSize, TensorPlan};
 use crate::quant::stored::{BlockGrid, FastGrid, MAX_TIERS, QuantizedTensor, TierCodes, TierMap};
@@ -28,7 +28,7 @@ impl Quantizer for Rtn {
         cols: usize,
         plan: &TensorPlan,
         tiers: &TierSource,
-        _columns: Option<&[f32]>,
+        _inputs: InputStats,
     ) -> QuantizedTensor {
         quantize(w, rows, cols, plan, tiers)
     }
@@ -41,6 +41,8 @@ pub enum GridFit<'a> {
     MinMax,
     /// Weighted least squares (`least_squares::fit`), with a weight per input column.
     LeastSquares(&'a [f32]),
+    /// Chosen beforehand, one per block in storage order (single-tier plans: GPTQ's grids).
+    Given(&'a [BlockGrid]),
 }
 
 /// Quantizes `w` ([rows, cols], row-major) on min-max grids with the tiers `tiers` gives.
@@ -197,6 +199,7 @@ impl<'a> Coder<'a> {
         for (t, tier) in self.plan.tiers.iter().enumerate().filter(|(t, tier)| lo[*t] <= hi[*t] && tier.bits < 16) {
             let grid = match self.fit {
                 GridFit::MinMax => fit(self.plan.grid, tier.bits, lo[t], hi[t]),
+                GridFit::Given(grids) => grids[self.block_index(first)],
                 GridFit::LeastSquares(_) => {
                     let (values, weights) = (&gathered.values[t], &gathered.weights[t]);
                     super::least_squares::fit(self.plan.grid, tier.bits, values, weights, lo[t], hi[t])
@@ -226,6 +229,16 @@ impl<'a> Coder<'a> {
             if self.map_bits > 0 {
                 part.tier_map.push_small(&tiers[..run.len()], self.map_bits);
             }
+        }
+    }
+
+    /// The storage-order index of the block starting at weight `first`.
+    fn block_index(&self, first: usize) -> usize {
+        let (row, col) = (first / self.cols.max(1), first % self.cols.max(1));
+        match self.plan.group_size {
+            GroupSize::G(g) => row * self.cols.div_ceil(g) + col / g,
+            GroupSize::Row => row,
+            GroupSize::Tensor => 0,
         }
     }
 

@@ -1,0 +1,334 @@
+//! GPTQ (Frantar et al., 2022): the columns of W ([out, in]) are quantized in order, and each column's rounding
+//! error is spread over the columns not yet quantized so that the layer's output error on calibration inputs,
+//! (W − Q) E[x xᵀ] (W − Q)ᵀ, stays small. The update uses the upper Cholesky factor U of the inverse Hessian
+//! H⁻¹ = UᵀU, H = E[x xᵀ] + damping: after column i, w_j −= U_ij · (w_i − q_i) / U_ii for j > i. Updates are
+//! applied lazily in blocks of columns, as in the paper.
+//!
+//! Each group's grid is chosen by `least_squares::fit` (weighted by E[x_j²]) from the group's weights as they stand
+//! when its first column is reached. The grids and the final values then go through the shared coder
+//! (`GridFit::Given`), so the stored form is the same as every other grid quantizer's.
+
+use rayon::prelude::*;
+
+use super::least_squares::{self, LeastSquares};
+use super::rtn::{self, GridFit};
+use super::{InputStats, Quantizer, TierSource};
+use crate::quant::spec::{Grid, GroupSize, TensorPlan};
+use crate::quant::stored::{BlockGrid, QuantizedTensor};
+
+/// GPTQ on least-squares grids.
+pub struct Gptq;
+
+impl Quantizer for Gptq {
+    fn name(&self) -> &'static str {
+        "gptq"
+    }
+    fn quantize(
+        &self,
+        w: &[f32],
+        rows: usize,
+        cols: usize,
+        plan: &TensorPlan,
+        tiers: &TierSource,
+        inputs: InputStats,
+    ) -> QuantizedTensor {
+        let group = match plan.group_size {
+            GroupSize::G(g) => Some(g.min(cols)),
+            GroupSize::Row => Some(cols),
+            GroupSize::Tensor => None,
+        };
+        let bits = plan.tiers[0].bits;
+        let solved = match (group, inputs.second_moment, tiers) {
+            (Some(group), Some(h), TierSource::Single) if bits < 16 && rows > 0 && cols > 1 => {
+                let weights = least_squares::column_weights(inputs.mean_square, cols);
+                gptq(w, rows, cols, group, plan.grid, bits, h, &weights)
+            }
+            _ => None,
+        };
+        // Mixed tiers, whole-tensor blocks, fp16, no Hessian or one that is not positive definite even damped:
+        // least-squares grids without error feedback.
+        let Some((values, grids)) = solved else {
+            return LeastSquares.quantize(w, rows, cols, plan, tiers, inputs);
+        };
+        let mut q = rtn::quantize_fitted(&values, rows, cols, plan, tiers, GridFit::Given(&grids));
+        // The coder saw the final values; the error that counts is against the original weights.
+        q.squared_error = w.iter().zip(&values).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+        q.squared_norm = w.iter().map(|&a| (a as f64).powi(2)).sum();
+        q
+    }
+}
+
+/// Relative damping added to H's diagonal (the paper's 1% of the mean diagonal), raised tenfold while the
+/// Cholesky factorisation fails.
+const DAMPING: [f64; 4] = [0.01, 0.1, 1.0, 10.0];
+/// Columns per lazy update.
+const BLOCK: usize = 128;
+
+/// The quantized values (row-major, each on its group's grid) and the grids (row by row, group by group), or
+/// None when H cannot be factorised.
+#[allow(clippy::too_many_arguments)]
+fn gptq(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    group: usize,
+    grid: Grid,
+    bits: u8,
+    h: &[f32],
+    weights: &[f32],
+) -> Option<(Vec<f32>, Vec<BlockGrid>)> {
+    let u = DAMPING.iter().find_map(|&damping| inverse_cholesky_upper(h, cols, damping))?;
+    let groups_per_row = cols.div_ceil(group);
+    // Column-major working copy: column i of W is the contiguous row i of `wt`.
+    let mut wt = vec![0f32; rows * cols];
+    for (r, row) in w.chunks_exact(cols).enumerate() {
+        row.iter().enumerate().for_each(|(c, &v)| wt[c * rows + r] = v);
+    }
+    let mut grids = vec![rtn::fit(grid, bits, 0.0, 0.0); rows * groups_per_row];
+    let mut values = vec![0f32; rows * cols];
+    let mut errors = vec![0f32; BLOCK * rows];
+    for i0 in (0..cols).step_by(BLOCK) {
+        let i1 = (i0 + BLOCK).min(cols);
+        for i in i0..i1 {
+            if i % group == 0 {
+                let fitted = fit_group(&wt, rows, i, (i + group).min(cols), grid, bits, weights);
+                fitted.into_iter().enumerate().for_each(|(r, g)| grids[r * groups_per_row + i / group] = g);
+            }
+            let (done, rest) = wt.split_at_mut((i + 1) * rows);
+            let column = &done[i * rows..];
+            let error = &mut errors[(i - i0) * rows..(i - i0 + 1) * rows];
+            let d = u[i * cols + i];
+            for r in 0..rows {
+                let g = &grids[r * groups_per_row + i / group];
+                let q = g.value(g.code(column[r]));
+                values[r * cols + i] = q;
+                error[r] = (column[r] - q) / d;
+            }
+            // Inside the block: every later column at once.
+            for j in i + 1..i1 {
+                axpy(-u[i * cols + j], error, &mut rest[(j - i - 1) * rows..(j - i) * rows]);
+            }
+        }
+        // After the block: the columns beyond it, each taking every error of the block.
+        let errors = &errors[..(i1 - i0) * rows];
+        wt[i1 * rows..].par_chunks_mut(rows).enumerate().for_each(|(k, column)| {
+            let j = i1 + k;
+            for (i, error) in (i0..i1).zip(errors.chunks_exact(rows)) {
+                axpy(-u[i * cols + j], error, column);
+            }
+        });
+    }
+    Some((values, grids))
+}
+
+/// The grid of columns `c0..c1` (one group) of every row, from the weights as they stand now.
+fn fit_group(wt: &[f32], rows: usize, c0: usize, c1: usize, grid: Grid, bits: u8, weights: &[f32]) -> Vec<BlockGrid> {
+    (0..rows)
+        .into_par_iter()
+        .map(|r| {
+            let x: Vec<f32> = (c0..c1).map(|c| wt[c * rows + r]).collect();
+            let (lo, hi) = crate::math::min_max(&x);
+            least_squares::fit(grid, bits, &x, &weights[c0..c1], lo, hi)
+        })
+        .collect()
+}
+
+crate::math::dispatch! {
+    /// y += a·x.
+    fn axpy(a: f32, x: &[f32], y: &mut [f32]) -> () {
+        y.iter_mut().zip(x).for_each(|(y, &x)| *y += a * x);
+    }
+}
+
+/// The upper Cholesky factor U of (H + damping·mean(diag H)·I)⁻¹ = UᵀU, in f64 and returned as f32 row-major;
+/// None when the damped H is not positive definite. Columns never seen active (H_jj = 0) get H_jj = 1, so they are
+/// quantized without passing error on.
+///
+/// With P the reversal permutation, P H P = L Lᵀ gives H⁻¹ = (P L⁻¹ P)ᵀ (P L⁻¹ P), and P L⁻¹ P is upper
+/// triangular: one factorisation and one triangular inverse.
+pub fn inverse_cholesky_upper(h: &[f32], n: usize, damping: f64) -> Option<Vec<f32>> {
+    let mean_diagonal = (0..n).map(|i| h[i * n + i] as f64).sum::<f64>() / n as f64;
+    if !(mean_diagonal.is_finite() && mean_diagonal >= 0.0) {
+        return None;
+    }
+    let lambda = damping * mean_diagonal.max(f64::MIN_POSITIVE);
+    // Reversed and damped.
+    let mut a = vec![0f64; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            a[i * n + j] = h[(n - 1 - i) * n + (n - 1 - j)] as f64;
+        }
+        let d = &mut a[i * n + i];
+        *d = if *d <= 0.0 { 1.0 } else { *d + lambda };
+    }
+    let l = cholesky(&mut a, n)?;
+    let x = lower_inverse(&l, n);
+    let mut u = vec![0f32; n * n];
+    for i in 0..n {
+        for j in i..n {
+            u[i * n + j] = x[(n - 1 - i) * n + (n - 1 - j)] as f32;
+        }
+    }
+    u.iter().all(|v| v.is_finite()).then_some(u)
+}
+
+/// The lower Cholesky factor of `a` (row-major, overwritten), or None when `a` is not positive definite.
+fn cholesky(a: &mut [f64], n: usize) -> Option<&[f64]> {
+    for i in 0..n {
+        for j in 0..=i {
+            let (above, row_i) = a.split_at_mut(i * n);
+            let row_i = &mut row_i[..n];
+            let row_j = if j == i { &row_i[..j] } else { &above[j * n..j * n + j] };
+            let s = row_i[j] - dot(&row_i[..j], row_j);
+            if j == i {
+                if !(s > 0.0 && s.is_finite()) {
+                    return None;
+                }
+                row_i[i] = s.sqrt();
+            } else {
+                row_i[j] = s / above[j * n + j];
+            }
+        }
+        a[i * n + i + 1..(i + 1) * n].fill(0.0);
+    }
+    Some(a)
+}
+
+/// L⁻¹ of a lower-triangular L: row i is (e_i − Σ_{k<i} L_ik · row k) / L_ii.
+fn lower_inverse(l: &[f64], n: usize) -> Vec<f64> {
+    let mut x = vec![0f64; n * n];
+    for i in 0..n {
+        let (done, row) = x.split_at_mut(i * n);
+        let row = &mut row[..n];
+        for k in 0..i {
+            let c = l[i * n + k];
+            if c != 0.0 {
+                row[..=k].iter_mut().zip(&done[k * n..k * n + k + 1]).for_each(|(r, &v)| *r -= c * v);
+            }
+        }
+        row[i] += 1.0;
+        let d = l[i * n + i];
+        row[..=i].iter_mut().for_each(|v| *v /= d);
+    }
+    x
+}
+
+crate::math::dispatch! {
+    /// Σ a_i b_i in four f64 lanes.
+    fn dot(a: &[f64], b: &[f64]) -> f64 {
+        let mut lanes = [0f64; 4];
+        let mut ca = a.chunks_exact(4);
+        let mut cb = b.chunks_exact(4);
+        for (x, y) in (&mut ca).zip(&mut cb) {
+            for j in 0..4 {
+                lanes[j] += x[j] * y[j];
+            }
+        }
+        let tail: f64 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+        lanes.iter().sum::<f64>() + tail
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::spec::QuantizerKind;
+
+    fn uniform(i: usize, seed: f32) -> f32 {
+        ((i as f32 * 12.9898 + seed).sin() * 43758.545).fract() * 2.0 - 1.0
+    }
+
+    /// Correlated inputs: every feature mixes a few shared factors, so H has large off-diagonal terms.
+    fn inputs(tokens: usize, cols: usize) -> Vec<f32> {
+        let factors = 6;
+        (0..tokens * cols)
+            .map(|i| {
+                let (t, c) = (i / cols, i % cols);
+                let shared: f32 =
+                    (0..factors).map(|f| uniform(t * factors + f, 3.0) * uniform(c * factors + f, 5.0)).sum();
+                shared + 0.3 * uniform(i, 9.0)
+            })
+            .collect()
+    }
+
+    fn second_moment(x: &[f32], tokens: usize, cols: usize) -> Vec<f32> {
+        let mut h = vec![0f32; cols * cols];
+        for t in 0..tokens {
+            let row = &x[t * cols..(t + 1) * cols];
+            for i in 0..cols {
+                for j in 0..cols {
+                    h[i * cols + j] += row[i] * row[j] / tokens as f32;
+                }
+            }
+        }
+        h
+    }
+
+    #[test]
+    fn the_factor_inverts_the_damped_hessian() {
+        let (tokens, n) = (200, 40);
+        let h = second_moment(&inputs(tokens, n), tokens, n);
+        let u = inverse_cholesky_upper(&h, n, 0.01).unwrap();
+        let lambda = 0.01 * (0..n).map(|i| h[i * n + i] as f64).sum::<f64>() / n as f64;
+        for i in 0..n {
+            for j in 0..i {
+                assert_eq!(u[i * n + j], 0.0, "upper triangular");
+            }
+        }
+        // (UᵀU)(H + λI) = I.
+        for i in 0..n {
+            for j in 0..n {
+                let mut v = 0f64;
+                for k in 0..n {
+                    let hinv_ik: f64 = (0..n).map(|m| u[m * n + i] as f64 * u[m * n + k] as f64).sum();
+                    v += hinv_ik * (h[k * n + j] as f64 + if k == j { lambda } else { 0.0 });
+                }
+                let expected = if i == j { 1.0 } else { 0.0 };
+                assert!((v - expected).abs() < 1e-3, "({i}, {j}): {v}");
+            }
+        }
+        let not_positive = vec![-1.0f32; 4];
+        assert!(inverse_cholesky_upper(&not_positive, 2, 0.01).is_none());
+    }
+
+    #[test]
+    fn error_feedback_lowers_the_output_error_below_least_squares() {
+        let (rows, cols, tokens) = (24, 96, 400);
+        let w: Vec<f32> = (0..rows * cols).map(|i| 0.05 * uniform(i, 1.0)).collect();
+        let x = inputs(tokens, cols);
+        let h = second_moment(&x, tokens, cols);
+        let mean_square: Vec<f32> = (0..cols).map(|j| h[j * cols + j]).collect();
+        let stats = InputStats { mean_square: Some(&mean_square), second_moment: Some(&h) };
+        // Output error Σ_t ‖(W − Q) x_t‖² = tr((W − Q) H (W − Q)ᵀ) · tokens.
+        let output_error = |q: &[f32]| -> f64 {
+            let d: Vec<f64> = w.iter().zip(q).map(|(a, b)| (a - b) as f64).collect();
+            (0..rows)
+                .map(|r| {
+                    let dr = &d[r * cols..(r + 1) * cols];
+                    (0..cols)
+                        .map(|i| dr[i] * (0..cols).map(|j| h[i * cols + j] as f64 * dr[j]).sum::<f64>())
+                        .sum::<f64>()
+                })
+                .sum()
+        };
+        for (bits, group) in [(2u8, GroupSize::G(32)), (3, GroupSize::G(32)), (4, GroupSize::Row)] {
+            let plan = TensorPlan::uniform(bits, group, Grid::Asymmetric).with_quantizer(QuantizerKind::Gptq);
+            let gptq = Gptq.quantize(&w, rows, cols, &plan, &TierSource::Single, stats);
+            let ls = LeastSquares.quantize(&w, rows, cols, &plan, &TierSource::Single, stats);
+            let (g, l) = (gptq.dequantize().unwrap(), ls.dequantize().unwrap());
+            let (eg, el) = (output_error(&g), output_error(&l));
+            assert!(eg < 0.8 * el, "{bits} bits {group:?}: GPTQ {eg} vs least squares {el}");
+            let squared: f64 = w.iter().zip(&g).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+            assert!((gptq.squared_error - squared).abs() <= 1e-9 + 1e-6 * squared);
+            assert_eq!(gptq.params.len(), ls.params.len(), "the same stored form");
+        }
+        // Without a Hessian it is least squares.
+        let plan = TensorPlan::uniform(3, GroupSize::G(32), Grid::Asymmetric).with_quantizer(QuantizerKind::Gptq);
+        let without = InputStats { mean_square: Some(&mean_square), second_moment: None };
+        let (a, b) = (
+            Gptq.quantize(&w, rows, cols, &plan, &TierSource::Single, without),
+            LeastSquares.quantize(&w, rows, cols, &plan, &TierSource::Single, without),
+        );
+        assert_eq!((a.codes, a.params), (b.codes, b.params));
+    }
+}
