@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use nash_swarm::alloc::sensitivity::Sensitivity;
 use nash_swarm::eval::{self, Kld, KldStats, PplReport, ReferenceLogits, WindowSpec};
 use nash_swarm::importance::{self, CalibrationStats, ImportanceMethod};
 use nash_swarm::model::TensorRole;
@@ -158,11 +159,11 @@ pub fn calibration_if_needed(
         return Ok(None);
     }
     let Some(path) = text else { anyhow::bail!("activation importance needs an evaluation text (Open text…)") };
-    calibrate_on_end_of(model, path, config.calibration, job)
+    calibrate_on_end_of(model, path, config.calibration, config.quantizer, job)
 }
 
 /// The Nash game, priced by measured sensitivity on the end of the text when one is open (cached after the
-/// first time), by weight error otherwise.
+/// first time; the measurement is returned too), by weight error otherwise.
 pub fn priced_game(
     model: &Model,
     importance: &ImportanceMethod,
@@ -170,7 +171,7 @@ pub fn priced_game(
     calibration: Option<&CalibrationStats>,
     text: Option<&Path>,
     job: &Job,
-) -> anyhow::Result<(nash_swarm::alloc::Game, QuantConfig)> {
+) -> anyhow::Result<(nash_swarm::alloc::Game, QuantConfig, Option<Sensitivity>)> {
     let tokens = match text {
         Some(path) => Some(model.encode(&eval::read_text(path)?)?),
         None => None,
@@ -179,29 +180,32 @@ pub fn priced_game(
         (Some(tokens), Some(path)) => pipeline::Pricing::Measured(CalibrationText::EndOf { tokens, path }),
         _ => pipeline::Pricing::WeightError,
     };
-    let (game, base, _) = pipeline::priced_game(model, importance, quantizer, calibration, pricing, job)?;
-    Ok((game, base))
+    Ok(pipeline::priced_game(model, importance, quantizer, calibration, pricing, job)?)
 }
 
 /// Activation statistics (the imatrix) from the end of the text, which evaluation leaves out.
 pub fn end_of_text_calibration(model: &Model, text: &Path, job: &Job) -> anyhow::Result<Option<CalibrationStats>> {
-    calibrate_on_end_of(model, text, CalibrationSpec::default(), job)
+    calibrate_on_end_of(model, text, CalibrationSpec::default(), QuantizerKind::Rtn, job)
 }
 
+/// E[x²] of every matrix's inputs (and E[x xᵀ] when `quantizer` is GPTQ) on the end of the text at `path`.
 fn calibrate_on_end_of(
     model: &Model,
     path: &Path,
     spec: CalibrationSpec,
+    quantizer: QuantizerKind,
     job: &Job,
 ) -> anyhow::Result<Option<CalibrationStats>> {
     let tokens = model.encode(&eval::read_text(path)?)?;
     let text = CalibrationText::EndOf { tokens: &tokens, path };
-    Ok(pipeline::calibrate(model, &ImportanceMethod::Activation, QuantizerKind::Rtn, spec, Some(text), job)?.stats)
+    Ok(pipeline::calibrate(model, &ImportanceMethod::Activation, quantizer, spec, Some(text), job)?.stats)
 }
 
 #[derive(Clone, Debug)]
 pub struct RunRecord {
     pub config: QuantConfig,
+    /// How the Nash allocation behind `config` priced its strategies, when it came from one.
+    pub prices: Option<String>,
     pub bits: BitReport,
     pub size_bytes: u64,
     pub ppl: f64,
@@ -243,6 +247,7 @@ pub fn run(
     let base_ppl = reference_ref.base.ppl;
     let record = RunRecord {
         config: config.clone(),
+        prices: None,
         bits,
         size_bytes,
         ppl: report.ppl,

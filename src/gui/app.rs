@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use eframe::egui;
+use nash_swarm::alloc::sensitivity::Sensitivity;
 use nash_swarm::compare::{self, CompareSpec, Row};
 use nash_swarm::eval::WindowSpec;
 use nash_swarm::formats::gguf;
@@ -72,7 +73,7 @@ pub enum Outcome {
     Loaded(Arc<Model>),
     Analyzed(Arc<Analysis>),
     Ran(Box<RunOutput>),
-    Allocated(QuantConfig, BTreeMap<String, f64>, f64),
+    Allocated(Box<Allocated>),
     Baselines(Vec<Row>),
     Exported(String),
 }
@@ -98,6 +99,27 @@ pub enum Command {
     ConfigChanged,
 }
 
+/// A finished Nash allocation.
+pub struct Allocated {
+    pub config: QuantConfig,
+    /// Stored bits per weight of each tensor.
+    pub bits: BTreeMap<String, f64>,
+    pub price: f64,
+    /// The measurement that priced it (when a text was open), and each tensor's predicted ΔKLD at its strategy.
+    pub sensitivity: Option<Arc<Sensitivity>>,
+    pub predicted_kld: BTreeMap<String, f64>,
+}
+
+impl Allocated {
+    /// How the strategies were priced, for the results table.
+    pub fn prices(&self) -> String {
+        match &self.sensitivity {
+            Some(s) => format!("measured ΔKLD prices (held-out Spearman {:.3})", s.spearman),
+            None => "weight-error prices".into(),
+        }
+    }
+}
+
 pub struct ExplorerApp {
     pub settings: Settings,
     dialogs: Box<dyn Dialogs>,
@@ -112,13 +134,15 @@ pub struct ExplorerApp {
     pub baselines: Vec<Row>,
     /// Per-tensor results of the latest run, for the heatmap and tensor view.
     pub detail: BTreeMap<String, TensorResult>,
-    /// Per-tensor stored bits of the latest Nash allocation.
-    pub allocation: BTreeMap<String, f64>,
+    /// The latest Nash allocation.
+    pub allocation: Option<Arc<Allocated>>,
     pub problems: Vec<String>,
     pub notices: Vec<String>,
     pub frame_ms: f32,
     show_frame_time: bool,
     pub histogram: histogram_ui::HistogramState,
+    /// The plot beside the results table.
+    pub plot: results_ui::Plot,
     pub textures: tensor_ui::Textures,
 }
 
@@ -141,12 +165,13 @@ impl ExplorerApp {
             runs: Vec::new(),
             baselines: Vec::new(),
             detail: BTreeMap::new(),
-            allocation: BTreeMap::new(),
+            allocation: None,
             problems: Vec::new(),
             notices: Vec::new(),
             frame_ms: 0.0,
             show_frame_time: launch.show_frame_time,
             histogram: Default::default(),
+            plot: Default::default(),
             textures: Default::default(),
         };
         if let Some(model) = launch.model.or_else(nash_swarm::demo::installed) {
@@ -291,8 +316,11 @@ impl ExplorerApp {
         }
         let spec = self.window_spec();
         let shared = self.reference.clone();
+        // A configuration still holding the allocation's plans runs as priced by it.
+        let prices = self.allocation.as_ref().filter(|a| a.config.overrides == config.overrides).map(|a| a.prices());
         self.jobs.spawn(ctx, JobKind::Run, move |job| {
-            let out = analysis::run(&model, &config, &text, spec, shared.get(&model), job)?;
+            let mut out = analysis::run(&model, &config, &text, spec, shared.get(&model), job)?;
+            out.record.prices = prices.filter(|_| !config.overrides.is_empty());
             if let Some(fresh) = &out.reference {
                 shared.set(&model, fresh.clone());
             }
@@ -310,14 +338,23 @@ impl ExplorerApp {
         self.jobs.spawn(ctx, JobKind::Allocate, move |job| {
             let calibration = analysis::calibration_if_needed(&model, &config, text.as_ref(), job)?;
             let text = text.as_deref();
-            let (game, base) = analysis::priced_game(&model, &importance, quantizer, calibration.as_ref(), text, job)?;
+            let (game, base, sensitivity) =
+                analysis::priced_game(&model, &importance, quantizer, calibration.as_ref(), text, job)?;
             let allocation = game.solve(target)?;
-            let bits = game
-                .players
-                .iter()
-                .map(|p| (p.name.clone(), p.outcomes[allocation.choices[&p.name]].bits as f64 / p.params as f64))
-                .collect();
-            Ok(Outcome::Allocated(game.config_for(&base, &allocation), bits, allocation.price))
+            let chosen = |p: &nash_swarm::alloc::Player| p.outcomes[allocation.choices[&p.name]];
+            let bits = game.players.iter().map(|p| (p.name.clone(), chosen(p).bits as f64 / p.params as f64)).collect();
+            // Measured, a strategy's price is its predicted ΔKLD.
+            let predicted_kld = match sensitivity {
+                Some(_) => game.players.iter().map(|p| (p.name.clone(), chosen(p).error)).collect(),
+                None => BTreeMap::new(),
+            };
+            Ok(Outcome::Allocated(Box::new(Allocated {
+                config: game.config_for(&base, &allocation),
+                bits,
+                price: allocation.price,
+                sensitivity: sensitivity.map(Arc::new),
+                predicted_kld,
+            })))
         });
     }
 
@@ -445,7 +482,7 @@ impl ExplorerApp {
                     self.runs.clear();
                     self.baselines.clear();
                     self.detail.clear();
-                    self.allocation.clear();
+                    self.allocation = None;
                     self.textures = Default::default();
                     self.analyze(ctx);
                 }
@@ -462,14 +499,22 @@ impl ExplorerApp {
                         self.base_ppl = Some(r.base.ppl); // the job shared the reference already
                     }
                     self.runs.push(out.record);
+                    self.plot = results_ui::Plot::Pareto;
                     self.detail = out.detail;
                     self.textures = Default::default();
                 }
-                Outcome::Allocated(config, bits, price) => {
-                    self.notices
-                        .push(format!("Nash allocation at lambda = {price:.3e}: {} tensors priced", bits.len()));
-                    self.settings.config = config;
-                    self.allocation = bits;
+                Outcome::Allocated(allocated) => {
+                    self.notices.push(format!(
+                        "Nash allocation at lambda = {:.3e}: {} tensors, {}",
+                        allocated.price,
+                        allocated.bits.len(),
+                        allocated.prices()
+                    ));
+                    self.settings.config = allocated.config.clone();
+                    if allocated.sensitivity.is_some() {
+                        self.plot = results_ui::Plot::Sensitivity;
+                    }
+                    self.allocation = Some(Arc::new(*allocated));
                     self.refresh_estimate();
                 }
                 Outcome::Baselines(rows) => {

@@ -24,10 +24,15 @@ pub fn metric_value(app: &ExplorerApp, name: &str) -> Option<f32> {
         Metric::TopTierShare => app.detail.get(name).map(|d| d.top_tier_share as f32),
         Metric::AssignedBits => {
             let from_allocation =
-                (!app.settings.config.overrides.is_empty()).then(|| app.allocation.get(name)).flatten();
+                (!app.settings.config.overrides.is_empty()).then(|| app.allocation.as_ref()?.bits.get(name)).flatten();
             from_allocation.copied().or_else(|| app.detail.get(name).map(|d| d.bits_per_weight)).map(|b| b as f32)
         }
         Metric::QuantError => app.detail.get(name).map(|d| d.relative_error.max(1e-12).log10() as f32),
+        Metric::Sensitivity => {
+            let fit = app.allocation.as_ref()?.sensitivity.as_ref()?.fits.get(name)?;
+            Some(fit.scale.max(1e-30).log10() as f32)
+        }
+        Metric::PredictedKld => app.allocation.as_ref()?.predicted_kld.get(name).map(|k| k.max(1e-12).log10() as f32),
     }
 }
 
@@ -54,7 +59,11 @@ pub fn heatmap_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) -> Vec<Command> {
     let values: Vec<Option<f32>> = cells.iter().map(|(_, _, n)| metric_value(app, n)).collect();
     let known: Vec<f32> = values.iter().flatten().copied().collect();
     if known.is_empty() {
-        ui.weak(format!("{}: run a quantization (or Allocate) first", app.settings.metric.label()));
+        let hint = match app.settings.metric {
+            Metric::Sensitivity | Metric::PredictedKld => "Allocate with a text open (measured prices) first",
+            _ => "run a quantization (or Allocate) first",
+        };
+        ui.weak(format!("{}: {hint}", app.settings.metric.label()));
     }
     let (lo, hi) = known.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
     let span = (hi - lo).max(1e-6);
@@ -130,8 +139,16 @@ fn tooltip(app: &ExplorerApp, name: &str) -> String {
         lines.push(format!("{:.3} bits per weight stored", d.bits_per_weight));
         lines.push(format!("relative error {:.3e}", d.relative_error));
     }
-    if let Some(b) = app.allocation.get(name) {
-        lines.push(format!("Nash: {b:.3} bits per weight"));
+    if let Some(allocation) = &app.allocation {
+        if let Some(b) = allocation.bits.get(name) {
+            lines.push(format!("Nash: {b:.3} bits per weight"));
+        }
+        if let Some(k) = allocation.predicted_kld.get(name) {
+            lines.push(format!("predicted ΔKLD {k:.3e} nats"));
+        }
+        if let Some(fit) = allocation.sensitivity.as_ref().and_then(|s| s.fits.get(name)) {
+            lines.push(format!("sensitivity {:.3e} ΔKLD per unit of weight error", fit.scale));
+        }
     }
     lines.join("\n")
 }
@@ -141,7 +158,9 @@ fn legend(ui: &mut egui::Ui, lo: f32, hi: f32, metric: Metric) {
         return;
     }
     let (fmt_lo, fmt_hi) = match metric {
-        Metric::MeanImportance | Metric::QuantError => (format!("1e{lo:.1}"), format!("1e{hi:.1}")),
+        Metric::MeanImportance | Metric::QuantError | Metric::Sensitivity | Metric::PredictedKld => {
+            (format!("1e{lo:.1}"), format!("1e{hi:.1}"))
+        }
         Metric::TopTierShare => (format!("{:.1}%", lo * 100.0), format!("{:.1}%", hi * 100.0)),
         Metric::AssignedBits => (format!("{lo:.2} b"), format!("{hi:.2} b")),
     };

@@ -3,7 +3,7 @@
 use eframe::egui;
 use nash_swarm::importance::ImportanceMethod;
 use nash_swarm::quant::tiers::ALLOWED_BITS;
-use nash_swarm::quant::{Granularity, Grid, GroupSize, Scope, Tier};
+use nash_swarm::quant::{Granularity, Grid, GroupSize, QuantizerKind, Scope, Tier};
 
 use super::app::{Command, ExplorerApp};
 use super::worker::JobKind;
@@ -102,7 +102,14 @@ pub fn settings_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) -> Vec<Command> {
     egui::ComboBox::new("group_size", "scales")
         .selected_text(format!("scale per {}", String::from(config.group_size)))
         .show_ui(ui, |ui| {
-            for g in [GroupSize::G(32), GroupSize::G(64), GroupSize::G(128), GroupSize::Row, GroupSize::Tensor] {
+            for g in [
+                GroupSize::G(32),
+                GroupSize::G(64),
+                GroupSize::G(128),
+                GroupSize::G(256),
+                GroupSize::Row,
+                GroupSize::Tensor,
+            ] {
                 changed |=
                     ui.selectable_value(&mut config.group_size, g, format!("scale per {}", String::from(g))).changed();
             }
@@ -112,11 +119,19 @@ pub fn settings_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) -> Vec<Command> {
         changed |= ui.radio_value(&mut config.scope, Scope::Global, "global").changed();
     });
     ui.horizontal(|ui| {
-        changed |= ui.radio_value(&mut config.grid, Grid::Asymmetric, "min-max").changed();
+        changed |= ui.radio_value(&mut config.grid, Grid::Asymmetric, "asymmetric").changed();
         changed |= ui.radio_value(&mut config.grid, Grid::Symmetric, "symmetric").changed();
     });
+    egui::ComboBox::new("quantizer", "grids").selected_text(quantizer_label(config.quantizer)).show_ui(ui, |ui| {
+        for q in QuantizerKind::ALL {
+            changed |= ui.selectable_value(&mut config.quantizer, q, quantizer_label(q)).changed();
+        }
+    });
     if config.grid == Grid::Asymmetric && config.tiers.iter().any(|t| t.bits == 2) {
-        ui.colored_label(egui::Color32::from_rgb(220, 170, 60), "warning: a 2-bit min-max grid has no level at zero");
+        ui.colored_label(
+            egui::Color32::from_rgb(220, 170, 60),
+            "warning: a 2-bit asymmetric grid may have no level at zero",
+        );
     }
 
     ui.separator();
@@ -202,4 +217,13 @@ fn job_progress(app: &ExplorerApp, ui: &mut egui::Ui, kind: JobKind, commands: &
             commands.push(Command::Cancel(kind));
         }
     });
+}
+
+/// What each quantizer does, in a few words (the text's activations weigh least squares and GPTQ when one is open).
+fn quantizer_label(q: QuantizerKind) -> &'static str {
+    match q {
+        QuantizerKind::Rtn => "min-max, round to nearest",
+        QuantizerKind::LeastSquares => "least squares",
+        QuantizerKind::Gptq => "GPTQ (error feedback)",
+    }
 }

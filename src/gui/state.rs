@@ -11,11 +11,21 @@ pub enum Metric {
     TopTierShare,
     AssignedBits,
     QuantError,
+    /// The measured ΔKLD per unit of weight error (the Nash allocation's measurement).
+    Sensitivity,
+    /// The predicted ΔKLD of each tensor at its allocated strategy.
+    PredictedKld,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 4] =
-        [Metric::MeanImportance, Metric::TopTierShare, Metric::AssignedBits, Metric::QuantError];
+    pub const ALL: [Metric; 6] = [
+        Metric::MeanImportance,
+        Metric::TopTierShare,
+        Metric::AssignedBits,
+        Metric::QuantError,
+        Metric::Sensitivity,
+        Metric::PredictedKld,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -23,6 +33,8 @@ impl Metric {
             Metric::TopTierShare => "share in top tier",
             Metric::AssignedBits => "assigned bits",
             Metric::QuantError => "quantization error",
+            Metric::Sensitivity => "sensitivity",
+            Metric::PredictedKld => "predicted ΔKLD",
         }
     }
 }

@@ -250,3 +250,48 @@ fn a_gguf_export_is_written_and_opens_again() {
     let model = nash_swarm::load(&written).unwrap();
     assert_eq!(model.stored_dtypes["model.layers.0.mlp.up_proj.weight"], "Q8_0");
 }
+
+#[test]
+fn a_measured_allocation_shows_its_prices_in_the_heatmap_the_plot_and_the_table() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut harness = harness(stories(), scratch.path());
+    settle(&mut harness);
+    harness.state_mut().settings.ctx = 128;
+    harness.state_mut().settings.target_bpw = 5.0;
+    harness.get_by_label("Allocate").click();
+    harness.step();
+    settle(&mut harness);
+    let state = harness.state();
+    assert!(state.problems.is_empty(), "{:?}", state.problems);
+    let allocation = state.allocation.clone().expect("allocated");
+    let sensitivity = allocation.sensitivity.clone().expect("a text is open: measured prices");
+    assert!(sensitivity.spearman > 0.5, "held-out Spearman {}", sensitivity.spearman);
+    assert_eq!(allocation.predicted_kld.len(), allocation.bits.len());
+    // Every heatmap cell has a sensitivity and a predicted ΔKLD.
+    for metric in [super::state::Metric::Sensitivity, super::state::Metric::PredictedKld] {
+        harness.state_mut().settings.metric = metric;
+        let state = harness.state();
+        let cells: Vec<&String> = state
+            .analysis
+            .as_ref()
+            .unwrap()
+            .tensors
+            .iter()
+            .filter(|(_, t)| t.layer.is_some())
+            .map(|(n, _)| n)
+            .collect();
+        assert!(!cells.is_empty());
+        assert!(cells.iter().all(|n| super::heatmap_ui::metric_value(state, n).is_some_and(f32::is_finite)));
+    }
+    harness.run_steps(2);
+    harness.get_by_label_contains("held-out pairs, Spearman");
+    snapshot(&mut harness, "explorer_sensitivity");
+
+    // A run of the allocated configuration says how it was priced.
+    harness.get_by_label("Run").click();
+    harness.step();
+    settle(&mut harness);
+    let run = &harness.state().runs[0];
+    assert!(run.prices.as_deref().is_some_and(|p| p.starts_with("measured ΔKLD prices")), "{:?}", run.prices);
+    assert!(run.config.overrides.values().all(|plan| plan.quantizer == nash_swarm::quant::QuantizerKind::LeastSquares));
+}
