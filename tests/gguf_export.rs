@@ -426,3 +426,25 @@ fn a_gguf_with_tensors_we_do_not_read_is_not_re_exported_without_them() {
     let err = export::preset_plan(&model, Preset::parse("q8_0").unwrap(), false).unwrap_err().to_string();
     assert!(err.contains("rope_freqs.weight") && err.contains("would be lost"), "{err}");
 }
+
+#[test]
+fn without_a_calibration_text_the_end_of_the_evaluation_text_calibrates() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = byte_level_stories(dir.path());
+    let text = wikitext();
+    let export = |extra: &[&str], name: &str| -> serde_json::Value {
+        let out = dir.path().join(name);
+        let mut args = vec!["quantize", "--model", source.to_str().unwrap(), "--preset", "q4_k_m"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--out", out.to_str().unwrap(), "--json"]);
+        let run = cli(&args);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        serde_json::from_slice(&run.stdout).unwrap()
+    };
+    let eval = ["--eval-text", text.to_str().unwrap(), "--ctx", "64", "--max-windows", "2"];
+    let calibrated = export(&eval, "eval.gguf");
+    assert_eq!(calibrated["imatrix"], true, "the end of --eval-text calibrates");
+    assert!(calibrated["ppl"].as_f64().is_some_and(f64::is_finite), "{calibrated}");
+    // With no text at all, the reference encoders.
+    assert_eq!(export(&[], "plain.gguf")["imatrix"], false);
+}

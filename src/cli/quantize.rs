@@ -57,9 +57,10 @@ pub struct QuantizeArgs {
     /// Write our files into an existing non-empty folder that is not an export of ours (its other files stay).
     #[arg(long)]
     pub(super) force: bool,
-    /// Calibration text for activation importance (default: windows from the end of --eval-text). For GGUF, the
-    /// imatrix statistic E[x²] of every matrix's inputs: blocks are then chosen by importance-weighted search
-    /// (GGUF calibrates only on --calib-text; without it the encoders are llama-quantize's reference ones).
+    /// Calibration text: E[x²] of every matrix's inputs (activation importance, least-squares grids, GGUF's
+    /// imatrix-weighted block search), E[x xᵀ] for GPTQ, and the measured Nash prices. Default: windows from the
+    /// end of --eval-text, which evaluation then leaves out. With neither, grids are unweighted and GGUF blocks
+    /// use llama-quantize's reference encoders.
     #[arg(long)]
     pub(super) calib_text: Option<PathBuf>,
     /// Evaluate the quantized model on this text.

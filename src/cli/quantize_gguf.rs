@@ -19,30 +19,36 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
     export::check_writable(&model)?;
     warn_if_requantized(&model);
     let (job, bar) = super::progress_job("quantize");
-    let calib_tokens = match &args.calib_text {
-        Some(path) => Some(model.encode(&eval::read_text(path)?)?),
-        None => None,
+    let read_tokens = |path: &Option<std::path::PathBuf>| -> anyhow::Result<Option<Vec<u32>>> {
+        Ok(match path {
+            Some(path) => Some(model.encode(&eval::read_text(path)?)?),
+            None => None,
+        })
     };
-    // Float presets store no blocks: calibration would change nothing.
+    let (calib_tokens, eval_tokens) = (read_tokens(&args.calib_text)?, read_tokens(&args.eval_text)?);
+    // Float presets store no blocks: calibration would change nothing. Without --calib-text, the end of
+    // --eval-text calibrates and evaluation stops before it (as for packed exports).
     let uses_blocks = args.target_bpw.is_some() || preset.default.is_quantized();
-    let calib = match (&calib_tokens, &args.calib_text) {
-        (Some(tokens), Some(path)) if uses_blocks => Some(CalibrationText::Own { tokens, path }),
+    let calib = match (&calib_tokens, &args.calib_text, &eval_tokens, &args.eval_text) {
+        _ if !uses_blocks => None,
+        (Some(tokens), Some(path), _, _) => Some(CalibrationText::Own { tokens, path }),
+        (_, _, Some(tokens), Some(path)) => Some(CalibrationText::EndOf { tokens, path }),
         _ => None,
     };
-    let stats = match calib {
+    let (stats, usable_tokens) = match calib {
         Some(text) => {
             let spec = nash_swarm::quant::config::CalibrationSpec::default();
-            pipeline::calibrate(
+            let calibration = pipeline::calibrate(
                 &model,
                 &ImportanceMethod::Activation,
                 nash_swarm::quant::QuantizerKind::Rtn,
                 spec,
                 Some(text),
                 &job,
-            )?
-            .stats
+            )?;
+            (calibration.stats, calibration.usable_tokens)
         }
-        None => None,
+        None => (None, None),
     };
     let mut nash = None;
     let plan = match args.target_bpw {
@@ -70,10 +76,12 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
         out["nash"] = nash;
     }
     if let Some(path) = &args.eval_text {
-        // Scored from the file as written: what llama.cpp would read.
+        // Scored from the file as written, with its own tokenizer: what llama.cpp would read. The calibration end
+        // (counted in the source's tokens, which the written tokenizer reproduces) is left out.
         let written = nash_swarm::load(&args.out)?;
         let tokens = written.encode(&eval::read_text(path)?)?;
-        let windows = eval::windows(&written, &tokens, args.windows.spec(), path)?;
+        let tokens = &tokens[..usable_tokens.unwrap_or(tokens.len()).min(tokens.len())];
+        let windows = eval::windows(&written, tokens, args.windows.spec(), path)?;
         let (report, _) = eval::evaluate_ppl(&written, &windows, Kld::Skip, &job)?;
         quantize::add_perplexity(&mut out, &report);
     }
