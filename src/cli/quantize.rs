@@ -33,9 +33,11 @@ pub struct QuantizeArgs {
     /// in KL divergence quantizing each tensor causes on the calibration text, measured when --calib-text is given).
     #[arg(long)]
     pub(super) weight_error_prices: bool,
-    /// How block grids are chosen (packed): rtn (min-max, round to nearest) or ls (importance-weighted least
-    /// squares, weighted by E[x²] of each input column when there is a calibration text). Default: ls for
-    /// --target-bpw, the preset's or file's otherwise (the presets are RTN, as the original).
+    /// How block grids are chosen (packed): rtn (min-max, round to nearest), ls (importance-weighted least
+    /// squares, weighted by E[x²] of each input column when there is a calibration text) or gptq (error feedback
+    /// through the inverse of the inputs' E[x xᵀ] on least-squares grids; single-tier plans, needs a calibration
+    /// text, else least squares). Default: ls for --target-bpw, the preset's or file's otherwise (the presets are
+    /// RTN, as the original).
     #[arg(long)]
     pub(super) quantizer: Option<QuantizerKind>,
     /// A quantization.toml (or .json), e.g. from an earlier export.
