@@ -162,7 +162,7 @@ pub fn inverse_cholesky_upper(h: &[f32], n: usize, damping: f64) -> Option<Vec<f
         *d = if *d <= 0.0 { 1.0 } else { *d + lambda };
     }
     let l = cholesky(&mut a, n)?;
-    let x = lower_inverse(&l, n);
+    let x = lower_inverse(l, n);
     let mut u = vec![0f32; n * n];
     for i in 0..n {
         for j in i..n {

@@ -201,7 +201,7 @@ impl Sums {
         }
         let scale = (self.a * c.alx - self.ax * c.al) / det;
         let min = (c.all * self.ax - c.al * c.alx) / det;
-        if !(scale > 0.0) {
+        if scale.is_nan() || scale <= 0.0 {
             return None;
         }
         let error = scale * scale * c.all + 2.0 * scale * min * c.al + min * min * self.a
@@ -214,7 +214,7 @@ impl Sums {
     #[inline(always)]
     /// The scale minimising Σ a (scale·l − x)², and that error (min 0).
     fn solve_symmetric(&self, c: CodeSums) -> Option<(f64, f32, f32)> {
-        if !(c.all > 0.0) {
+        if c.all.is_nan() || c.all <= 0.0 {
             return None;
         }
         let scale = c.alx / c.all;
