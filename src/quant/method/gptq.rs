@@ -53,7 +53,7 @@ impl Quantizer for Gptq {
         let mut q = rtn::quantize_fitted(&values, rows, cols, plan, tiers, GridFit::Given(&grids));
         // The coder saw the final values; the error that counts is against the original weights.
         q.squared_error = w.iter().zip(&values).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
-        q.squared_norm = w.iter().map(|&a| (a as f64).powi(2)).sum();
+        q.squared_norm = crate::math::sum_of_squares(w);
         q
     }
 }
@@ -85,6 +85,8 @@ fn gptq(
         row.iter().enumerate().for_each(|(c, &v)| wt[c * rows + r] = v);
     }
     let mut grids = vec![rtn::fit(grid, bits, 0.0, 0.0); rows * groups_per_row];
+    // The same grids ready for rounding (no f16 conversions or divisions per weight).
+    let mut fast = vec![grids[0].fast(); grids.len()];
     let mut values = vec![0f32; rows * cols];
     let mut errors = vec![0f32; BLOCK * rows];
     for i0 in (0..cols).step_by(BLOCK) {
@@ -92,15 +94,16 @@ fn gptq(
         for i in i0..i1 {
             if i % group == 0 {
                 let fitted = fit_group(&wt, rows, i, (i + group).min(cols), grid, bits, weights);
-                fitted.into_iter().enumerate().for_each(|(r, g)| grids[r * groups_per_row + i / group] = g);
+                for (r, g) in fitted.into_iter().enumerate() {
+                    (grids[r * groups_per_row + i / group], fast[r * groups_per_row + i / group]) = (g, g.fast());
+                }
             }
             let (done, rest) = wt.split_at_mut((i + 1) * rows);
             let column = &done[i * rows..];
             let error = &mut errors[(i - i0) * rows..(i - i0 + 1) * rows];
             let d = u[i * cols + i];
             for r in 0..rows {
-                let g = &grids[r * groups_per_row + i / group];
-                let q = g.value(g.code(column[r]));
+                let (_, q) = fast[r * groups_per_row + i / group].quantize(column[r]);
                 values[r * cols + i] = q;
                 error[r] = (column[r] - q) / d;
             }
