@@ -74,6 +74,33 @@ pub struct QuantizeArgs {
     pub(super) json: bool,
 }
 
+/// The tokens of --calib-text and --eval-text, as the model reads them.
+pub(super) struct Texts {
+    pub calib: Option<Vec<u32>>,
+    pub eval: Option<Vec<u32>>,
+}
+
+impl Texts {
+    pub fn read(model: &nash_swarm::Model, args: &QuantizeArgs) -> anyhow::Result<Texts> {
+        let read = |path: &Option<PathBuf>| -> anyhow::Result<Option<Vec<u32>>> {
+            Ok(match path {
+                Some(path) => Some(model.encode(&eval::read_text(path)?)?),
+                None => None,
+            })
+        };
+        Ok(Texts { calib: read(&args.calib_text)?, eval: read(&args.eval_text)? })
+    }
+
+    /// Where calibration comes from: --calib-text, else the end of --eval-text (which evaluation then leaves out).
+    pub fn calibration<'a>(&'a self, args: &'a QuantizeArgs) -> Option<CalibrationText<'a>> {
+        match (&self.calib, &args.calib_text, &self.eval, &args.eval_text) {
+            (Some(tokens), Some(path), _, _) => Some(CalibrationText::Own { tokens, path }),
+            (_, _, Some(tokens), Some(path)) => Some(CalibrationText::EndOf { tokens, path }),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Packed,
@@ -100,10 +127,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     }
     let model = nash_swarm::load(&args.model)?;
     let (job, bar) = super::progress_job("quantize");
-    let eval_tokens = match &args.eval_text {
-        Some(path) => Some(model.encode(&eval::read_text(path)?)?),
-        None => None,
-    };
+    let texts = Texts::read(&model, &args)?;
     let start = Instant::now();
     let mut config = match (&args.preset, &args.config) {
         (Some(name), _) => QuantConfig::preset(name)?,
@@ -119,15 +143,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         (None, None) => config.quantizer,
     };
     // `--importance` was copied into the configuration above, so this covers `--target-bpw` too.
-    let calib_tokens = match &args.calib_text {
-        Some(path) => Some(model.encode(&eval::read_text(path)?)?),
-        None => None,
-    };
-    let calibration_text = match (&calib_tokens, &args.calib_text, &eval_tokens, &args.eval_text) {
-        (Some(tokens), Some(path), _, _) => Some(CalibrationText::Own { tokens, path }),
-        (_, _, Some(tokens), Some(path)) => Some(CalibrationText::EndOf { tokens, path }),
-        _ => None,
-    };
+    let calibration_text = texts.calibration(&args);
     if matches!(config.importance, ImportanceMethod::Activation) && calibration_text.is_none() {
         anyhow::bail!(
             "activation importance needs --calib-text PATH or --eval-text PATH (calibration then uses its end)"
@@ -168,7 +184,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
             "total_error": a.total_error, "allocation_seconds": allocation_seconds});
         add_pricing(&mut out["nash"], sensitivity.as_ref());
     }
-    if let (Some(tokens), Some(path)) = (&eval_tokens, &args.eval_text) {
+    if let (Some(tokens), Some(path)) = (&texts.eval, &args.eval_text) {
         let usable = &tokens[..calibration.usable_tokens.unwrap_or(tokens.len())];
         let windows = eval::windows(&model, usable, args.windows.spec(), path)?;
         let report = pipeline::evaluate(&model, quantized, &windows, Kld::Skip, &job)?.report;

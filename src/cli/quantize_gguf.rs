@@ -6,7 +6,7 @@ use nash_swarm::alloc;
 use nash_swarm::eval::{self, Kld};
 use nash_swarm::formats::gguf::export::{self, GgufReport};
 use nash_swarm::importance::ImportanceMethod;
-use nash_swarm::pipeline::{self, CalibrationText};
+use nash_swarm::pipeline;
 use nash_swarm::quant::ggml::BlockType;
 use nash_swarm::quant::ggml::preset::Preset;
 use serde_json::json;
@@ -19,22 +19,11 @@ pub fn run(args: &QuantizeArgs) -> anyhow::Result<()> {
     export::check_writable(&model)?;
     warn_if_requantized(&model);
     let (job, bar) = super::progress_job("quantize");
-    let read_tokens = |path: &Option<std::path::PathBuf>| -> anyhow::Result<Option<Vec<u32>>> {
-        Ok(match path {
-            Some(path) => Some(model.encode(&eval::read_text(path)?)?),
-            None => None,
-        })
-    };
-    let (calib_tokens, eval_tokens) = (read_tokens(&args.calib_text)?, read_tokens(&args.eval_text)?);
+    let texts = quantize::Texts::read(&model, args)?;
     // Float presets store no blocks: calibration would change nothing. Without --calib-text, the end of
     // --eval-text calibrates and evaluation stops before it (as for packed exports).
     let uses_blocks = args.target_bpw.is_some() || preset.default.is_quantized();
-    let calib = match (&calib_tokens, &args.calib_text, &eval_tokens, &args.eval_text) {
-        _ if !uses_blocks => None,
-        (Some(tokens), Some(path), _, _) => Some(CalibrationText::Own { tokens, path }),
-        (_, _, Some(tokens), Some(path)) => Some(CalibrationText::EndOf { tokens, path }),
-        _ => None,
-    };
+    let calib = texts.calibration(args).filter(|_| uses_blocks);
     let (stats, usable_tokens) = match calib {
         Some(text) => {
             let spec = nash_swarm::quant::config::CalibrationSpec::default();
