@@ -91,7 +91,7 @@ class LlamaCpp:
 
 
 def score(model, windows, reference=None):
-    nll, kld, agree, n = 0.0, 0.0, 0, 0
+    nll, per_token, agree, n = 0.0, [], 0, 0
     for w, window in enumerate(windows):
         lp = model.log_probs(window)
         targets = np.array(window[1:])
@@ -99,11 +99,13 @@ def score(model, windows, reference=None):
         n += len(targets)
         if reference is not None:
             ref = reference[w]
-            kld += (np.exp(ref) * (ref - lp)).sum()
+            per_token.append((np.exp(ref) * (ref - lp)).sum(axis=1))
             agree += int((ref.argmax(axis=1) == lp.argmax(axis=1)).sum())
     out = {"ppl": math.exp(nll / n), "tokens": n}
     if reference is not None:
-        out["kld"] = kld / n
+        per_token = np.concatenate(per_token)
+        out["kld"] = float(per_token.mean())
+        out["kld_p99"] = float(np.percentile(per_token, 99))
         out["top1"] = agree / n
     return out
 
@@ -128,6 +130,10 @@ def main():
     p.add_argument("--windows", type=int, default=8)
     p.add_argument("--keep", help="keep the files in this folder")
     p.add_argument("--targets", default="", help="also Nash allocations at these tensor bpw (needs --calib)")
+    p.add_argument("--packed", action="store_true",
+                   help="with --targets, also our packed format at each target, scored by our eval only")
+    p.add_argument("--no-imatrix-too", action="store_true",
+                   help="with --calib, also llama-quantize's file made without the imatrix")
     args = p.parse_args()
     sys.path.insert(0, args.sdist)
     os.environ["LLAMA_CPP_LIB_PATH"] = os.path.abspath(args.bin)
@@ -176,13 +182,17 @@ def main():
             run(cmd)
             same_types = tensor_types(ours) == tensor_types(theirs)
             files = [("llama.cpp", theirs), ("ours", ours)]
+            if imatrix and args.no_imatrix_too:
+                plain = os.path.join(tmp, f"llama-{preset}-no-imatrix.gguf")
+                run([os.path.join(args.bin, "llama-quantize"), f32, plain, preset.upper()])
+                files.insert(1, ("llama.cpp, no imatrix", plain))
         for who, path in files:
             llama = LlamaCpp(path, args.ctx)
             row = {"preset": preset, "made_by": who, "same_types": same_types}
             row["tensor_bpw"], row["file_bpw"] = tensor_bpw(path)
             row["llama_cpp"] = score(llama, windows, reference)
             ours_score = ours_eval(args.nash, path, args.text, args.ctx, args.windows, f32)
-            row["nash_eval"] = {"ppl": ours_score["ppl"], "kld": ours_score.get("kld_mean")}
+            row["nash_eval"] = {k: ours_score.get(k) for k in ["ppl", "kld_mean", "kld_p99", "top1_agreement"]}
             row["ppl_gap"] = ours_score["ppl"] / row["llama_cpp"]["ppl"] - 1
             if who == "ours":
                 prompt = llama.tokenize(PROMPT)
@@ -200,20 +210,34 @@ def main():
             del llama
             print(json.dumps(row), flush=True)
             rows.append(row)
+        if kind == "nash" and args.packed:
+            packed = os.path.join(tmp, f"ours-{preset}-packed")
+            target = preset.split("@")[1]
+            made = json.loads(run([args.nash, "quantize", "--model", f32, "--target-bpw", target, "--calib-text", calib,
+                                   "--out", packed, "--json"]).stdout)
+            ours_score = ours_eval(args.nash, packed, args.text, args.ctx, args.windows, f32)
+            row = {"preset": preset, "made_by": "ours, packed", "true_bpw": made.get("true_bpw"),
+                   "nash_eval": {k: ours_score.get(k) for k in ["ppl", "kld_mean", "kld_p99", "top1_agreement"]}}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
 
     print()
     print(f"unquantized (F32): llama.cpp PPL {base_score['ppl']:.2f}")
-    print("| preset | made by | tensor bpw | file bpw | PPL (llama.cpp) | KLD (llama.cpp) | top-1 | PPL (our eval) | gap | same types | greedy tokens equal |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| preset | made by | tensor bpw | file bpw | PPL (llama.cpp) | KLD mean / p99 (llama.cpp) | top-1 | PPL (our eval) | KLD mean / p99 (our eval) | top-1 (our eval) | gap | same types | greedy tokens equal |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        e = r["nash_eval"]
+        ours = f"{e['ppl']:.2f} | {e['kld_mean']:.4f} / {e['kld_p99']:.3f} | {100 * e['top1_agreement']:.1f}%"
+        if "llama_cpp" not in r:  # our packed format: our eval only
+            print(f"| {r['preset']} | {r['made_by']} | {r.get('true_bpw') or 0:.3f} (true) | - | - | - | - | {ours} | - | - | - |")
+            continue
         l = r["llama_cpp"]
         greedy = "" if "same_greedy" not in r else f"{r['greedy_tokens_agreeing']}/24"
         if r.get("tie_margin") is not None:
             greedy += f" (near-tie: {r['tie_margin']:.4f})"
         print(f"| {r['preset']} | {r['made_by']} | {r['tensor_bpw']:.3f} | {r['file_bpw']:.3f} | {l['ppl']:.2f} | "
-              f"{l['kld']:.4f} | {100 * l['top1']:.1f}% | {r['nash_eval']['ppl']:.2f} | {100 * r['ppl_gap']:+.2f}% | "
+              f"{l['kld']:.4f} / {l['kld_p99']:.3f} | {100 * l['top1']:.1f}% | {ours} | {100 * r['ppl_gap']:+.2f}% | "
               f"{ {True: 'yes', False: 'NO', None: '-'}[r['same_types']] } | {greedy} |")
-
 
 if __name__ == "__main__":
     main()

@@ -122,8 +122,10 @@ fn player(
 ) -> Result<Player> {
     let s = importance::tensor_scores(method, name, w, rows, calibration);
     let inputs = InputStats::of(calibration, name, cols);
+    // Strategies in parallel too: a large tensor (the embedding, a fifth of SmolLM2) would otherwise keep one
+    // thread busy alone at the end.
     let outcomes = menu
-        .iter()
+        .par_iter()
         .map(|plan| {
             let q = quantize_under(plan, w, rows, cols, &s, inputs)?;
             Ok(Priced { error: cost.error(name, w, &s, &q)?, bits: TensorBits::of(&q).total() })

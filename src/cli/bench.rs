@@ -26,7 +26,7 @@ pub struct BenchArgs {
     /// Also run llama.cpp (llama-cpp-python 0.3.36) on the same GGUF and windows, and print the ratio.
     #[arg(long)]
     llama_cpp: bool,
-    /// Also time the measured-sensitivity pass of the Nash prices, uncached (about 4 minutes for SmolLM2 on 2
+    /// Also time the measured-sensitivity pass of the Nash prices, uncached (about 3 minutes for SmolLM2 on 2
     /// cores).
     #[arg(long)]
     sensitivity: bool,
@@ -63,7 +63,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         None
     };
     let quant = quantization_figures(&model)?;
-    let sensitivity = if args.sensitivity { Some(sensitivity_figure(&model, &text, &text_path)?) } else { None };
+    let sensitivity =
+        if args.sensitivity { Some(sensitivity_figure(&model, &quant.game, &text, &text_path)?) } else { None };
     let llama_cpp =
         if args.llama_cpp { Some(llama_cpp_figure(&model_path, &text_path, args.ctx, args.windows)) } else { None };
     let llama_cpp_tps = llama_cpp.as_ref().and_then(|r| r.as_ref().ok()).copied();
@@ -198,6 +199,8 @@ struct QuantFigures {
     game_seconds: f64,
     solve_seconds: f64,
     menu_size: usize,
+    /// The standard game and its base configuration, for the sensitivity figure.
+    game: (nash_swarm::alloc::Game, nash_swarm::quant::QuantConfig),
 }
 
 fn quantization_figures(model: &nash_swarm::Model) -> anyhow::Result<QuantFigures> {
@@ -236,7 +239,7 @@ fn quantization_figures(model: &nash_swarm::Model) -> anyhow::Result<QuantFigure
     let estimate_ms = start.elapsed().as_secs_f64() * 1000.0 / 100.0;
 
     let start = Instant::now();
-    let (game, _) =
+    let (game, base) =
         nash_swarm::alloc::standard_game(model, &Default::default(), QuantizerKind::LeastSquares, None, &job)?;
     let game_seconds = start.elapsed().as_secs_f64();
     let (cheapest, richest) = game.range();
@@ -252,6 +255,7 @@ fn quantization_figures(model: &nash_swarm::Model) -> anyhow::Result<QuantFigure
         game_seconds,
         solve_seconds,
         menu_size: game.menu.len(),
+        game: (game, base),
     })
 }
 
@@ -259,19 +263,18 @@ fn quantization_figures(model: &nash_swarm::Model) -> anyhow::Result<QuantFigure
 /// end of the text).
 fn sensitivity_figure(
     model: &nash_swarm::Model,
+    (game, base): &(nash_swarm::alloc::Game, nash_swarm::quant::QuantConfig),
     text: &str,
     text_path: &std::path::Path,
 ) -> anyhow::Result<nash_swarm::alloc::sensitivity::Sensitivity> {
     use nash_swarm::alloc::sensitivity::{self, SensitivitySpec};
     let job = nash_swarm::Job::silent();
-    let (game, base) =
-        nash_swarm::alloc::standard_game(model, &Default::default(), QuantizerKind::LeastSquares, None, &job)?;
     let tokens = model.encode(text)?;
     let calibration = nash_swarm::pipeline::CalibrationText::EndOf { tokens: &tokens, path: text_path };
     let spec = SensitivitySpec::default();
     let windows = nash_swarm::pipeline::sensitivity_windows(spec, calibration)?;
-    let weights = |p: usize, o: usize| game.strategy_weights(model, &base, None, p, o);
-    Ok(sensitivity::measure(model, &game, &weights, &windows, spec, None, &job)?)
+    let weights = |p: usize, o: usize| game.strategy_weights(model, base, None, p, o);
+    Ok(sensitivity::measure(model, game, &weights, &windows, spec, None, &job)?)
 }
 
 /// Runs `scripts/llama_cpp_bench.py` on the same model, text and window count; its tokens/s.

@@ -186,18 +186,47 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     }
     let x = x.contiguous()?;
     let w = w.contiguous()?;
-    let mut out = vec![0f32; m * n];
-    // Rows of x split across rayon's threads; each runs a single-threaded sgemm.
-    let rows_per_task = m.div_ceil(rayon::current_num_threads()).max(1);
-    with_f32_slice(&x, |a| {
-        with_f32_slice(&w, |b| {
-            out.par_chunks_mut(rows_per_task * n).zip(a.par_chunks(rows_per_task * k)).for_each(|(c, a)| {
-                let shape = GemmShape { m: a.len() / k, n, k, lda: k, ldb: k, ldc: n, b_transposed: true };
-                sgemm.run(&shape, 1.0, a, b, c);
-            })
-        })
-    })??;
+    let out = with_f32_slice(&x, |a| with_f32_slice(&w, |b| split_product(sgemm, a, b, m, n, k)))??;
     Ok(Tensor::from_vec(out, (m, n), &Device::Cpu)?)
+}
+
+/// `a @ b^T` (`a: [m, k]`, `b: [n, k]`) across rayon's threads, each running a single-threaded sgemm on a share
+/// of the larger side: every task packs all of the other operand, so splitting the rows of a small `a` (a short
+/// window against a wide LM head) would pack the whole of `b` once per thread.
+fn split_product(sgemm: Sgemm, a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+    let threads = rayon::current_num_threads();
+    let mut out = vec![0f32; m * n];
+    if m == 0 {
+        return out;
+    }
+    if m >= n || threads == 1 {
+        let rows_per_task = m.div_ceil(threads).max(1);
+        out.par_chunks_mut(rows_per_task * n).zip(a.par_chunks(rows_per_task * k)).for_each(|(c, a)| {
+            let shape = GemmShape { m: a.len() / k, n, k, lda: k, ldb: k, ldc: n, b_transposed: true };
+            sgemm.run(&shape, 1.0, a, b, c);
+        });
+        return out;
+    }
+    // Column blocks of the output, each computed into its own buffer and copied into place.
+    let cols_per_task = n.div_ceil(threads).next_multiple_of(16).min(n);
+    let blocks: Vec<(usize, Vec<f32>)> = b
+        .par_chunks(cols_per_task * k)
+        .enumerate()
+        .map(|(i, b)| {
+            let cols = b.len() / k;
+            let mut c = vec![0f32; m * cols];
+            let shape = GemmShape { m, n: cols, k, lda: k, ldb: k, ldc: cols, b_transposed: true };
+            sgemm.run(&shape, 1.0, a, b, &mut c);
+            (i * cols_per_task, c)
+        })
+        .collect();
+    for (first, block) in blocks {
+        let cols = block.len() / m;
+        for (row, values) in out.chunks_exact_mut(n).zip(block.chunks_exact(cols)) {
+            row[first..first + cols].copy_from_slice(values);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -206,20 +235,22 @@ mod tests {
 
     #[test]
     fn matmul_t_matches_f64_loops_on_odd_shapes() {
-        let (m, n, k) = (37, 53, 70);
-        let x: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 211) as f32 / 50.0 - 2.0).collect();
-        let w: Vec<f32> = (0..n * k).map(|i| ((i * 104_729) % 197) as f32 / 40.0 - 2.4).collect();
-        let got = matmul_t(
-            &Tensor::from_vec(x.clone(), (m, k), &Device::Cpu).unwrap(),
-            &Tensor::from_vec(w.clone(), (n, k), &Device::Cpu).unwrap(),
-        )
-        .unwrap();
-        eprintln!("matmul backend: {}", backend_name());
-        let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        for i in 0..m {
-            for j in 0..n {
-                let want: f64 = (0..k).map(|l| x[i * k + l] as f64 * w[j * k + l] as f64).sum();
-                assert!((got[i * n + j] as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "({i}, {j})");
+        // Wide and tall: the work is split by output columns in one, by rows in the other.
+        for (m, n, k) in [(37, 53, 70), (53, 37, 70), (3, 1000, 9)] {
+            let x: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 211) as f32 / 50.0 - 2.0).collect();
+            let w: Vec<f32> = (0..n * k).map(|i| ((i * 104_729) % 197) as f32 / 40.0 - 2.4).collect();
+            let got = matmul_t(
+                &Tensor::from_vec(x.clone(), (m, k), &Device::Cpu).unwrap(),
+                &Tensor::from_vec(w.clone(), (n, k), &Device::Cpu).unwrap(),
+            )
+            .unwrap();
+            eprintln!("matmul backend: {}", backend_name());
+            let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k).map(|l| x[i * k + l] as f64 * w[j * k + l] as f64).sum();
+                    assert!((got[i * n + j] as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "({i}, {j})");
+                }
             }
         }
     }

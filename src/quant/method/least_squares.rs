@@ -130,16 +130,63 @@ fn stored(grid: Grid, bits: u8, scale: f32, min: f32) -> Option<BlockGrid> {
 pub fn weighted_error(grid: &BlockGrid, x: &[f32], a: &[f32]) -> f64 {
     let fast = grid.fast();
     let lattice = Lattice { shift: fast.min, inv_scale: fast.inv_scale, offset: fast.offset, max_code: fast.max_code };
+    let mut levels = [0f32; RUN];
     let mut total = 0f64;
-    for (xs, ws) in x.chunks(256).zip(a.chunks(256)) {
-        let mut lanes = [0f32; 8];
-        for (i, (&v, &w)) in xs.iter().zip(ws).enumerate() {
+    for (xs, ws) in x.chunks(RUN).zip(a.chunks(RUN)) {
+        let levels = &mut levels[..xs.len()];
+        for (l, &v) in levels.iter_mut().zip(xs) {
             let d = v - (lattice.level(v) * fast.scale + fast.min);
-            lanes[i % 8] += w * d * d;
+            *l = d * d;
         }
-        total += lanes.iter().map(|&v| v as f64).sum::<f64>();
+        total += dot_run(levels, ws);
     }
     total
+}
+
+/// Σ w·d over a run, in 8 f32 lanes then f64.
+#[inline(always)]
+fn dot_run(d: &[f32], w: &[f32]) -> f64 {
+    let mut acc = [0f32; 8];
+    let (dc, wc) = (d.chunks_exact(8), w.chunks_exact(8));
+    let (dr, wr) = (dc.remainder(), wc.remainder());
+    for (d, w) in dc.zip(wc) {
+        for j in 0..8 {
+            acc[j] += w[j] * d[j];
+        }
+    }
+    for (j, (d, w)) in dr.iter().zip(wr).enumerate() {
+        acc[j] += w * d;
+    }
+    lane_total(acc)
+}
+
+/// The lanes of (Σ w·l, Σ w·l², Σ w·l·x) over a run.
+#[inline(always)]
+fn level_sums_run(l: &[f32], x: &[f32], w: &[f32]) -> [[f32; 8]; 3] {
+    let (mut al, mut all, mut alx) = ([0f32; 8], [0f32; 8], [0f32; 8]);
+    let (lc, xc, wc) = (l.chunks_exact(8), x.chunks_exact(8), w.chunks_exact(8));
+    let (lr, xr, wr) = (lc.remainder(), xc.remainder(), wc.remainder());
+    for ((l, x), w) in lc.zip(xc).zip(wc) {
+        for j in 0..8 {
+            let wl = w[j] * l[j];
+            al[j] += wl;
+            all[j] += wl * l[j];
+            alx[j] += wl * x[j];
+        }
+    }
+    for (j, ((l, x), w)) in lr.iter().zip(xr).zip(wr).enumerate() {
+        let wl = w * l;
+        al[j] += wl;
+        all[j] += wl * l;
+        alx[j] += wl * x;
+    }
+    [al, all, alx]
+}
+
+/// The lanes widened to f64 and added (the closed-form errors subtract sums of this size from each other).
+#[inline(always)]
+fn lane_total(l: [f32; 8]) -> f64 {
+    l.iter().map(|&v| v as f64).sum()
 }
 
 /// Codes on a grid: code = clamp(round((x − shift)·inv_scale) + offset, 0, max_code), level = code − offset.
@@ -180,6 +227,8 @@ struct CodeSums {
 }
 
 impl Sums {
+    /// In f64 throughout: the closed-form errors subtract these from each other, and at 8 bits what is left
+    /// is a millionth of them.
     #[inline(always)]
     fn of(x: &[f32], a: &[f32]) -> Sums {
         let (mut s, mut sx, mut sxx) = (0f64, 0f64, 0f64);
@@ -222,35 +271,91 @@ impl Sums {
     }
 }
 
-/// The sums over the levels l that `lattice` gives `x`; lanes of 8 so the loop vectorizes.
+/// The sums over the levels l that `lattice` gives `x`: per run of at most RUN weights, in 8 f32 lanes, then f64.
 #[inline(always)]
 fn code_sums(x: &[f32], a: &[f32], lattice: Lattice) -> CodeSums {
     let mut sums = CodeSums { al: 0.0, all: 0.0, alx: 0.0 };
-    // f32 lanes over runs of at most 256 weights, added into f64: whole-row and whole-tensor blocks stay exact.
-    for (xs, ws) in x.chunks(256).zip(a.chunks(256)) {
-        let (mut al, mut all, mut alx) = ([0f32; 8], [0f32; 8], [0f32; 8]);
-        let mut lanes_x = xs.chunks_exact(8);
-        let mut lanes_w = ws.chunks_exact(8);
-        for (v, w) in (&mut lanes_x).zip(&mut lanes_w) {
-            for j in 0..8 {
-                let l = lattice.level(v[j]);
-                al[j] += w[j] * l;
-                all[j] += w[j] * l * l;
-                alx[j] += w[j] * l * v[j];
+    let mut levels = [0f32; RUN];
+    for (xs, ws) in x.chunks(RUN).zip(a.chunks(RUN)) {
+        let [al, all, alx] = match avx2::level_sums_run(xs, ws, lattice) {
+            Some(lanes) => lanes,
+            None => {
+                // Levels through a buffer first: two plain loops vectorize where one with three sums did not.
+                let levels = &mut levels[..xs.len()];
+                for (l, &v) in levels.iter_mut().zip(xs) {
+                    *l = lattice.level(v);
+                }
+                level_sums_run(levels, xs, ws)
             }
         }
-        for (&v, &w) in lanes_x.remainder().iter().zip(lanes_w.remainder()) {
-            let l = lattice.level(v);
-            al[0] += w * l;
-            all[0] += w * l * l;
-            alx[0] += w * l * v;
-        }
-        sums.al += al.iter().map(|&v| v as f64).sum::<f64>();
-        sums.all += all.iter().map(|&v| v as f64).sum::<f64>();
-        sums.alx += alx.iter().map(|&v| v as f64).sum::<f64>();
+        .map(lane_total);
+        (sums.al, sums.all, sums.alx) = (sums.al + al, sums.all + all, sums.alx + alx);
     }
     sums
 }
+
+/// The same sums written with AVX2 intrinsics: the search's inner loop, which LLVM would not vectorize whole.
+/// The operations and their order are those of `Lattice::level` and `level_sums_run`, so both paths agree bit
+/// for bit.
+mod avx2 {
+    use super::Lattice;
+
+    /// The lanes (Σ a l, Σ a l², Σ a l x) of one run, or None where the CPU lacks AVX2.
+    #[inline(always)]
+    pub(super) fn level_sums_run(x: &[f32], a: &[f32], lattice: Lattice) -> Option<[[f32; 8]; 3]> {
+        #[cfg(target_arch = "x86_64")]
+        if crate::math::has_avx2_fma() {
+            // SAFETY: the CPU has AVX2 (checked above).
+            return Some(unsafe { lanes(x, a, lattice) });
+        }
+        None
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn lanes(x: &[f32], a: &[f32], lattice: Lattice) -> [[f32; 8]; 3] {
+        use std::arch::x86_64::*;
+        let n = x.len().min(a.len());
+        let whole = n / 8 * 8;
+        let (shift, inv_scale) = (_mm256_set1_ps(lattice.shift), _mm256_set1_ps(lattice.inv_scale));
+        let (offset, half) = (_mm256_set1_ps(lattice.offset), _mm256_set1_ps(0.5));
+        let (zero, max_code) = (_mm256_setzero_ps(), _mm256_set1_ps(lattice.max_code));
+        let (mut al, mut all, mut alx) = (zero, zero, zero);
+        let mut i = 0;
+        while i < whole {
+            // SAFETY: i + 8 <= whole <= both lengths.
+            let (v, w) = unsafe { (_mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(a.as_ptr().add(i))) };
+            let c = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, shift), inv_scale), offset), half);
+            // max/min return their second operand for a NaN: 0, as `level` does.
+            let c = _mm256_min_ps(_mm256_max_ps(c, zero), max_code);
+            let l = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvttps_epi32(c)), offset);
+            let wl = _mm256_mul_ps(w, l);
+            al = _mm256_add_ps(al, wl);
+            all = _mm256_add_ps(all, _mm256_mul_ps(wl, l));
+            alx = _mm256_add_ps(alx, _mm256_mul_ps(wl, v));
+            i += 8;
+        }
+        let mut out = [[0f32; 8]; 3];
+        // SAFETY: each destination holds 8 f32.
+        unsafe {
+            _mm256_storeu_ps(out[0].as_mut_ptr(), al);
+            _mm256_storeu_ps(out[1].as_mut_ptr(), all);
+            _mm256_storeu_ps(out[2].as_mut_ptr(), alx);
+        }
+        for (j, (&v, &w)) in x[whole..n].iter().zip(&a[whole..n]).enumerate() {
+            let l = lattice.level(v);
+            let wl = w * l;
+            out[0][j] += wl;
+            out[1][j] += wl * l;
+            out[2][j] += wl * v;
+        }
+        out
+    }
+}
+
+/// Weights are summed in f32 over runs of at most this many, then in f64: long blocks (whole rows, whole
+/// tensors) keep their precision.
+const RUN: usize = 256;
 
 #[cfg(test)]
 mod tests {
@@ -312,6 +417,19 @@ mod tests {
         assert!(error_on(&weighted, 1) > error_on(&unweighted, 1));
         // The stored form decodes as any grid does: codes on the block's f16 grid.
         assert_eq!(weighted.dequantize().unwrap().len(), rows * cols);
+    }
+
+    #[test]
+    fn the_avx2_sums_are_the_portable_sums_bit_for_bit() {
+        let x = noisy(203, 5.0);
+        let a: Vec<f32> = noisy(203, 9.0).iter().map(|v| v.abs() * 10.0).collect();
+        let lattice = Lattice { shift: -0.1, inv_scale: 31.7, offset: 0.0, max_code: 15.0 };
+        let levels: Vec<f32> = x.iter().map(|&v| lattice.level(v)).collect();
+        for n in [0, 5, 8, 64, 203] {
+            if let Some(fast) = avx2::level_sums_run(&x[..n], &a[..n], lattice) {
+                assert_eq!(fast, level_sums_run(&levels[..n], &x[..n], &a[..n]), "{n} weights");
+            }
+        }
     }
 
     #[test]
