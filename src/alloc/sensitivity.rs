@@ -21,7 +21,6 @@ use sha2::{Digest, Sha256};
 use super::{Game, Player, Priced};
 use crate::error::{Error, Result};
 use crate::job::Job;
-use crate::model::gemm::matmul_t;
 use crate::model::tensor_io::with_f32_slice;
 use crate::model::{Linears, Model, layer_of};
 
@@ -322,7 +321,7 @@ impl ReferenceRun {
 /// Logits `[T, vocab]` from the last layer's output `x`.
 fn logits_of(model: &Model, x: &Tensor) -> Result<Tensor> {
     let hidden = model.architecture.final_norm(&Linears::of(model), x)?;
-    matmul_t(&hidden, &model.head()?)
+    model.logits(&hidden, &model.head()?)
 }
 
 /// KL(p ‖ q) = Σ p·log p − Σ p·logits_q + Σ p · log Σ exp(logits_q), with p the reference probabilities of

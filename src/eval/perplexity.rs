@@ -9,7 +9,6 @@ use serde::Serialize;
 use super::{log_softmax, log_softmax_with, log_sum_exp};
 use crate::error::{Error, Result};
 use crate::job::Job;
-use crate::model::gemm::matmul_t;
 use crate::model::tensor_io::with_f32_slice;
 use crate::model::{Model, argmax};
 
@@ -99,7 +98,7 @@ pub fn evaluate_ppl(
                 .into_par_iter()
                 .map(|b| {
                     let rows = b * HEAD_ROWS..scored.min((b + 1) * HEAD_ROWS);
-                    let logits = matmul_t(&hidden.narrow(0, rows.start, rows.len())?, &head)?;
+                    let logits = model.logits(&hidden.narrow(0, rows.start, rows.len())?, &head)?;
                     with_f32_slice(&logits, |logits| {
                         let rows_of = || rows.clone().zip(logits.chunks_exact(vocab));
                         let scores = rows_of()

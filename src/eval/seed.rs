@@ -56,7 +56,7 @@ pub fn evaluate_seed(model: &Model, texts: &[Vec<u32>], job: &Job) -> Result<See
         job.checkpoint()?;
         let hiddens = model.forward_hidden(&chunk.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
         for (ids, hidden) in chunk.iter().zip(hiddens) {
-            let logits = crate::model::gemm::matmul_t(&hidden, &head)?;
+            let logits = model.logits(&hidden, &head)?;
             let (_, v) = logits.dims2()?;
             let logits = logits.flatten_all()?.to_vec1::<f32>()?;
             let total: f64 =

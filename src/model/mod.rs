@@ -124,7 +124,20 @@ impl Model {
         let observer = observer.map(|o| std::cell::RefCell::new(o as &mut Observer));
         let linears = Linears { model: self, observer };
         let hidden = self.hidden_states(&linears, &[ids])?.pop().expect("one window");
-        linears.linear(self.architecture.head_name(), &hidden)
+        if let Some(observer) = &linears.observer {
+            (observer.borrow_mut())(self.architecture.head_name(), &hidden)?;
+        }
+        self.logits(&hidden, &self.head()?)
+    }
+
+    /// Logits `[T, vocab]` of final hidden states (after the final norm) under `head`: the product, then the
+    /// architecture's soft-capping where it has one. Every place that makes logits goes through here.
+    pub fn logits(&self, hidden: &Tensor, head: &Tensor) -> Result<Tensor> {
+        let logits = gemm::matmul_t(hidden, head)?;
+        match self.architecture.final_logit_softcap() {
+            Some(cap) => Ok(((logits / cap)?.tanh()? * cap)?),
+            None => Ok(logits),
+        }
     }
 
     /// The final hidden states `[ids.len(), hidden]` of each window, before the head: evaluation applies the head

@@ -266,7 +266,7 @@ fn block(c: &Gpt2Config, w: &Linears, p: &str, x: &Tensor) -> Result<Tensor> {
         Ok(qkv.narrow(1, k * d, d)?.reshape((1, t, heads, hd))?.transpose(1, 2)?.contiguous()?)
     };
     let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-    let attn = causal_attention(&q, &k, &v, scale)?;
+    let attn = causal_attention(&q, &k, &v, scale, None)?;
     let x = (x + affine(&attn, &format!("{p}.attn.c_proj"))?)?;
 
     let h = affine(&norm(&x, &format!("{p}.ln_2"))?, &format!("{p}.mlp.c_fc"))?.gelu()?;

@@ -8,8 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Arch, Architecture, GgufMetadata, GgufNames, decimal, hf_config_json, positive};
 use crate::error::Result;
-use crate::model::layers::attention::causal_attention;
-use crate::model::tensor_io::with_f32_slice;
+use crate::model::layers::decoder::{Activation, BlockSpec, Norm, Rope, block};
 use crate::model::{Linears, TensorRole, cpu};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -27,8 +26,9 @@ pub struct LlamaConfig {
     pub rms_norm_eps: f64,
     #[serde(default = "default_rope_theta")]
     pub rope_theta: f64,
+    /// As read from config.json (`rope_type` llama3, linear or dynamic); see `layers::decoder::RopeScaling`.
     #[serde(default)]
-    pub rope_scaling: Option<RopeScaling>,
+    pub rope_scaling: Option<serde_json::Value>,
     #[serde(default = "default_max_positions")]
     pub max_position_embeddings: usize,
     /// Hugging Face's LlamaConfig defaults to untied; llama-family exports usually say so explicitly.
@@ -36,20 +36,6 @@ pub struct LlamaConfig {
     pub tie_word_embeddings: bool,
     #[serde(default)]
     pub bos_token_id: Option<u32>,
-}
-
-/// Llama 3.x frequency scaling (`rope_type: llama3`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RopeScaling {
-    #[serde(default, alias = "type")]
-    pub rope_type: Option<String>,
-    pub factor: f64,
-    #[serde(default = "one")]
-    pub low_freq_factor: f64,
-    #[serde(default = "four")]
-    pub high_freq_factor: f64,
-    #[serde(default = "default_original_max")]
-    pub original_max_position_embeddings: usize,
 }
 
 impl LlamaConfig {
@@ -66,6 +52,30 @@ impl LlamaConfig {
     }
     pub fn head_dim(&self) -> usize {
         self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+    /// The RoPE this config describes (validated).
+    pub fn rope(&self) -> Result<Rope, String> {
+        let legacy = serde_json::json!({"rope_theta": self.rope_theta, "rope_scaling": self.rope_scaling});
+        Rope::from_config(&legacy, None, self.rope_theta, self.head_dim(), self.max_position_embeddings)
+    }
+    /// The shared decoder layer as Llama builds it.
+    fn block_spec(&self) -> Result<BlockSpec, String> {
+        Ok(BlockSpec {
+            heads: self.num_attention_heads,
+            kv_heads: self.kv_heads(),
+            head_dim: self.head_dim(),
+            eps: self.rms_norm_eps,
+            norm: Norm::Rms,
+            fused_qkv: false,
+            qkv_bias: false,
+            qk_norm: false,
+            sandwich_norms: false,
+            fused_gate_up: false,
+            activation: Activation::Silu,
+            attention_scale: 1.0 / (self.head_dim() as f64).sqrt(),
+            window: None,
+            rope: self.rope()?,
+        })
     }
     pub fn validate(&self) -> Result<(), String> {
         let heads = self.num_attention_heads;
@@ -89,24 +99,7 @@ impl LlamaConfig {
         if self.max_position_embeddings == 0 {
             return Err("max_position_embeddings must be positive".into());
         }
-        if let Some(s) = &self.rope_scaling {
-            match s.rope_type.as_deref() {
-                Some("llama3") => {}
-                other => return Err(format!("rope_scaling type {other:?} is not supported (only llama3)")),
-            }
-            positive("rope_scaling.factor", s.factor)?;
-            positive("rope_scaling.low_freq_factor", s.low_freq_factor)?;
-            positive("rope_scaling.high_freq_factor", s.high_freq_factor)?;
-            if s.high_freq_factor <= s.low_freq_factor {
-                return Err(format!(
-                    "rope_scaling.high_freq_factor {} must exceed low_freq_factor {}",
-                    s.high_freq_factor, s.low_freq_factor
-                ));
-            }
-            if s.original_max_position_embeddings == 0 {
-                return Err("rope_scaling.original_max_position_embeddings must be positive".into());
-            }
-        }
+        self.rope()?;
         Ok(())
     }
 }
@@ -201,8 +194,9 @@ impl Arch for LlamaConfig {
         Ok(linears.get(EMBED)?.index_select(&Tensor::new(ids, &cpu())?, 0)?)
     }
     fn layer(&self, linears: &Linears, index: usize, x: &Tensor) -> Result<Tensor> {
-        let (cos, sin) = rope_tables(self, x.dim(0)?)?;
-        block(self, linears, &format!("model.layers.{index}"), x, &cos, &sin)
+        let spec = self.block_spec().map_err(crate::error::Error::InvalidArgument)?;
+        let (cos, sin) = spec.rope.tables(x.dim(0)?)?;
+        block(&spec, linears, &format!("model.layers.{index}"), x, &cos, &sin)
     }
     fn final_norm(&self, linears: &Linears, x: &Tensor) -> Result<Tensor> {
         Ok(candle_nn::ops::rms_norm(x, &linears.get("model.norm.weight")?, self.rms_norm_eps as f32)?)
@@ -212,7 +206,15 @@ impl Arch for LlamaConfig {
     }
 }
 
-pub fn from_hf_config(value: serde_json::Value) -> std::result::Result<Architecture, String> {
+pub fn from_hf_config(mut value: serde_json::Value) -> std::result::Result<Architecture, String> {
+    // transformers 5 writes `rope_parameters`; this config keeps the legacy `rope_theta` / `rope_scaling`.
+    if let Some(parameters) = value.get("rope_parameters").filter(|v| v.is_object()).cloned() {
+        if let Some(theta) = parameters.get("rope_theta") {
+            value["rope_theta"] = theta.clone();
+        }
+        let kind = parameters.get("rope_type").and_then(|v| v.as_str()).unwrap_or("default");
+        value["rope_scaling"] = if kind == "default" { serde_json::Value::Null } else { parameters };
+    }
     let config: LlamaConfig = serde_json::from_value(value).map_err(|e| e.to_string())?;
     config.validate()?;
     Ok(Architecture::new(config))
@@ -317,66 +319,6 @@ fn tensor_role(name: &str) -> TensorRole {
     }
 }
 
-/// One decoder layer (`p` is its name prefix) over the hidden states `x` `[T, hidden]` of one window.
-fn block(c: &LlamaConfig, w: &Linears, p: &str, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let t = x.dim(0)?;
-    let (heads, kv_heads, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
-    let eps = c.rms_norm_eps as f32;
-    let scale = 1.0 / (hd as f64).sqrt();
-    let h = candle_nn::ops::rms_norm(x, &w.get(&format!("{p}.input_layernorm.weight"))?, eps)?;
-    let heads_of = |name: &str, n: usize| -> Result<Tensor> {
-        let y = w.linear(&format!("{p}.self_attn.{name}.weight"), &h)?;
-        Ok(y.reshape((1, t, n, hd))?.transpose(1, 2)?.contiguous()?)
-    };
-    let q = candle_nn::rotary_emb::rope(&heads_of("q_proj", heads)?, cos, sin)?;
-    let k = candle_nn::rotary_emb::rope(&heads_of("k_proj", kv_heads)?, cos, sin)?;
-    let v = heads_of("v_proj", kv_heads)?;
-    let attn = causal_attention(&q, &k, &v, scale)?;
-    let x = (x + w.linear(&format!("{p}.self_attn.o_proj.weight"), &attn)?)?;
-
-    let h = candle_nn::ops::rms_norm(&x, &w.get(&format!("{p}.post_attention_layernorm.weight"))?, eps)?;
-    let gate = w.linear(&format!("{p}.mlp.gate_proj.weight"), &h)?;
-    let up = w.linear(&format!("{p}.mlp.up_proj.weight"), &h)?;
-    Ok((x + w.linear(&format!("{p}.mlp.down_proj.weight"), &swiglu(&gate, &up)?)?)?)
-}
-
-/// `silu(gate) * up`, fused into one pass with the vectorized exp.
-fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    let mut out = gate.flatten_all()?.to_vec1::<f32>()?;
-    with_f32_slice(&up.contiguous()?, |up| crate::math::silu_mul_in_place(&mut out, up))?;
-    Ok(Tensor::from_vec(out, gate.shape(), &cpu())?)
-}
-
-/// cos/sin tables `[T, head_dim / 2]` for rotate-half RoPE, with Llama 3 frequency scaling when configured.
-fn rope_tables(c: &LlamaConfig, t: usize) -> Result<(Tensor, Tensor)> {
-    let hd = c.head_dim();
-    let inv_freq: Vec<f64> = (0..hd / 2)
-        .map(|i| 1.0 / c.rope_theta.powf(2.0 * i as f64 / hd as f64))
-        .map(|f| match &c.rope_scaling {
-            Some(s) => llama3_scaled(f, s),
-            None => f,
-        })
-        .collect();
-    let angles: Vec<f64> = (0..t).flat_map(|p| inv_freq.iter().map(move |f| p as f64 * f)).collect();
-    let cos: Vec<f32> = angles.iter().map(|a| a.cos() as f32).collect();
-    let sin: Vec<f32> = angles.iter().map(|a| a.sin() as f32).collect();
-    Ok((Tensor::from_vec(cos, (t, hd / 2), &cpu())?, Tensor::from_vec(sin, (t, hd / 2), &cpu())?))
-}
-
-fn llama3_scaled(freq: f64, s: &RopeScaling) -> f64 {
-    let original = s.original_max_position_embeddings as f64;
-    let (low_wavelen, high_wavelen) = (original / s.low_freq_factor, original / s.high_freq_factor);
-    let wavelen = 2.0 * std::f64::consts::PI / freq;
-    if wavelen < high_wavelen {
-        freq
-    } else if wavelen > low_wavelen {
-        freq / s.factor
-    } else {
-        let smooth = (original / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
-        (1.0 - smooth) * freq / s.factor + smooth * freq
-    }
-}
-
 fn default_rms_norm_eps() -> f64 {
     1e-6
 }
@@ -385,13 +327,4 @@ fn default_rope_theta() -> f64 {
 }
 fn default_max_positions() -> usize {
     2048
-}
-fn default_original_max() -> usize {
-    8192
-}
-fn one() -> f64 {
-    1.0
-}
-fn four() -> f64 {
-    4.0
 }

@@ -2,8 +2,14 @@
 //! adding an architecture is a new file here (its config, tensor names, roles, heatmap kinds and forward pass)
 //! and one line in `HUGGING_FACE` (and in `GGUF` when llama.cpp writes it).
 
+pub mod decoder;
+pub mod gemma3;
 pub mod gpt2;
 pub mod llama;
+pub mod mistral;
+pub mod phi3;
+pub mod qwen2;
+pub mod qwen3;
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -76,6 +82,10 @@ pub trait Arch: Send + Sync + Debug + 'static {
     fn layer(&self, linears: &Linears, index: usize, x: &Tensor) -> Result<Tensor>;
     /// The final norm: what the head multiplies.
     fn final_norm(&self, linears: &Linears, x: &Tensor) -> Result<Tensor>;
+    /// Logits become cap · tanh(logits / cap) (Gemma's final soft-capping), where set.
+    fn final_logit_softcap(&self) -> Option<f64> {
+        None
+    }
     fn as_any(&self) -> &dyn Any;
 }
 
@@ -152,7 +162,15 @@ type FromHf = fn(serde_json::Value) -> std::result::Result<Architecture, String>
 type FromGguf = fn(&GgufMetadata) -> std::result::Result<Architecture, String>;
 
 /// Hugging Face architectures by `model_type`.
-const HUGGING_FACE: &[(&str, FromHf)] = &[("llama", llama::from_hf_config), ("gpt2", gpt2::from_hf_config)];
+const HUGGING_FACE: &[(&str, FromHf)] = &[
+    ("llama", llama::from_hf_config),
+    ("gpt2", gpt2::from_hf_config),
+    ("qwen2", qwen2::from_hf_config),
+    ("qwen3", qwen3::from_hf_config),
+    ("mistral", mistral::from_hf_config),
+    ("phi3", phi3::from_hf_config),
+    ("gemma3_text", gemma3::from_hf_config),
+];
 
 /// GGUF architectures by `general.architecture`.
 const GGUF: &[(&str, FromGguf)] = &[("llama", llama::from_gguf), ("gpt2", gpt2::from_gguf)];

@@ -11,26 +11,31 @@ use crate::model::tensor_io::with_f32_slice;
 const ROW_BLOCK: usize = 64;
 
 /// `softmax(q k^T * scale + causal mask) v` for `q: [1, H, T, hd]` and `k, v: [1, KV, T, hd]` (H a multiple
-/// of KV: grouped-query attention), returned as `[T, H * hd]`.
-pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+/// of KV: grouped-query attention), returned as `[T, H * hd]`. With a `window`, position i sees only the keys
+/// j with i − j < window (sliding-window attention).
+pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, window: Option<usize>) -> Result<Tensor> {
     let (_, heads, t, hd) = q.dims4()?;
     let kv_heads = k.dim(1)?;
+    let window = window.unwrap_or(usize::MAX).max(1);
     let out = match Sgemm::get() {
-        Some(sgemm) => blocked_attention(sgemm, &q.contiguous()?, &k.contiguous()?, &v.contiguous()?, scale)?,
-        None => candle_attention(q, &repeat_kv(k, heads / kv_heads)?, &repeat_kv(v, heads / kv_heads)?, scale)?,
+        Some(sgemm) => blocked_attention(sgemm, &q.contiguous()?, &k.contiguous()?, &v.contiguous()?, scale, window)?,
+        None => {
+            let (k, v) = (repeat_kv(k, heads / kv_heads)?, repeat_kv(v, heads / kv_heads)?);
+            candle_attention(q, &k, &v, scale, window)?
+        }
     };
     Ok(out.transpose(1, 2)?.reshape((t, heads * hd))?)
 }
 
 /// The reference formulation on candle ops: full `[T, T]` scores with an additive mask.
-fn candle_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
-    let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&causal_mask(q.dim(2)?)?)?;
+fn candle_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, window: usize) -> Result<Tensor> {
+    let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&causal_mask(q.dim(2)?, window)?)?;
     Ok(candle_nn::ops::softmax_last_dim(&scores)?.matmul(v)?)
 }
 
 /// One task per (head, block of query rows): rows `r0..r1` only attend to keys `0..r1`, so the GEMMs skip the
 /// masked upper triangle except within the diagonal block.
-fn blocked_attention(sgemm: Sgemm, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+fn blocked_attention(sgemm: Sgemm, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, window: usize) -> Result<Tensor> {
     let (_, heads, t, hd) = q.dims4()?;
     let group = heads / k.dim(1)?;
     let mut out = vec![0f32; heads * t * hd];
@@ -49,7 +54,8 @@ fn blocked_attention(sgemm: Sgemm, q: &Tensor, k: &Tensor, v: &Tensor, scale: f6
                         let qk = GemmShape { m: rows, n: keys, k: hd, lda: hd, ldb: hd, ldc: keys, b_transposed: true };
                         sgemm.run(&qk, scale as f32, q, k, &mut scores);
                         for (i, row) in scores.chunks_mut(keys).enumerate() {
-                            softmax_prefix(row, r0 + i + 1);
+                            let end = r0 + i + 1;
+                            softmax_range(row, end.saturating_sub(window), end);
                         }
                         let pv =
                             GemmShape { m: rows, n: hd, k: keys, lda: keys, ldb: hd, ldc: hd, b_transposed: false };
@@ -62,19 +68,22 @@ fn blocked_attention(sgemm: Sgemm, q: &Tensor, k: &Tensor, v: &Tensor, scale: f6
     Ok(Tensor::from_vec(out, (1, heads, t, hd), &Device::Cpu)?)
 }
 
-/// Softmax over `row[..len]`; the masked rest becomes 0.
-fn softmax_prefix(row: &mut [f32], len: usize) {
-    let (live, masked) = row.split_at_mut(len);
+/// Softmax over `row[start..end]`; the masked rest becomes 0.
+fn softmax_range(row: &mut [f32], start: usize, end: usize) {
+    let (head, rest) = row.split_at_mut(end);
+    let (before, live) = head.split_at_mut(start);
     let max = crate::math::max(live);
     let inv = (1.0 / crate::math::exp_shifted_in_place(live, max)) as f32;
     live.iter_mut().for_each(|x| *x *= inv);
-    masked.fill(0.0);
+    before.fill(0.0);
+    rest.fill(0.0);
 }
 
-/// `[T, T]` additive mask: 0 on and below the diagonal, -inf above.
-fn causal_mask(t: usize) -> Result<Tensor> {
+/// `[T, T]` additive mask: 0 where key j is visible from query i (j <= i and i - j < window), -inf elsewhere.
+fn causal_mask(t: usize, window: usize) -> Result<Tensor> {
+    let visible = |i: usize, j: usize| j <= i && i - j < window;
     let mask: Vec<f32> =
-        (0..t).flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+        (0..t).flat_map(|i| (0..t).map(move |j| if visible(i, j) { 0.0 } else { f32::NEG_INFINITY })).collect();
     Ok(Tensor::from_vec(mask, (t, t), &Device::Cpu)?)
 }
 
@@ -100,19 +109,21 @@ mod tests {
             .collect()
     }
 
-    /// Plain loops in f64: softmax over keys 0..=i for every query i.
+    /// Plain loops in f64: softmax over keys (i + 1 - window)..=i for every query i.
     fn naive(
         q: &[f32],
         k: &[f32],
         v: &[f32],
         (heads, kv_heads, t, hd): (usize, usize, usize, usize),
         scale: f64,
+        window: usize,
     ) -> Vec<f64> {
         let mut out = vec![0f64; t * heads * hd];
         for h in 0..heads {
             let g = h / (heads / kv_heads);
             for i in 0..t {
-                let logits: Vec<f64> = (0..=i)
+                let first = (i + 1).saturating_sub(window);
+                let logits: Vec<f64> = (first..=i)
                     .map(|j| {
                         (0..hd).map(|d| q[(h * t + i) * hd + d] as f64 * k[(g * t + j) * hd + d] as f64).sum::<f64>()
                             * scale
@@ -120,7 +131,7 @@ mod tests {
                     .collect();
                 let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 let z: f64 = logits.iter().map(|l| (l - max).exp()).sum();
-                for (j, l) in logits.iter().enumerate() {
+                for (j, l) in (first..).zip(&logits) {
                     for d in 0..hd {
                         out[i * heads * hd + h * hd + d] += (l - max).exp() / z * v[(g * t + j) * hd + d] as f64;
                     }
@@ -131,27 +142,31 @@ mod tests {
     }
 
     #[test]
-    fn both_backends_match_naive_grouped_causal_attention() {
-        // 150 positions: not a multiple of the row block, so the last block is partial.
+    fn both_backends_match_naive_grouped_causal_attention_with_and_without_a_window() {
+        // 150 positions: not a multiple of the row block, so the last block is partial; windows of 1, one
+        // inside a block, one across blocks.
         let (heads, kv_heads, t, hd) = (4, 2, 150, 16);
         let q = pseudo_random(heads * t * hd, 1);
         let k = pseudo_random(kv_heads * t * hd, 2);
         let v = pseudo_random(kv_heads * t * hd, 3);
         let scale = 1.0 / (hd as f64).sqrt();
-        let want = naive(&q, &k, &v, (heads, kv_heads, t, hd), scale);
         let tensor = |data: &[f32], h: usize| Tensor::from_vec(data.to_vec(), (1, h, t, hd), &Device::Cpu).unwrap();
-        let (q, k, v) = (tensor(&q, heads), tensor(&k, kv_heads), tensor(&v, kv_heads));
-
-        let reference = candle_attention(&q, &repeat_kv(&k, 2).unwrap(), &repeat_kv(&v, 2).unwrap(), scale).unwrap();
-        let mut results = vec![("candle", reference)];
-        match Sgemm::get() {
-            Some(sgemm) => results.push(("OpenBLAS", blocked_attention(sgemm, &q, &k, &v, scale).unwrap())),
-            None => eprintln!("OpenBLAS not found: only candle's attention is checked"),
-        }
-        for (backend, got) in results {
-            let got = got.transpose(1, 2).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let worst = got.iter().zip(&want).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max);
-            assert!(worst < 1e-5, "{backend}: max abs diff {worst}");
+        let (qt, kt, vt) = (tensor(&q, heads), tensor(&k, kv_heads), tensor(&v, kv_heads));
+        for window in [usize::MAX, 1, 16, 100] {
+            let want = naive(&q, &k, &v, (heads, kv_heads, t, hd), scale, window);
+            let (k2, v2) = (repeat_kv(&kt, 2).unwrap(), repeat_kv(&vt, 2).unwrap());
+            let mut results = vec![("candle", candle_attention(&qt, &k2, &v2, scale, window).unwrap())];
+            match Sgemm::get() {
+                Some(sgemm) => {
+                    results.push(("OpenBLAS", blocked_attention(sgemm, &qt, &kt, &vt, scale, window).unwrap()))
+                }
+                None => eprintln!("OpenBLAS not found: only candle's attention is checked"),
+            }
+            for (backend, got) in results {
+                let got = got.transpose(1, 2).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let worst = got.iter().zip(&want).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max);
+                assert!(worst < 1e-5, "{backend}, window {window}: max abs diff {worst}");
+            }
         }
     }
 }

@@ -1,0 +1,91 @@
+//! Each Hugging Face architecture against transformers' own float64 forward pass of the same weights
+//! (`../shared/fixtures/tiny-*-random`: random models saved by transformers, with reference logits).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use nash_swarm::model::tensor_to_vec;
+
+const FIXTURES: [&str; 6] = ["qwen2", "qwen3", "llama3", "mistral", "gemma3", "phi3"];
+
+fn fixture(name: &str) -> PathBuf {
+    shared().join(format!("fixtures/tiny-{name}-random"))
+}
+
+/// The reference's input ids, logits `[48 * 512]` and mean NLL.
+fn reference(dir: &Path) -> (Vec<u32>, Vec<f32>, f64) {
+    let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let ids = st.tensor("input_ids").unwrap().data().chunks_exact(8);
+    let ids = ids.map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32).collect();
+    let logits = st.tensor("logits").unwrap().data().chunks_exact(4);
+    let logits = logits.map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let nll = metadata.metadata().as_ref().unwrap()["mean_nll"].parse().unwrap();
+    (ids, logits, nll)
+}
+
+#[test]
+fn every_architecture_matches_its_float64_reference_logits() {
+    for name in FIXTURES {
+        let dir = fixture(name);
+        let model = nash_swarm::load(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (ids, expected, _) = reference(&dir);
+        let logits = tensor_to_vec(&model.forward(&ids).unwrap()).unwrap();
+        let diff = max_abs_diff(&logits, &expected);
+        assert!(diff <= 1e-3, "{name}: max |logit - reference| = {diff}");
+    }
+}
+
+#[test]
+fn every_architecture_scores_the_reference_nll_through_eval() {
+    for name in FIXTURES {
+        let dir = fixture(name);
+        let (_, _, want) = reference(&dir);
+        let text = wikitext();
+        let args = ["eval", "--model", dir.to_str().unwrap(), "--text", text.to_str().unwrap()];
+        let run = cli(&[&args[..], &["--ctx", "48", "--max-windows", "1", "--bos", "--json"]].concat());
+        assert!(run.status.success(), "{name}: {}", String::from_utf8_lossy(&run.stderr));
+        let out: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+        assert_eq!(out["tokens_scored"], 47, "{name}");
+        let nll = out["nll"].as_f64().unwrap();
+        assert!((nll - want).abs() <= 1e-4, "{name}: mean NLL {nll} vs reference {want}");
+    }
+}
+
+#[test]
+fn a_changed_config_is_refused_naming_the_key() {
+    let cases = [
+        ("gemma3", "attn_logit_softcapping", serde_json::json!(50.0), "attn_logit_softcapping"),
+        ("phi3", "rope_parameters", serde_json::json!({"rope_type": "longrope", "rope_theta": 1e4}), "longrope"),
+        ("qwen3", "num_key_value_heads", serde_json::json!(3), "num_key_value_heads"),
+        ("mistral", "hidden_size", serde_json::json!(0), "hidden_size"),
+        ("gemma3", "layer_types", serde_json::json!(["full_attention"]), "layer_types"),
+    ];
+    for (name, key, value, expected) in cases {
+        let copy = scratch_copy(&fixture(name));
+        let path = copy.path().join("config.json");
+        let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        config[key] = value;
+        std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+        let err = nash_swarm::load(copy.path()).err().unwrap_or_else(|| panic!("{name} with {key} loaded")).to_string();
+        assert!(err.contains(expected) && err.contains("config.json"), "{name}, {key}: {err}");
+    }
+}
+
+#[test]
+fn fused_projections_are_one_heatmap_column_and_norms_are_not_quantized() {
+    let phi3 = nash_swarm::load(&fixture("phi3")).unwrap();
+    let arch = &phi3.architecture;
+    assert_eq!(arch.kind_of("model.layers.1.self_attn.qkv_proj.weight"), Some("qkv"));
+    assert_eq!(arch.kind_of("model.layers.0.mlp.gate_up_proj.weight"), Some("gate_up"));
+    let qwen3 = nash_swarm::load(&fixture("qwen3")).unwrap();
+    assert_eq!(qwen3.architecture.kind_of("model.layers.0.self_attn.q_norm.weight"), None);
+    let role = qwen3.architecture.tensor_role("model.layers.0.self_attn.q_norm.weight");
+    assert_eq!(role, nash_swarm::model::TensorRole::Other);
+    let qwen2 = nash_swarm::load(&fixture("qwen2")).unwrap();
+    let role = qwen2.architecture.tensor_role("model.layers.0.self_attn.q_proj.bias");
+    assert_eq!(role, nash_swarm::model::TensorRole::Other);
+}
