@@ -89,3 +89,50 @@ fn fused_projections_are_one_heatmap_column_and_norms_are_not_quantized() {
     let role = qwen2.architecture.tensor_role("model.layers.0.self_attn.q_proj.bias");
     assert_eq!(role, nash_swarm::model::TensorRole::Other);
 }
+
+/// llama.cpp's mean NLL over the same 48 tokens, running our F32 GGUF export of each fixture (llama-cpp-python
+/// 0.3.36 built from its sources, `Llama(path, logits_all=True).eval(ids)`, December 2026). It runs Gemma 3 with
+/// its fixed pattern (every sixth layer full), so the Gemma figure is checked against our model with both layers
+/// sliding. Phi-3 was exported from a folder whose name lacks "phi3" (llama.cpp then looks up Phi-3's special
+/// tokens, which the fixture's vocabulary does not have).
+const LLAMA_CPP_NLL: [(&str, f64); 5] =
+    [("qwen2", 6.477842), ("qwen3", 7.2709317), ("mistral", 7.0718846), ("phi3", 6.9655566), ("gemma3", 6.9031467)];
+
+fn eval_nll(model: &Path) -> f64 {
+    let text = wikitext();
+    let args = ["eval", "--model", model.to_str().unwrap(), "--text", text.to_str().unwrap()];
+    let run = cli(&[&args[..], &["--ctx", "48", "--max-windows", "1", "--bos", "--json"]].concat());
+    assert!(run.status.success(), "{model:?}: {}", String::from_utf8_lossy(&run.stderr));
+    serde_json::from_slice::<serde_json::Value>(&run.stdout).unwrap()["nll"].as_f64().unwrap()
+}
+
+#[test]
+fn every_architecture_survives_our_gguf_export_and_scores_as_llama_cpp_scores_it() {
+    for (name, llama_cpp) in LLAMA_CPP_NLL {
+        let dir = tempfile::tempdir().unwrap();
+        let gguf = dir.path().join(format!("{name}.gguf"));
+        let src = fixture(name);
+        let run =
+            cli(&["quantize", "--model", src.to_str().unwrap(), "--preset", "f32", "--out", gguf.to_str().unwrap()]);
+        assert!(run.status.success(), "{name}: {}", String::from_utf8_lossy(&run.stderr));
+        // The same logits and NLL as the Hugging Face folder (and so as transformers).
+        let (ids, expected, want) = reference(&src);
+        let model = nash_swarm::load(&gguf).unwrap();
+        let diff = max_abs_diff(&tensor_to_vec(&model.forward(&ids).unwrap()).unwrap(), &expected);
+        assert!(diff <= 1e-3, "{name} through GGUF: max |logit - reference| = {diff}");
+        let nll = eval_nll(&gguf);
+        assert!((nll - want).abs() <= 1e-4, "{name} through GGUF: mean NLL {nll} vs reference {want}");
+        // llama.cpp's figure: within its own rounding (f16 attention cache) of ours.
+        let ours = if name == "gemma3" {
+            let copy = scratch_copy(&src);
+            let path = copy.path().join("config.json");
+            let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            config["layer_types"] = serde_json::json!(["sliding_attention", "sliding_attention"]);
+            std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+            eval_nll(copy.path())
+        } else {
+            nll
+        };
+        assert!((ours - llama_cpp).abs() <= 1e-3, "{name}: ours {ours} vs llama.cpp {llama_cpp}");
+    }
+}

@@ -109,7 +109,7 @@ fn unknown_gguf_architecture() {
     gguf_writer::write_like_llama_cpp(&model, &file, "mamba");
     assert_mentions(
         &info_fails(&file),
-        &["other.gguf", "unsupported architecture `mamba`", "supported here: llama, gpt2)"],
+        &["other.gguf", "unsupported architecture `mamba`", "supported here: llama, gpt2, qwen2, qwen3, phi3, gemma3)"],
     );
 }
 

@@ -295,3 +295,25 @@ fn a_measured_allocation_shows_its_prices_in_the_heatmap_the_plot_and_the_table(
     assert!(run.prices.as_deref().is_some_and(|p| p.starts_with("measured ΔKLD prices")), "{:?}", run.prices);
     assert!(run.config.overrides.values().all(|plan| plan.quantizer == nash_swarm::quant::QuantizerKind::LeastSquares));
 }
+
+#[test]
+fn the_other_architectures_open_run_and_show_their_own_columns() {
+    // Phi-3 (fused projections: one `qkv` and one `gate_up` column) and Gemma 3 (sandwich norms, sliding layers).
+    let phi3 = ["qkv", "o", "gate_up", "down"];
+    let gemma3 = ["q", "k", "v", "o", "gate", "up", "down"];
+    for (fixture, columns) in [("fixtures/tiny-phi3-random", &phi3[..]), ("fixtures/tiny-gemma3-random", &gemma3[..])] {
+        let scratch = tempfile::tempdir().unwrap();
+        let mut harness = harness(shared(fixture), scratch.path());
+        settle(&mut harness);
+        let analysis = harness.state().analysis.clone().expect("the model is analysed");
+        assert_eq!(analysis.kinds, columns, "{fixture}");
+        harness.state_mut().settings.ctx = 48;
+        harness.get_by_label("Run").click();
+        harness.step();
+        settle(&mut harness);
+        let state = harness.state();
+        assert!(state.problems.is_empty(), "{fixture}: {:?}", state.problems);
+        assert_eq!(state.runs.len(), 1, "{fixture}");
+        assert!(state.runs[0].ppl.is_finite() && state.runs[0].ppl > 1.0, "{fixture}");
+    }
+}

@@ -22,6 +22,8 @@ pub struct Family {
     pub model_type: &'static str,
     /// The heatmap columns: matrix names under `self_attn.` / `mlp.` without `_proj.weight`.
     pub kinds: &'static [&'static str],
+    /// How llama.cpp stores it, when it does.
+    pub gguf: Option<&'static super::decoder_gguf::GgufForm>,
 }
 
 /// One model of a decoder-only family, as its config.json describes it.
@@ -142,6 +144,23 @@ impl Arch for Decoder {
     fn from_hf_key(&self, key: &str) -> Option<String> {
         let dropped = (self.tied && key == LM_HEAD) || key.ends_with("rotary_emb.inv_freq");
         (!dropped).then(|| key.to_string())
+    }
+    fn from_gguf_name(&self, gguf: &str) -> Option<String> {
+        self.gguf_names()?.ours(gguf)
+    }
+    fn from_gguf_layout(&self, name: &str, tensor: Tensor) -> Result<Tensor> {
+        self.gguf_layout(name, tensor, false)
+    }
+    fn to_gguf_name(&self, name: &str) -> Option<String> {
+        self.gguf_names()?.gguf(name)
+    }
+    fn to_gguf_layout(&self, name: &str, tensor: Tensor) -> Result<Tensor> {
+        self.gguf_layout(name, tensor, true)
+    }
+    fn gguf_metadata(
+        &self,
+    ) -> std::result::Result<(&'static str, Vec<(String, candle_core::quantized::gguf_file::Value)>), String> {
+        self.gguf_keys()
     }
     fn query_groups(&self) -> usize {
         self.blocks.first().map_or(1, |b| b.heads / b.kv_heads)

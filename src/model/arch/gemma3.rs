@@ -5,11 +5,39 @@
 
 use serde_json::Value;
 
-use super::Architecture;
 use super::decoder::{Common, Family, activation, count, field};
+use super::decoder_gguf::{GgufForm, config_from_gguf, names};
+use super::{Architecture, GgufMetadata};
 use crate::model::layers::decoder::{BlockSpec, Norm, Rope, RopeScaling};
 
-pub static FAMILY: Family = Family { model_type: "gemma3_text", kinds: &["q", "k", "v", "o", "gate", "up", "down"] };
+pub static FAMILY: Family =
+    Family { model_type: "gemma3_text", kinds: &["q", "k", "v", "o", "gate", "up", "down"], gguf: Some(&GGUF) };
+
+static GGUF: GgufForm = GgufForm {
+    arch: "gemma3",
+    names: names(&[
+        ("attn_norm.weight", "input_layernorm.weight"),
+        ("post_attention_norm.weight", "post_attention_layernorm.weight"),
+        ("ffn_norm.weight", "pre_feedforward_layernorm.weight"),
+        ("post_ffw_norm.weight", "post_feedforward_layernorm.weight"),
+        ("attn_q.weight", "self_attn.q_proj.weight"),
+        ("attn_k.weight", "self_attn.k_proj.weight"),
+        ("attn_v.weight", "self_attn.v_proj.weight"),
+        ("attn_q_norm.weight", "self_attn.q_norm.weight"),
+        ("attn_k_norm.weight", "self_attn.k_norm.weight"),
+        ("attn_output.weight", "self_attn.o_proj.weight"),
+        ("ffn_gate.weight", "mlp.gate_proj.weight"),
+        ("ffn_up.weight", "mlp.up_proj.weight"),
+        ("ffn_down.weight", "mlp.down_proj.weight"),
+    ]),
+    norm_shift: 1.0,
+    permute_qk: false,
+    sliding_window: true,
+};
+
+pub fn from_gguf(meta: &GgufMetadata) -> std::result::Result<Architecture, String> {
+    from_hf_config(config_from_gguf(meta, "gemma3", "gemma3_text")?)
+}
 
 const SLIDING: &str = "sliding_attention";
 const FULL: &str = "full_attention";

@@ -265,14 +265,14 @@ const NAMES: GgufNames = GgufNames {
 };
 
 /// llama.cpp's converter reorders the rows of each q/k head from (2, hd/2) to (hd/2, 2) for its RoPE.
-fn permute_rows(w: &Tensor, heads: usize) -> Result<Tensor> {
+pub(crate) fn permute_rows(w: &Tensor, heads: usize) -> Result<Tensor> {
     let (out, inp) = w.dims2()?;
     let half = out / heads / 2;
     Ok(w.reshape((heads, 2, half, inp))?.transpose(1, 2)?.contiguous()?.reshape((out, inp))?)
 }
 
 /// Undoes `permute_rows`.
-fn unpermute_rows(w: &Tensor, heads: usize) -> Result<Tensor> {
+pub(crate) fn unpermute_rows(w: &Tensor, heads: usize) -> Result<Tensor> {
     let (out, inp) = w.dims2()?;
     let half = out / heads / 2;
     Ok(w.reshape((heads, half, 2, inp))?.transpose(1, 2)?.contiguous()?.reshape((out, inp))?)

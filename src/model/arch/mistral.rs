@@ -5,9 +5,15 @@ use serde_json::Value;
 
 use super::Architecture;
 use super::decoder::{Common, Family, activation, field};
+use super::decoder_gguf::{GgufForm, LLAMA_LAYERS, names};
 use crate::model::layers::decoder::{BlockSpec, Rope};
 
-pub static FAMILY: Family = Family { model_type: "mistral", kinds: &["q", "k", "v", "o", "gate", "up", "down"] };
+pub static FAMILY: Family =
+    Family { model_type: "mistral", kinds: &["q", "k", "v", "o", "gate", "up", "down"], gguf: Some(&GGUF) };
+
+/// llama.cpp's converter writes Mistral as `llama` (it reads back as a Llama model).
+static GGUF: GgufForm =
+    GgufForm { arch: "llama", names: names(LLAMA_LAYERS), norm_shift: 0.0, permute_qk: true, sliding_window: false };
 
 pub fn from_hf_config(config: Value) -> std::result::Result<Architecture, String> {
     let common = Common::read(&config, false)?;

@@ -3,6 +3,7 @@
 //! and one line in `HUGGING_FACE` (and in `GGUF` when llama.cpp writes it).
 
 pub mod decoder;
+pub mod decoder_gguf;
 pub mod gemma3;
 pub mod gpt2;
 pub mod llama;
@@ -173,7 +174,14 @@ const HUGGING_FACE: &[(&str, FromHf)] = &[
 ];
 
 /// GGUF architectures by `general.architecture`.
-const GGUF: &[(&str, FromGguf)] = &[("llama", llama::from_gguf), ("gpt2", gpt2::from_gguf)];
+const GGUF: &[(&str, FromGguf)] = &[
+    ("llama", llama::from_gguf),
+    ("gpt2", gpt2::from_gguf),
+    ("qwen2", qwen2::from_gguf),
+    ("qwen3", qwen3::from_gguf),
+    ("phi3", phi3::from_gguf),
+    ("gemma3", gemma3::from_gguf),
+];
 
 /// The architecture a `config.json` describes: None when its `model_type` is not one we open.
 pub fn from_hf_config(
@@ -200,6 +208,7 @@ pub fn gguf_names() -> String {
 
 /// How an architecture's tensor names map to llama.cpp's: whole-model tensors one to one, per-layer tensors by
 /// their leaf under `blk.N.` and under our layer prefix.
+#[derive(Debug)]
 pub(crate) struct GgufNames {
     /// (GGUF name, ours).
     pub globals: &'static [(&'static str, &'static str)],

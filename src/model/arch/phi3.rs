@@ -3,11 +3,31 @@
 
 use serde_json::Value;
 
-use super::Architecture;
 use super::decoder::{Common, Family, activation, field};
+use super::decoder_gguf::{GgufForm, config_from_gguf, names};
+use super::{Architecture, GgufMetadata};
 use crate::model::layers::decoder::{BlockSpec, Rope};
 
-pub static FAMILY: Family = Family { model_type: "phi3", kinds: &["qkv", "o", "gate_up", "down"] };
+pub static FAMILY: Family = Family { model_type: "phi3", kinds: &["qkv", "o", "gate_up", "down"], gguf: Some(&GGUF) };
+
+static GGUF: GgufForm = GgufForm {
+    arch: "phi3",
+    names: names(&[
+        ("attn_norm.weight", "input_layernorm.weight"),
+        ("ffn_norm.weight", "post_attention_layernorm.weight"),
+        ("attn_qkv.weight", "self_attn.qkv_proj.weight"),
+        ("attn_output.weight", "self_attn.o_proj.weight"),
+        ("ffn_up.weight", "mlp.gate_up_proj.weight"),
+        ("ffn_down.weight", "mlp.down_proj.weight"),
+    ]),
+    norm_shift: 0.0,
+    permute_qk: false,
+    sliding_window: true,
+};
+
+pub fn from_gguf(meta: &GgufMetadata) -> std::result::Result<Architecture, String> {
+    from_hf_config(config_from_gguf(meta, "phi3", "phi3")?)
+}
 
 pub fn from_hf_config(config: Value) -> std::result::Result<Architecture, String> {
     let common = Common::read(&config, false)?;
