@@ -391,11 +391,15 @@ fn what_cannot_be_written_as_gguf_is_refused_and_nothing_is_written() {
     assert_eq!(tree_hashes(dir.path()), before_foreign);
     std::fs::remove_file(&foreign).unwrap();
     assert_eq!(tree_hashes(dir.path()), before);
-    // What we cannot write yet is named: Llama 3's rope scaling (llama.cpp needs rope_freqs.weight).
-    let llama3 = common::shared().join("fixtures/tiny-llama3-random");
-    let run = cli(&["quantize", "--model", llama3.to_str().unwrap(), "--preset", "q8_0", "--out", o]);
+    // What we cannot write yet is named: a Gemma 3 whose attention scale llama.cpp would not reproduce.
+    let gemma = common::scratch_copy(&common::shared().join("fixtures/tiny-gemma3-random"));
+    let config_path = gemma.path().join("config.json");
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    config["query_pre_attn_scalar"] = 64.into();
+    std::fs::write(&config_path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let run = cli(&["quantize", "--model", gemma.path().to_str().unwrap(), "--preset", "q8_0", "--out", o]);
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(!run.status.success() && stderr.contains("rope_scaling cannot be written as GGUF"), "{stderr}");
+    assert!(!run.status.success() && stderr.contains("attention scale other than"), "{stderr}");
     assert!(!out.exists() && leftovers(dir.path()).is_empty());
 }
 
@@ -416,15 +420,22 @@ fn a_gguf_with_tensors_we_do_not_read_is_not_re_exported_without_them() {
             data: bytes[t.start..][..t.size].to_vec(),
         })
         .collect();
-    // Llama 3.1's RoPE frequency factors: llama.cpp reads them, we do not.
-    let factors: Vec<u8> = [1.0f32, 1.0, 4.0, 8.0].iter().flat_map(|v| v.to_le_bytes()).collect();
-    tensors.push(GgufTensor { name: "rope_freqs.weight".into(), shape: vec![4], ty: BlockType::F32, data: factors });
-    let with_rope = dir.path().join("with-rope.gguf");
-    let size = write(&with_rope, &header.metadata, &tensors).unwrap();
+    // A tensor llama.cpp may read and we do not: loaded without it, but never re-exported without it.
+    let extra: Vec<u8> = [1.0f32, 1.0, 4.0, 8.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let unknown = GgufTensor { name: "token_types.weight".into(), shape: vec![4], ty: BlockType::F32, data: extra };
+    let with_unknown = dir.path().join("with-unknown.gguf");
+    let size = write(&with_unknown, &header.metadata, &[tensors.clone(), vec![unknown.clone()]].concat()).unwrap();
     assert_eq!(size % 32, 0, "every tensor, the last included, is padded to the alignment");
-    let model = nash_swarm::load(&with_rope).unwrap();
+    let model = nash_swarm::load(&with_unknown).unwrap();
     let err = export::preset_plan(&model, Preset::parse("q8_0").unwrap(), false).unwrap_err().to_string();
-    assert!(err.contains("rope_freqs.weight") && err.contains("would be lost"), "{err}");
+    assert!(err.contains("token_types.weight") && err.contains("would be lost"), "{err}");
+    // Llama 3.1's RoPE factors from llama.cpp's converter, without the scaling they came from: running the model
+    // unscaled would be wrong, so it is refused at load.
+    let rope = GgufTensor { name: "rope_freqs.weight".into(), ..unknown };
+    let with_rope = dir.path().join("with-rope.gguf");
+    write(&with_rope, &header.metadata, &[tensors, vec![rope]].concat()).unwrap();
+    let err = nash_swarm::load(&with_rope).err().expect("refused").to_string();
+    assert!(err.contains("with-rope.gguf") && err.contains("rope_freqs.weight"), "{err}");
 }
 
 #[test]

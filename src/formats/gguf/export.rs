@@ -68,7 +68,9 @@ fn gguf_order(model: &Model) -> Result<Vec<(String, String)>> {
         // A tensor we do not read (e.g. Llama 3.1's rope_freqs.weight) would be lost, and the file would run as
         // another model.
         let header = super::read_header(&model.source)?;
-        if let Some(t) = header.tensors.iter().find(|t| model.architecture.from_gguf_name(&t.name).is_none()) {
+        let extras: Vec<String> = model.architecture.gguf_extra_tensors().into_iter().map(|(n, _)| n).collect();
+        let lost = |name: &str| model.architecture.from_gguf_name(name).is_none() && !extras.iter().any(|e| e == name);
+        if let Some(t) = header.tensors.iter().find(|t| lost(&t.name)) {
             return Err(refused(model, format!("its tensor `{}` is not one we read, so it would be lost", t.name)));
         }
     }
@@ -172,14 +174,22 @@ pub fn encode_tensors(
         })??;
         tensors.push(GgufTensor { name: gguf.clone(), shape, ty, data });
     }
+    for (name, tensor) in model.architecture.gguf_extra_tensors() {
+        let shape = tensor.dims().to_vec();
+        let data = with_f32_slice(&tensor, |values| ggml::encode(BlockType::F32, values, values.len(), None))?
+            .map_err(|e| Error::InvalidArgument(format!("tensor `{name}`: {e}")))?;
+        tensors.push(GgufTensor { name, shape, ty: BlockType::F32, data });
+    }
     Ok(tensors)
 }
 
 /// The weights a GGUF reader gets from `tensors`: decoded, renamed and put back in our layout. What evaluating
 /// an export without writing it uses; equal to loading the written file.
 pub fn decoded_weights(model: &Model, tensors: &[GgufTensor]) -> Result<Weights> {
+    let extras: Vec<String> = model.architecture.gguf_extra_tensors().into_iter().map(|(n, _)| n).collect();
     let decoded: Vec<(String, candle_core::Tensor)> = tensors
         .par_iter()
+        .filter(|t| !extras.contains(&t.name))
         .map(|t| {
             let arch = &model.architecture;
             super::decode_tensor(&model.source, arch, &t.name, t.ty, &t.data, &t.shape)?

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::quant::ggml::BlockType;
 
 /// One tensor to write: its GGUF name, shape (outermost first), type and encoded blocks.
+#[derive(Clone, Debug)]
 pub struct GgufTensor {
     pub name: String,
     pub shape: Vec<usize>,

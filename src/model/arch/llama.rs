@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Arch, Architecture, GgufMetadata, GgufNames, decimal, hf_config_json, positive};
 use crate::error::Result;
-use crate::model::layers::decoder::{Activation, BlockSpec, Norm, Rope, block};
+use crate::model::layers::decoder::{Activation, BlockSpec, Norm, Rope, RopeScaling, block};
 use crate::model::{Linears, TensorRole, cpu};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -163,8 +163,9 @@ impl Arch for LlamaConfig {
         }
     }
     fn gguf_metadata(&self) -> std::result::Result<(&'static str, Vec<(String, Value)>), String> {
-        if self.rope_scaling.is_some() {
-            return Err("llama models with rope_scaling cannot be written as GGUF yet".into());
+        let scaling = self.rope()?.scaling;
+        if !matches!(scaling, RopeScaling::None | RopeScaling::Llama3 { .. }) {
+            return Err("llama models with linear or dynamic rope_scaling cannot be written as GGUF yet".into());
         }
         let u32_of = |v: usize| Value::U32(v as u32);
         let mut keys = vec![
@@ -185,7 +186,28 @@ impl Arch for LlamaConfig {
                 ("attention.value_length", u32_of(self.head_dim())),
             ]);
         }
-        Ok(("llama", keys.into_iter().map(|(k, v)| (format!("llama.{k}"), v)).collect()))
+        let mut keys: Vec<(String, Value)> = keys.into_iter().map(|(k, v)| (format!("llama.{k}"), v)).collect();
+        if let Some(scaling) = self.rope_scaling.as_ref().filter(|_| scaling != RopeScaling::None) {
+            // llama.cpp reads the scaling from `rope_freqs.weight`; we keep its parameters to read it back.
+            keys.push((ROPE_SCALING_KEY.into(), Value::String(scaling.to_string())));
+        }
+        Ok(("llama", keys))
+    }
+    fn gguf_extra_tensors(&self) -> Vec<(String, Tensor)> {
+        let Ok(rope) = self.rope() else { return Vec::new() };
+        if rope.scaling == RopeScaling::None {
+            return Vec::new();
+        }
+        // llama.cpp divides each frequency by its factor (its converter's `rope_factors`).
+        let dim = rope.rotary_dim;
+        let factors: Vec<f32> = (0..dim / 2)
+            .map(|i| 1.0 / rope.theta.powf(2.0 * i as f64 / dim as f64))
+            .map(|f| (f / rope.scaling.scale(f)) as f32)
+            .collect();
+        match Tensor::from_vec(factors, dim / 2, &cpu()) {
+            Ok(t) => vec![(ROPE_FREQS.to_string(), t)],
+            Err(_) => Vec::new(),
+        }
     }
     fn query_groups(&self) -> usize {
         self.num_attention_heads / self.kv_heads()
@@ -237,7 +259,7 @@ pub fn from_gguf(meta: &GgufMetadata) -> std::result::Result<Architecture, Strin
         vocab_size: vocab,
         rms_norm_eps: decimal(meta.f32("llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5)),
         rope_theta: decimal(meta.f32("llama.rope.freq_base").unwrap_or(10_000.0)),
-        rope_scaling: None,
+        rope_scaling: rope_scaling_of(meta)?,
         max_position_embeddings: meta.u32("llama.context_length").unwrap_or(2048) as usize,
         // A GGUF without `output.weight` ties the head to the embeddings.
         tie_word_embeddings: !meta.has_tensor("output.weight"),
@@ -245,6 +267,18 @@ pub fn from_gguf(meta: &GgufMetadata) -> std::result::Result<Architecture, Strin
     };
     config.validate().map_err(|e| format!("invalid llama metadata: {e}"))?;
     Ok(Architecture::new(config))
+}
+
+/// The RoPE scaling of a GGUF: none without `rope_freqs.weight`, ours from our key with it. llama.cpp's own
+/// files hold only the factors, which we do not read yet: refused rather than run unscaled.
+fn rope_scaling_of(meta: &GgufMetadata) -> std::result::Result<Option<serde_json::Value>, String> {
+    if !meta.has_tensor(ROPE_FREQS) {
+        return Ok(None);
+    }
+    let json = meta.string(ROPE_SCALING_KEY).map_err(|_| {
+        format!("`{ROPE_FREQS}` (llama.cpp's form of Llama 3 rope scaling) is read only from files this tool wrote")
+    })?;
+    serde_json::from_str(&json).map(Some).map_err(|e| format!("`{ROPE_SCALING_KEY}` is not JSON ({e})"))
 }
 
 /// llama.cpp's names of our tensors.
@@ -279,6 +313,9 @@ pub(crate) fn unpermute_rows(w: &Tensor, heads: usize) -> Result<Tensor> {
 }
 
 pub const EMBED: &str = "model.embed_tokens.weight";
+/// llama.cpp's per-frequency RoPE divisors (Llama 3 scaling), and our key holding the scaling they came from.
+const ROPE_FREQS: &str = "rope_freqs.weight";
+const ROPE_SCALING_KEY: &str = "nash_swarm.rope_scaling";
 pub const LM_HEAD: &str = "lm_head.weight";
 
 fn expected_tensors(c: &LlamaConfig) -> Vec<(String, Vec<usize>)> {

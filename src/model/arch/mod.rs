@@ -73,6 +73,11 @@ pub trait Arch: Send + Sync + Debug + 'static {
     fn gguf_metadata(&self) -> std::result::Result<(&'static str, Vec<(String, Value)>), String> {
         Err(format!("the {} architecture cannot be written as GGUF yet", self.name()))
     }
+    /// Tensors llama.cpp needs that are not weights of ours (Llama 3's `rope_freqs.weight`): written as F32 after
+    /// the weights, skipped on reading.
+    fn gguf_extra_tensors(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
     /// Query heads per key/value head (llama.cpp's `n_gqa`; some of its type rules depend on it).
     fn query_groups(&self) -> usize {
         1

@@ -179,7 +179,7 @@ impl RopeScaling {
     }
 
     /// One inverse frequency as this scaling changes it.
-    fn scale(&self, freq: f64) -> f64 {
+    pub fn scale(&self, freq: f64) -> f64 {
         match *self {
             RopeScaling::None | RopeScaling::Dynamic { .. } => freq,
             RopeScaling::Linear { factor } => freq / factor,
