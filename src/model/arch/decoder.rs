@@ -15,6 +15,22 @@ pub const LM_HEAD: &str = "lm_head.weight";
 const FINAL_NORM: &str = "model.norm.weight";
 const LAYERS: &str = "model.layers.";
 
+/// The role of a weight under Hugging Face's decoder names (Llama's included): norms, biases and q/k norms are
+/// `Other`.
+pub fn tensor_role(name: &str) -> TensorRole {
+    if name == EMBED {
+        TensorRole::Embedding
+    } else if name == LM_HEAD {
+        TensorRole::LmHead
+    } else if name.contains(".self_attn.") && name.ends_with("_proj.weight") {
+        TensorRole::Attention
+    } else if name.contains(".mlp.") && name.ends_with("_proj.weight") {
+        TensorRole::Mlp
+    } else {
+        TensorRole::Other
+    }
+}
+
 /// A family's fixed facts.
 #[derive(Debug)]
 pub struct Family {
@@ -121,17 +137,7 @@ impl Arch for Decoder {
         if self.tied { EMBED } else { LM_HEAD }
     }
     fn tensor_role(&self, name: &str) -> TensorRole {
-        if name == EMBED {
-            TensorRole::Embedding
-        } else if name == LM_HEAD {
-            TensorRole::LmHead
-        } else if name.contains(".self_attn.") && name.ends_with("_proj.weight") {
-            TensorRole::Attention
-        } else if name.contains(".mlp.") && name.ends_with("_proj.weight") {
-            TensorRole::Mlp
-        } else {
-            TensorRole::Other
-        }
+        tensor_role(name)
     }
     fn kinds(&self) -> &'static [&'static str] {
         self.family.kinds

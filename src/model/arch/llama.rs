@@ -130,7 +130,7 @@ impl Arch for LlamaConfig {
         if self.tie_word_embeddings { EMBED } else { LM_HEAD }
     }
     fn tensor_role(&self, name: &str) -> TensorRole {
-        tensor_role(name)
+        super::decoder::tensor_role(name)
     }
     fn kinds(&self) -> &'static [&'static str] {
         &["q", "k", "v", "o", "gate", "up", "down"]
@@ -282,21 +282,7 @@ fn rope_scaling_of(meta: &GgufMetadata) -> std::result::Result<Option<serde_json
 }
 
 /// llama.cpp's names of our tensors.
-const NAMES: GgufNames = GgufNames {
-    globals: &[("token_embd.weight", EMBED), ("output_norm.weight", "model.norm.weight"), ("output.weight", LM_HEAD)],
-    layers: &[
-        ("attn_norm.weight", "input_layernorm.weight"),
-        ("ffn_norm.weight", "post_attention_layernorm.weight"),
-        ("attn_q.weight", "self_attn.q_proj.weight"),
-        ("attn_k.weight", "self_attn.k_proj.weight"),
-        ("attn_v.weight", "self_attn.v_proj.weight"),
-        ("attn_output.weight", "self_attn.o_proj.weight"),
-        ("ffn_gate.weight", "mlp.gate_proj.weight"),
-        ("ffn_up.weight", "mlp.up_proj.weight"),
-        ("ffn_down.weight", "mlp.down_proj.weight"),
-    ],
-    layer_prefix: "model.layers.",
-};
+const NAMES: GgufNames = super::decoder_gguf::names(super::decoder_gguf::LLAMA_LAYERS);
 
 /// llama.cpp's converter reorders the rows of each q/k head from (2, hd/2) to (hd/2, 2) for its RoPE.
 pub(crate) fn permute_rows(w: &Tensor, heads: usize) -> Result<Tensor> {
@@ -312,11 +298,11 @@ pub(crate) fn unpermute_rows(w: &Tensor, heads: usize) -> Result<Tensor> {
     Ok(w.reshape((heads, half, 2, inp))?.transpose(1, 2)?.contiguous()?.reshape((out, inp))?)
 }
 
-pub const EMBED: &str = "model.embed_tokens.weight";
+pub use super::decoder::EMBED;
 /// llama.cpp's per-frequency RoPE divisors (Llama 3 scaling), and our key holding the scaling they came from.
 const ROPE_FREQS: &str = "rope_freqs.weight";
 const ROPE_SCALING_KEY: &str = "nash_swarm.rope_scaling";
-pub const LM_HEAD: &str = "lm_head.weight";
+pub use super::decoder::LM_HEAD;
 
 fn expected_tensors(c: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
     let (d, hd) = (c.hidden_size, c.head_dim());
@@ -340,20 +326,6 @@ fn expected_tensors(c: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
         ]);
     }
     shapes
-}
-
-fn tensor_role(name: &str) -> TensorRole {
-    if name == EMBED {
-        TensorRole::Embedding
-    } else if name == LM_HEAD {
-        TensorRole::LmHead
-    } else if name.contains(".self_attn.") && name.ends_with("_proj.weight") {
-        TensorRole::Attention
-    } else if name.contains(".mlp.") && name.ends_with("_proj.weight") {
-        TensorRole::Mlp
-    } else {
-        TensorRole::Other
-    }
 }
 
 fn default_rms_norm_eps() -> f64 {

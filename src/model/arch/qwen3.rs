@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::decoder::{Common, Family, activation, count, field};
+use super::decoder::{Common, Family, activation, field};
 use super::decoder_gguf::{GgufForm, config_from_gguf, names};
 use super::{Architecture, GgufMetadata};
 use crate::model::layers::decoder::{BlockSpec, Rope};
@@ -13,22 +13,7 @@ pub static FAMILY: Family =
 
 static GGUF: GgufForm = GgufForm {
     arch: "qwen3",
-    names: names(&[
-        ("attn_norm.weight", "input_layernorm.weight"),
-        ("ffn_norm.weight", "post_attention_layernorm.weight"),
-        ("attn_q.weight", "self_attn.q_proj.weight"),
-        ("attn_q.bias", "self_attn.q_proj.bias"),
-        ("attn_k.weight", "self_attn.k_proj.weight"),
-        ("attn_k.bias", "self_attn.k_proj.bias"),
-        ("attn_v.weight", "self_attn.v_proj.weight"),
-        ("attn_v.bias", "self_attn.v_proj.bias"),
-        ("attn_q_norm.weight", "self_attn.q_norm.weight"),
-        ("attn_k_norm.weight", "self_attn.k_norm.weight"),
-        ("attn_output.weight", "self_attn.o_proj.weight"),
-        ("ffn_gate.weight", "mlp.gate_proj.weight"),
-        ("ffn_up.weight", "mlp.up_proj.weight"),
-        ("ffn_down.weight", "mlp.down_proj.weight"),
-    ]),
+    names: names(super::qwen2::QWEN_LAYERS),
     norm_shift: 0.0,
     permute_qk: false,
     sliding_window: false,
@@ -42,19 +27,15 @@ pub fn from_gguf(meta: &GgufMetadata) -> std::result::Result<Architecture, Strin
 
 pub fn from_hf_config(config: Value) -> std::result::Result<Architecture, String> {
     let common = Common::read(&config, false)?;
-    let window = match field(&config, "use_sliding_window", Some(false))? {
-        true => Some(count(&config, "sliding_window", None)?),
-        false => None,
-    };
-    let window_from: usize = field(&config, "max_window_layers", Some(common.layers))?;
     let rope = Rope::from_config(&config, None, 10_000.0, common.head_dim, common.max_positions)?;
     let (act, bias) = (activation(&config, "hidden_act", "silu")?, field(&config, "attention_bias", Some(false))?);
-    let blocks = (0..common.layers)
-        .map(|i| BlockSpec {
+    let blocks = super::qwen2::windows(&config, common.layers)?
+        .into_iter()
+        .map(|window| BlockSpec {
             qk_norm: true,
             qkv_bias: bias,
             activation: act,
-            window: window.filter(|_| i >= window_from),
+            window,
             ..common.llama_block(rope.clone())
         })
         .collect();
