@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Arch, Architecture, GgufMetadata, GgufNames, decimal, hf_config_json, positive};
 use crate::error::Result;
-use crate::model::layers::decoder::{Activation, BlockSpec, Norm, Rope, RopeScaling, block};
+use crate::model::layers::decoder::{BlockSpec, Rope, RopeScaling, block};
 use crate::model::{Linears, TensorRole, cpu};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -60,22 +60,20 @@ impl LlamaConfig {
     }
     /// The shared decoder layer as Llama builds it.
     fn block_spec(&self) -> Result<BlockSpec, String> {
-        Ok(BlockSpec {
+        let common = super::decoder::Common {
+            hidden: self.hidden_size,
             heads: self.num_attention_heads,
             kv_heads: self.kv_heads(),
             head_dim: self.head_dim(),
+            layers: self.num_hidden_layers,
+            intermediate: self.intermediate_size,
+            vocab: self.vocab_size,
+            max_positions: self.max_position_embeddings,
+            tied: self.tie_word_embeddings,
+            bos: self.bos_token_id,
             eps: self.rms_norm_eps,
-            norm: Norm::Rms,
-            fused_qkv: false,
-            qkv_bias: false,
-            qk_norm: false,
-            sandwich_norms: false,
-            fused_gate_up: false,
-            activation: Activation::Silu,
-            attention_scale: 1.0 / (self.head_dim() as f64).sqrt(),
-            window: None,
-            rope: self.rope()?,
-        })
+        };
+        Ok(common.llama_block(self.rope()?))
     }
     pub fn validate(&self) -> Result<(), String> {
         let heads = self.num_attention_heads;
