@@ -129,12 +129,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         if let Some(s) = &sensitivity {
             println!(
                 "sensitivity pass      {:.1} s ({} tensors measured + {} held out over {} calibration tokens; \
-                 held-out Spearman {:.3})",
+                 held-out Spearman {:.3}, weight error alone {:.3})",
                 s.seconds,
                 s.fitted.len(),
                 s.holdout.len(),
                 s.spec.windows * s.spec.tokens,
-                s.spearman
+                s.spearman,
+                s.spearman_weight_error
             );
         }
     }
