@@ -63,6 +63,8 @@ fn a_changed_config_is_refused_naming_the_key() {
         ("qwen3", "num_key_value_heads", serde_json::json!(3), "num_key_value_heads"),
         ("mistral", "hidden_size", serde_json::json!(0), "hidden_size"),
         ("gemma3", "layer_types", serde_json::json!(["full_attention"]), "layer_types"),
+        ("qwen3", "num_experts", serde_json::json!(8), "num_experts"),
+        ("mistral", "num_local_experts", serde_json::json!(8), "num_local_experts"),
     ];
     for (name, key, value, expected) in cases {
         let copy = scratch_copy(&fixture(name));
@@ -140,5 +142,16 @@ fn every_architecture_survives_our_gguf_export_and_scores_as_llama_cpp_scores_it
             nll
         };
         assert!((ours - llama_cpp).abs() <= 1e-3, "{name}: ours {ours} vs llama.cpp {llama_cpp}");
+    }
+}
+
+#[test]
+fn bf16_and_fp16_weights_stay_in_their_dtype_in_memory() {
+    for (name, dtype) in [("qwen2", candle_core::DType::BF16), ("llama3", candle_core::DType::F16)] {
+        let model = nash_swarm::load(&fixture(name)).unwrap();
+        assert!(model.weights.0.values().all(|t| t.dtype() == dtype), "{name}: every weight held as {dtype:?}");
+        // Used in f32, one tensor at a time.
+        let embed = model.weights.get("model.embed_tokens.weight").unwrap();
+        assert_eq!(embed.dtype(), candle_core::DType::F32);
     }
 }

@@ -42,7 +42,7 @@ fn assert_mentions(stderr: &str, parts: &[&str]) {
 fn save_safetensors(dir: &Path, edit: impl FnOnce(&mut HashMap<String, candle_core::Tensor>)) {
     let path = dir.join("model.safetensors");
     let mut tensors: HashMap<String, candle_core::Tensor> =
-        nash_swarm::formats::safetensors::read_safetensors_f32(&path)
+        nash_swarm::formats::safetensors::read_safetensors_floats(&path)
             .unwrap()
             .into_iter()
             .map(|(k, (t, _))| (k, t))
@@ -370,7 +370,7 @@ fn reference_with_another_vocabulary() {
 // ---- sharded checkpoints ----
 
 fn shard(dir: &Path, index: serde_json::Value, shards: &[(&str, &[&str])]) {
-    let tensors = nash_swarm::formats::safetensors::read_safetensors_f32(&dir.join("model.safetensors")).unwrap();
+    let tensors = nash_swarm::formats::safetensors::read_safetensors_floats(&dir.join("model.safetensors")).unwrap();
     for (file, names) in shards {
         let part: HashMap<String, candle_core::Tensor> =
             names.iter().map(|n| (n.to_string(), tensors[*n].0.clone())).collect();
@@ -384,7 +384,7 @@ fn shard(dir: &Path, index: serde_json::Value, shards: &[(&str, &[&str])]) {
 fn a_tensor_in_two_shards() {
     let dir = scratch_copy(&stories());
     let all: Vec<String> =
-        nash_swarm::formats::safetensors::read_safetensors_f32(&dir.path().join("model.safetensors"))
+        nash_swarm::formats::safetensors::read_safetensors_floats(&dir.path().join("model.safetensors"))
             .unwrap()
             .into_keys()
             .collect();
@@ -571,7 +571,8 @@ fn a_matrix_value_beyond_f16_on_a_4_bit_grid_exports_and_loads_again() {
     let run = cli(&args);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let loaded = nash_swarm::load(&q).unwrap();
-    let w = nash_swarm::model::tensor_to_vec(loaded.weights.get("model.layers.1.mlp.up_proj.weight").unwrap()).unwrap();
+    let w =
+        nash_swarm::model::tensor_to_vec(&loaded.weights.get("model.layers.1.mlp.up_proj.weight").unwrap()).unwrap();
     assert!((w[0] - 1e5).abs() < 1e5 / 15.0, "the large value survives on its grid: {}", w[0]);
 }
 

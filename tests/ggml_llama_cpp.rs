@@ -277,7 +277,7 @@ fn encoders_match_llama_cpp_byte_for_byte_and_ours_are_never_worse() {
         let ty = BlockType::parse(ty_name).unwrap();
         let weight = model.weights.get(our_name(tensor)).unwrap();
         let cols = weight.dims()[1];
-        let w = tensor_to_vec(weight).unwrap();
+        let w = tensor_to_vec(&weight).unwrap();
         let imp = importance(cols);
         let imatrix = with_imatrix.then_some(imp.as_slice());
         let like_llama = ggml::encode_like_llama_cpp(ty, &w, cols, imatrix).unwrap();

@@ -10,7 +10,8 @@ use nash_swarm::{Job, load};
 #[test]
 fn gpt2_logits_match_the_float64_reference() {
     let model = load(&tiny_gpt2()).unwrap();
-    let reference = nash_swarm::formats::safetensors::read_safetensors_f32(&tiny_gpt2().join("reference.safetensors"));
+    let reference =
+        nash_swarm::formats::safetensors::read_safetensors_floats(&tiny_gpt2().join("reference.safetensors"));
     // input_ids are I64, which the f32 reader refuses; read them directly.
     assert!(reference.is_err(), "reference.safetensors holds integer ids, which are not weights");
     let bytes = std::fs::read(tiny_gpt2().join("reference.safetensors")).unwrap();
@@ -91,7 +92,7 @@ fn kld_of_a_model_against_itself_is_zero_and_against_another_is_not() {
     let mut weights = model.weights.clone();
     let name = "model.layers.0.mlp.down_proj.weight";
     let w = weights.get(name).unwrap();
-    let noisy = (w + w.randn_like(0.0, 0.2).unwrap()).unwrap();
+    let noisy = (&w + w.randn_like(0.0, 0.2).unwrap()).unwrap();
     weights.insert(name, noisy);
     let (other, _) =
         eval::evaluate_ppl(&model.with_weights(weights), &windows, Kld::Against(&reference), &Job::silent()).unwrap();

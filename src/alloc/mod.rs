@@ -95,7 +95,7 @@ pub fn build_game(
                 let (rows, cols) = tensor.dims2()?;
                 let inputs = InputStats::of(calibration, name, cols);
                 let q = method::for_plan(plan).quantize(
-                    &tensor_to_vec(tensor)?,
+                    &tensor_to_vec(&tensor)?,
                     rows,
                     cols,
                     plan,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::checks::{Sourced, check_token_ids, check_tokenizer, validate};
-use super::safetensors::read_safetensors_f32;
+use super::safetensors::read_safetensors_floats;
 use crate::error::{Error, Result};
 use crate::model::{Architecture, Model, SourceFormat, arch};
 
@@ -91,7 +91,7 @@ pub fn load(dir: &Path) -> Result<Model> {
     let mut tensors = BTreeMap::new();
     let mut stored_dtypes = BTreeMap::new();
     for file in weight_files(dir)? {
-        for (key, (tensor, dtype)) in read_safetensors_f32(&file)? {
+        for (key, (tensor, dtype)) in read_safetensors_floats(&file)? {
             if let Some(name) = architecture.from_hf_key(&key) {
                 stored_dtypes.insert(name, dtype);
             }

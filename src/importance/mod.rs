@@ -119,7 +119,7 @@ pub fn compute(
             job.checkpoint()?;
             let tensor = model.weights.get(name)?;
             let (rows, _) = tensor.dims2()?;
-            Ok((name.clone(), tensor_scores(method, name, &tensor_to_vec(tensor)?, rows, calibration)))
+            Ok((name.clone(), tensor_scores(method, name, &tensor_to_vec(&tensor)?, rows, calibration)))
         })
         .collect::<Result<BTreeMap<_, _>>>()?;
     job.report("importance", names.len() as u64, names.len() as u64, None);

@@ -47,8 +47,12 @@ pub enum SourceFormat {
 pub struct Weights(pub BTreeMap<String, Tensor>);
 
 impl Weights {
-    pub fn get(&self, name: &str) -> Result<&Tensor> {
-        self.0.get(name).ok_or_else(|| Error::InvalidArgument(format!("weight `{name}` is not loaded")))
+    /// The weight `name` in f32 (a weight stored in bf16/f16 is converted on each call: the model is held in its
+    /// stored dtype, and only the tensors being used exist in f32).
+    pub fn get(&self, name: &str) -> Result<Tensor> {
+        let stored =
+            self.0.get(name).ok_or_else(|| Error::InvalidArgument(format!("weight `{name}` is not loaded")))?;
+        tensor_io::as_f32(stored)
     }
 
     pub fn insert(&mut self, name: impl Into<String>, tensor: Tensor) {
@@ -154,8 +158,8 @@ impl Model {
 
     /// The weight `name`, held or made.
     pub fn weight(&self, name: &str) -> Result<Tensor> {
-        if let Some(tensor) = self.weights.0.get(name) {
-            return Ok(tensor.clone());
+        if self.weights.0.contains_key(name) {
+            return self.weights.get(name);
         }
         let missing = || Error::InvalidArgument(format!("weight `{name}` is not loaded"));
         match &self.lazy {

@@ -15,7 +15,7 @@ fn mat(model: &Model, name: &str) -> Mat {
     let t = model.weights.get(name).unwrap();
     let dims = t.dims().to_vec();
     let (rows, cols) = if dims.len() == 2 { (dims[0], dims[1]) } else { (1, dims[0]) };
-    Mat { rows, cols, v: tensor_to_vec(t).unwrap().into_iter().map(f64::from).collect() }
+    Mat { rows, cols, v: tensor_to_vec(&t).unwrap().into_iter().map(f64::from).collect() }
 }
 
 /// y = W x for W [out, in].

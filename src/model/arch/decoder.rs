@@ -214,6 +214,15 @@ pub struct Common {
 impl Common {
     /// Reads the shared fields; `tied` is the family's default for `tie_word_embeddings`.
     pub fn read(config: &serde_json::Value, tied: bool) -> std::result::Result<Common, String> {
+        // Mixtures of experts and vision towers are other models under the same names: refused by the key.
+        for key in ["num_experts", "num_local_experts", "n_routed_experts"] {
+            if config.get(key).and_then(serde_json::Value::as_u64).is_some_and(|n| n > 0) {
+                return Err(format!("`{key}` is set: mixture-of-experts models are not supported"));
+            }
+        }
+        if config.get("vision_config").is_some_and(|v| !v.is_null()) {
+            return Err("`vision_config` is set: vision towers are not supported (the text model alone is)".into());
+        }
         let hidden = count(config, "hidden_size", None)?;
         let heads = count(config, "num_attention_heads", None)?;
         let head_dim = match config.get("head_dim").filter(|v| !v.is_null()) {
