@@ -298,10 +298,16 @@ fn a_measured_allocation_shows_its_prices_in_the_heatmap_the_plot_and_the_table(
 
 #[test]
 fn the_other_architectures_open_run_and_show_their_own_columns() {
-    // Phi-3 (fused projections: one `qkv` and one `gate_up` column) and Gemma 3 (sandwich norms, sliding layers).
+    // Phi-3 (fused projections: one `qkv` and one `gate_up` column), Gemma 3 (sandwich norms, sliding layers).
     let phi3 = ["qkv", "o", "gate_up", "down"];
     let gemma3 = ["q", "k", "v", "o", "gate", "up", "down"];
-    for (fixture, columns) in [("fixtures/tiny-phi3-random", &phi3[..]), ("fixtures/tiny-gemma3-random", &gemma3[..])] {
+    // Qwen2 is stored in bf16 and held so.
+    let fixtures = [
+        ("fixtures/tiny-phi3-random", &phi3[..]),
+        ("fixtures/tiny-gemma3-random", &gemma3),
+        ("fixtures/tiny-qwen2-random", &gemma3),
+    ];
+    for (fixture, columns) in fixtures {
         let scratch = tempfile::tempdir().unwrap();
         let mut harness = harness(shared(fixture), scratch.path());
         settle(&mut harness);
