@@ -180,6 +180,21 @@ impl ExplorerApp {
         app
     }
 
+    /// Drops per-tensor plans made for another model than `source`, saying so.
+    fn keep_overrides_for(&mut self, source: &std::path::Path) {
+        let config = &mut self.settings.config;
+        if config.overrides.is_empty() || self.settings.overrides_model.as_deref() == Some(source) {
+            return;
+        }
+        let made_for = self.settings.overrides_model.take();
+        let made_for = made_for.map_or("another model".to_string(), |p| p.display().to_string());
+        self.notices.push(format!(
+            "the allocation of {} tensors was made for {made_for}: not applied to this model",
+            config.overrides.len()
+        ));
+        config.overrides.clear();
+    }
+
     fn load(&mut self, ctx: &egui::Context, path: PathBuf) {
         self.jobs.cancel(JobKind::Analyze);
         self.jobs.spawn(ctx, JobKind::Load, move |job| {
@@ -223,6 +238,7 @@ impl ExplorerApp {
                     match QuantConfig::read(&path) {
                         Ok(config) => {
                             self.settings.config = config;
+                            self.settings.overrides_model = self.model.as_ref().map(|m| m.source.clone());
                             self.notices.push(format!("configuration imported from {}", path.display()));
                             self.config_changed(ctx);
                         }
@@ -475,6 +491,7 @@ impl ExplorerApp {
             };
             match outcome {
                 Outcome::Loaded(model) => {
+                    self.keep_overrides_for(&model.source);
                     self.settings.remember_model(model.source.clone());
                     self.model = Some(model);
                     (self.analysis, self.base_ppl, self.selected) = (None, None, None);
@@ -511,6 +528,7 @@ impl ExplorerApp {
                         allocated.prices()
                     ));
                     self.settings.config = allocated.config.clone();
+                    self.settings.overrides_model = self.model.as_ref().map(|m| m.source.clone());
                     if allocated.sensitivity.is_some() {
                         self.plot = results_ui::Plot::Sensitivity;
                     }

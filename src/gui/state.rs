@@ -49,6 +49,9 @@ pub struct Settings {
     pub eval_windows: usize,
     pub target_bpw: f64,
     pub metric: Metric,
+    /// The model the configuration's per-tensor plans (an allocation) were made for: they name its tensors and
+    /// are priced by its weights, so they are not carried over to another model.
+    pub overrides_model: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -61,6 +64,7 @@ impl Default for Settings {
             eval_windows: 4,
             target_bpw: 4.5,
             metric: Metric::MeanImportance,
+            overrides_model: None,
         }
     }
 }

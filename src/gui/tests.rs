@@ -323,3 +323,23 @@ fn the_other_architectures_open_run_and_show_their_own_columns() {
         assert!(state.runs[0].ppl.is_finite() && state.runs[0].ppl > 1.0, "{fixture}");
     }
 }
+
+#[test]
+fn an_allocation_made_for_another_model_is_not_applied_to_this_one() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut harness = harness(stories(), scratch.path());
+    settle(&mut harness);
+    // As if restored from a session where another model was open and allocated; then a model is opened.
+    let plan = nash_swarm::quant::TensorPlan::uniform(4, nash_swarm::quant::GroupSize::G(32), Default::default());
+    let settings = &mut harness.state_mut().settings;
+    settings.config.overrides.insert("model.layers.29.mlp.down_proj.weight".into(), plan);
+    settings.overrides_model = Some(PathBuf::from("/elsewhere/SmolLM2.gguf"));
+    harness.get_by_label("Recent").click();
+    harness.run_steps(2);
+    harness.get_by_label(&stories().display().to_string()).click();
+    harness.step();
+    settle(&mut harness);
+    let state = harness.state();
+    assert!(state.settings.config.overrides.is_empty());
+    assert!(state.notices.iter().any(|n| n.contains("/elsewhere/SmolLM2.gguf") && n.contains("not applied")));
+}
