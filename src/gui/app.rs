@@ -186,13 +186,13 @@ impl ExplorerApp {
         if config.overrides.is_empty() || self.settings.overrides_model.as_deref() == Some(source) {
             return;
         }
-        let made_for = self.settings.overrides_model.take();
+        let made_for = self.settings.overrides_model.clone();
         let made_for = made_for.map_or("another model".to_string(), |p| p.display().to_string());
         self.notices.push(format!(
             "the allocation of {} tensors was made for {made_for}: not applied to this model",
             config.overrides.len()
         ));
-        config.overrides.clear();
+        self.settings.undo_allocation();
     }
 
     fn load(&mut self, ctx: &egui::Context, path: PathBuf) {
@@ -238,6 +238,7 @@ impl ExplorerApp {
                     match QuantConfig::read(&path) {
                         Ok(config) => {
                             self.settings.config = config;
+                            self.settings.before_allocation = None;
                             self.settings.overrides_model = self.model.as_ref().map(|m| m.source.clone());
                             self.notices.push(format!("configuration imported from {}", path.display()));
                             self.config_changed(ctx);
@@ -527,6 +528,10 @@ impl ExplorerApp {
                         allocated.bits.len(),
                         allocated.prices()
                     ));
+                    // The first allocation keeps the user's own configuration to go back to.
+                    if self.settings.config.overrides.is_empty() || self.settings.before_allocation.is_none() {
+                        self.settings.before_allocation = Some(self.settings.config.clone());
+                    }
                     self.settings.config = allocated.config.clone();
                     self.settings.overrides_model = self.model.as_ref().map(|m| m.source.clone());
                     if allocated.sensitivity.is_some() {

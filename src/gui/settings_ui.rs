@@ -151,13 +151,17 @@ pub fn settings_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) -> Vec<Command> {
         },
     );
     if !config.overrides.is_empty() {
+        let restores = app.settings.before_allocation.is_some();
+        let mut undo = false;
         ui.horizontal(|ui| {
-            ui.label(format!("{} tensors follow a Nash allocation", config.overrides.len()));
-            if ui.small_button("clear").clicked() {
-                config.overrides.clear();
-                changed = true;
-            }
+            ui.label(format!("{} tensors follow a Nash allocation", app.settings.config.overrides.len()));
+            let tip = if restores { "back to your settings from before Allocate" } else { "drop the per-tensor plans" };
+            undo = ui.small_button("undo").on_hover_text(tip).clicked();
         });
+        if undo {
+            app.settings.undo_allocation();
+            changed = true;
+        }
     }
 
     ui.separator();

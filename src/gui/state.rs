@@ -52,6 +52,8 @@ pub struct Settings {
     /// The model the configuration's per-tensor plans (an allocation) were made for: they name its tensors and
     /// are priced by its weights, so they are not carried over to another model.
     pub overrides_model: Option<PathBuf>,
+    /// The user's configuration before Allocate replaced it: "undo" brings it back.
+    pub before_allocation: Option<QuantConfig>,
 }
 
 impl Default for Settings {
@@ -65,11 +67,22 @@ impl Default for Settings {
             target_bpw: 4.5,
             metric: Metric::MeanImportance,
             overrides_model: None,
+            before_allocation: None,
         }
     }
 }
 
 impl Settings {
+    /// Ends an allocation: the configuration from before it when there is one, else the same without its
+    /// per-tensor plans.
+    pub fn undo_allocation(&mut self) {
+        match self.before_allocation.take() {
+            Some(before) => self.config = before,
+            None => self.config.overrides.clear(),
+        }
+        self.overrides_model = None;
+    }
+
     pub fn remember_model(&mut self, path: PathBuf) {
         self.recent_models.retain(|p| *p != path);
         self.recent_models.insert(0, path);

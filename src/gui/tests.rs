@@ -343,3 +343,22 @@ fn an_allocation_made_for_another_model_is_not_applied_to_this_one() {
     assert!(state.settings.config.overrides.is_empty());
     assert!(state.notices.iter().any(|n| n.contains("/elsewhere/SmolLM2.gguf") && n.contains("not applied")));
 }
+
+#[test]
+fn undo_after_allocate_brings_the_users_settings_back() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut harness = harness(stories(), scratch.path());
+    settle(&mut harness);
+    harness.state_mut().settings.config.tiers[0].share = 0.25;
+    harness.state_mut().settings.config.tiers[2].share = 0.55;
+    let mine = harness.state().settings.config.clone();
+    harness.get_by_label("Allocate").click();
+    harness.step();
+    settle(&mut harness);
+    assert!(!harness.state().settings.config.overrides.is_empty());
+    assert_ne!(harness.state().settings.config, mine);
+    harness.get_by_label("undo").click();
+    harness.run_steps(2);
+    assert_eq!(harness.state().settings.config, mine);
+    assert!(harness.state().settings.before_allocation.is_none());
+}
