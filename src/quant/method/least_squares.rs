@@ -133,29 +133,28 @@ pub fn weighted_error(grid: &BlockGrid, x: &[f32], a: &[f32]) -> f64 {
     let mut levels = [0f32; RUN];
     let mut total = 0f64;
     for (xs, ws) in x.chunks(RUN).zip(a.chunks(RUN)) {
-        let levels = &mut levels[..xs.len()];
-        for (l, &v) in levels.iter_mut().zip(xs) {
-            let d = v - (lattice.level(v) * fast.scale + fast.min);
-            *l = d * d;
+        let errors = &mut levels[..xs.len()];
+        for (e, &v) in errors.iter_mut().zip(xs) {
+            *e = v - (lattice.level(v) * fast.scale + fast.min);
         }
-        total += dot_run(levels, ws);
+        total += weighted_squares_run(errors, ws);
     }
     total
 }
 
-/// Σ w·d over a run, in 8 f32 lanes then f64.
+/// Σ w·d² over a run, in 8 f32 lanes then f64.
 #[inline(always)]
-fn dot_run(d: &[f32], w: &[f32]) -> f64 {
+fn weighted_squares_run(d: &[f32], w: &[f32]) -> f64 {
     let mut acc = [0f32; 8];
     let (dc, wc) = (d.chunks_exact(8), w.chunks_exact(8));
     let (dr, wr) = (dc.remainder(), wc.remainder());
     for (d, w) in dc.zip(wc) {
         for j in 0..8 {
-            acc[j] += w[j] * d[j];
+            acc[j] += w[j] * d[j] * d[j];
         }
     }
     for (j, (d, w)) in dr.iter().zip(wr).enumerate() {
-        acc[j] += w * d;
+        acc[j] += w * d * d;
     }
     lane_total(acc)
 }
