@@ -31,6 +31,25 @@ pub fn tensor_role(name: &str) -> TensorRole {
     }
 }
 
+/// Every tensor of a decoder built from `blocks` (one per layer), with its shape: Llama's and the families'.
+pub fn expected_tensors(
+    vocab: usize,
+    hidden: usize,
+    intermediate: usize,
+    tied: bool,
+    blocks: &[BlockSpec],
+) -> Vec<(String, Vec<usize>)> {
+    let mut shapes = vec![(EMBED.to_string(), vec![vocab, hidden]), (FINAL_NORM.into(), vec![hidden])];
+    if !tied {
+        shapes.push((LM_HEAD.to_string(), vec![vocab, hidden]));
+    }
+    for (i, spec) in blocks.iter().enumerate() {
+        let leaves = layer_tensors(spec, hidden, intermediate);
+        shapes.extend(leaves.into_iter().map(|(leaf, shape)| (format!("{LAYERS}{i}.{leaf}"), shape)));
+    }
+    shapes
+}
+
 /// A family's fixed facts.
 #[derive(Debug)]
 pub struct Family {
@@ -122,16 +141,7 @@ impl Arch for Decoder {
         self.bos
     }
     fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
-        let mut shapes =
-            vec![(EMBED.to_string(), vec![self.vocab, self.hidden]), (FINAL_NORM.into(), vec![self.hidden])];
-        if !self.tied {
-            shapes.push((LM_HEAD.to_string(), vec![self.vocab, self.hidden]));
-        }
-        for (i, spec) in self.blocks.iter().enumerate() {
-            let leaves = layer_tensors(spec, self.hidden, self.intermediate);
-            shapes.extend(leaves.into_iter().map(|(leaf, shape)| (format!("{LAYERS}{i}.{leaf}"), shape)));
-        }
-        shapes
+        expected_tensors(self.vocab, self.hidden, self.intermediate, self.tied, &self.blocks)
     }
     fn head_name(&self) -> &'static str {
         if self.tied { EMBED } else { LM_HEAD }

@@ -53,14 +53,21 @@ impl LlamaConfig {
     pub fn head_dim(&self) -> usize {
         self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
     }
-    /// The RoPE this config describes (validated).
+    /// The RoPE this config describes (validated; `rope_theta` is checked by `validate`).
     pub fn rope(&self) -> Result<Rope, String> {
-        let legacy = serde_json::json!({"rope_theta": self.rope_theta, "rope_scaling": self.rope_scaling});
-        Rope::from_config(&legacy, None, self.rope_theta, self.head_dim(), self.max_position_embeddings)
+        let scaling = match &self.rope_scaling {
+            Some(s) => RopeScaling::from_json(s, "rope_scaling", self.max_position_embeddings)?,
+            None => RopeScaling::None,
+        };
+        Ok(Rope { theta: self.rope_theta, rotary_dim: self.head_dim(), scaling })
     }
     /// The shared decoder layer as Llama builds it.
     fn block_spec(&self) -> Result<BlockSpec, String> {
-        let common = super::decoder::Common {
+        Ok(self.common().llama_block(self.rope()?))
+    }
+    /// The sizes every decoder family shares.
+    fn common(&self) -> super::decoder::Common {
+        super::decoder::Common {
             hidden: self.hidden_size,
             heads: self.num_attention_heads,
             kv_heads: self.kv_heads(),
@@ -72,8 +79,7 @@ impl LlamaConfig {
             tied: self.tie_word_embeddings,
             bos: self.bos_token_id,
             eps: self.rms_norm_eps,
-        };
-        Ok(common.llama_block(self.rope()?))
+        }
     }
     pub fn validate(&self) -> Result<(), String> {
         let heads = self.num_attention_heads;
@@ -303,27 +309,10 @@ const ROPE_SCALING_KEY: &str = "nash_swarm.rope_scaling";
 pub use super::decoder::LM_HEAD;
 
 fn expected_tensors(c: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
-    let (d, hd) = (c.hidden_size, c.head_dim());
-    let (q_out, kv_out, ff) = (c.num_attention_heads * hd, c.kv_heads() * hd, c.intermediate_size);
-    let mut shapes = vec![(EMBED.to_string(), vec![c.vocab_size, d]), ("model.norm.weight".to_string(), vec![d])];
-    if !c.tie_word_embeddings {
-        shapes.push((LM_HEAD.to_string(), vec![c.vocab_size, d]));
-    }
-    for i in 0..c.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        shapes.extend([
-            (format!("{p}.input_layernorm.weight"), vec![d]),
-            (format!("{p}.post_attention_layernorm.weight"), vec![d]),
-            (format!("{p}.self_attn.q_proj.weight"), vec![q_out, d]),
-            (format!("{p}.self_attn.k_proj.weight"), vec![kv_out, d]),
-            (format!("{p}.self_attn.v_proj.weight"), vec![kv_out, d]),
-            (format!("{p}.self_attn.o_proj.weight"), vec![d, q_out]),
-            (format!("{p}.mlp.gate_proj.weight"), vec![ff, d]),
-            (format!("{p}.mlp.up_proj.weight"), vec![ff, d]),
-            (format!("{p}.mlp.down_proj.weight"), vec![d, ff]),
-        ]);
-    }
-    shapes
+    // Shapes do not depend on the RoPE, which `validate` has checked.
+    let rope = Rope { theta: c.rope_theta, rotary_dim: c.head_dim(), scaling: RopeScaling::None };
+    let blocks = vec![c.common().llama_block(rope); c.num_hidden_layers];
+    super::decoder::expected_tensors(c.vocab_size, c.hidden_size, c.intermediate_size, c.tie_word_embeddings, &blocks)
 }
 
 fn default_rms_norm_eps() -> f64 {

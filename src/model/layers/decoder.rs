@@ -141,7 +141,7 @@ impl Rope {
 
 impl RopeScaling {
     /// From a `rope_scaling` / `rope_parameters` object; errors name `key`.
-    fn from_json(v: &Value, key: &str, max_positions: usize) -> std::result::Result<Self, String> {
+    pub fn from_json(v: &Value, key: &str, max_positions: usize) -> std::result::Result<Self, String> {
         let kind = v.get("rope_type").or_else(|| v.get("type")).and_then(Value::as_str).unwrap_or("default");
         let number = |field: &str, default: Option<f64>| -> std::result::Result<f64, String> {
             let value = v.get(field).and_then(Value::as_f64).or(default);
