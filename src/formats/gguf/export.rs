@@ -68,7 +68,7 @@ fn gguf_order(model: &Model) -> Result<Vec<(String, String)>> {
         // A tensor we do not read (e.g. Llama 3.1's rope_freqs.weight) would be lost, and the file would run as
         // another model.
         let header = super::read_header(&model.source)?;
-        let extras: Vec<String> = model.architecture.gguf_extra_tensors().into_iter().map(|(n, _)| n).collect();
+        let extras = extra_names(model);
         let lost = |name: &str| model.architecture.from_gguf_name(name).is_none() && !extras.iter().any(|e| e == name);
         if let Some(t) = header.tensors.iter().find(|t| lost(&t.name)) {
             return Err(refused(model, format!("its tensor `{}` is not one we read, so it would be lost", t.name)));
@@ -91,6 +91,11 @@ fn gguf_order(model: &Model) -> Result<Vec<(String, String)>> {
     };
     named.sort_by(|a, b| rank(&a.1).cmp(&rank(&b.1)).then_with(|| a.1.cmp(&b.1)));
     Ok(named)
+}
+
+/// The GGUF names of the architecture's extra tensors (written for llama.cpp, not weights of ours).
+fn extra_names(model: &Model) -> Vec<String> {
+    model.architecture.gguf_extra_tensors().into_iter().map(|(name, _)| name).collect()
 }
 
 /// Whether every tensor of `model` has a GGUF form (checked before long work).
@@ -186,7 +191,7 @@ pub fn encode_tensors(
 /// The weights a GGUF reader gets from `tensors`: decoded, renamed and put back in our layout. What evaluating
 /// an export without writing it uses; equal to loading the written file.
 pub fn decoded_weights(model: &Model, tensors: &[GgufTensor]) -> Result<Weights> {
-    let extras: Vec<String> = model.architecture.gguf_extra_tensors().into_iter().map(|(n, _)| n).collect();
+    let extras = extra_names(model);
     let decoded: Vec<(String, candle_core::Tensor)> = tensors
         .par_iter()
         .filter(|t| !extras.contains(&t.name))
