@@ -182,16 +182,15 @@ impl ExplorerApp {
 
     /// Drops per-tensor plans made for another model than `source`, saying so.
     fn keep_overrides_for(&mut self, source: &std::path::Path) {
-        let config = &mut self.settings.config;
-        if config.overrides.is_empty() || self.settings.overrides_model.as_deref() == Some(source) {
+        let settings = &self.settings;
+        if settings.config.overrides.is_empty() || settings.overrides_model.as_deref() == Some(source) {
             return;
         }
-        let made_for = self.settings.overrides_model.clone();
-        let made_for = made_for.map_or("another model".to_string(), |p| p.display().to_string());
-        self.notices.push(format!(
-            "the allocation of {} tensors was made for {made_for}: not applied to this model",
-            config.overrides.len()
-        ));
+        let made_for =
+            settings.overrides_model.as_ref().map_or("another model".to_string(), |p| p.display().to_string());
+        let tensors = settings.config.overrides.len();
+        self.notices
+            .push(format!("the allocation of {tensors} tensors was made for {made_for}: not applied to this model"));
         self.settings.undo_allocation();
     }
 
