@@ -15,6 +15,7 @@ pub mod memory;
 pub mod model;
 pub mod output;
 pub mod pipeline;
+pub mod pypi;
 pub mod quant;
 
 pub use error::{Error, Result};

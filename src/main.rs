@@ -30,7 +30,6 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    nash_swarm::model::gemm::choose_openblas_kernels();
     let result = cli::run(cli::Cli::parse()).and_then(|window| window.map_or(Ok(()), |w| gui::run(w.model, w.text)));
     match result {
         Ok(()) => ExitCode::SUCCESS,

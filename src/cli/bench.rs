@@ -35,7 +35,7 @@ pub struct BenchArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let model_path = match args.model {
         Some(p) => p,
-        None => nash_swarm::demo::fetch(&mut |line| eprintln!("{line}"))?,
+        None => nash_swarm::demo::set_up(&mut |line| eprintln!("{line}"))?,
     };
     let text_path =
         args.text.or_else(nash_swarm::demo::default_text).ok_or_else(|| anyhow::anyhow!("pass --text PATH"))?;
@@ -62,6 +62,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let gemm_peak = gemm_peak_gflops()?;
+    let eval_gflops = report.tokens_per_second * matrix_flops_per_token(&model)? / 1e9;
     let quant = quantization_figures(&model)?;
     let sensitivity =
         if args.sensitivity { Some(sensitivity_figure(&model, &quant.game, &text, &text_path)?) } else { None };
@@ -73,7 +75,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "model": model_path, "params": model.param_count(), "threads": rayon::current_num_threads(),
         "load_seconds": load_seconds, "ctx": args.ctx, "windows": report.windows,
         "eval_tokens_per_second": report.tokens_per_second, "gemm_backend": backend,
-        "eval_tokens_per_second_candle_gemm": candle_tps, "f32_bytes": f32_bytes,
+        "eval_tokens_per_second_candle_gemm": candle_tps,
+        "eval_matrix_gflops": eval_gflops, "gemm_peak_gflops": gemm_peak, "f32_bytes": f32_bytes,
         "peak_rss_bytes": peak_rss, "peak_rss_over_f32": peak_rss.map(|r| r as f64 / f32_bytes as f64),
         "quantize_seed_seconds": quant.quantize_seed.min,
         "quantize_seed_seconds_median": quant.quantize_seed.median,
@@ -96,6 +99,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             report.tokens_per_second, args.ctx, report.windows
         );
         println!("matrix products       {backend}");
+        println!(
+            "  {eval_gflops:.0} GFLOP/s in eval = {:.0}% of this machine's sgemm peak, {gemm_peak:.0} GFLOP/s \
+             (512x2048x2048, same run)",
+            100.0 * eval_gflops / gemm_peak
+        );
         if let Some(candle) = candle_tps {
             println!(
                 "  same run, candle GEMM {candle:.1} tokens/s: OpenBLAS / candle = {:.2}",
@@ -140,6 +148,33 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// 2 FLOPs per weight of every matrix a token is multiplied by (the layers' and the head): the work of
+/// the matrix products, without attention's own (a few percent at ctx 512).
+fn matrix_flops_per_token(model: &nash_swarm::Model) -> anyhow::Result<f64> {
+    use nash_swarm::model::TensorRole;
+    let arch = &model.architecture;
+    let layers: usize = (model.weights.0.iter())
+        .filter(|(name, t)| t.rank() == 2 && matches!(arch.tensor_role(name), TensorRole::Attention | TensorRole::Mlp))
+        .map(|(_, t)| t.elem_count())
+        .sum();
+    Ok(2.0 * (layers + model.head()?.elem_count()) as f64)
+}
+
+/// The best of five `x @ W^T` at a square-ish shape where every backend runs near its peak.
+fn gemm_peak_gflops() -> anyhow::Result<f64> {
+    use candle_core::{Device, Tensor};
+    let (m, n, k) = (512, 2048, 2048);
+    let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?;
+    let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu)?;
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let start = Instant::now();
+        std::hint::black_box(nash_swarm::model::gemm::matmul_t(&x, &w)?);
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (m * n * k) as f64 / best / 1e9)
 }
 
 fn mib(bytes: u64) -> f64 {

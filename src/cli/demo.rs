@@ -18,7 +18,7 @@ pub struct DemoArgs {
 /// Fetches and verifies the demo model, then opens it in the explorer, or, without a display (or with
 /// --headless), evaluates it on WikiText-2 in the terminal.
 pub fn run(args: DemoArgs) -> anyhow::Result<Option<super::Window>> {
-    let model = nash_swarm::demo::fetch(&mut |line| eprintln!("{line}"))?;
+    let model = nash_swarm::demo::set_up(&mut |line| eprintln!("{line}"))?;
     let has_display = std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
     if has_display && !args.headless {
         eprintln!("opening the explorer on {}", model.display());

