@@ -99,7 +99,7 @@ fn every_preset_is_read_back_by_the_gguf_package_as_written() {
         // Our reader opens it, and every weight is within its type's error of the source.
         let written = nash_swarm::load(&out).unwrap();
         for (tensor_name, original) in &model.weights.0 {
-            let (a, b) = (values(original), values(&written.weights.get(tensor_name).unwrap()));
+            let (a, b) = (values(&original.to_f32().unwrap()), values(&written.weights.get(tensor_name).unwrap()));
             let (err, norm) = a
                 .iter()
                 .zip(&b)
@@ -203,7 +203,7 @@ fn a_hugging_face_folder_is_written_with_llama_cpp_names_layout_and_tokenizer() 
     let written = nash_swarm::load(&out).unwrap();
     assert_eq!(written.weights.0.keys().collect::<Vec<_>>(), model.weights.0.keys().collect::<Vec<_>>());
     for (name, t) in &model.weights.0 {
-        let (a, b) = (values(t), values(&written.weights.get(name).unwrap()));
+        let (a, b) = (values(&t.to_f32().unwrap()), values(&written.weights.get(name).unwrap()));
         assert_eq!(a, b, "{name}");
     }
     // llama.cpp's names and its q/k row order, checked independently against the expected permutation.
@@ -250,7 +250,7 @@ fn gpt2_is_written_with_llama_cpp_names_and_reads_back_exactly() {
     let written = nash_swarm::load(&out).unwrap();
     assert_eq!(written.architecture.name(), "gpt2");
     for (name, t) in &model.weights.0 {
-        assert_eq!(values(t), values(&written.weights.get(name).unwrap()), "{name}");
+        assert_eq!(values(&t.to_f32().unwrap()), values(&written.weights.get(name).unwrap()), "{name}");
     }
     let text = &nash_swarm::eval::read_text(&wikitext()).unwrap()[..5000];
     let ids = model.encode(text).unwrap();

@@ -63,7 +63,7 @@ fn a_packed_export_reopens_to_the_same_weights_and_perplexity() {
         let in_memory = q.weights().unwrap();
         assert_eq!(reopened.weights.0.keys().collect::<Vec<_>>(), in_memory.0.keys().collect::<Vec<_>>());
         for (name, t) in &in_memory.0 {
-            let a = nash_swarm::model::tensor_to_vec(t).unwrap();
+            let a = nash_swarm::model::tensor_to_vec(&t.to_f32().unwrap()).unwrap();
             let b = nash_swarm::model::tensor_to_vec(&reopened.weights.get(name).unwrap()).unwrap();
             assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "{name} differs after reopening");
         }

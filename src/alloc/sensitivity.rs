@@ -340,7 +340,7 @@ fn cache_key(model: &Model, game: &Game, windows: &[Vec<u32>], spec: Sensitivity
     for (name, tensor) in &model.weights.0 {
         hasher.update(name.as_bytes());
         hasher.update(format!("{:?}", tensor.dims()).as_bytes());
-        with_f32_slice(&tensor.contiguous()?, |v| {
+        with_f32_slice(&tensor.to_f32()?.contiguous()?, |v| {
             v.chunks(1 << 16).for_each(|c| hasher.update(c.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()))
         })?;
     }

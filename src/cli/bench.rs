@@ -210,13 +210,14 @@ impl std::fmt::Display for Spread {
     }
 }
 
-/// Reads every 2-D weight once (a sum of squares, in parallel): the memory traffic no quantizer can avoid.
+/// Reads every 2-D weight once in f32 (decoded from the file where it is held mapped; a sum of squares, in
+/// parallel): the work no quantizer can avoid.
 fn read_pass_seconds(model: &nash_swarm::Model) -> anyhow::Result<f64> {
     use rayon::prelude::*;
     let start = Instant::now();
-    let matrices: Vec<&candle_core::Tensor> = model.weights.0.values().filter(|t| t.rank() == 2).collect();
+    let matrices: Vec<&nash_swarm::model::Stored> = model.weights.0.values().filter(|t| t.rank() == 2).collect();
     matrices.par_iter().try_for_each(|tensor| -> anyhow::Result<()> {
-        let tensor = tensor.contiguous()?;
+        let tensor = tensor.to_f32()?.contiguous()?;
         nash_swarm::model::tensor_io::with_f32_slice(&tensor, |values| {
             let sum: f32 = values.par_chunks(1 << 16).map(|c| c.iter().map(|v| v * v).sum::<f32>()).sum();
             std::hint::black_box(sum);

@@ -23,8 +23,3 @@ pub(crate) fn log_softmax(row: &[f32]) -> Vec<f32> {
 pub(crate) fn log_softmax_with(row: &[f32], log_z: f64) -> Vec<f32> {
     row.iter().map(|&v| (v as f64 - log_z) as f32).collect()
 }
-
-/// Negative log-likelihood of `target` under one row of logits.
-pub(crate) fn nll(row: &[f32], target: u32) -> f64 {
-    log_sum_exp(row) - row[target as usize] as f64
-}

@@ -6,16 +6,19 @@ use half::f16;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::{log_softmax, log_softmax_with, log_sum_exp};
+use super::log_sum_exp;
 use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::model::tensor_io::with_f32_slice;
 use crate::model::{Model, argmax};
+use candle_core::Tensor;
 
-/// Rows of logits computed at once: 128 x 49152 f32 is 25 MB for SmolLM2, against 100 MB for a whole window.
-const HEAD_ROWS: usize = 128;
-/// Windows that go through a lazily dequantized model together (their hidden states are ~1 MB each).
-const LAZY_GROUP: usize = 16;
+/// Vocabulary rows of the head applied at once: 4096 x 576 f32 is 9 MB of weights for SmolLM2 and 8 MB of logits
+/// per window at ctx 512, where the whole head in f32 is 113 MB and a window's full logits 100 MB.
+const HEAD_BLOCK: usize = 4096;
+/// Windows that go through a model whose layers are made as it runs (decoded or dequantized) together, so each
+/// layer is made once per group.
+const LAYER_GROUP: usize = 4;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct PplReport {
@@ -71,8 +74,7 @@ pub fn evaluate_ppl(
     let start = Instant::now();
     let mut scores: Vec<TokenScore> = Vec::new();
     let mut recorded = Vec::new();
-    let head = model.head()?;
-    let vocab = head.dim(0)?;
+    let vocab = model.architecture.vocab_size();
     if let Kld::Against(reference) = &kld {
         if reference.windows.len() < windows.len() {
             return Err(Error::InvalidArgument("the KLD reference holds fewer windows than this evaluation".into()));
@@ -81,51 +83,29 @@ pub fn evaluate_ppl(
             return Err(Error::InvalidArgument("the KLD reference has another vocabulary size".into()));
         }
     }
-    // A model with lazy weights takes its windows in groups, so each layer is made once per group.
-    let group = if model.lazy.is_some() { LAZY_GROUP } else { 1 };
+    let group = if model.makes_layers() { LAYER_GROUP } else { 1 };
     for (g, chunk) in windows.chunks(group).enumerate() {
         job.checkpoint()?;
         let hiddens = model.forward_hidden(&chunk.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
-        for (j, (window, hidden)) in chunk.iter().zip(hiddens).enumerate() {
-            let w = g * group + j;
-            let scored = window.len() - 1;
-            let reference = match &kld {
-                Kld::Against(r) => Some(&r.windows[w][..]),
-                _ => None,
-            };
-            let record = matches!(kld, Kld::Record);
-            let blocks: Vec<(Vec<TokenScore>, Vec<f16>)> = (0..scored.div_ceil(HEAD_ROWS))
-                .into_par_iter()
-                .map(|b| {
-                    let rows = b * HEAD_ROWS..scored.min((b + 1) * HEAD_ROWS);
-                    let logits = model.logits(&hidden.narrow(0, rows.start, rows.len())?, &head)?;
-                    with_f32_slice(&logits, |logits| {
-                        let rows_of = || rows.clone().zip(logits.chunks_exact(vocab));
-                        let scores = rows_of()
-                            .map(|(i, row)| {
-                                score_token(row, window[i + 1], reference.map(|r| &r[i * vocab..][..vocab]))
-                            })
-                            .collect();
-                        let recorded = if record {
-                            rows_of().flat_map(|(_, row)| log_softmax(row).into_iter().map(f16::from_f32)).collect()
-                        } else {
-                            Vec::new()
-                        };
-                        (scores, recorded)
-                    })
-                })
-                .collect::<Result<_>>()?;
-            let mut window_record = Vec::with_capacity(if record { scored * vocab } else { 0 });
-            for (block_scores, block_record) in blocks {
-                scores.extend(block_scores);
-                window_record.extend(block_record);
+        let scored = (chunk.iter().zip(&hiddens).enumerate())
+            .map(|(j, (window, hidden))| {
+                let reference = match &kld {
+                    Kld::Against(r) => Some(&r.windows[g * group + j][..]),
+                    _ => None,
+                };
+                Positions::of(window, hidden, reference)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let running = score_positions(model, &scored)?;
+        for (positions, running) in scored.iter().zip(running) {
+            if matches!(kld, Kld::Record) {
+                recorded.push(log_probabilities(model, positions, &running)?);
             }
-            if record {
-                recorded.push(window_record);
-            }
-            let running_nll = scores.iter().map(|s| s.nll).sum::<f64>() / scores.len() as f64;
-            job.report("evaluate", w as u64 + 1, windows.len() as u64, Some(running_nll.exp()));
+            scores.extend(running.iter().map(|r| r.score(positions.reference.is_some())));
         }
+        let running_nll = scores.iter().map(|s| s.nll).sum::<f64>() / scores.len() as f64;
+        let done = (g * group + chunk.len()) as u64;
+        job.report("evaluate", done, windows.len() as u64, Some(running_nll.exp()));
     }
     let seconds = start.elapsed().as_secs_f64();
     let tokens_run: usize = windows.iter().map(|w| w.len()).sum();
@@ -147,22 +127,126 @@ pub fn evaluate_ppl(
     Ok((report, reference))
 }
 
-fn score_token(row: &[f32], target: u32, reference: Option<&[f16]>) -> TokenScore {
-    // One log-sum-exp pass serves both the NLL and the log-probabilities the KL needs.
-    let log_z = log_sum_exp(row);
-    let nll = log_z - row[target as usize] as f64;
-    let Some(reference) = reference else { return TokenScore { nll, kl: 0.0, top1_agrees: true } };
-    let log_q = log_softmax_with(row, log_z);
-    let mut kl = 0.0f64;
-    let mut best_ref = 0;
-    for (i, (p, q)) in reference.iter().zip(&log_q).enumerate() {
-        let log_p = p.to_f32();
-        if log_p > reference[best_ref].to_f32() {
-            best_ref = i;
-        }
-        kl += (log_p as f64).exp() * (log_p - q) as f64;
+/// A window's scored positions: their final hidden states, the token each predicts, and the reference's
+/// log-probabilities there (`[positions, vocab]`) when KL divergence is measured.
+pub(crate) struct Positions<'a> {
+    hidden: Tensor,
+    targets: &'a [u32],
+    reference: Option<&'a [f16]>,
+}
+
+impl<'a> Positions<'a> {
+    /// Every position of `window` but the last, which predicts nothing.
+    pub(crate) fn of(window: &'a [u32], hidden: &Tensor, reference: Option<&'a [f16]>) -> Result<Self> {
+        let scored = window.len() - 1;
+        Ok(Positions { hidden: hidden.narrow(0, 0, scored)?, targets: &window[1..], reference })
     }
-    TokenScore { nll, kl: kl.max(0.0), top1_agrees: best_ref == argmax(row) }
+}
+
+/// One position's figures over the vocabulary blocks seen so far.
+#[derive(Clone, Copy)]
+pub(crate) struct Running {
+    /// log Σ exp(logit).
+    log_z: f64,
+    target_logit: f64,
+    /// The largest logit and its token (the first, on ties).
+    best: (f32, usize),
+    /// Against a reference with log-probabilities log p: Σ p·log p, Σ p·logit, Σ p, and its argmax.
+    p_log_p: f64,
+    p_logit: f64,
+    p_sum: f64,
+    reference_best: (f32, usize),
+}
+
+impl Running {
+    const START: Running = Running {
+        log_z: f64::NEG_INFINITY,
+        target_logit: f64::NAN,
+        best: (f32::NEG_INFINITY, 0),
+        p_log_p: 0.0,
+        p_logit: 0.0,
+        p_sum: 0.0,
+        reference_best: (f32::NEG_INFINITY, 0),
+    };
+
+    /// Takes in the logits of tokens `first..first + logits.len()`.
+    fn update(&mut self, first: usize, logits: &[f32], target: usize, reference: Option<&[f16]>) {
+        let block_log_z = log_sum_exp(logits);
+        let high = self.log_z.max(block_log_z);
+        self.log_z = high + ((self.log_z - high).exp() + (block_log_z - high).exp()).ln();
+        if (first..first + logits.len()).contains(&target) {
+            self.target_logit = logits[target - first] as f64;
+        }
+        let best = argmax(logits);
+        if logits[best] > self.best.0 {
+            self.best = (logits[best], first + best);
+        }
+        let Some(reference) = reference else { return };
+        for (i, (log_p, &logit)) in reference[first..first + logits.len()].iter().zip(logits).enumerate() {
+            let log_p = log_p.to_f32();
+            let p = (log_p as f64).exp();
+            self.p_log_p += p * log_p as f64;
+            self.p_logit += p * logit as f64;
+            self.p_sum += p;
+            if log_p > self.reference_best.0 {
+                self.reference_best = (log_p, first + i);
+            }
+        }
+    }
+
+    pub(crate) fn nll(&self) -> f64 {
+        self.log_z - self.target_logit
+    }
+
+    fn score(&self, against_reference: bool) -> TokenScore {
+        if !against_reference {
+            return TokenScore { nll: self.nll(), kl: 0.0, top1_agrees: true };
+        }
+        // Σ p (log p − log q) with log q = logit − log Z.
+        let kl = self.p_log_p - self.p_logit + self.p_sum * self.log_z;
+        TokenScore { nll: self.nll(), kl: kl.max(0.0), top1_agrees: self.best.1 == self.reference_best.1 }
+    }
+}
+
+/// Every position's running figures over the whole vocabulary: the head is applied a block of rows at a time,
+/// each block (decoded once) to all the windows' positions.
+pub(crate) fn score_positions(model: &Model, windows: &[Positions]) -> Result<Vec<Vec<Running>>> {
+    let vocab = model.architecture.vocab_size();
+    let mut running: Vec<Vec<Running>> = windows.iter().map(|w| vec![Running::START; w.targets.len()]).collect();
+    for first in (0..vocab).step_by(HEAD_BLOCK) {
+        let head_block = model.weight_rows(model.architecture.head_name(), first..vocab.min(first + HEAD_BLOCK))?;
+        let cols = head_block.dim(0)?;
+        for (positions, running) in windows.iter().zip(&mut running) {
+            let logits = model.logits(&positions.hidden, &head_block)?;
+            with_f32_slice(&logits, |logits| {
+                running.par_iter_mut().zip(logits.par_chunks(cols)).enumerate().for_each(|(i, (r, row))| {
+                    let reference = positions.reference.map(|r| &r[i * vocab..][..vocab]);
+                    r.update(first, row, positions.targets[i] as usize, reference);
+                })
+            })?;
+        }
+    }
+    Ok(running)
+}
+
+/// The log-probabilities of every position (`[positions, vocab]`, f16) for a later KL divergence: the head's
+/// blocks once more, now that each position's log Z is known.
+fn log_probabilities(model: &Model, positions: &Positions, running: &[Running]) -> Result<Vec<f16>> {
+    let vocab = model.architecture.vocab_size();
+    let mut out = vec![f16::ZERO; running.len() * vocab];
+    for first in (0..vocab).step_by(HEAD_BLOCK) {
+        let head_block = model.weight_rows(model.architecture.head_name(), first..vocab.min(first + HEAD_BLOCK))?;
+        let cols = head_block.dim(0)?;
+        let logits = model.logits(&positions.hidden, &head_block)?;
+        with_f32_slice(&logits, |logits| {
+            out.par_chunks_mut(vocab).zip(logits.par_chunks(cols)).zip(running).for_each(|((out, row), r)| {
+                for (o, &logit) in out[first..first + cols].iter_mut().zip(row) {
+                    *o = f16::from_f64(logit as f64 - r.log_z);
+                }
+            })
+        })?;
+    }
+    Ok(out)
 }
 
 /// KLD compares distributions over the same tokens: the reference must share the model's vocabulary.

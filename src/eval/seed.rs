@@ -2,10 +2,9 @@
 //! the per-text mean causal-LM losses. Texts are the lines of the evaluation file (WikiText rows), skipping
 //! section headings (` = Title = `) and lines of fewer than 8 tokens, in file order.
 
-use rayon::prelude::*;
 use serde::Serialize;
 
-use super::nll;
+use super::perplexity::{Positions, Running, score_positions};
 use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::model::Model;
@@ -49,19 +48,15 @@ pub fn seed_texts(model: &Model, text: &str, count: usize, bos: bool) -> Result<
 pub fn evaluate_seed(model: &Model, texts: &[Vec<u32>], job: &Job) -> Result<SeedReport> {
     let start = std::time::Instant::now();
     let mut losses = Vec::with_capacity(texts.len());
-    let head = model.head()?;
-    // A model with lazy weights takes all texts at once (64 tokens each), so each layer is made once.
-    let group = if model.lazy.is_some() { texts.len() } else { 1 };
+    // A model whose layers are made as it runs takes all texts at once (64 tokens each): each layer is made once.
+    let group = if model.makes_layers() { texts.len() } else { 1 };
     for chunk in texts.chunks(group) {
         job.checkpoint()?;
         let hiddens = model.forward_hidden(&chunk.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
-        for (ids, hidden) in chunk.iter().zip(hiddens) {
-            let logits = model.logits(&hidden, &head)?;
-            let (_, v) = logits.dims2()?;
-            let logits = logits.flatten_all()?.to_vec1::<f32>()?;
-            let total: f64 =
-                (0..ids.len() - 1).into_par_iter().map(|p| nll(&logits[p * v..(p + 1) * v], ids[p + 1])).sum();
-            losses.push(total / (ids.len() - 1) as f64);
+        let positions =
+            chunk.iter().zip(&hiddens).map(|(ids, h)| Positions::of(ids, h, None)).collect::<Result<Vec<_>>>()?;
+        for running in score_positions(model, &positions)? {
+            losses.push(running.iter().map(Running::nll).sum::<f64>() / running.len() as f64);
             job.report("seed loss", losses.len() as u64, texts.len() as u64, None);
         }
     }

@@ -4,13 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::Tensor;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::model::{Architecture, Weights, tensor_io};
+use crate::model::{Architecture, Stored, Weights};
 
-pub type Sourced = BTreeMap<String, (Tensor, PathBuf)>;
+pub type Sourced = BTreeMap<String, (Stored, PathBuf)>;
 
 /// Token ids must name rows of the embedding; `what` says where they came from.
 pub fn check_token_ids(path: &Path, what: &str, ids: &[u64], vocab: usize) -> Result<()> {
@@ -48,7 +47,7 @@ pub fn validate(source: &Path, architecture: &Architecture, mut tensors: Sourced
             let (expected, actual) = (as_stored(shape), as_stored(tensor.dims().to_vec()));
             return Err(Error::ShapeMismatch { path: file, name, expected, actual });
         }
-        weights.insert(name, tensor);
+        weights.insert_stored(name, tensor);
     }
     check_finite(source, &weights)?;
     Ok(weights)
@@ -81,10 +80,7 @@ pub fn check_finite(source: &Path, weights: &Weights) -> Result<()> {
     let bad = weights
         .0
         .par_iter()
-        .map(|(name, t)| {
-            let values = tensor_io::tensor_to_vec(t)?;
-            Ok((name, values.iter().filter(|v| !v.is_finite()).count()))
-        })
+        .map(|(name, t)| Ok((name, t.count_non_finite()?)))
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .find(|(_, count)| *count > 0);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::checks::{Sourced, check_token_ids, check_tokenizer, validate};
-use super::safetensors::read_safetensors_floats;
+use super::safetensors::map_safetensors;
 use crate::error::{Error, Result};
 use crate::model::{Architecture, Model, SourceFormat, arch};
 
@@ -91,7 +91,7 @@ pub fn load(dir: &Path) -> Result<Model> {
     let mut tensors = BTreeMap::new();
     let mut stored_dtypes = BTreeMap::new();
     for file in weight_files(dir)? {
-        for (key, (tensor, dtype)) in read_safetensors_floats(&file)? {
+        for (key, (tensor, dtype)) in map_safetensors(&file)? {
             if let Some(name) = architecture.from_hf_key(&key) {
                 stored_dtypes.insert(name, dtype);
             }
@@ -117,6 +117,7 @@ pub fn load(dir: &Path) -> Result<Model> {
         bos_token_id,
         stored_dtypes,
         lazy: None,
+        made: Default::default(),
     })
 }
 
@@ -125,11 +126,8 @@ fn normalize_names(architecture: &Architecture, tensors: Sourced) -> Result<Sour
     let mut out = BTreeMap::new();
     for (key, (tensor, file)) in tensors {
         let Some(name) = architecture.from_hf_key(&key) else { continue };
-        let tensor = if architecture.stored_transposed(&name) && tensor.rank() == 2 {
-            tensor.t()?.contiguous()?
-        } else {
-            tensor
-        };
+        let tensor =
+            if architecture.stored_transposed(&name) && tensor.rank() == 2 { tensor.transposed()? } else { tensor };
         out.insert(name, (tensor, file));
     }
     Ok(out)

@@ -22,7 +22,8 @@ pub fn export(model: &Model, config: &QuantConfig, weights: &Weights, out: &Path
     for (name, tensor) in &weights.0 {
         // GPT-2 keeps its Conv1D weights as [in, out] on disk.
         let transposed = model.architecture.stored_transposed(name);
-        let tensor = if transposed { tensor.t()?.contiguous()? } else { tensor.clone() };
+        let tensor = tensor.to_f32()?;
+        let tensor = if transposed { tensor.t()?.contiguous()? } else { tensor };
         let values = tensor_to_vec(&tensor)?;
         let (dtype, bytes) = if values.iter().all(|v| v.abs() <= f16::MAX.to_f32()) {
             ("F16", f16_bytes(&values.into_iter().map(f16::from_f32).collect::<Vec<_>>()))

@@ -201,6 +201,7 @@ pub fn load(dir: &Path) -> Result<Model> {
         bos_token_id,
         stored_dtypes,
         lazy: None,
+        made: Default::default(),
     })
 }
 

@@ -1,20 +1,23 @@
-//! safetensors files: read into f32 tensors (errors name the file and the tensor), and written from arrays
+//! safetensors files: mapped (or read into tensors; errors name the file and the tensor), and written from arrays
 //! (the header padded as the format suggests), plus a bounded read of a file's metadata alone.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::Tensor;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
-use crate::model::cpu;
+use crate::model::{Layout, Mapped, Stored, cpu};
+use crate::quant::ggml::BlockType;
 
 /// Maps a file read-only; safetensors files are read in place, not copied.
 pub fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    // SAFETY: the map is read-only and lives only while we copy out of it; a concurrent writer would be a user error.
+    // SAFETY: the map is read-only; a file changed by another process while it is mapped is a user error (and the
+    // reason outputs are written to a temporary sibling, then renamed, never in place).
     unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))
 }
 
@@ -44,6 +47,37 @@ pub fn read_safetensors_floats(path: &Path) -> Result<BTreeMap<String, (Tensor, 
             other => Tensor::from_vec(to_f32(path, &name, other, view.data())?, view.shape(), &cpu())?,
         };
         out.insert(name, (tensor, format!("{:?}", view.dtype())));
+    }
+    Ok(out)
+}
+
+/// Every floating-point tensor of a safetensors file, keyed by its stored name, with the dtype it was stored in:
+/// f32, bf16 and f16 stay in the mapped file (decoded when used), f64 becomes an f32 copy.
+pub fn map_safetensors(path: &Path) -> Result<BTreeMap<String, (Stored, String)>> {
+    let bytes = Arc::new(map_file(path)?);
+    let st = parse_safetensors(path, &bytes)?;
+    let base = bytes.as_ptr() as usize;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let encoding = match view.dtype() {
+            Dtype::F32 => Some(BlockType::F32),
+            Dtype::BF16 => Some(BlockType::Bf16),
+            Dtype::F16 => Some(BlockType::F16),
+            _ => None,
+        };
+        let stored = match encoding {
+            Some(encoding) => {
+                let start = view.data().as_ptr() as usize - base;
+                let range = start..start + view.data().len();
+                let mapped = Mapped::new(encoding, view.shape().to_vec(), bytes.clone(), range, Layout::Kept, &name)
+                    .map_err(|e| Error::bad_file(path, e.to_string()))?;
+                Stored::Mapped(mapped)
+            }
+            None => {
+                Stored::Dense(Tensor::from_vec(to_f32(path, &name, view.dtype(), view.data())?, view.shape(), &cpu())?)
+            }
+        };
+        out.insert(name, (stored, format!("{:?}", view.dtype())));
     }
     Ok(out)
 }

@@ -6,10 +6,11 @@
 pub mod arch;
 pub mod layers;
 pub mod tensor_io;
+pub mod weights;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{Device, Tensor};
 
@@ -18,8 +19,10 @@ pub use arch::llama::LlamaConfig;
 pub use arch::{Arch, Architecture};
 pub use layers::gemm;
 pub use tensor_io::tensor_to_vec;
+pub use weights::{Layout, Mapped, Stored, Weights};
 
 use crate::error::{Error, Result};
+use rayon::prelude::*;
 
 /// The role of a weight tensor in the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -42,40 +45,36 @@ pub enum SourceFormat {
     Packed,
 }
 
-/// Named f32 tensors on the CPU, in a deterministic (sorted) order.
-#[derive(Clone, Debug, Default)]
-pub struct Weights(pub BTreeMap<String, Tensor>);
-
-impl Weights {
-    /// The weight `name` in f32 (a weight stored in bf16/f16 is converted on each call: the model is held in its
-    /// stored dtype, and only the tensors being used exist in f32).
-    pub fn get(&self, name: &str) -> Result<Tensor> {
-        let stored =
-            self.0.get(name).ok_or_else(|| Error::InvalidArgument(format!("weight `{name}` is not loaded")))?;
-        tensor_io::as_f32(stored)
-    }
-
-    pub fn insert(&mut self, name: impl Into<String>, tensor: Tensor) {
-        self.0.insert(name.into(), tensor);
-    }
-
-    pub fn param_count(&self) -> usize {
-        self.0.values().map(|t| t.elem_count()).sum()
-    }
-
-    pub fn f32_bytes(&self) -> usize {
-        self.param_count() * 4
-    }
-}
-
 /// Sees `(weight name, input [T, in])` for every matrix multiplication of a forward pass.
 pub type Observer<'a> = dyn FnMut(&str, &Tensor) -> Result<()> + 'a;
 
 /// Weights made on demand instead of held: a quantized model dequantized layer by layer while it is evaluated,
 /// so its f32 copy never exists whole.
 pub trait LazyWeights: Send + Sync {
-    /// The tensor `name`, or None when this source does not hold it.
+    /// The tensor `name` in f32, or None when this source does not hold it.
     fn tensor(&self, name: &str) -> Result<Option<Tensor>>;
+    /// The names of the tensors this source holds.
+    fn names(&self) -> Vec<String>;
+}
+
+/// f32 copies of one layer's weights that are not held in f32, made together (in parallel) when the forward
+/// pass first asks for one of them and dropped when it asks for another layer's. Windows that go through the
+/// model together (layer by layer) then decode each weight once, while at most one layer exists in f32.
+#[derive(Default)]
+pub struct LayerCache(Mutex<BTreeMap<String, Tensor>>);
+
+impl LayerCache {
+    fn get(&self, name: &str) -> Option<Tensor> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(name).cloned()
+    }
+
+    /// Replaces the cached layer by `made` (made outside the lock: decoding runs in parallel on rayon, and a
+    /// thread waiting for it may pick up another task that asks for a weight).
+    fn replace(&self, made: Vec<(String, Tensor)>) {
+        let mut cache = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache.clear();
+        cache.extend(made);
+    }
 }
 
 /// The weights as the forward pass uses them: `x @ W^T`, with an optional observer of each input.
@@ -92,6 +91,11 @@ impl<'a> Linears<'a> {
 
     pub fn get(&self, name: &str) -> Result<Tensor> {
         self.model.weight(name)
+    }
+
+    /// The rows `ids` of the matrix `name` (an embedding lookup).
+    pub fn gather(&self, name: &str, ids: &[u32]) -> Result<Tensor> {
+        self.model.gather(name, ids)
     }
 
     /// `x @ W^T` for the `[out, in]` weight `name`.
@@ -115,6 +119,8 @@ pub struct Model {
     pub stored_dtypes: BTreeMap<String, String>,
     /// Weights not in `weights`, made when the forward pass asks for them (see `with_lazy_weights`).
     pub lazy: Option<Arc<dyn LazyWeights>>,
+    /// The layer being run, in f32 (for weights held otherwise).
+    pub made: Arc<LayerCache>,
 }
 
 impl Model {
@@ -156,16 +162,59 @@ impl Model {
         self.weight(self.architecture.head_name())
     }
 
-    /// The weight `name`, held or made.
+    /// The weight `name` in f32, held or made (a layer's weights through the layer cache).
     pub fn weight(&self, name: &str) -> Result<Tensor> {
-        if self.weights.0.contains_key(name) {
-            return self.weights.get(name);
+        if let Some(stored) = self.weights.0.get(name)
+            && stored.is_f32()
+        {
+            return stored.to_f32();
+        }
+        let Some(prefix) = layer_prefix(name) else { return self.make(name) };
+        if let Some(made) = self.made.get(name) {
+            return Ok(made);
+        }
+        let held = self.weights.0.iter().filter(|(_, t)| !t.is_f32()).map(|(n, _)| n.clone());
+        let lazy = self.lazy.iter().flat_map(|lazy| lazy.names());
+        let layer: Vec<String> = held.chain(lazy).filter(|n| n.starts_with(prefix)).collect();
+        let made = layer.par_iter().map(|n| Ok((n.clone(), self.make(n)?))).collect::<Result<Vec<_>>>()?;
+        let wanted = made.iter().find(|(n, _)| n == name).map(|(_, t)| t.clone());
+        self.made.replace(made);
+        wanted.map_or_else(|| self.make(name), Ok)
+    }
+
+    /// The weight `name` in f32, decoded or made now.
+    fn make(&self, name: &str) -> Result<Tensor> {
+        if let Some(stored) = self.weights.0.get(name) {
+            return stored.to_f32();
         }
         let missing = || Error::InvalidArgument(format!("weight `{name}` is not loaded"));
         match &self.lazy {
             Some(lazy) => lazy.tensor(name)?.ok_or_else(missing),
             None => Err(missing()),
         }
+    }
+
+    /// The rows `ids` of the matrix `name` (an embedding lookup) in f32, without making the whole matrix when
+    /// it is held.
+    pub fn gather(&self, name: &str, ids: &[u32]) -> Result<Tensor> {
+        match self.weights.0.get(name) {
+            Some(stored) => stored.gather(ids),
+            None => Ok(self.make(name)?.index_select(&Tensor::new(ids, &cpu())?, 0)?),
+        }
+    }
+
+    /// Rows `rows` of the matrix `name` in f32 (the LM head a block of the vocabulary at a time).
+    pub fn weight_rows(&self, name: &str, rows: std::ops::Range<usize>) -> Result<Tensor> {
+        match self.weights.0.get(name) {
+            Some(stored) => stored.rows(rows),
+            None => Ok(self.make(name)?.narrow(0, rows.start, rows.len())?),
+        }
+    }
+
+    /// Whether the forward pass makes layers' weights as it goes (decoding or dequantizing them): evaluation
+    /// then sends windows through together so each layer is made once for all of them.
+    pub fn makes_layers(&self) -> bool {
+        self.lazy.is_some() || self.weights.0.iter().any(|(name, t)| !t.is_f32() && layer_of(name).is_some())
     }
 
     fn hidden_states(&self, linears: &Linears, windows: &[&[u32]]) -> Result<Vec<Tensor>> {
@@ -211,12 +260,12 @@ impl Model {
 
     /// The same model with other weights (a quantized copy): shares the tokenizer.
     pub fn with_weights(&self, weights: Weights) -> Model {
-        Model { weights, lazy: None, ..self.clone() }
+        Model { weights, lazy: None, made: Arc::default(), ..self.clone() }
     }
 
     /// The same model with `weights` held and every other weight made by `lazy` when needed.
     pub fn with_lazy_weights(&self, weights: Weights, lazy: Arc<dyn LazyWeights>) -> Model {
-        Model { weights, lazy: Some(lazy), ..self.clone() }
+        Model { weights, lazy: Some(lazy), made: Arc::default(), ..self.clone() }
     }
 
     /// Greedy continuation as text; used by the smoke test that SmolLM2 knows its capitals.
@@ -249,6 +298,19 @@ pub fn layer_of(name: &str) -> Option<usize> {
     name.split('.').find(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())).and_then(|p| p.parse().ok())
 }
 
+/// The name prefix of the layer a weight belongs to: `model.layers.12.` of `model.layers.12.mlp.up_proj.weight`,
+/// `h.3.` of `h.3.attn.c_attn.weight`; None outside the layers (`model.embed_tokens.weight`).
+pub fn layer_prefix(name: &str) -> Option<&str> {
+    let mut end = 0;
+    for part in name.split('.') {
+        end += part.len() + 1;
+        if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+            return Some(&name[..end]);
+        }
+    }
+    None
+}
+
 pub fn display_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }
@@ -265,4 +327,15 @@ pub fn argmax(values: &[f32]) -> usize {
 
 pub(crate) fn cpu() -> Device {
     Device::Cpu
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn layer_prefixes_follow_the_numbered_part() {
+        assert_eq!(super::layer_prefix("model.layers.12.mlp.up_proj.weight"), Some("model.layers.12."));
+        assert_eq!(super::layer_prefix("h.3.attn.c_attn.weight"), Some("h.3."));
+        assert_eq!(super::layer_prefix("model.embed_tokens.weight"), None);
+        assert_eq!(super::layer_prefix("lm_head.weight"), None);
+    }
 }

@@ -13,6 +13,7 @@ pub fn write_like_llama_cpp(model: &Model, path: &Path, architecture: &str) {
     let mut tensors = Vec::new();
     for (name, tensor) in &model.weights.0 {
         let gguf_name = llama_cpp_name(name);
+        let tensor = &tensor.to_f32().unwrap();
         let values = tensor_to_vec(tensor).unwrap();
         let values = match name.rsplit('.').nth(1) {
             Some("q_proj") => permute_like_llama_cpp(&values, c.num_attention_heads, tensor.dims()),

@@ -201,7 +201,7 @@ pub fn decoded_weights(model: &Model, tensors: &[GgufTensor]) -> Result<Weights>
                 .ok_or_else(|| Error::InvalidArgument(format!("GGUF tensor `{}` has no name of ours", t.name)))
         })
         .collect::<Result<_>>()?;
-    Ok(Weights(decoded.into_iter().collect()))
+    Ok(decoded.into_iter().collect())
 }
 
 /// The file's metadata: the source GGUF's (file type, plan and quantization version replaced, alignment

@@ -1,6 +1,7 @@
-//! GGUF files of the architectures in `arch`'s GGUF registry: every tensor decoded to f32 by our ggml block
-//! decoders, renamed and put in our layout by the architecture, and the tokenizer rebuilt from the
-//! `tokenizer.ggml.*` metadata (gpt2-style byte-level BPE). `write` and `export` make GGUF files.
+//! GGUF files of the architectures in `arch`'s GGUF registry: the file is memory-mapped and every tensor stays
+//! in its ggml blocks there, renamed, and decoded by our ggml block decoders (then put in our layout by the
+//! architecture) when it is used; the tokenizer is rebuilt from the `tokenizer.ggml.*` metadata. `write` and
+//! `export` make GGUF files.
 
 pub mod export;
 pub mod header;
@@ -14,16 +15,15 @@ use std::sync::Arc;
 use candle_core::Tensor;
 use candle_core::quantized::gguf_file::Value;
 use header::Header;
-use rayon::prelude::*;
 
 use super::checks::{check_token_ids, check_tokenizer, validate};
 use crate::error::{Error, Result};
 use crate::model::arch::{self, GgufMetadata};
-use crate::model::{Architecture, Model, SourceFormat, cpu};
+use crate::model::{Architecture, Layout, Mapped, Model, SourceFormat, Stored, cpu};
 use crate::quant::ggml::BlockType;
 
 pub fn load(path: &Path) -> Result<Model> {
-    let bytes = super::safetensors::map_file(path)?;
+    let bytes = Arc::new(super::safetensors::map_file(path)?);
     let header = header::read(path, &bytes)?;
     let map = header.metadata_map();
     let meta = Metadata { path, map: &map };
@@ -39,8 +39,8 @@ pub fn load(path: &Path) -> Result<Model> {
             check_token_ids(path, key, &[id as u64], architecture.vocab_size())?;
         }
     }
-    let (tensors, stored_dtypes) = read_tensors(path, &bytes, &header, &architecture)?;
-    let sourced = tensors.into_iter().map(|(k, t)| (k, (t, path.to_path_buf()))).collect();
+    let (tensors, stored_dtypes) = mapped_tensors(path, &bytes, &header, &architecture)?;
+    let sourced = tensors.into_iter().map(|(k, t)| (k, (Stored::Mapped(t), path.to_path_buf()))).collect();
     let weights = validate(path, &architecture, sourced)?;
     let tokenizer = tokenizer::from_metadata(&meta)?;
     check_tokenizer(path, &tokenizer, architecture.vocab_size())?;
@@ -53,6 +53,7 @@ pub fn load(path: &Path) -> Result<Model> {
         bos_token_id: meta.u32("tokenizer.ggml.bos_token_id").ok(),
         stored_dtypes,
         lazy: None,
+        made: Default::default(),
     })
 }
 
@@ -114,26 +115,26 @@ impl Metadata<'_> {
     }
 }
 
-/// Decodes every tensor in parallel from the mapped file, renames it and puts it in our layout.
-type Tensors = BTreeMap<String, Tensor>;
-
-fn read_tensors(
+/// Every tensor we read, renamed, as its blocks in the mapped file; and the block type of each.
+fn mapped_tensors(
     path: &Path,
-    bytes: &[u8],
+    bytes: &Arc<memmap2::Mmap>,
     header: &Header,
     architecture: &Architecture,
-) -> Result<(Tensors, BTreeMap<String, String>)> {
-    let read_one = |info: &header::TensorInfo| -> Result<Option<(String, Tensor, String)>> {
-        let data = &bytes[info.start..info.start + info.size];
-        let decoded = decode_tensor(path, architecture, &info.name, info.ty, data, &info.shape)?;
-        Ok(decoded.map(|(ours, tensor)| (ours, tensor, info.ty.name().to_string())))
-    };
-    let tensors = header.tensors.par_iter().map(read_one).collect::<Result<Vec<_>>>()?;
-    let mut map = BTreeMap::new();
+) -> Result<(BTreeMap<String, Mapped>, BTreeMap<String, String>)> {
+    let mut tensors = BTreeMap::new();
     let mut dtypes = BTreeMap::new();
-    for (name, tensor, dtype) in tensors.into_iter().flatten() {
-        dtypes.insert(name.clone(), dtype);
-        map.insert(name, tensor);
+    for info in &header.tensors {
+        let Some(ours) = architecture.from_gguf_name(&info.name) else { continue };
+        let layout = match architecture.gguf_layout_changes(&ours) {
+            true => Layout::Gguf { architecture: architecture.clone(), name: ours.clone() },
+            false => Layout::Kept,
+        };
+        let range = info.start..info.start + info.size;
+        let mapped = Mapped::new(info.ty, info.shape.clone(), bytes.clone(), range, layout, &info.name)
+            .map_err(|e| Error::bad_file(path, e.to_string()))?;
+        dtypes.insert(ours.clone(), info.ty.name().to_string());
+        tensors.insert(ours, mapped);
     }
-    Ok((map, dtypes))
+    Ok((tensors, dtypes))
 }

@@ -8,7 +8,7 @@ use candle_core::Tensor;
 use super::Arch;
 use crate::error::Result;
 use crate::model::layers::decoder::{Activation, BlockSpec, Norm, Rope, block, layer_tensors, norm};
-use crate::model::{Linears, TensorRole, cpu};
+use crate::model::{Linears, TensorRole};
 
 pub const EMBED: &str = "model.embed_tokens.weight";
 pub const LM_HEAD: &str = "lm_head.weight";
@@ -170,6 +170,9 @@ impl Arch for Decoder {
     fn to_gguf_name(&self, name: &str) -> Option<String> {
         self.gguf_names()?.gguf(name)
     }
+    fn gguf_layout_changes(&self, name: &str) -> bool {
+        self.gguf_change(name).is_some()
+    }
     fn to_gguf_layout(&self, name: &str, tensor: Tensor) -> Result<Tensor> {
         self.gguf_layout(name, tensor, true)
     }
@@ -182,7 +185,7 @@ impl Arch for Decoder {
         self.blocks.first().map_or(1, |b| b.heads / b.kv_heads)
     }
     fn embed(&self, linears: &Linears, ids: &[u32]) -> Result<Tensor> {
-        let x = linears.get(EMBED)?.index_select(&Tensor::new(ids, &cpu())?, 0)?;
+        let x = linears.gather(EMBED, ids)?;
         Ok(match self.embed_scale {
             Some(scale) => (x * scale)?,
             None => x,

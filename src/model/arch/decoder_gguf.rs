@@ -55,6 +55,14 @@ pub(crate) const fn names(layers: &'static [(&'static str, &'static str)]) -> Gg
     }
 }
 
+/// How llama.cpp's layout differs from ours for one tensor.
+pub(super) enum GgufChange {
+    /// Stored as w + shift (Gemma's (1 + w) norms).
+    Shift(f64),
+    /// Rows reordered per head for llama.cpp's RoPE.
+    PermuteRows(usize),
+}
+
 impl Decoder {
     fn form(&self) -> std::result::Result<&'static GgufForm, String> {
         self.family
@@ -63,19 +71,24 @@ impl Decoder {
     }
 
     pub(super) fn gguf_layout(&self, name: &str, tensor: Tensor, outward: bool) -> Result<Tensor> {
-        let Ok(form) = self.form() else { return Ok(tensor) };
-        if form.norm_shift != 0.0 && name.ends_with("norm.weight") {
-            let shift = if outward { form.norm_shift } else { -form.norm_shift };
-            return Ok((tensor + shift)?);
+        match self.gguf_change(name) {
+            None => Ok(tensor),
+            Some(GgufChange::Shift(shift)) => Ok((tensor + if outward { shift } else { -shift })?),
+            Some(GgufChange::PermuteRows(heads)) if outward => super::llama::permute_rows(&tensor, heads),
+            Some(GgufChange::PermuteRows(heads)) => super::llama::unpermute_rows(&tensor, heads),
         }
-        let heads = match name.rsplit('.').nth(1) {
-            Some("q_proj") if form.permute_qk => self.blocks[0].heads,
-            Some("k_proj") if form.permute_qk => self.blocks[0].kv_heads,
-            _ => return Ok(tensor),
-        };
-        match outward {
-            true => super::llama::permute_rows(&tensor, heads),
-            false => super::llama::unpermute_rows(&tensor, heads),
+    }
+
+    /// What llama.cpp's layout does to the tensor `name`, if anything.
+    pub(super) fn gguf_change(&self, name: &str) -> Option<GgufChange> {
+        let form = self.form().ok()?;
+        if form.norm_shift != 0.0 && name.ends_with("norm.weight") {
+            return Some(GgufChange::Shift(form.norm_shift));
+        }
+        match name.rsplit('.').nth(1) {
+            Some("q_proj") if form.permute_qk => Some(GgufChange::PermuteRows(self.blocks[0].heads)),
+            Some("k_proj") if form.permute_qk => Some(GgufChange::PermuteRows(self.blocks[0].kv_heads)),
+            _ => None,
         }
     }
 

@@ -9,7 +9,7 @@ use candle_core::quantized::gguf_file::Value;
 use super::{Arch, Architecture, GgufMetadata, GgufNames, decimal, hf_config_json, positive};
 use crate::error::Result;
 use crate::model::layers::attention::causal_attention;
-use crate::model::{Linears, TensorRole, cpu};
+use crate::model::{Linears, TensorRole};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Gpt2Config {
@@ -118,9 +118,8 @@ impl Arch for Gpt2Config {
         Ok(("gpt2", keys.into_iter().map(|(k, v)| (format!("gpt2.{k}"), v)).collect()))
     }
     fn embed(&self, linears: &Linears, ids: &[u32]) -> Result<Tensor> {
-        let token_ids = Tensor::new(ids, &cpu())?;
-        let at = Tensor::arange(0u32, ids.len() as u32, &cpu())?;
-        Ok((linears.get(EMBED)?.index_select(&token_ids, 0)? + linears.get(POSITIONS)?.index_select(&at, 0)?)?)
+        let positions: Vec<u32> = (0..ids.len() as u32).collect();
+        Ok((linears.gather(EMBED, ids)? + linears.gather(POSITIONS, &positions)?)?)
     }
     fn layer(&self, linears: &Linears, index: usize, x: &Tensor) -> Result<Tensor> {
         block(self, linears, &format!("h.{index}"), x)

@@ -160,6 +160,9 @@ impl Arch for LlamaConfig {
     fn to_gguf_name(&self, name: &str) -> Option<String> {
         NAMES.gguf(name)
     }
+    fn gguf_layout_changes(&self, name: &str) -> bool {
+        self.rope_heads(name).is_some()
+    }
     fn to_gguf_layout(&self, name: &str, tensor: Tensor) -> Result<Tensor> {
         match self.rope_heads(name) {
             Some(heads) => permute_rows(&tensor, heads),
@@ -217,7 +220,7 @@ impl Arch for LlamaConfig {
         self.num_attention_heads / self.kv_heads()
     }
     fn embed(&self, linears: &Linears, ids: &[u32]) -> Result<Tensor> {
-        Ok(linears.get(EMBED)?.index_select(&Tensor::new(ids, &cpu())?, 0)?)
+        linears.gather(EMBED, ids)
     }
     fn layer(&self, linears: &Linears, index: usize, x: &Tensor) -> Result<Tensor> {
         let spec = self.block_spec().map_err(crate::error::Error::InvalidArgument)?;

@@ -60,6 +60,10 @@ pub trait Arch: Send + Sync + Debug + 'static {
     fn from_gguf_layout(&self, _name: &str, tensor: Tensor) -> Result<Tensor> {
         Ok(tensor)
     }
+    /// Whether `from_gguf_layout` changes the tensor `name` (a part of it can then only be read from the whole).
+    fn gguf_layout_changes(&self, _name: &str) -> bool {
+        false
+    }
     /// Our tensor name as llama.cpp names it in GGUF; None for tensors it does not write.
     fn to_gguf_name(&self, _name: &str) -> Option<String> {
         None

@@ -1,0 +1,265 @@
+//! Named weights held as stored: candle tensors (f32, bf16, f16), or the bytes of a memory-mapped file (GGUF's
+//! ggml blocks, safetensors' arrays) decoded when used. Nothing here holds a whole-model f32 copy: `get` makes
+//! one tensor in f32, `rows` only the rows asked for.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use candle_core::{DType, Tensor};
+use rayon::prelude::*;
+
+use super::{Architecture, cpu, tensor_io};
+use crate::error::{Error, Result};
+use crate::quant::ggml::BlockType;
+
+/// One weight as the model holds it.
+#[derive(Clone, Debug)]
+pub enum Stored {
+    /// Values in memory (f32, bf16 or f16).
+    Dense(Tensor),
+    /// Encoded values in a mapped file.
+    Mapped(Mapped),
+}
+
+/// A tensor's bytes in a mapped file: `shape` is ours (`[out, in]` for matrices); the bytes are in the file's
+/// layout, which `layout` turns into ours after decoding.
+#[derive(Clone)]
+pub struct Mapped {
+    pub encoding: BlockType,
+    pub shape: Vec<usize>,
+    file: Arc<memmap2::Mmap>,
+    range: Range<usize>,
+    layout: Layout,
+}
+
+/// How a decoded tensor becomes ours.
+#[derive(Clone)]
+pub enum Layout {
+    /// Already ours.
+    Kept,
+    /// Stored `[in, out]` (GPT-2's Conv1D).
+    Transposed,
+    /// llama.cpp's layout of this tensor (permuted q/k rows, shifted norms), undone by the architecture.
+    Gguf { architecture: Architecture, name: String },
+}
+
+impl std::fmt::Debug for Mapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mapped({} {:?}, {} bytes)", self.encoding, self.shape, self.range.len())
+    }
+}
+
+impl Mapped {
+    /// `range` of `file` holding `shape`'s values (in the file's layout) as `encoding`; an error naming `name`
+    /// when the sizes disagree.
+    pub fn new(
+        encoding: BlockType,
+        shape: Vec<usize>,
+        file: Arc<memmap2::Mmap>,
+        range: Range<usize>,
+        layout: Layout,
+        name: &str,
+    ) -> Result<Mapped> {
+        let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        let expected = count.and_then(|c| encoding.bytes_for(c));
+        if range.end > file.len() || expected != Some(range.len()) {
+            return Err(Error::InvalidArgument(format!(
+                "tensor `{name}`: {} bytes of {encoding} cannot hold shape {shape:?}",
+                range.len()
+            )));
+        }
+        Ok(Mapped { encoding, shape, file, range, layout })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.file[self.range.clone()]
+    }
+
+    fn decode(&self, bytes: &[u8], count: usize) -> Result<Vec<f32>> {
+        crate::quant::ggml::decode(self.encoding, bytes, count).map_err(Error::InvalidArgument)
+    }
+
+    /// How many values are NaN or infinite, decoded a slice of blocks at a time (the layout does not matter).
+    fn count_non_finite(&self) -> Result<usize> {
+        const BLOCKS: usize = 1 << 14;
+        let (weights, bytes) = (self.encoding.block_weights(), self.encoding.block_bytes());
+        let chunks: Vec<&[u8]> = self.bytes().chunks(BLOCKS * bytes).collect();
+        let counts = chunks.par_iter().map(|chunk| {
+            let values = self.decode(chunk, chunk.len() / bytes * weights)?;
+            Ok(values.iter().filter(|v| !v.is_finite()).count())
+        });
+        counts.sum::<Result<usize>>()
+    }
+
+    /// The whole tensor in f32, in our layout.
+    fn to_f32(&self) -> Result<Tensor> {
+        let count = self.shape.iter().product();
+        let values = self.decode(self.bytes(), count)?;
+        match &self.layout {
+            Layout::Kept => Ok(Tensor::from_vec(values, self.shape.as_slice(), &cpu())?),
+            Layout::Transposed => {
+                let stored: Vec<usize> = self.shape.iter().rev().copied().collect();
+                Ok(Tensor::from_vec(values, stored, &cpu())?.t()?.contiguous()?)
+            }
+            Layout::Gguf { architecture, name } => {
+                architecture.from_gguf_layout(name, Tensor::from_vec(values, self.shape.as_slice(), &cpu())?)
+            }
+        }
+    }
+
+    /// Rows `rows` of a matrix whose stored rows are ours (`Layout::Kept`).
+    fn rows_f32(&self, rows: Range<usize>) -> Result<Vec<f32>> {
+        let cols = self.shape[1];
+        let row_bytes = (self.encoding.bytes_for(cols)).ok_or_else(|| {
+            Error::InvalidArgument(format!("rows of {cols} weights are not whole {} blocks", self.encoding))
+        })?;
+        let bytes = &self.bytes()[rows.start * row_bytes..rows.end * row_bytes];
+        self.decode(bytes, rows.len() * cols)
+    }
+}
+
+impl Stored {
+    pub fn dims(&self) -> &[usize] {
+        match self {
+            Stored::Dense(t) => t.dims(),
+            Stored::Mapped(m) => &m.shape,
+        }
+    }
+
+    pub fn rank(&self) -> usize {
+        self.dims().len()
+    }
+
+    pub fn elem_count(&self) -> usize {
+        self.dims().iter().product()
+    }
+
+    /// The tensor in f32 (a converted or decoded copy unless it is held in f32).
+    pub fn to_f32(&self) -> Result<Tensor> {
+        match self {
+            Stored::Dense(t) => tensor_io::as_f32(t),
+            Stored::Mapped(m) => m.to_f32(),
+        }
+    }
+
+    /// Whether `to_f32` costs nothing (the tensor is held in f32).
+    pub fn is_f32(&self) -> bool {
+        matches!(self, Stored::Dense(t) if t.dtype() == DType::F32)
+    }
+
+    /// Rows `rows` of a matrix, in f32.
+    pub fn rows(&self, rows: Range<usize>) -> Result<Tensor> {
+        let [n, cols] = *self.dims() else {
+            return Err(Error::InvalidArgument(format!("rows of a tensor of shape {:?}", self.dims())));
+        };
+        if rows.start > rows.end || rows.end > n {
+            return Err(Error::InvalidArgument(format!("rows {rows:?} of a matrix of {n} rows")));
+        }
+        match self {
+            Stored::Dense(t) => tensor_io::as_f32(&t.narrow(0, rows.start, rows.len())?),
+            Stored::Mapped(m) if matches!(m.layout, Layout::Kept) => {
+                Ok(Tensor::from_vec(m.rows_f32(rows.clone())?, (rows.len(), cols), &cpu())?)
+            }
+            Stored::Mapped(m) => Ok(m.to_f32()?.narrow(0, rows.start, rows.len())?.contiguous()?),
+        }
+    }
+
+    /// The rows named by `ids` (an embedding lookup), in f32.
+    pub fn gather(&self, ids: &[u32]) -> Result<Tensor> {
+        let n = self.dims().first().copied().unwrap_or(0);
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= n) {
+            return Err(Error::InvalidArgument(format!("token id {id} is outside the embedding's {n} rows")));
+        }
+        match self {
+            Stored::Dense(t) => tensor_io::as_f32(&t.index_select(&Tensor::new(ids, &cpu())?, 0)?),
+            Stored::Mapped(_) => {
+                let rows = ids.iter().map(|&id| self.rows(id as usize..id as usize + 1)).collect::<Result<Vec<_>>>()?;
+                Ok(Tensor::cat(&rows, 0)?)
+            }
+        }
+    }
+
+    /// The matrix with rows and columns swapped (GPT-2's Conv1D weights, stored `[in, out]`).
+    pub fn transposed(self) -> Result<Stored> {
+        match self {
+            Stored::Dense(t) => Ok(Stored::Dense(t.t()?.contiguous()?)),
+            Stored::Mapped(m) if matches!(m.layout, Layout::Kept) && m.shape.len() == 2 => {
+                Ok(Stored::Mapped(Mapped { shape: vec![m.shape[1], m.shape[0]], layout: Layout::Transposed, ..m }))
+            }
+            Stored::Mapped(m) => Ok(Stored::Dense(m.to_f32()?.t()?.contiguous()?)),
+        }
+    }
+
+    /// How many values are NaN or infinite (without an f32 copy of a mapped tensor).
+    pub fn count_non_finite(&self) -> Result<usize> {
+        match self {
+            Stored::Dense(t) => Ok(tensor_io::tensor_to_vec(t)?.iter().filter(|v| !v.is_finite()).count()),
+            Stored::Mapped(m) => m.count_non_finite(),
+        }
+    }
+
+    /// How the values are stored, for reports (`F32`, `BF16`, `Q4_1`).
+    pub fn encoding_name(&self) -> String {
+        match self {
+            Stored::Dense(t) => format!("{:?}", t.dtype()).to_uppercase(),
+            Stored::Mapped(m) => m.encoding.name().to_string(),
+        }
+    }
+}
+
+/// Named weights in a deterministic (sorted) order.
+#[derive(Clone, Debug, Default)]
+pub struct Weights(pub BTreeMap<String, Stored>);
+
+impl Weights {
+    /// The weight `name` in f32: converted or decoded on each call unless it is held in f32, so only the tensors
+    /// being used exist in f32.
+    pub fn get(&self, name: &str) -> Result<Tensor> {
+        self.stored(name)?.to_f32()
+    }
+
+    /// The weight `name` as held.
+    pub fn stored(&self, name: &str) -> Result<&Stored> {
+        self.0.get(name).ok_or_else(|| Error::InvalidArgument(format!("weight `{name}` is not loaded")))
+    }
+
+    pub fn insert(&mut self, name: impl Into<String>, tensor: Tensor) {
+        self.0.insert(name.into(), Stored::Dense(tensor));
+    }
+
+    pub fn insert_stored(&mut self, name: impl Into<String>, stored: Stored) {
+        self.0.insert(name.into(), stored);
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.0.keys()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Stored)> {
+        self.0.iter()
+    }
+
+    /// The names of the 2-D weights (the matrices).
+    pub fn matrix_names(&self) -> Vec<String> {
+        self.0.iter().filter(|(_, t)| t.rank() == 2).map(|(n, _)| n.clone()).collect()
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.0.values().map(Stored::elem_count).sum()
+    }
+
+    pub fn f32_bytes(&self) -> usize {
+        self.param_count() * 4
+    }
+}
+
+impl FromIterator<(String, Tensor)> for Weights {
+    fn from_iter<I: IntoIterator<Item = (String, Tensor)>>(iter: I) -> Self {
+        Weights(iter.into_iter().map(|(n, t)| (n, Stored::Dense(t))).collect())
+    }
+}
