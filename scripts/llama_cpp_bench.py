@@ -2,12 +2,18 @@
 """Forward-pass throughput of llama.cpp (llama-cpp-python) on a GGUF, for `nash-swarm bench --llama-cpp`.
 
 Evaluates the same kind of windows as our bench: consecutive `ctx`-token windows of the text, one `eval` each
-from an empty KV cache, 2 threads. Prints one JSON object. Needs `pip install llama-cpp-python==0.3.36`.
+from an empty KV cache, 2 threads. Prints one JSON object: throughput, and the process's peak RSS with the
+interpreter's own RSS before llama.cpp loaded the model. Needs `pip install llama-cpp-python==0.3.36`.
 """
 import argparse
 import json
+import resource
 import sys
 import time
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 def main() -> int:
@@ -23,6 +29,7 @@ def main() -> int:
     except ImportError:
         print(json.dumps({"error": "llama_cpp is not installed (pip install llama-cpp-python==0.3.36)"}))
         return 2
+    before_model = peak_rss_bytes()
     llm = Llama(model_path=args.model, n_ctx=args.ctx, n_batch=args.ctx, n_threads=args.threads,
                 n_threads_batch=args.threads, verbose=False)
     with open(args.text, encoding="utf-8") as f:
@@ -36,7 +43,8 @@ def main() -> int:
         llm.eval(window)
     seconds = time.perf_counter() - start
     n = sum(len(w) for w in windows[1:])
-    print(json.dumps({"tokens": n, "seconds": seconds, "tokens_per_second": n / seconds}))
+    print(json.dumps({"tokens": n, "seconds": seconds, "tokens_per_second": n / seconds,
+                      "peak_rss_bytes": peak_rss_bytes(), "rss_before_model_bytes": before_model}))
     return 0
 
 

@@ -30,6 +30,14 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // glibc gives every thread that allocates its own arena and keeps freed memory there: with a layer's weights
+    // decoded and dropped per window group, that held ~20 MB more than two arenas do (eval of the demo model,
+    // RssAnon 92-97 MB against 78-86 MB, same speed).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: a malloc tuning call before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let result = cli::run(cli::Cli::parse()).and_then(|window| window.map_or(Ok(()), |w| gui::run(w.model, w.text)));
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -123,3 +123,39 @@ fn a_q4_0_export_scores_in_our_eval_within_one_percent_of_llama_cpp() {
     assert!(gap.abs() < 0.01, "our eval {ppl} vs llama.cpp {LLAMA_CPP_PPL_Q4_0_TWO_WINDOWS}");
     assert!((export["tensor_bpw"].as_f64().unwrap() - 5.349).abs() < 1e-3);
 }
+
+/// The model as the GGUF maps it (blocks decoded a layer at a time, the head a vocabulary block at a time, windows
+/// in groups) gives the perplexity of the same weights held in f32, and both give that of full logits from a plain
+/// forward pass scored row by row.
+#[test]
+fn mapped_weights_and_the_streamed_head_give_the_in_memory_perplexity() {
+    use nash_swarm::eval::{self, Kld, WindowSpec};
+    use nash_swarm::model::Weights;
+    let model = load(&demo_model()).unwrap();
+    assert!(model.makes_layers(), "the GGUF's weights stay in the mapped file");
+    let dense: Weights = model.weights.iter().map(|(n, t)| (n.clone(), t.to_f32().unwrap())).collect();
+    let in_memory = model.with_weights(dense);
+    assert!(!in_memory.makes_layers());
+
+    let text = &eval::read_text(&wikitext()).unwrap()[..60_000];
+    let spec = WindowSpec { ctx: 96, max_windows: Some(5), bos: false };
+    let windows = eval::windows(&model, &model.encode(text).unwrap(), spec, &wikitext()).unwrap();
+    let job = nash_swarm::Job::silent();
+    let (mapped, reference) = eval::evaluate_ppl(&model, &windows, Kld::Record, &job).unwrap();
+    let (held, _) = eval::evaluate_ppl(&in_memory, &windows, Kld::Against(&reference.unwrap()), &job).unwrap();
+    assert!((mapped.ppl - held.ppl).abs() <= 1e-4 * held.ppl, "mapped {} vs in memory {}", mapped.ppl, held.ppl);
+    let kld = held.kld.unwrap();
+    assert!(kld.mean < 1e-4 && kld.top1_agreement == 1.0, "same weights, same distributions: {kld:?}");
+
+    let mut total = 0.0f64;
+    for window in &windows {
+        let logits = in_memory.forward(window).unwrap().to_vec2::<f32>().unwrap();
+        for (row, &target) in logits.iter().zip(&window[1..]) {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let log_z = max + row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+            total += log_z - row[target as usize] as f64;
+        }
+    }
+    let plain = total / mapped.tokens_scored as f64;
+    assert!((mapped.nll - plain).abs() <= 1e-5 * plain, "streamed head {} vs full logits {plain}", mapped.nll);
+}

@@ -44,10 +44,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let model = nash_swarm::load(&model_path)?;
     let load_seconds = start.elapsed().as_secs_f64();
     let f32_bytes = model.weights.f32_bytes();
+    let stored_bytes = stored_bytes(&model_path);
 
     let text = eval::read_text(&text_path)?;
     let spec = WindowSpec { ctx: args.ctx, max_windows: Some(args.windows), bos: false };
-    let windows = eval::windows(&model, &model.encode(&text)?, spec, &text_path)?;
+    let windows = eval::windows(&model, &eval::tokens_for(&model, &text, spec)?, spec, &text_path)?;
     // One warm-up window so page faults and thread-pool start-up are not in the figure.
     eval::evaluate_ppl(&model, &windows[..1], Kld::Skip, &nash_swarm::Job::silent())?;
     let (report, _) = eval::evaluate_ppl(&model, &windows, Kld::Skip, &nash_swarm::Job::silent())?;
@@ -69,7 +70,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         if args.sensitivity { Some(sensitivity_figure(&model, &quant.game, &text, &text_path)?) } else { None };
     let llama_cpp =
         if args.llama_cpp { Some(llama_cpp_figure(&model_path, &text_path, args.ctx, args.windows)) } else { None };
-    let llama_cpp_tps = llama_cpp.as_ref().and_then(|r| r.as_ref().ok()).copied();
+    let llama_cpp_tps = llama_cpp.as_ref().and_then(|r| r.as_ref().ok()).map(|l| l.tokens_per_second);
+    let llama_cpp_rss = llama_cpp.as_ref().and_then(|r| r.as_ref().ok()).map(|l| l.peak_rss);
 
     let figures = json!({
         "model": model_path, "params": model.param_count(), "threads": rayon::current_num_threads(),
@@ -84,7 +86,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "threshold_estimate_ms": quant.estimate_ms, "nash_game_seconds": quant.game_seconds,
         "nash_solve_seconds": quant.solve_seconds,
         "sensitivity": sensitivity.as_ref().map(super::quantize::sensitivity_summary),
-        "llama_cpp_tokens_per_second": llama_cpp_tps,
+        "llama_cpp_tokens_per_second": llama_cpp_tps, "llama_cpp_peak_rss_bytes": llama_cpp_rss,
+        "model_file_bytes": stored_bytes, "peak_rss_over_model_file": peak_rss.map(|r| r as f64 / stored_bytes as f64),
+        "peak_rss_over_llama_cpp": peak_rss.zip(llama_cpp_rss).map(|(a, b)| a as f64 / b as f64),
         "eval_over_llama_cpp": llama_cpp_tps.map(|t| report.tokens_per_second / t),
     });
     if args.json {
@@ -111,19 +115,29 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             );
         }
         match &llama_cpp {
-            Some(Ok(t)) => println!(
-                "llama.cpp, same GGUF  {t:.1} tokens/s (forward only, 2 threads): ours / theirs = {:.2}",
-                report.tokens_per_second / t
+            Some(Ok(l)) => println!(
+                "llama.cpp, same GGUF  {:.1} tokens/s (forward only, 2 threads): ours / theirs = {:.2}",
+                l.tokens_per_second,
+                report.tokens_per_second / l.tokens_per_second
             ),
             Some(Err(e)) => println!("llama.cpp comparison  skipped: {e}"),
             None => {}
         }
         if let Some(rss) = peak_rss {
             println!(
-                "peak RSS (eval)       {:.0} MiB = {:.2}x the f32 weights ({:.0} MiB)",
+                "peak RSS (load+eval)  {:.0} MiB = {:.2}x the model's file ({:.0} MiB), {:.2}x its f32 weights",
                 mib(rss),
+                rss as f64 / stored_bytes as f64,
+                mib(stored_bytes),
                 rss as f64 / f32_bytes as f64,
-                mib(f32_bytes as u64)
+            );
+        }
+        if let (Some(rss), Some(Ok(l))) = (peak_rss, &llama_cpp) {
+            println!(
+                "  same run, llama.cpp {:.0} MiB (its Python process; {:.0} MiB before the model): ours / theirs = {:.2}",
+                mib(l.peak_rss),
+                mib(l.rss_before_model),
+                rss as f64 / l.peak_rss as f64
             );
         }
         let (seed, uniform4, read) = (quant.quantize_seed, quant.quantize_uniform4, quant.read_pass);
@@ -314,13 +328,30 @@ fn sensitivity_figure(
     Ok(sensitivity::measure(model, game, &weights, &windows, spec, None, &job)?)
 }
 
-/// Runs `scripts/llama_cpp_bench.py` on the same model, text and window count; its tokens/s.
+/// What `scripts/llama_cpp_bench.py` measured.
+struct LlamaCpp {
+    tokens_per_second: f64,
+    peak_rss: u64,
+    rss_before_model: u64,
+}
+
+/// The bytes of the model's file, or of a folder's safetensors files.
+fn stored_bytes(path: &std::path::Path) -> u64 {
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    if path.is_file() {
+        return size(path);
+    }
+    let files = std::fs::read_dir(path).into_iter().flatten().filter_map(|e| e.ok().map(|e| e.path()));
+    files.filter(|p| p.extension().is_some_and(|x| x == "safetensors")).map(|p| size(&p)).sum()
+}
+
+/// Runs `scripts/llama_cpp_bench.py` on the same model, text and window count.
 fn llama_cpp_figure(
     model: &std::path::Path,
     text: &std::path::Path,
     ctx: usize,
     windows: usize,
-) -> Result<f64, String> {
+) -> Result<LlamaCpp, String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/llama_cpp_bench.py");
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let out = std::process::Command::new(&python)
@@ -331,5 +362,10 @@ fn llama_cpp_figure(
         .map_err(|e| format!("cannot run {python}: {e}"))?;
     let value: serde_json::Value = serde_json::from_slice(&out.stdout)
         .map_err(|_| format!("no result from {script}: {}", String::from_utf8_lossy(&out.stderr).trim()))?;
-    value["tokens_per_second"].as_f64().ok_or_else(|| value["error"].as_str().unwrap_or("no figure").to_string())
+    let figure = |key: &str| value[key].as_f64().ok_or_else(|| value["error"].as_str().unwrap_or("no figure").to_string());
+    Ok(LlamaCpp {
+        tokens_per_second: figure("tokens_per_second")?,
+        peak_rss: figure("peak_rss_bytes")? as u64,
+        rss_before_model: figure("rss_before_model_bytes")? as u64,
+    })
 }

@@ -46,7 +46,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     match args.protocol {
         Protocol::Ppl => {
             let spec = args.windows.spec();
-            let windows = eval::windows(&model, &model.encode(&text)?, spec, &args.text)?;
+            let windows = eval::windows(&model, &eval::tokens_for(&model, &text, spec)?, spec, &args.text)?;
             let reference = match &args.reference {
                 Some(path) => {
                     let reference = nash_swarm::load(path)?;

@@ -5,7 +5,7 @@ pub mod corpus;
 pub mod perplexity;
 pub mod seed;
 
-pub use corpus::{WindowSpec, read_text, split_calibration, windows};
+pub use corpus::{WindowSpec, read_text, split_calibration, tokens_for, windows};
 pub use perplexity::{Kld, KldStats, PplReport, ReferenceLogits, check_same_vocabulary, evaluate_ppl};
 pub use seed::{SeedReport, evaluate_seed, seed_texts};
 
