@@ -87,15 +87,14 @@ pub fn build_game(
         .collect::<Result<Vec<_>>>()?;
     let mut fixed_bits = 0u64;
     for (name, t) in &treatments {
-        let tensor = model.weights.get(name)?;
         fixed_bits += match t {
             Treatment::Quantize { follows_tiers: true, .. } => 0,
-            Treatment::Fp16 => 16 * tensor.elem_count() as u64,
+            Treatment::Fp16 => 16 * model.weights.stored(name)?.elem_count() as u64,
             Treatment::Quantize { plan, .. } => {
-                let (rows, cols) = tensor.dims2()?;
+                let (rows, cols) = model.weights.dims2(name)?;
                 let inputs = InputStats::of(calibration, name, cols);
                 let q = method::for_plan(plan).quantize(
-                    &tensor_to_vec(&tensor)?,
+                    &tensor_to_vec(&model.weights.get(name)?)?,
                     rows,
                     cols,
                     plan,

@@ -138,6 +138,9 @@ pub fn measure(
         return Ok(summarize(spec, fitted, holdout, start, true));
     }
     let (fit_pairs, holdout_pairs) = choose_pairs(game, spec.holdout);
+    // Each measurement re-runs the model from one layer on with one tensor replaced: weights held in f32 save
+    // decoding the layers after it every time (issue 17's layer-by-layer pass will remove this copy).
+    let model = &model.held_in_f32()?;
     let reference = ReferenceRun::new(model, windows, job)?;
     let total = (fit_pairs.len() + holdout_pairs.len()) as u64;
     let mut done = 0u64;
@@ -284,9 +287,9 @@ impl ReferenceRun {
     /// Mean KL(reference ‖ model with `name` replaced by `weights`) per position, re-running only what `name`
     /// feeds: from its layer on, or the whole model for tensors outside the layers (embeddings, a tied head).
     fn kld_with(&self, model: &Model, name: &str, weights: Vec<f32>) -> Result<f64> {
-        let original = model.weights.get(name)?;
+        let shape = model.weights.dims(name)?.to_vec();
         let mut replaced = model.weights.clone();
-        replaced.insert(name, Tensor::from_vec(weights, original.shape(), original.device())?);
+        replaced.insert(name, Tensor::from_vec(weights, shape, &candle_core::Device::Cpu)?);
         let model = model.with_weights(replaced);
         let arch = &model.architecture;
         let layers = arch.num_layers();

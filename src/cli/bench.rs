@@ -30,9 +30,19 @@ pub struct BenchArgs {
     /// cores).
     #[arg(long)]
     sensitivity: bool,
+    /// Instead: a random bf16 model with these shapes (written once into the cache): load, evaluate, quantize to
+    /// uniform 4-bit, export and evaluate the result, with time per layer and peak anonymous RSS.
+    #[arg(long, value_enum)]
+    synthetic: Option<super::synthetic::Shape>,
+    /// Layer counts of the synthetic model to measure (default: a quarter, half and all of the real count).
+    #[arg(long, value_delimiter = ',', value_parser = super::count(1, 1000))]
+    layers: Vec<usize>,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(shape) = args.synthetic {
+        return synthetic_figures(shape, &args);
+    }
     let model_path = match args.model {
         Some(p) => p,
         None => nash_swarm::demo::set_up(&mut |line| eprintln!("{line}"))?,
@@ -362,10 +372,72 @@ fn llama_cpp_figure(
         .map_err(|e| format!("cannot run {python}: {e}"))?;
     let value: serde_json::Value = serde_json::from_slice(&out.stdout)
         .map_err(|_| format!("no result from {script}: {}", String::from_utf8_lossy(&out.stderr).trim()))?;
-    let figure = |key: &str| value[key].as_f64().ok_or_else(|| value["error"].as_str().unwrap_or("no figure").to_string());
+    let figure =
+        |key: &str| value[key].as_f64().ok_or_else(|| value["error"].as_str().unwrap_or("no figure").to_string());
     Ok(LlamaCpp {
         tokens_per_second: figure("tokens_per_second")?,
         peak_rss: figure("peak_rss_bytes")? as u64,
         rss_before_model: figure("rss_before_model_bytes")? as u64,
     })
+}
+
+/// `--synthetic`: the pipeline on random models of growing depth, each step's time and peak anonymous RSS.
+fn synthetic_figures(shape: super::synthetic::Shape, args: &BenchArgs) -> anyhow::Result<()> {
+    use super::synthetic::{ensure, peak_anon};
+    use nash_swarm::quant::{GroupSize, QuantConfig, quantize_model};
+    let text_path =
+        args.text.clone().or_else(nash_swarm::demo::default_text).ok_or_else(|| anyhow::anyhow!("pass --text PATH"))?;
+    let text = eval::read_text(&text_path)?;
+    let full = shape.layers();
+    let layer_counts = if args.layers.is_empty() { vec![full / 4, full / 2, full] } else { args.layers.clone() };
+    let job = nash_swarm::Job::silent();
+    let mut rows = Vec::new();
+    for layers in layer_counts {
+        let dir = ensure(shape, layers, || {
+            let demo = nash_swarm::demo::set_up(&mut |line| eprintln!("{line}"))?;
+            Ok((*nash_swarm::load(&demo)?.tokenizer).clone())
+        })?;
+        let (model, load_anon, load_s) = peak_anon(|| nash_swarm::load(&dir));
+        let model = model?;
+        let spec = WindowSpec { ctx: args.ctx, max_windows: Some(args.windows), bos: false };
+        let windows = eval::windows(&model, &eval::tokens_for(&model, &text, spec)?, spec, &text_path)?;
+        let (report, eval_anon, _) = peak_anon(|| eval::evaluate_ppl(&model, &windows, Kld::Skip, &job));
+        let eval_s = report?.0.seconds;
+        let config = QuantConfig::uniform(4, GroupSize::G(128));
+        let (quantized, quant_anon, quant_s) = peak_anon(|| quantize_model(&model, &config, None, &job));
+        let quantized = quantized?;
+        let out = nash_swarm::demo::cache_dir().join("synthetic").join(format!(".bench-export-{}", std::process::id()));
+        let (written, export_anon, export_s) =
+            peak_anon(|| nash_swarm::formats::packed::export(&model, &quantized, &out));
+        let _ = std::fs::remove_dir_all(&out);
+        written?;
+        let quantized_model = quantized.into_model(&model)?;
+        let (report, q_eval_anon, _) = peak_anon(|| eval::evaluate_ppl(&quantized_model, &windows, Kld::Skip, &job));
+        let q_eval_s = report?.0.seconds;
+        let per_layer = |s: f64| s / layers as f64;
+        println!(
+            "{layers:>3} layers: load {load_s:.1} s, {la:.0} MiB | eval {eval_s:.1} s ({:.2} s/layer), {ea:.0} MiB | \
+             quantize {quant_s:.1} s ({:.2} s/layer), {qa:.0} MiB | export {export_s:.1} s, {xa:.0} MiB | \
+             eval quantized {q_eval_s:.1} s, {qea:.0} MiB",
+            per_layer(eval_s),
+            per_layer(quant_s),
+            la = mib(load_anon),
+            ea = mib(eval_anon),
+            qa = mib(quant_anon),
+            xa = mib(export_anon),
+            qea = mib(q_eval_anon),
+        );
+        rows.push(json!({"layers": layers, "load_seconds": load_s, "load_peak_anon_bytes": load_anon,
+            "eval_seconds": eval_s, "eval_peak_anon_bytes": eval_anon, "quantize_seconds": quant_s,
+            "quantize_peak_anon_bytes": quant_anon, "export_seconds": export_s, "export_peak_anon_bytes": export_anon,
+            "eval_quantized_seconds": q_eval_s, "eval_quantized_peak_anon_bytes": q_eval_anon}));
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&json!({"synthetic": format!("{shape:?}"), "ctx": args.ctx,
+            "windows": args.windows, "rows": rows}))?
+        );
+    }
+    Ok(())
 }

@@ -8,6 +8,7 @@ mod generate;
 mod info;
 mod quantize;
 mod quantize_gguf;
+mod synthetic;
 
 use std::path::PathBuf;
 

@@ -74,7 +74,7 @@ pub fn analyze(
         .0
         .par_iter()
         .map(|(name, s)| {
-            let (rows, cols) = model.weights.get(name).and_then(|t| Ok(t.dims2()?)).unwrap_or((1, s.len()));
+            let (rows, cols) = model.weights.dims2(name).unwrap_or((1, s.len()));
             let (layer, kind) = layer_and_kind(model, name);
             let mean = (s.iter().map(|v| *v as f64).sum::<f64>() / s.len() as f64) as f32;
             let info = TensorInfo {

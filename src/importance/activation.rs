@@ -55,7 +55,7 @@ pub fn calibrate(model: &Model, windows: &[Vec<u32>], second_moments: bool, job:
             }
             Ok(())
         };
-        model.forward_observed(window, Some(&mut observe))?;
+        model.observe(window, &mut observe)?;
         job.report("calibration", i as u64 + 1, windows.len() as u64, None);
     }
     let tokens: usize = windows.iter().map(Vec::len).sum();

@@ -126,18 +126,16 @@ pub struct Model {
 impl Model {
     /// Logits `[ids.len(), vocab]` for every position.
     pub fn forward(&self, ids: &[u32]) -> Result<Tensor> {
-        self.forward_observed(ids, None)
+        let hidden = self.forward_hidden(&[ids])?.pop().expect("one window");
+        self.logits(&hidden, &self.head()?)
     }
 
-    /// The forward pass, showing every matrix's input to `observer` (calibration statistics).
-    pub fn forward_observed(&self, ids: &[u32], observer: Option<&mut Observer>) -> Result<Tensor> {
-        let observer = observer.map(|o| std::cell::RefCell::new(o as &mut Observer));
-        let linears = Linears { model: self, observer };
+    /// The forward pass up to the head, showing every matrix's input (the head's too) to `observer`: calibration
+    /// statistics, which need no logits.
+    pub fn observe(&self, ids: &[u32], observer: &mut Observer) -> Result<()> {
+        let linears = Linears { model: self, observer: Some(std::cell::RefCell::new(observer)) };
         let hidden = self.hidden_states(&linears, &[ids])?.pop().expect("one window");
-        if let Some(observer) = &linears.observer {
-            (observer.borrow_mut())(self.architecture.head_name(), &hidden)?;
-        }
-        self.logits(&hidden, &self.head()?)
+        (linears.observer.as_ref().expect("set above").borrow_mut())(self.architecture.head_name(), &hidden)
     }
 
     /// Logits `[T, vocab]` of final hidden states (after the final norm) under `head`: the product, then the
@@ -238,6 +236,8 @@ impl Model {
                 *x = arch.layer(linears, i, x)?;
             }
         }
+        // The last layer's f32 copy is of no use to the head, nor to the next call (which starts at layer 0).
+        self.made.replace(Vec::new());
         xs.iter().map(|x| arch.final_norm(linears, x)).collect()
     }
 
@@ -261,6 +261,15 @@ impl Model {
     /// The same model with other weights (a quantized copy): shares the tokenizer.
     pub fn with_weights(&self, weights: Weights) -> Model {
         Model { weights, lazy: None, made: Arc::default(), ..self.clone() }
+    }
+
+    /// The same model with every weight decoded and held in f32 (what passes that re-run layers many times use).
+    pub fn held_in_f32(&self) -> Result<Model> {
+        let mut held = Weights::default();
+        for (name, stored) in self.weights.iter() {
+            held.insert(name.clone(), stored.to_f32()?);
+        }
+        Ok(Model { weights: held, made: Arc::default(), ..self.clone() })
     }
 
     /// The same model with `weights` held and every other weight made by `lazy` when needed.

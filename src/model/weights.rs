@@ -172,11 +172,15 @@ impl Stored {
             return Err(Error::InvalidArgument(format!("token id {id} is outside the embedding's {n} rows")));
         }
         match self {
-            Stored::Dense(t) => tensor_io::as_f32(&t.index_select(&Tensor::new(ids, &cpu())?, 0)?),
-            Stored::Mapped(_) => {
-                let rows = ids.iter().map(|&id| self.rows(id as usize..id as usize + 1)).collect::<Result<Vec<_>>>()?;
-                Ok(Tensor::cat(&rows, 0)?)
+            Stored::Mapped(m) if matches!(m.layout, Layout::Kept) && m.shape.len() == 2 => {
+                let mut values = Vec::with_capacity(ids.len() * m.shape[1]);
+                for &id in ids {
+                    values.extend(m.rows_f32(id as usize..id as usize + 1)?);
+                }
+                Ok(Tensor::from_vec(values, (ids.len(), m.shape[1]), &cpu())?)
             }
+            Stored::Mapped(m) => Ok(m.to_f32()?.index_select(&Tensor::new(ids, &cpu())?, 0)?),
+            Stored::Dense(t) => tensor_io::as_f32(&t.index_select(&Tensor::new(ids, &cpu())?, 0)?),
         }
     }
 
@@ -217,6 +221,19 @@ impl Weights {
     /// being used exist in f32.
     pub fn get(&self, name: &str) -> Result<Tensor> {
         self.stored(name)?.to_f32()
+    }
+
+    /// The shape of the weight `name` (nothing decoded).
+    pub fn dims(&self, name: &str) -> Result<&[usize]> {
+        Ok(self.stored(name)?.dims())
+    }
+
+    /// The `(rows, cols)` of the matrix `name` (nothing decoded).
+    pub fn dims2(&self, name: &str) -> Result<(usize, usize)> {
+        match *self.dims(name)? {
+            [rows, cols] => Ok((rows, cols)),
+            ref other => Err(Error::InvalidArgument(format!("weight `{name}` has shape {other:?}, not a matrix"))),
+        }
     }
 
     /// The weight `name` as held.

@@ -47,7 +47,7 @@ impl ImportanceIndex {
                     let bin = ((v.max(FLOOR).log10() - log_min) / width) as usize;
                     counts[bin.min(BINS - 1)] += 1;
                 }
-                let (rows, cols) = model.weights.get(name).and_then(|t| Ok(t.dims2()?)).unwrap_or((1, s.len()));
+                let (rows, cols) = model.weights.dims2(name).unwrap_or((1, s.len()));
                 (name.clone(), rows, cols, counts)
             })
             .collect();
@@ -124,13 +124,13 @@ pub fn estimate(model: &Model, index: &ImportanceIndex, config: &QuantConfig) ->
     let (mut payload, mut quantized_weights, mut other_bits) = (0f64, 0usize, 0f64);
     let mut tier_weights = vec![0f64; k];
     for (name, treatment) in &treatments {
-        let tensor = model.weights.get(name).expect("treatments come from the weights");
+        let tensor = model.weights.stored(name).expect("treatments come from the weights");
         let n = tensor.elem_count();
         let Treatment::Quantize { plan, follows_tiers } = treatment else {
             other_bits += 16.0 * n as f64;
             continue;
         };
-        let (rows, cols) = tensor.dims2().expect("quantized tensors are matrices");
+        let (rows, cols) = model.weights.dims2(name).expect("quantized tensors are matrices");
         let shares: Vec<f64> = match (&global_thresholds, follows_tiers) {
             (Some(th), true) => match index.tensors.iter().find(|t| &t.0 == name) {
                 Some((_, _, _, hist)) => shares_from_thresholds(hist, th, index),

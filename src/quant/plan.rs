@@ -290,7 +290,7 @@ fn global_thresholds(
     let mut all_units: Vec<f32> = Vec::new();
     for (name, t) in treatments {
         if let Treatment::Quantize { follows_tiers: true, .. } = t {
-            let (_, cols) = model.weights.get(name)?.dims2()?;
+            let (_, cols) = model.weights.dims2(name)?;
             let s = scores.0.get(name).ok_or_else(|| Error::InvalidArgument(format!("no scores for {name}")))?;
             all_units.extend_from_slice(&config.granularity.unit_scores(s, cols));
         }

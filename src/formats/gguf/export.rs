@@ -108,7 +108,7 @@ pub fn preset_plan(model: &Model, preset: Preset, has_imatrix: bool) -> Result<G
     let order = gguf_order(model)?;
     let shapes: Vec<(String, Vec<usize>)> = order
         .iter()
-        .map(|(ours, gguf)| Ok((gguf.clone(), model.weights.get(ours)?.dims().to_vec())))
+        .map(|(ours, gguf)| Ok((gguf.clone(), model.weights.dims(ours)?.to_vec())))
         .collect::<Result<_>>()?;
     let tensors: Vec<TensorShape> = shapes.iter().map(|(n, s)| TensorShape { name: n, shape: s }).collect();
     let facts = ModelFacts {
