@@ -105,6 +105,8 @@ pub fn ensure(
     let s = shape.sizes();
     eprintln!("writing a random bf16 model with {}'s shapes and {layers} layers to {}", shape.name(), dir.display());
     let tokenizer = tokenizer()?;
+    let parent = dir.parent().expect("inside the cache");
+    std::fs::create_dir_all(parent).map_err(|e| nash_swarm::Error::io(parent, e))?;
     nash_swarm::output::write_dir(&dir, |out| {
         let config = config_json(&s, layers);
         std::fs::write(out.join("config.json"), config).map_err(|e| nash_swarm::Error::io(out, e))?;

@@ -208,13 +208,35 @@ impl Running {
     }
 }
 
+/// Blocks of the head's rows: read from the held weight a block at a time, or, for a head made by lazy weights
+/// (our quantized grids, which decode whole), made once per evaluation step and cut.
+enum HeadRows<'a> {
+    Held(&'a Model),
+    Made(Tensor),
+}
+
+impl<'a> HeadRows<'a> {
+    fn of(model: &'a Model) -> Result<Self> {
+        let name = model.architecture.head_name();
+        Ok(if model.weights.contains(name) { HeadRows::Held(model) } else { HeadRows::Made(model.weight(name)?) })
+    }
+
+    fn rows(&self, rows: std::ops::Range<usize>) -> Result<Tensor> {
+        match self {
+            HeadRows::Held(model) => model.weight_rows(model.architecture.head_name(), rows),
+            HeadRows::Made(head) => Ok(head.narrow(0, rows.start, rows.len())?),
+        }
+    }
+}
+
 /// Every position's running figures over the whole vocabulary: the head is applied a block of rows at a time,
 /// each block (decoded once) to all the windows' positions.
 pub(crate) fn score_positions(model: &Model, windows: &[Positions]) -> Result<Vec<Vec<Running>>> {
     let vocab = model.architecture.vocab_size();
     let mut running: Vec<Vec<Running>> = windows.iter().map(|w| vec![Running::START; w.targets.len()]).collect();
+    let head = HeadRows::of(model)?;
     for first in (0..vocab).step_by(HEAD_BLOCK) {
-        let head_block = model.weight_rows(model.architecture.head_name(), first..vocab.min(first + HEAD_BLOCK))?;
+        let head_block = head.rows(first..vocab.min(first + HEAD_BLOCK))?;
         let cols = head_block.dim(0)?;
         for (positions, running) in windows.iter().zip(&mut running) {
             let logits = model.logits(&positions.hidden, &head_block)?;
@@ -234,8 +256,9 @@ pub(crate) fn score_positions(model: &Model, windows: &[Positions]) -> Result<Ve
 fn log_probabilities(model: &Model, positions: &Positions, running: &[Running]) -> Result<Vec<f16>> {
     let vocab = model.architecture.vocab_size();
     let mut out = vec![f16::ZERO; running.len() * vocab];
+    let head = HeadRows::of(model)?;
     for first in (0..vocab).step_by(HEAD_BLOCK) {
-        let head_block = model.weight_rows(model.architecture.head_name(), first..vocab.min(first + HEAD_BLOCK))?;
+        let head_block = head.rows(first..vocab.min(first + HEAD_BLOCK))?;
         let cols = head_block.dim(0)?;
         let logits = model.logits(&positions.hidden, &head_block)?;
         with_f32_slice(&logits, |logits| {
