@@ -106,8 +106,24 @@ pub fn cache_dir() -> PathBuf {
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let bytes = crate::error::read_file(path)?;
-    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+    sha256_files(&[path.to_path_buf()])
+}
+
+/// The SHA-256 of the files' bytes one after another, read a megabyte at a time (a model is never held whole
+/// to be hashed).
+pub fn sha256_files(paths: &[PathBuf]) -> Result<String> {
+    use std::io::Read;
+    let (mut hasher, mut buffer) = (Sha256::new(), vec![0u8; 1 << 20]);
+    for path in paths {
+        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        loop {
+            match file.read(&mut buffer).map_err(|e| Error::io(path, e))? {
+                0 => break,
+                n => hasher.update(&buffer[..n]),
+            }
+        }
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn verify(path: &Path, expected: &str) -> Result<()> {

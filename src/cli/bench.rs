@@ -107,7 +107,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("model                 {}", model_path.display());
         println!("parameters            {}", model.param_count());
         println!("threads               {}", rayon::current_num_threads());
-        println!("load (dequantized)    {load_seconds:.2} s");
+        println!("load (mapped)         {load_seconds:.2} s");
         println!(
             "eval throughput       {:.1} tokens/s (ctx {}, {} windows)",
             report.tokens_per_second, args.ctx, report.windows

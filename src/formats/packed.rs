@@ -106,7 +106,6 @@ pub fn packed_size(model: &Model, q: &Quantized) -> usize {
 
 /// SHA-256 of the source weights: the GGUF file, or the safetensors files of a folder in name order.
 pub fn source_sha256(model: &Model) -> Result<String> {
-    use sha2::{Digest, Sha256};
     let files: Vec<std::path::PathBuf> = if model.source.is_file() {
         vec![model.source.clone()]
     } else {
@@ -118,11 +117,7 @@ pub fn source_sha256(model: &Model) -> Result<String> {
         files.sort();
         files
     };
-    let mut hasher = Sha256::new();
-    for f in &files {
-        hasher.update(crate::error::read_file(f)?);
-    }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    crate::pypi::sha256_files(&files)
 }
 
 /// Writes the packed folder atomically. Returns the size of `model.safetensors` in bytes.
