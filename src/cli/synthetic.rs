@@ -199,9 +199,6 @@ pub fn peak_anon<T>(f: impl FnOnce() -> T) -> (T, u64, f64) {
     (value, peak.load(Ordering::Relaxed), start.elapsed().as_secs_f64())
 }
 
-/// RssAnon from /proc (Linux), in bytes.
-pub fn rss_anon() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("RssAnon:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+fn rss_anon() -> Option<u64> {
+    super::bench::proc_status_bytes("RssAnon")
 }

@@ -234,12 +234,10 @@ impl<'a> HeadRows<'a> {
 pub(crate) fn score_positions(model: &Model, windows: &[Positions]) -> Result<Vec<Vec<Running>>> {
     let vocab = model.architecture.vocab_size();
     let mut running: Vec<Vec<Running>> = windows.iter().map(|w| vec![Running::START; w.targets.len()]).collect();
-    let head = HeadRows::of(model)?;
-    for first in (0..vocab).step_by(HEAD_BLOCK) {
-        let head_block = head.rows(first..vocab.min(first + HEAD_BLOCK))?;
+    for_each_head_block(model, |first, head_block| {
         let cols = head_block.dim(0)?;
         for (positions, running) in windows.iter().zip(&mut running) {
-            let logits = model.logits(&positions.hidden, &head_block)?;
+            let logits = model.logits(&positions.hidden, head_block)?;
             with_f32_slice(&logits, |logits| {
                 running.par_iter_mut().zip(logits.par_chunks(cols)).enumerate().for_each(|(i, (r, row))| {
                     let reference = positions.reference.map(|r| &r[i * vocab..][..vocab]);
@@ -247,8 +245,19 @@ pub(crate) fn score_positions(model: &Model, windows: &[Positions]) -> Result<Ve
                 })
             })?;
         }
-    }
+        Ok(())
+    })?;
     Ok(running)
+}
+
+/// Calls `each(first row, rows)` for every block of `HEAD_BLOCK` rows of the head, in order.
+fn for_each_head_block(model: &Model, mut each: impl FnMut(usize, &Tensor) -> Result<()>) -> Result<()> {
+    let vocab = model.architecture.vocab_size();
+    let head = HeadRows::of(model)?;
+    for first in (0..vocab).step_by(HEAD_BLOCK) {
+        each(first, &head.rows(first..vocab.min(first + HEAD_BLOCK))?)?;
+    }
+    Ok(())
 }
 
 /// The log-probabilities of every position (`[positions, vocab]`, f16) for a later KL divergence: the head's
@@ -256,19 +265,17 @@ pub(crate) fn score_positions(model: &Model, windows: &[Positions]) -> Result<Ve
 fn log_probabilities(model: &Model, positions: &Positions, running: &[Running]) -> Result<Vec<f16>> {
     let vocab = model.architecture.vocab_size();
     let mut out = vec![f16::ZERO; running.len() * vocab];
-    let head = HeadRows::of(model)?;
-    for first in (0..vocab).step_by(HEAD_BLOCK) {
-        let head_block = head.rows(first..vocab.min(first + HEAD_BLOCK))?;
+    for_each_head_block(model, |first, head_block| {
         let cols = head_block.dim(0)?;
-        let logits = model.logits(&positions.hidden, &head_block)?;
+        let logits = model.logits(&positions.hidden, head_block)?;
         with_f32_slice(&logits, |logits| {
             out.par_chunks_mut(vocab).zip(logits.par_chunks(cols)).zip(running).for_each(|((out, row), r)| {
                 for (o, &logit) in out[first..first + cols].iter_mut().zip(row) {
                     *o = f16::from_f64(logit as f64 - r.log_z);
                 }
             })
-        })?;
-    }
+        })
+    })?;
     Ok(out)
 }
 

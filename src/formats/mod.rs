@@ -17,22 +17,6 @@ pub use hf::load_tokenizer;
 
 /// Loads a model from a Hugging Face folder (or a file inside one), a `.gguf` file, or a packed export folder.
 pub fn load(path: &Path) -> Result<Model> {
-    let model = open(path);
-    release_freed_memory();
-    model
-}
-
-/// Hands the memory that reading a model freed (GGUF metadata, tokenizer construction: ~20 MB for a 49k-token
-/// vocabulary) back to the system: glibc keeps freed blocks in its arenas otherwise, where they count as RSS.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free memory to the system.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-fn open(path: &Path) -> Result<Model> {
     if !path.exists() {
         return Err(Error::bad_file(path, "no such file or directory"));
     }
@@ -42,7 +26,7 @@ fn open(path: &Path) -> Result<Model> {
         }
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if name.ends_with(".safetensors") || name == "config.json" {
-            return open(path.parent().unwrap_or(Path::new(".")));
+            return load(path.parent().unwrap_or(Path::new(".")));
         }
         return Err(Error::bad_file(path, "neither a GGUF file nor a Hugging Face model folder"));
     }

@@ -25,30 +25,10 @@ pub fn parse_safetensors<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors
     SafeTensors::deserialize(bytes).map_err(|e| Error::bad_file(path, format!("not a valid safetensors file ({e})")))
 }
 
-/// Every floating-point tensor of a safetensors file, keyed by its stored name, with the dtype it was stored in:
-/// bf16 and f16 stay in their dtype (half the memory of f32; `Weights::get` converts one tensor at a time when it
-/// is used), f64 becomes f32.
+/// Every floating-point tensor of a safetensors file in f32, keyed by its stored name, with the dtype it was stored
+/// in (what tests read fixtures with; models are opened through `map_safetensors`).
 pub fn read_safetensors_floats(path: &Path) -> Result<BTreeMap<String, (Tensor, String)>> {
-    let bytes = map_file(path)?;
-    let st = parse_safetensors(path, &bytes)?;
-    let mut out = BTreeMap::new();
-    for (name, view) in st.tensors() {
-        // Copied word by word: the file's bytes need not be aligned for the 2-byte type.
-        let words = view.data().chunks_exact(2);
-        let tensor = match view.dtype() {
-            Dtype::BF16 => Tensor::from_vec(
-                words.map(|b| half::bf16::from_le_bytes([b[0], b[1]])).collect(),
-                view.shape(),
-                &cpu(),
-            )?,
-            Dtype::F16 => {
-                Tensor::from_vec(words.map(|b| half::f16::from_le_bytes([b[0], b[1]])).collect(), view.shape(), &cpu())?
-            }
-            other => Tensor::from_vec(to_f32(path, &name, other, view.data())?, view.shape(), &cpu())?,
-        };
-        out.insert(name, (tensor, format!("{:?}", view.dtype())));
-    }
-    Ok(out)
+    map_safetensors(path)?.into_iter().map(|(name, (stored, dtype))| Ok((name, (stored.to_f32()?, dtype)))).collect()
 }
 
 /// Every floating-point tensor of a safetensors file, keyed by its stored name, with the dtype it was stored in:

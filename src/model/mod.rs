@@ -68,6 +68,10 @@ impl LayerCache {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(name).cloned()
     }
 
+    fn clear(&self) {
+        self.replace(Vec::new());
+    }
+
     /// Replaces the cached layer by `made` (made outside the lock: decoding runs in parallel on rayon, and a
     /// thread waiting for it may pick up another task that asks for a weight).
     fn replace(&self, made: Vec<(String, Tensor)>) {
@@ -237,7 +241,7 @@ impl Model {
             }
         }
         // The last layer's f32 copy is of no use to the head, nor to the next call (which starts at layer 0).
-        self.made.replace(Vec::new());
+        self.made.clear();
         xs.iter().map(|x| arch.final_norm(linears, x)).collect()
     }
 

@@ -73,19 +73,13 @@ pub const OPENBLAS: crate::pypi::Asset = crate::pypi::Asset {
 /// Whether this platform has a pinned OpenBLAS wheel to fetch.
 pub const OPENBLAS_AVAILABLE: bool = cfg!(all(target_arch = "x86_64", target_os = "linux"));
 
-/// Fetches OpenBLAS into the cache where this platform has a pinned build; returns whether it is installed.
-/// A failure is logged, not returned: without it everything runs, on candle's slower GEMM.
-pub fn install_openblas(log: &mut dyn FnMut(&str)) -> bool {
+/// Fetches OpenBLAS into the cache where this platform has a pinned build. A failure is logged, not returned:
+/// without it everything runs, on candle's slower GEMM.
+pub fn install_openblas(log: &mut dyn FnMut(&str)) {
     if !OPENBLAS_AVAILABLE {
         log("no pinned OpenBLAS build for this platform: matrix products run on candle's GEMM");
-        return false;
-    }
-    match OPENBLAS.fetch(log) {
-        Ok(_) => true,
-        Err(e) => {
-            log(&format!("OpenBLAS not installed ({e}): matrix products run on candle's slower GEMM"));
-            false
-        }
+    } else if let Err(e) = OPENBLAS.fetch(log) {
+        log(&format!("OpenBLAS not installed ({e}): matrix products run on candle's slower GEMM"));
     }
 }
 
