@@ -27,3 +27,49 @@ fn advise_huge_pages(start: usize, bytes: usize) {
         }
     }
 }
+
+/// Bytes owned in memory or left in a memory-mapped file: a packed model's codes stay in its file.
+#[derive(Clone)]
+pub enum Bytes {
+    Owned(Vec<u8>),
+    Mapped { file: std::sync::Arc<memmap2::Mmap>, range: std::ops::Range<usize> },
+}
+
+impl Default for Bytes {
+    fn default() -> Self {
+        Bytes::Owned(Vec::new())
+    }
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Owned(bytes) => bytes,
+            Bytes::Mapped { file, range } => &file[range.clone()],
+        }
+    }
+}
+
+impl From<Vec<u8>> for Bytes {
+    fn from(bytes: Vec<u8>) -> Self {
+        Bytes::Owned(bytes)
+    }
+}
+
+impl PartialEq for Bytes {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Bytes {}
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bytes::Owned(bytes) => write!(f, "{} bytes", bytes.len()),
+            Bytes::Mapped { range, .. } => write!(f, "{} mapped bytes", range.len()),
+        }
+    }
+}

@@ -159,3 +159,39 @@ fn mapped_weights_and_the_streamed_head_give_the_in_memory_perplexity() {
     let plain = total / mapped.tokens_scored as f64;
     assert!((mapped.nll - plain).abs() <= 1e-5 * plain, "streamed head {} vs full logits {plain}", mapped.nll);
 }
+
+/// A quantization streamed into a packed folder (each tensor written as made, the embedding in pieces of rows)
+/// is the file the in-memory result writes, and evaluating it from its mapped codes (the head and embedding
+/// decoded by rows) gives the perplexity of its weights dequantized whole and held in f32.
+#[test]
+fn a_streamed_quantization_and_its_evaluation_from_the_file_match_the_in_memory_path() {
+    use nash_swarm::eval::{self, Kld, WindowSpec};
+    use nash_swarm::formats::packed;
+    use nash_swarm::quant::{QuantConfig, quantize_model};
+    let model = load(&demo_model()).unwrap();
+    let job = nash_swarm::Job::silent();
+    let dir = tempfile::tempdir().unwrap();
+    let text = &eval::read_text(&wikitext()).unwrap()[..60_000];
+    let spec = WindowSpec { ctx: 96, max_windows: Some(5), bos: false };
+    let windows = eval::windows(&model, &model.encode(text).unwrap(), spec, &wikitext()).unwrap();
+    // The 28M-weight embedding is cut into pieces of rows: on an 8-bit grid, then kept in f16.
+    for keep_bits in [8, 16] {
+        let config = QuantConfig { keep_bits, ..QuantConfig::preset("uniform4").unwrap() };
+        let (streamed, in_memory) =
+            (dir.path().join(format!("s{keep_bits}")), dir.path().join(format!("m{keep_bits}")));
+        let written = packed::quantize_to(&model, &config, None, &job, &streamed).unwrap();
+        let q = quantize_model(&model, &config, None, &job).unwrap();
+        assert_eq!(written.bits.total_bits(), q.bits.total_bits());
+        packed::export(&model, &q, &in_memory).unwrap();
+        let bytes = |d: &std::path::Path| std::fs::read(d.join("model.safetensors")).unwrap();
+        assert!(bytes(&streamed) == bytes(&in_memory), "the streamed file differs from the in-memory one");
+
+        let reopened = load(&streamed).unwrap();
+        assert!(reopened.makes_layers(), "the codes stay in the mapped file");
+        let held = model.with_weights(q.weights().unwrap());
+        let from_file = eval::evaluate_ppl(&reopened, &windows, Kld::Skip, &job).unwrap().0;
+        let whole = eval::evaluate_ppl(&held, &windows, Kld::Skip, &job).unwrap().0;
+        let (a, b) = (from_file.ppl, whole.ppl);
+        assert!((a - b).abs() <= 1e-4 * b, "keep {keep_bits} bits: file {a} vs held {b}");
+    }
+}

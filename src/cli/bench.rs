@@ -388,7 +388,7 @@ fn llama_cpp_figure(
 /// `--synthetic`: the pipeline on random models of growing depth, each step's time and peak anonymous RSS.
 fn synthetic_figures(shape: super::synthetic::Shape, args: &BenchArgs) -> anyhow::Result<()> {
     use super::synthetic::{ensure, peak_anon};
-    use nash_swarm::quant::{GroupSize, QuantConfig, quantize_model};
+    use nash_swarm::quant::{GroupSize, QuantConfig};
     let text_path =
         args.text.clone().or_else(nash_swarm::demo::default_text).ok_or_else(|| anyhow::anyhow!("pass --text PATH"))?;
     let text = eval::read_text(&text_path)?;
@@ -408,32 +408,34 @@ fn synthetic_figures(shape: super::synthetic::Shape, args: &BenchArgs) -> anyhow
         let (report, eval_anon, _) = peak_anon(|| eval::evaluate_ppl(&model, &windows, Kld::Skip, &job));
         let eval_s = report?.0.seconds;
         let config = QuantConfig::uniform(4, GroupSize::G(128));
-        let (quantized, quant_anon, quant_s) = peak_anon(|| quantize_model(&model, &config, None, &job));
-        let quantized = quantized?;
         let out = nash_swarm::demo::cache_dir().join("synthetic").join(format!(".bench-export-{}", std::process::id()));
-        let (written, export_anon, export_s) =
-            peak_anon(|| nash_swarm::formats::packed::export(&model, &quantized, &out));
+        let (written, quant_anon, quant_s) =
+            peak_anon(|| nash_swarm::formats::packed::quantize_to(&model, &config, None, &job, &out));
+        let steps = written.map_err(anyhow::Error::from).and_then(|_| {
+            let (quantized_model, q_load_anon, _) = peak_anon(|| nash_swarm::load(&out));
+            let quantized_model = quantized_model?;
+            let (report, q_eval_anon, _) =
+                peak_anon(|| eval::evaluate_ppl(&quantized_model, &windows, Kld::Skip, &job));
+            Ok((q_load_anon, report?.0.seconds, q_eval_anon))
+        });
         let _ = std::fs::remove_dir_all(&out);
-        written?;
-        let quantized_model = quantized.into_model(&model)?;
-        let (report, q_eval_anon, _) = peak_anon(|| eval::evaluate_ppl(&quantized_model, &windows, Kld::Skip, &job));
-        let q_eval_s = report?.0.seconds;
+        let (q_load_anon, q_eval_s, q_eval_anon) = steps?;
         let per_layer = |s: f64| s / layers as f64;
         println!(
             "{layers:>3} layers: load {load_s:.1} s, {la:.0} MiB | eval {eval_s:.1} s ({:.2} s/layer), {ea:.0} MiB | \
-             quantize {quant_s:.1} s ({:.2} s/layer), {qa:.0} MiB | export {export_s:.1} s, {xa:.0} MiB | \
-             eval quantized {q_eval_s:.1} s, {qea:.0} MiB",
+             quantize + write {quant_s:.1} s ({:.2} s/layer), {qa:.0} MiB | load it {qla:.0} MiB | \
+             eval it {q_eval_s:.1} s, {qea:.0} MiB",
             per_layer(eval_s),
             per_layer(quant_s),
             la = mib(load_anon),
             ea = mib(eval_anon),
             qa = mib(quant_anon),
-            xa = mib(export_anon),
+            qla = mib(q_load_anon),
             qea = mib(q_eval_anon),
         );
         rows.push(json!({"layers": layers, "load_seconds": load_s, "load_peak_anon_bytes": load_anon,
-            "eval_seconds": eval_s, "eval_peak_anon_bytes": eval_anon, "quantize_seconds": quant_s,
-            "quantize_peak_anon_bytes": quant_anon, "export_seconds": export_s, "export_peak_anon_bytes": export_anon,
+            "eval_seconds": eval_s, "eval_peak_anon_bytes": eval_anon, "quantize_write_seconds": quant_s,
+            "quantize_write_peak_anon_bytes": quant_anon, "load_quantized_peak_anon_bytes": q_load_anon,
             "eval_quantized_seconds": q_eval_s, "eval_quantized_peak_anon_bytes": q_eval_anon}));
     }
     if args.json {

@@ -8,7 +8,7 @@ use nash_swarm::formats;
 use nash_swarm::importance::ImportanceMethod;
 use nash_swarm::output::{Input, Kind, Output};
 use nash_swarm::pipeline::{self, CalibrationText};
-use nash_swarm::quant::{QuantConfig, QuantizerKind, quantize_model};
+use nash_swarm::quant::{QuantConfig, QuantizerKind};
 use serde_json::json;
 
 #[derive(Args)]
@@ -164,19 +164,21 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         sensitivity = measured;
     }
     let allocation_seconds = start.elapsed().as_secs_f64();
-    let quantized = quantize_model(&model, &config, calibration.stats.as_ref(), &job)?;
-    let size_bytes = formats::packed::export(&model, &quantized, &args.out)
+    // Each tensor is written as it is made; evaluation and the fp16 export read the folder written.
+    let written = formats::packed::quantize_to(&model, &config, calibration.stats.as_ref(), &job, &args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;
-    if let Some(hf) = &args.export_hf {
-        formats::hf_fp16::export(&model, &config, &quantized.weights()?, hf)?;
+    let needs_result = args.export_hf.is_some() || texts.eval.is_some();
+    let result = if needs_result { Some(nash_swarm::load(&args.out)?) } else { None };
+    if let (Some(hf), Some(result)) = (&args.export_hf, &result) {
+        formats::hf_fp16::export(result, &config, &result.weights, hf)?;
     }
-    let b = &quantized.bits;
+    let (b, size_bytes) = (&written.bits, written.size_bytes);
     let mut out = json!({
         "model": args.model, "out": args.out, "configuration": config.summary(), "params": b.params,
         "quantized_weights": b.quantized_weights, "payload_bpw": b.payload_bpw, "true_bpw": b.true_bpw,
         "true_bpw_entropy_coded_map": b.true_bpw_entropy_coded_map, "size_bytes": size_bytes,
         "compression_vs_fp32": b.compression_vs_fp32, "compression_vs_fp16": b.compression_vs_fp16,
-        "quantize_seconds": quantized.quantize_seconds,
+        "quantize_seconds": written.quantize_seconds,
         "bits": {"payload": b.payload_bits, "block_params": b.param_bits, "tier_map": b.tier_map_bits, "fp16": b.fp16_bits},
     });
     if let Some(a) = &allocation {
@@ -184,10 +186,10 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
             "total_error": a.total_error, "allocation_seconds": allocation_seconds});
         add_pricing(&mut out["nash"], sensitivity.as_ref());
     }
-    if let (Some(tokens), Some(path)) = (&texts.eval, &args.eval_text) {
+    if let (Some(tokens), Some(path), Some(result)) = (&texts.eval, &args.eval_text, &result) {
         let usable = &tokens[..calibration.usable_tokens.unwrap_or(tokens.len())];
         let windows = eval::windows(&model, usable, args.windows.spec(), path)?;
-        let report = pipeline::evaluate(&model, quantized, &windows, Kld::Skip, &job)?.report;
+        let (report, _) = eval::evaluate_ppl(result, &windows, Kld::Skip, &job)?;
         add_perplexity(&mut out, &report);
     }
     bar.finish_and_clear();

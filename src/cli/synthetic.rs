@@ -178,9 +178,15 @@ fn uniform(state: &mut u64) -> f32 {
 }
 
 /// The peak of RssAnon (anonymous resident memory: mapped file pages do not count) while `f` runs, sampled
-/// every 5 ms by a thread; with the seconds `f` took.
+/// every 5 ms by a thread; with the seconds `f` took. Memory earlier steps freed is first handed back to the
+/// system (glibc keeps freed pages otherwise), so the peak is what this step holds on top of what is still live.
 pub fn peak_anon<T>(f: impl FnOnce() -> T) -> (T, u64, f64) {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    #[cfg(target_os = "linux")]
+    // SAFETY: malloc_trim only returns free memory to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let stop = AtomicBool::new(false);
     let peak = AtomicU64::new(rss_anon().unwrap_or(0));
     let start = std::time::Instant::now();

@@ -208,27 +208,6 @@ impl Running {
     }
 }
 
-/// Blocks of the head's rows: read from the held weight a block at a time, or, for a head made by lazy weights
-/// (our quantized grids, which decode whole), made once per evaluation step and cut.
-enum HeadRows<'a> {
-    Held(&'a Model),
-    Made(Tensor),
-}
-
-impl<'a> HeadRows<'a> {
-    fn of(model: &'a Model) -> Result<Self> {
-        let name = model.architecture.head_name();
-        Ok(if model.weights.contains(name) { HeadRows::Held(model) } else { HeadRows::Made(model.weight(name)?) })
-    }
-
-    fn rows(&self, rows: std::ops::Range<usize>) -> Result<Tensor> {
-        match self {
-            HeadRows::Held(model) => model.weight_rows(model.architecture.head_name(), rows),
-            HeadRows::Made(head) => Ok(head.narrow(0, rows.start, rows.len())?),
-        }
-    }
-}
-
 /// Every position's running figures over the whole vocabulary: the head is applied a block of rows at a time,
 /// each block (decoded once) to all the windows' positions.
 pub(crate) fn score_positions(model: &Model, windows: &[Positions]) -> Result<Vec<Vec<Running>>> {
@@ -253,9 +232,9 @@ pub(crate) fn score_positions(model: &Model, windows: &[Positions]) -> Result<Ve
 /// Calls `each(first row, rows)` for every block of `HEAD_BLOCK` rows of the head, in order.
 fn for_each_head_block(model: &Model, mut each: impl FnMut(usize, &Tensor) -> Result<()>) -> Result<()> {
     let vocab = model.architecture.vocab_size();
-    let head = HeadRows::of(model)?;
+    let head = model.architecture.head_name();
     for first in (0..vocab).step_by(HEAD_BLOCK) {
-        each(first, &head.rows(first..vocab.min(first + HEAD_BLOCK))?)?;
+        each(first, &model.weight_rows(head, first..vocab.min(first + HEAD_BLOCK))?)?;
     }
     Ok(())
 }

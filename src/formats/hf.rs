@@ -116,7 +116,6 @@ pub fn load(dir: &Path) -> Result<Model> {
         tokenizer: Arc::new(tokenizer),
         bos_token_id,
         stored_dtypes,
-        lazy: None,
         made: Default::default(),
     })
 }

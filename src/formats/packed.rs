@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,13 +20,21 @@ use serde::{Deserialize, Serialize};
 
 use super::checks::{check_layer_count, check_tokenizer, validate};
 use super::hf::{config_json, load_tokenizer, write_tokenizer};
+use std::io::{Seek, Write};
+
 use super::safetensors::{
-    Array, f16_bytes, map_file, parse_safetensors, safetensors_metadata, safetensors_size, write_safetensors,
+    Array, Entry, f16_bytes, map_file, parse_safetensors, safetensors_header, safetensors_metadata, safetensors_size,
 };
 use crate::error::{Error, Result};
-use crate::model::{Model, SourceFormat, Weights, cpu};
+use crate::importance::CalibrationStats;
+use crate::job::Job;
+use crate::memory::Bytes;
+use crate::model::{Layout, Mapped, Model, SourceFormat, Stored, Weights};
+use crate::quant::bits::BitReport;
+use crate::quant::ggml::BlockType;
+use crate::quant::plan::{Treated, quantize_each};
 use crate::quant::spec::TensorPlan;
-use crate::quant::stored::{QuantizedTensor, TierCodes, TierMap};
+use crate::quant::stored::{QuantizedTensor, RowAccess, TierCodes, TierMap};
 use crate::quant::tiers::index_bits;
 use crate::quant::{QuantConfig, Quantized};
 
@@ -41,67 +50,70 @@ struct MatrixEntry {
     plan: TensorPlan,
 }
 
-fn arrays(q: &Quantized) -> Vec<Array<'_>> {
+/// The arrays one quantized matrix is stored as.
+fn matrix_arrays<'a>(name: &str, t: &'a QuantizedTensor) -> Vec<Array<'a>> {
     let mut arrays = Vec::new();
-    for (name, t) in &q.tensors {
-        for (i, codes) in t.codes.iter().enumerate().filter(|(_, c)| c.count > 0) {
-            arrays.push(Array {
-                name: format!("{name}::codes.{i}"),
-                dtype: "U8",
-                shape: vec![codes.packed.len()],
-                bytes: Cow::Borrowed(&codes.packed),
-            });
-        }
-        if !t.params.is_empty() {
-            arrays.push(Array {
-                name: format!("{name}::params"),
-                dtype: "F16",
-                shape: vec![t.params.len()],
-                bytes: Cow::Owned(f16_bytes(&t.params)),
-            });
-        }
-        let map_bits = index_bits(t.plan.tiers.len());
-        if map_bits > 0 {
-            debug_assert_eq!(t.tier_map.bits, map_bits);
-            arrays.push(Array {
-                name: format!("{name}::tiers"),
-                dtype: "U8",
-                shape: vec![t.tier_map.packed.len()],
-                bytes: Cow::Borrowed(&t.tier_map.packed),
-            });
-        }
-    }
-    for (name, (shape, values)) in &q.fp16 {
+    for (i, codes) in t.codes.iter().enumerate().filter(|(_, c)| c.count > 0) {
         arrays.push(Array {
-            name: name.clone(),
+            name: format!("{name}::codes.{i}"),
+            dtype: "U8",
+            shape: vec![codes.packed.len()],
+            bytes: Cow::Borrowed(&codes.packed),
+        });
+    }
+    if !t.params.is_empty() {
+        arrays.push(Array {
+            name: format!("{name}::params"),
             dtype: "F16",
-            shape: shape.clone(),
-            bytes: Cow::Owned(f16_bytes(values)),
+            shape: vec![t.params.len()],
+            bytes: Cow::Owned(f16_bytes(&t.params)),
+        });
+    }
+    let map_bits = index_bits(t.plan.tiers.len());
+    if map_bits > 0 {
+        debug_assert_eq!(t.tier_map.bits, map_bits);
+        arrays.push(Array {
+            name: format!("{name}::tiers"),
+            dtype: "U8",
+            shape: vec![t.tier_map.packed.len()],
+            bytes: Cow::Borrowed(&t.tier_map.packed),
         });
     }
     arrays
 }
 
-fn metadata(model: &Model, q: &Quantized, source_sha256: &str) -> BTreeMap<String, String> {
-    let matrices: BTreeMap<&String, MatrixEntry> = q
-        .tensors
-        .iter()
-        .map(|(name, t)| (name, MatrixEntry { rows: t.rows, cols: t.cols, plan: t.plan.clone() }))
-        .collect();
+fn f16_array<'a>(name: &str, shape: &[usize], values: &[f16]) -> Array<'a> {
+    Array { name: name.to_string(), dtype: "F16", shape: shape.to_vec(), bytes: Cow::Owned(f16_bytes(values)) }
+}
+
+fn metadata(
+    model: &Model,
+    config: &QuantConfig,
+    matrices: &BTreeMap<String, MatrixEntry>,
+    bits: &BitReport,
+    source_sha256: &str,
+) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("format".to_string(), FORMAT.to_string()),
-        ("config".to_string(), serde_json::to_string(&q.config).expect("serializes")),
-        ("matrices".to_string(), serde_json::to_string(&matrices).expect("serializes")),
-        ("bits".to_string(), serde_json::to_string(&q.bits).expect("serializes")),
+        ("config".to_string(), serde_json::to_string(config).expect("serializes")),
+        ("matrices".to_string(), serde_json::to_string(matrices).expect("serializes")),
+        ("bits".to_string(), serde_json::to_string(bits).expect("serializes")),
         ("architecture".to_string(), model.architecture.name().to_string()),
         ("source".to_string(), crate::model::display_name(&model.source)),
         ("source_sha256".to_string(), source_sha256.to_string()),
     ])
 }
 
+fn matrix_entry(t: &QuantizedTensor) -> MatrixEntry {
+    MatrixEntry { rows: t.rows, cols: t.cols, plan: t.plan.clone() }
+}
+
 /// Exact size in bytes of the packed `model.safetensors` for this result (without writing it).
 pub fn packed_size(model: &Model, q: &Quantized) -> usize {
-    safetensors_size(&arrays(q), &metadata(model, q, &"0".repeat(64)))
+    let mut entries: Vec<Entry> = q.tensors.iter().flat_map(|(n, t)| matrix_arrays(n, t)).map(|a| a.entry()).collect();
+    entries.extend(q.fp16.iter().map(|(n, (shape, values))| f16_array(n, shape, values).entry()));
+    let matrices = q.tensors.iter().map(|(n, t)| (n.clone(), matrix_entry(t))).collect();
+    safetensors_size(&entries, &metadata(model, &q.config, &matrices, &q.bits, &"0".repeat(64)))
 }
 
 /// SHA-256 of the source weights: the GGUF file, or the safetensors files of a folder in name order.
@@ -120,20 +132,152 @@ pub fn source_sha256(model: &Model) -> Result<String> {
     crate::pypi::sha256_files(&files)
 }
 
-/// Writes the packed folder atomically. Returns the size of `model.safetensors` in bytes.
+/// Writes the packed folder of an in-memory result atomically. Returns the size of `model.safetensors` in bytes.
 pub fn export(model: &Model, q: &Quantized, out: &Path) -> Result<u64> {
     let sha = source_sha256(model)?;
-    let arrays = arrays(q);
-    let metadata = metadata(model, q, &sha);
     crate::output::write_dir(out, |dir| {
-        write_safetensors(&dir.join("model.safetensors"), &arrays, &metadata)?;
-        let io = |e| Error::io(dir, e);
-        std::fs::write(dir.join(CONFIG_FILE), q.config.to_toml()).map_err(io)?;
-        std::fs::write(dir.join("config.json"), config_json(&model.architecture)).map_err(io)?;
-        write_tokenizer(&model.tokenizer, &dir.join("tokenizer.json"))
+        let mut writer = PackedWriter::new(dir)?;
+        for (name, t) in &q.tensors {
+            writer.add_matrix(name, t)?;
+        }
+        for (name, (shape, values)) in &q.fp16 {
+            writer.add_f16(name, shape, values)?;
+        }
+        writer.finish(model, &q.config, &q.bits, &sha)?;
+        write_companions(dir, model, &q.config)
     })?;
-    let file = out.join("model.safetensors");
-    Ok(std::fs::metadata(&file).map_err(|e| Error::io(&file, e))?.len())
+    file_size(&out.join("model.safetensors"))
+}
+
+/// What `quantize_to` made.
+pub struct Written {
+    pub bits: BitReport,
+    pub quantize_seconds: f64,
+    pub size_bytes: u64,
+}
+
+/// Quantizes `model` straight into a packed folder, each tensor written as it is made, so the quantized model
+/// is never held in memory whole.
+pub fn quantize_to(
+    model: &Model,
+    config: &QuantConfig,
+    calibration: Option<&CalibrationStats>,
+    job: &Job,
+    out: &Path,
+) -> Result<Written> {
+    let sha = source_sha256(model)?;
+    let mut made = None;
+    crate::output::write_dir(out, |dir| {
+        let mut writer = PackedWriter::new(dir)?;
+        let (bits, seconds) = quantize_each(model, config, calibration, job, |name, treated| match &treated {
+            Treated::Quantized(t) => writer.add_matrix(name, t),
+            Treated::Fp16 { shape, rows, values } => writer.add_f16_rows(name, shape, rows.clone(), values),
+        })?;
+        writer.finish(model, config, &bits, &sha)?;
+        write_companions(dir, model, config)?;
+        made = Some((bits, seconds));
+        Ok(())
+    })?;
+    let (bits, quantize_seconds) = made.expect("written");
+    Ok(Written { bits, quantize_seconds, size_bytes: file_size(&out.join("model.safetensors"))? })
+}
+
+fn file_size(path: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len())
+}
+
+/// The files beside `model.safetensors`: the configuration, config.json and the tokenizer.
+fn write_companions(dir: &Path, model: &Model, config: &QuantConfig) -> Result<()> {
+    let io = |e| Error::io(dir, e);
+    std::fs::write(dir.join(CONFIG_FILE), config.to_toml()).map_err(io)?;
+    std::fs::write(dir.join("config.json"), config_json(&model.architecture)).map_err(io)?;
+    write_tokenizer(&model.tokenizer, &dir.join("tokenizer.json"))
+}
+
+/// Writes `model.safetensors` as tensors arrive in name order, one tensor in memory at a time: the quantized
+/// matrices' arrays and the f16 tensors go to two scratch files beside it, and at the end the header (whose
+/// offsets need every size) is written and both are copied after it.
+struct PackedWriter {
+    dir: std::path::PathBuf,
+    matrices_data: ScratchFile,
+    f16_data: ScratchFile,
+    matrices: BTreeMap<String, MatrixEntry>,
+}
+
+/// Arrays written one after another, and what the header says of them.
+struct ScratchFile {
+    path: std::path::PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+    entries: Vec<Entry>,
+}
+
+impl ScratchFile {
+    fn create(path: std::path::PathBuf) -> Result<ScratchFile> {
+        let options = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path);
+        let file = options.map_err(|e| Error::io(&path, e))?;
+        Ok(ScratchFile { out: std::io::BufWriter::with_capacity(1 << 20, file), path, entries: Vec::new() })
+    }
+
+    fn write(&mut self, arrays: Vec<Array>) -> Result<()> {
+        for array in arrays {
+            self.out.write_all(&array.bytes).map_err(|e| Error::io(&self.path, e))?;
+            self.entries.push(array.entry());
+        }
+        Ok(())
+    }
+
+    /// Appends everything written to `out`, then deletes the scratch file.
+    fn copy_into(self, out: &mut std::fs::File, path: &Path) -> Result<()> {
+        let mut file = self.out.into_inner().map_err(|e| Error::io(&self.path, e.into_error()))?;
+        file.seek(std::io::SeekFrom::Start(0)).map_err(|e| Error::io(&self.path, e))?;
+        std::io::copy(&mut file, out).map_err(|e| Error::io(path, e))?;
+        std::fs::remove_file(&self.path).map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+impl PackedWriter {
+    fn new(dir: &Path) -> Result<PackedWriter> {
+        Ok(PackedWriter {
+            dir: dir.to_path_buf(),
+            matrices_data: ScratchFile::create(dir.join(".matrices.part"))?,
+            f16_data: ScratchFile::create(dir.join(".f16.part"))?,
+            matrices: BTreeMap::new(),
+        })
+    }
+
+    fn add_matrix(&mut self, name: &str, t: &QuantizedTensor) -> Result<()> {
+        self.matrices.insert(name.to_string(), matrix_entry(t));
+        self.matrices_data.write(matrix_arrays(name, t))
+    }
+
+    fn add_f16(&mut self, name: &str, shape: &[usize], values: &[f16]) -> Result<()> {
+        self.f16_data.write(vec![f16_array(name, shape, values)])
+    }
+
+    /// Rows `rows` of the f16 tensor `name` of shape `shape`: pieces come in order, and the array is complete
+    /// with its last row.
+    fn add_f16_rows(&mut self, name: &str, shape: &[usize], rows: Range<usize>, values: &[f16]) -> Result<()> {
+        let data = &mut self.f16_data;
+        data.out.write_all(&f16_bytes(values)).map_err(|e| Error::io(&data.path, e))?;
+        if rows.end == shape.first().copied().unwrap_or(1) {
+            let len = shape.iter().product::<usize>() * 2;
+            data.entries.push(Entry { name: name.to_string(), dtype: "F16", shape: shape.to_vec(), len });
+        }
+        Ok(())
+    }
+
+    fn finish(self, model: &Model, config: &QuantConfig, bits: &BitReport, sha: &str) -> Result<()> {
+        let path = self.dir.join("model.safetensors");
+        let entries: Vec<Entry> = self.matrices_data.entries.iter().chain(&self.f16_data.entries).cloned().collect();
+        let header = safetensors_header(&entries, &metadata(model, config, &self.matrices, bits, sha));
+        let mut out = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let io = |e| Error::io(&path, e);
+        out.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
+        out.write_all(&header).map_err(io)?;
+        self.matrices_data.copy_into(&mut out, &path)?;
+        self.f16_data.copy_into(&mut out, &path)?;
+        out.sync_all().map_err(io)
+    }
 }
 
 /// An earlier packed export of ours: `quantization.toml` beside a `model.safetensors` whose metadata names our
@@ -144,13 +288,14 @@ pub fn is_packed_dir(dir: &Path) -> bool {
             .is_some_and(|m| m.get("format").map(String::as_str) == Some(FORMAT))
 }
 
-/// Opens a packed folder: unpacks and dequantizes every matrix.
+/// Opens a packed folder: the codes and f16 tensors stay in the mapped file, decoded when used (a layer at a
+/// time, the head and embedding by rows).
 pub fn load(dir: &Path) -> Result<Model> {
     let architecture = super::hf::read_config(dir)?;
     let path = dir.join("model.safetensors");
-    let bytes = map_file(&path)?;
-    let st = parse_safetensors(&path, &bytes)?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+    let file = Arc::new(map_file(&path)?);
+    let st = parse_safetensors(&path, &file)?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&file)
         .map_err(|e| Error::bad_file(&path, format!("not a valid safetensors file ({e})")))?;
     let meta = header.metadata().clone().unwrap_or_default();
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
@@ -162,14 +307,19 @@ pub fn load(dir: &Path) -> Result<Model> {
     let names: Vec<String> = st.names().into_iter().filter(|n| !n.contains("::")).map(str::to_string).collect();
     check_layer_count(&path, &architecture, names.iter().chain(matrices.keys()))?;
     let expected: BTreeMap<String, Vec<usize>> = architecture.expected_tensors().into_iter().collect();
+    let in_file = |data: &[u8]| {
+        let start = data.as_ptr() as usize - file.as_ptr() as usize;
+        start..start + data.len()
+    };
     let mut weights = Weights::default();
     for (name, entry) in &matrices {
         let array = |suffix: &str| st.tensor(&format!("{name}::{suffix}")).ok();
         check_matrix(entry, expected.get(name), &array)
             .map_err(|problem| bad(format!("matrix `{name}`: {problem}")))?;
-        let bytes = |suffix: &str| array(suffix).map(|v| v.data().to_vec());
+        let bytes =
+            |suffix: &str| array(suffix).map(|v| Bytes::Mapped { file: file.clone(), range: in_file(v.data()) });
         let matrix = stored_matrix(entry, &bytes).map_err(|problem| bad(format!("matrix `{name}`: {problem}")))?;
-        weights.insert(name, matrix.to_tensor(name).map_err(|e| bad(e.to_string()))?);
+        weights.insert_stored(name, Stored::Packed(Arc::new(RowAccess::new(matrix))));
     }
     for (name, view) in st.tensors() {
         if name.contains("::") {
@@ -178,8 +328,10 @@ pub fn load(dir: &Path) -> Result<Model> {
         if view.dtype() != safetensors::Dtype::F16 {
             return Err(bad(format!("tensor `{name}` is {:?}, expected F16", view.dtype())));
         }
-        let values: Vec<f32> = view.data().chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect();
-        weights.insert(name, candle_core::Tensor::from_vec(values, view.shape(), &cpu())?);
+        let range = in_file(view.data());
+        let mapped = Mapped::new(BlockType::F16, view.shape().to_vec(), file.clone(), range, Layout::Kept, &name)
+            .map_err(|e| bad(e.to_string()))?;
+        weights.insert_stored(name, Stored::Mapped(mapped));
     }
     let sourced = weights.0.into_iter().map(|(k, t)| (k, (t, path.clone()))).collect();
     let weights = validate(dir, &architecture, sourced)?;
@@ -195,7 +347,6 @@ pub fn load(dir: &Path) -> Result<Model> {
         tokenizer: Arc::new(tokenizer),
         bos_token_id,
         stored_dtypes,
-        lazy: None,
         made: Default::default(),
     })
 }
@@ -252,7 +403,7 @@ fn check_matrix<'a>(
 /// Rebuilds a matrix's stored form from its arrays.
 fn stored_matrix(
     entry: &MatrixEntry,
-    array: &dyn Fn(&str) -> Option<Vec<u8>>,
+    array: &dyn Fn(&str) -> Option<Bytes>,
 ) -> std::result::Result<QuantizedTensor, String> {
     let plan = &entry.plan;
     let (rows, cols, k) = (entry.rows, entry.cols, plan.tiers.len());

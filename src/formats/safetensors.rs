@@ -87,13 +87,28 @@ pub struct Array<'a> {
     pub bytes: std::borrow::Cow<'a, [u8]>,
 }
 
+impl Array<'_> {
+    pub fn entry(&self) -> Entry {
+        Entry { name: self.name.clone(), dtype: self.dtype, shape: self.shape.clone(), len: self.bytes.len() }
+    }
+}
+
+/// What the header says of one array: its bytes follow the previous array's.
+#[derive(Clone)]
+pub struct Entry {
+    pub name: String,
+    pub dtype: &'static str,
+    pub shape: Vec<usize>,
+    pub len: usize,
+}
+
 /// The safetensors header for these arrays, padded with spaces to a multiple of 8 bytes as the format suggests.
-pub fn safetensors_header(arrays: &[Array], metadata: &BTreeMap<String, String>) -> Vec<u8> {
+pub fn safetensors_header(arrays: &[Entry], metadata: &BTreeMap<String, String>) -> Vec<u8> {
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::to_value(metadata).expect("strings serialize"));
     let mut offset = 0;
     for a in arrays {
-        let end = offset + a.bytes.len();
+        let end = offset + a.len;
         header.insert(
             a.name.clone(),
             serde_json::json!({"dtype": a.dtype, "shape": a.shape, "data_offsets": [offset, end]}),
@@ -108,12 +123,13 @@ pub fn safetensors_header(arrays: &[Array], metadata: &BTreeMap<String, String>)
 }
 
 /// Exact size of the safetensors file these arrays make.
-pub fn safetensors_size(arrays: &[Array], metadata: &BTreeMap<String, String>) -> usize {
-    8 + safetensors_header(arrays, metadata).len() + arrays.iter().map(|a| a.bytes.len()).sum::<usize>()
+pub fn safetensors_size(arrays: &[Entry], metadata: &BTreeMap<String, String>) -> usize {
+    8 + safetensors_header(arrays, metadata).len() + arrays.iter().map(|a| a.len).sum::<usize>()
 }
 
 pub fn write_safetensors(path: &Path, arrays: &[Array], metadata: &BTreeMap<String, String>) -> Result<()> {
-    let header = safetensors_header(arrays, metadata);
+    let entries: Vec<Entry> = arrays.iter().map(Array::entry).collect();
+    let header = safetensors_header(&entries, metadata);
     let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
     let mut out = std::io::BufWriter::new(file);
     let io = |e| Error::io(path, e);

@@ -48,15 +48,6 @@ pub enum SourceFormat {
 /// Sees `(weight name, input [T, in])` for every matrix multiplication of a forward pass.
 pub type Observer<'a> = dyn FnMut(&str, &Tensor) -> Result<()> + 'a;
 
-/// Weights made on demand instead of held: a quantized model dequantized layer by layer while it is evaluated,
-/// so its f32 copy never exists whole.
-pub trait LazyWeights: Send + Sync {
-    /// The tensor `name` in f32, or None when this source does not hold it.
-    fn tensor(&self, name: &str) -> Result<Option<Tensor>>;
-    /// The names of the tensors this source holds.
-    fn names(&self) -> Vec<String>;
-}
-
 /// f32 copies of one layer's weights that are not held in f32, made together (in parallel) when the forward
 /// pass first asks for one of them and dropped when it asks for another layer's. Windows that go through the
 /// model together (layer by layer) then decode each weight once, while at most one layer exists in f32.
@@ -121,8 +112,6 @@ pub struct Model {
     pub bos_token_id: Option<u32>,
     /// How each weight was stored at the source (F32, BF16, Q4_1, ...), before conversion to f32.
     pub stored_dtypes: BTreeMap<String, String>,
-    /// Weights not in `weights`, made when the forward pass asks for them (see `with_lazy_weights`).
-    pub lazy: Option<Arc<dyn LazyWeights>>,
     /// The layer being run, in f32 (for weights held otherwise).
     pub made: Arc<LayerCache>,
 }
@@ -154,7 +143,7 @@ impl Model {
 
     /// The final hidden states `[ids.len(), hidden]` of each window, before the head: evaluation applies the head
     /// block by block so a window's full logits (100 MB for SmolLM2 at ctx 512) never exist at once. The windows
-    /// go through the model together, layer by layer, so lazy weights are made once per call.
+    /// go through the model together, layer by layer, so each layer's weights are decoded once per call.
     pub fn forward_hidden(&self, windows: &[&[u32]]) -> Result<Vec<Tensor>> {
         self.hidden_states(&Linears::of(self), windows)
     }
@@ -171,52 +160,33 @@ impl Model {
         {
             return stored.to_f32();
         }
-        let Some(prefix) = layer_prefix(name) else { return self.make(name) };
+        let Some(prefix) = layer_prefix(name) else { return self.weights.get(name) };
         if let Some(made) = self.made.get(name) {
             return Ok(made);
         }
-        let held = self.weights.0.iter().filter(|(_, t)| !t.is_f32()).map(|(n, _)| n.clone());
-        let lazy = self.lazy.iter().flat_map(|lazy| lazy.names());
-        let layer: Vec<String> = held.chain(lazy).filter(|n| n.starts_with(prefix)).collect();
-        let made = layer.par_iter().map(|n| Ok((n.clone(), self.make(n)?))).collect::<Result<Vec<_>>>()?;
+        let layer: Vec<&String> =
+            self.weights.iter().filter(|(n, t)| !t.is_f32() && n.starts_with(prefix)).map(|(n, _)| n).collect();
+        let made = layer.par_iter().map(|&n| Ok((n.clone(), self.weights.get(n)?))).collect::<Result<Vec<_>>>()?;
         let wanted = made.iter().find(|(n, _)| n == name).map(|(_, t)| t.clone());
         self.made.replace(made);
-        wanted.map_or_else(|| self.make(name), Ok)
-    }
-
-    /// The weight `name` in f32, decoded or made now.
-    fn make(&self, name: &str) -> Result<Tensor> {
-        if let Some(stored) = self.weights.0.get(name) {
-            return stored.to_f32();
-        }
-        let missing = || Error::InvalidArgument(format!("weight `{name}` is not loaded"));
-        match &self.lazy {
-            Some(lazy) => lazy.tensor(name)?.ok_or_else(missing),
-            None => Err(missing()),
-        }
+        wanted.map_or_else(|| self.weights.get(name), Ok)
     }
 
     /// The rows `ids` of the matrix `name` (an embedding lookup) in f32, without making the whole matrix when
     /// it is held.
     pub fn gather(&self, name: &str, ids: &[u32]) -> Result<Tensor> {
-        match self.weights.0.get(name) {
-            Some(stored) => stored.gather(ids),
-            None => Ok(self.make(name)?.index_select(&Tensor::new(ids, &cpu())?, 0)?),
-        }
+        self.weights.stored(name)?.gather(ids)
     }
 
     /// Rows `rows` of the matrix `name` in f32 (the LM head a block of the vocabulary at a time).
     pub fn weight_rows(&self, name: &str, rows: std::ops::Range<usize>) -> Result<Tensor> {
-        match self.weights.0.get(name) {
-            Some(stored) => stored.rows(rows),
-            None => Ok(self.make(name)?.narrow(0, rows.start, rows.len())?),
-        }
+        self.weights.stored(name)?.rows(rows)
     }
 
     /// Whether the forward pass makes layers' weights as it goes (decoding or dequantizing them): evaluation
     /// then sends windows through together so each layer is made once for all of them.
     pub fn makes_layers(&self) -> bool {
-        self.lazy.is_some() || self.weights.0.iter().any(|(name, t)| !t.is_f32() && layer_of(name).is_some())
+        self.weights.0.iter().any(|(name, t)| !t.is_f32() && layer_of(name).is_some())
     }
 
     fn hidden_states(&self, linears: &Linears, windows: &[&[u32]]) -> Result<Vec<Tensor>> {
@@ -234,7 +204,7 @@ impl Model {
         }
         let arch = &self.architecture;
         let mut xs = windows.iter().map(|ids| arch.embed(linears, ids)).collect::<Result<Vec<_>>>()?;
-        // The windows advance together one layer at a time, so lazy weights are made once per layer.
+        // The windows advance together one layer at a time, so each layer is decoded once.
         for i in 0..arch.num_layers() {
             for x in xs.iter_mut() {
                 *x = arch.layer(linears, i, x)?;
@@ -264,7 +234,7 @@ impl Model {
 
     /// The same model with other weights (a quantized copy): shares the tokenizer.
     pub fn with_weights(&self, weights: Weights) -> Model {
-        Model { weights, lazy: None, made: Arc::default(), ..self.clone() }
+        Model { weights, made: Arc::default(), ..self.clone() }
     }
 
     /// The same model with every weight decoded and held in f32 (what passes that re-run layers many times use).
@@ -274,11 +244,6 @@ impl Model {
             held.insert(name.clone(), stored.to_f32()?);
         }
         Ok(Model { weights: held, made: Arc::default(), ..self.clone() })
-    }
-
-    /// The same model with `weights` held and every other weight made by `lazy` when needed.
-    pub fn with_lazy_weights(&self, weights: Weights, lazy: Arc<dyn LazyWeights>) -> Model {
-        Model { weights, lazy: Some(lazy), made: Arc::default(), ..self.clone() }
     }
 
     /// Greedy continuation as text; used by the smoke test that SmolLM2 knows its capitals.

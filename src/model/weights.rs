@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use super::{Architecture, cpu, tensor_io};
 use crate::error::{Error, Result};
 use crate::quant::ggml::BlockType;
+use crate::quant::stored::RowAccess;
 
 /// One weight as the model holds it.
 #[derive(Clone, Debug)]
@@ -20,6 +21,8 @@ pub enum Stored {
     Dense(Tensor),
     /// Encoded values in a mapped file.
     Mapped(Mapped),
+    /// One of our quantized matrices (codes in memory or in a mapped packed export).
+    Packed(Arc<RowAccess>),
 }
 
 /// A tensor's bytes in a mapped file: `shape` is ours (`[out, in]` for matrices); the bytes are in the file's
@@ -124,6 +127,7 @@ impl Stored {
         match self {
             Stored::Dense(t) => t.dims(),
             Stored::Mapped(m) => &m.shape,
+            Stored::Packed(p) => &p.shape,
         }
     }
 
@@ -140,6 +144,7 @@ impl Stored {
         match self {
             Stored::Dense(t) => tensor_io::as_f32(t),
             Stored::Mapped(m) => m.to_f32(),
+            Stored::Packed(p) => packed_rows(p, 0..p.shape[0]),
         }
     }
 
@@ -162,6 +167,7 @@ impl Stored {
                 Ok(Tensor::from_vec(m.rows_f32(rows.clone())?, (rows.len(), cols), &cpu())?)
             }
             Stored::Mapped(m) => Ok(m.to_f32()?.narrow(0, rows.start, rows.len())?.contiguous()?),
+            Stored::Packed(p) => packed_rows(p, rows),
         }
     }
 
@@ -180,6 +186,11 @@ impl Stored {
                 Ok(Tensor::from_vec(values, (ids.len(), m.shape[1]), &cpu())?)
             }
             Stored::Mapped(m) => Ok(m.to_f32()?.index_select(&Tensor::new(ids, &cpu())?, 0)?),
+            Stored::Packed(p) => {
+                let rows: Vec<Tensor> =
+                    ids.iter().map(|&id| packed_rows(p, id as usize..id as usize + 1)).collect::<Result<_>>()?;
+                Ok(Tensor::cat(&rows, 0)?)
+            }
             Stored::Dense(t) => tensor_io::as_f32(&t.index_select(&Tensor::new(ids, &cpu())?, 0)?),
         }
     }
@@ -192,6 +203,7 @@ impl Stored {
                 Ok(Stored::Mapped(Mapped { shape: vec![m.shape[1], m.shape[0]], layout: Layout::Transposed, ..m }))
             }
             Stored::Mapped(m) => Ok(Stored::Dense(m.to_f32()?.t()?.contiguous()?)),
+            Stored::Packed(_) => Ok(Stored::Dense(self.to_f32()?.t()?.contiguous()?)),
         }
     }
 
@@ -200,6 +212,15 @@ impl Stored {
         match self {
             Stored::Dense(t) => Ok(tensor_io::tensor_to_vec(t)?.iter().filter(|v| !v.is_finite()).count()),
             Stored::Mapped(m) => m.count_non_finite(),
+            Stored::Packed(p) => {
+                let step = (1 << 20) / p.shape[1].max(1) + 1;
+                let chunks: Vec<usize> = (0..p.shape[0]).step_by(step).collect();
+                let counts = chunks.par_iter().map(|&r| {
+                    let values = p.rows(r..(r + step).min(p.shape[0])).map_err(Error::Inconsistent)?;
+                    Ok(values.iter().filter(|v| !v.is_finite()).count())
+                });
+                counts.sum::<Result<usize>>()
+            }
         }
     }
 
@@ -208,8 +229,15 @@ impl Stored {
         match self {
             Stored::Dense(t) => format!("{:?}", t.dtype()).to_uppercase(),
             Stored::Mapped(m) => m.encoding.name().to_string(),
+            Stored::Packed(p) => p.tensor.plan.label(),
         }
     }
+}
+
+/// Rows of a quantized matrix as an f32 tensor.
+fn packed_rows(p: &RowAccess, rows: Range<usize>) -> Result<Tensor> {
+    let values = p.rows(rows.clone()).map_err(Error::Inconsistent)?;
+    Ok(Tensor::from_vec(values, (rows.len(), p.shape[1]), &cpu())?)
 }
 
 /// Named weights in a deterministic (sorted) order.

@@ -5,7 +5,6 @@ pub mod bits;
 pub mod config;
 pub mod estimate;
 pub mod ggml;
-pub mod lazy;
 pub mod method;
 pub mod pack;
 pub mod plan;

@@ -90,6 +90,22 @@ impl BitWriter {
         }
     }
 
+    /// Appends the first `bits` bits of `bytes` (LSB-first), a word at a time.
+    pub fn append_bytes(&mut self, bytes: &[u8], bits: usize) {
+        let bytes = &bytes[..bits.div_ceil(8)];
+        let words = bits / 64;
+        self.words.reserve(words + 1);
+        for chunk in bytes[..words * 8].chunks_exact(8) {
+            self.push(u64::from_le_bytes(chunk.try_into().expect("8 bytes")), 64);
+        }
+        let rest = bits - words * 64;
+        if rest > 0 {
+            let mut word = [0u8; 8];
+            word[..bytes.len() - words * 8].copy_from_slice(&bytes[words * 8..]);
+            self.push(u64::from_le_bytes(word) & ((1u64 << rest) - 1), rest as u32);
+        }
+    }
+
     pub fn len_bits(&self) -> usize {
         self.words.len() * 64 + self.filled as usize
     }
@@ -127,6 +143,15 @@ pub struct BitReader<'a> {
 impl<'a> BitReader<'a> {
     pub fn new(bytes: &'a [u8]) -> Self {
         BitReader { bytes, next_byte: 0, acc: 0, available: 0 }
+    }
+
+    /// A reader whose first bit is bit `bit` of `bytes` (past the end: a reader that returns nothing).
+    pub fn at(bytes: &'a [u8], bit: usize) -> Self {
+        let mut reader = BitReader { bytes, next_byte: (bit / 8).min(bytes.len()), acc: 0, available: 0 };
+        if bit % 8 > 0 && reader.read((bit % 8) as u32).is_none() {
+            reader.next_byte = bytes.len();
+        }
+        reader
     }
 
     /// The next `bits` (1..=16) bits, or None past the end of the data.

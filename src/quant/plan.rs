@@ -9,14 +9,14 @@ use rayon::prelude::*;
 use super::bits::{BitReport, TensorBits};
 use super::config::{QuantConfig, Scope};
 use super::method::{self, InputStats, TierSource};
-use super::spec::TensorPlan;
-use super::stored::QuantizedTensor;
+use super::spec::{GroupSize, QuantizerKind, TensorPlan};
+use super::stored::{QuantizedTensor, RowAccess};
 use super::tiers::{thresholds, tier_of};
 use crate::error::{Error, Result};
 use crate::importance::{self, CalibrationStats, Scores};
 use crate::job::Job;
 use crate::model::tensor_io::with_f32_slice;
-use crate::model::{Model, TensorRole, Weights, cpu};
+use crate::model::{Model, Stored, TensorRole, Weights, cpu};
 
 /// What happens to one weight tensor.
 #[derive(Clone, Debug, PartialEq)]
@@ -105,6 +105,18 @@ impl Quantized {
     }
 }
 
+impl Quantized {
+    /// `model` with these weights: fp16 tensors held as f32, quantized ones as their codes, dequantized a layer at
+    /// a time (through the model's layer cache) and the head and embedding a few rows at a time.
+    pub fn into_model(self, model: &Model) -> Result<Model> {
+        let mut weights = fp16_weights(self.fp16)?;
+        for (name, tensor) in self.tensors {
+            weights.insert_stored(name, Stored::Packed(std::sync::Arc::new(RowAccess::new(tensor))));
+        }
+        Ok(model.with_weights(weights))
+    }
+}
+
 /// The fp16 tensors of a result as f32 weights.
 pub fn fp16_weights(fp16: BTreeMap<String, (Vec<usize>, Vec<f16>)>) -> Result<Weights> {
     let mut weights = Weights::default();
@@ -123,6 +135,29 @@ pub fn quantize_model(
     calibration: Option<&CalibrationStats>,
     job: &Job,
 ) -> Result<Quantized> {
+    let (mut tensors, mut fp16) = (BTreeMap::new(), BTreeMap::new());
+    let (bits, seconds) = quantize_each(model, config, calibration, job, |name, treated| {
+        match treated {
+            Treated::Quantized(q) => drop(tensors.insert(name.to_string(), q)),
+            Treated::Fp16 { shape, values, .. } => {
+                let (_, held): &mut (Vec<usize>, Vec<f16>) = fp16.entry(name.to_string()).or_insert((shape, vec![]));
+                held.extend_from_slice(&values);
+            }
+        };
+        Ok(())
+    })?;
+    Ok(Quantized { config: config.clone(), tensors, fp16, bits, quantize_seconds: seconds })
+}
+
+/// `quantize_model`, handing each tensor to `sink` (in name order) as soon as it is made instead of keeping the
+/// result: what an export streams to its file. A large f16 tensor comes in pieces of rows, in order. Returns the bit report and the seconds it took.
+pub fn quantize_each(
+    model: &Model,
+    config: &QuantConfig,
+    calibration: Option<&CalibrationStats>,
+    job: &Job,
+    sink: impl FnMut(&str, Treated) -> Result<()>,
+) -> Result<(BitReport, f64)> {
     config.validate()?;
     check_overrides(model, config)?;
     importance::check_inputs(&config.importance, calibration)?;
@@ -133,12 +168,18 @@ pub fn quantize_model(
     } else {
         None
     };
-    let mut quantized = apply(model, config, &treatments, scores.as_ref(), calibration, job)?;
-    quantized.quantize_seconds = start.elapsed().as_secs_f64();
-    Ok(quantized)
+    let bits = apply(model, config, &treatments, scores.as_ref(), calibration, job, sink)?;
+    Ok((bits, start.elapsed().as_secs_f64()))
 }
 
-/// Assigns tiers and quantizes every tensor. Scores missing from `scores` are computed on the way.
+/// Tensors are quantized in name order, a batch of about this many weights at a time (the batch's tensors in
+/// parallel), so only a batch's f32 copies and results exist before `sink` takes them.
+const BATCH_WEIGHTS: usize = 1 << 24;
+/// Single-tier tensors larger than this are cut into pieces of rows (a 128k-token embedding is 1 GB in f32).
+const PIECE_WEIGHTS: usize = 1 << 22;
+
+/// Assigns tiers and quantizes every tensor, handing each to `sink` in name order. Scores missing from `scores`
+/// are computed on the way.
 pub fn apply(
     model: &Model,
     config: &QuantConfig,
@@ -146,65 +187,163 @@ pub fn apply(
     scores: Option<&Scores>,
     calibration: Option<&CalibrationStats>,
     job: &Job,
-) -> Result<Quantized> {
-    let start = Instant::now();
+    mut sink: impl FnMut(&str, Treated) -> Result<()>,
+) -> Result<BitReport> {
     let global = match scores {
         Some(scores) => global_thresholds(model, config, treatments, scores)?,
         None => None,
     };
-    let total = treatments.len() as u64;
-    let done = std::sync::atomic::AtomicU64::new(0);
-    let results = treatments
-        .par_iter()
-        .map(|(name, treatment)| {
-            job.checkpoint()?;
-            let tensor = model.weights.get(name)?.contiguous()?;
-            // The weights are read in place: a copy of the 28M-weight embedding alone costs ~0.1 s of page faults.
-            let outcome = with_f32_slice(&tensor, |values| -> Result<Treated> {
-                Ok(match treatment {
-                    Treatment::Fp16 => {
-                        Treated::Fp16(tensor.dims().to_vec(), values.iter().map(|v| f16::from_f32(*v)).collect())
-                    }
-                    Treatment::Quantize { plan, follows_tiers } => {
-                        let (rows, cols) = tensor.dims2()?;
-                        let given = scores.and_then(|s| s.0.get(name)).map(Vec::as_slice);
-                        let computed = (given.is_none() && plan.tiers.len() > 1)
-                            .then(|| importance::tensor_scores(&config.importance, name, values, rows, calibration));
-                        let tensor_scores = given.or(computed.as_deref());
-                        let th = if *follows_tiers { global.as_deref() } else { None };
-                        let tiers = assign(plan, rows, cols, tensor_scores, th)?;
-                        let inputs = InputStats::of(calibration, name, cols);
-                        Treated::Quantized(method::for_plan(plan).quantize(values, rows, cols, plan, &tiers, inputs))
-                    }
-                })
-            })??;
-            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            job.report("quantize", n, total, None);
-            Ok((name.clone(), outcome))
-        })
-        .collect::<Result<Vec<_>>>()?;
-
-    let mut tensors = BTreeMap::new();
-    let mut fp16 = BTreeMap::new();
-    for (name, outcome) in results {
-        match outcome {
-            Treated::Quantized(q) => {
-                tensors.insert(name, q);
-            }
-            Treated::Fp16(shape, values) => {
-                fp16.insert(name, (shape, values));
+    let pieces = pieces(model, treatments)?;
+    let context = Context { model, config, scores, global: global.as_deref(), calibration };
+    let (total, mut done) = (treatments.len() as u64, 0);
+    let mut bits = BitTally::default();
+    // The quantized pieces made so far of the matrix whose last piece has not come yet.
+    let mut open: Vec<QuantizedTensor> = Vec::new();
+    for batch in batches(&pieces) {
+        job.checkpoint()?;
+        let made = batch.par_iter().map(|piece| context.treat(piece)).collect::<Result<Vec<_>>>()?;
+        for (piece, treated) in batch.iter().zip(made) {
+            let last = piece.rows.end == piece.of_rows;
+            let treated = match treated {
+                Treated::Quantized(q) if !last => {
+                    open.push(q);
+                    continue;
+                }
+                Treated::Quantized(q) if !open.is_empty() => {
+                    open.push(q);
+                    Treated::Quantized(QuantizedTensor::join_rows(std::mem::take(&mut open)))
+                }
+                other => other,
+            };
+            check_storable(piece.name, &treated)?;
+            bits.add(&treated);
+            sink(piece.name, treated)?;
+            if last {
+                done += 1;
+                job.report("quantize", done, total, None);
             }
         }
     }
-    check_storable(&tensors, &fp16)?;
-    let bits = bit_report(model.param_count(), &tensors, &fp16);
-    Ok(Quantized { config: config.clone(), tensors, fp16, bits, quantize_seconds: start.elapsed().as_secs_f64() })
+    Ok(bits.report(model.param_count()))
 }
 
-/// One tensor after `apply`.
-enum Treated {
+/// What quantizing one piece needs besides the piece.
+struct Context<'a> {
+    model: &'a Model,
+    config: &'a QuantConfig,
+    scores: Option<&'a Scores>,
+    global: Option<&'a [f32]>,
+    calibration: Option<&'a CalibrationStats>,
+}
+
+/// Rows `rows` of a tensor of `of_rows` rows, and what happens to them.
+struct Piece<'a> {
+    name: &'a str,
+    treatment: &'a Treatment,
+    rows: std::ops::Range<usize>,
+    of_rows: usize,
+    weights: usize,
+}
+
+/// Every tensor as one piece, or as pieces of rows when it is large and its rows quantize independently.
+fn pieces<'a>(model: &Model, treatments: &'a BTreeMap<String, Treatment>) -> Result<Vec<Piece<'a>>> {
+    let mut pieces = Vec::new();
+    for (name, treatment) in treatments {
+        let dims = model.weights.dims(name)?;
+        let (rows, count) = (dims.first().copied().unwrap_or(1), dims.iter().product::<usize>());
+        let cols = count / rows.max(1);
+        let row_local = match treatment {
+            Treatment::Fp16 => dims.len() == 2,
+            Treatment::Quantize { plan, .. } => {
+                plan.tiers.len() == 1 && plan.group_size != GroupSize::Tensor && plan.quantizer != QuantizerKind::Gptq
+            }
+        };
+        let step = if row_local && count > PIECE_WEIGHTS { (PIECE_WEIGHTS / cols.max(1)).max(1) } else { rows.max(1) };
+        for first in (0..rows.max(1)).step_by(step) {
+            let piece_rows = first..(first + step).min(rows.max(1));
+            let weights = piece_rows.len() * cols;
+            pieces.push(Piece { name, treatment, rows: piece_rows, of_rows: rows.max(1), weights });
+        }
+    }
+    Ok(pieces)
+}
+
+/// Consecutive pieces of about `BATCH_WEIGHTS` weights together.
+fn batches<'p, 'a>(pieces: &'p [Piece<'a>]) -> impl Iterator<Item = &'p [Piece<'a>]> {
+    let mut rest = pieces;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let before = rest.iter().scan(0, |sum, p| Some(std::mem::replace(sum, *sum + p.weights)));
+        let len = before.take_while(|&weights| weights < BATCH_WEIGHTS).count();
+        let (batch, after) = rest.split_at(len.max(1));
+        rest = after;
+        Some(batch)
+    })
+}
+
+impl Context<'_> {
+    /// Decodes a piece's rows and quantizes them (or stores them in f16).
+    fn treat(&self, piece: &Piece) -> Result<Treated> {
+        let name = piece.name;
+        let stored = self.model.weights.stored(name)?;
+        let tensor =
+            if piece.rows.len() == piece.of_rows { stored.to_f32()? } else { stored.rows(piece.rows.clone())? };
+        let tensor = tensor.contiguous()?;
+        // The weights are read in place: a copy of the 28M-weight embedding alone costs ~0.1 s of page faults.
+        with_f32_slice(&tensor, |values| -> Result<Treated> {
+            Ok(match piece.treatment {
+                Treatment::Fp16 => {
+                    let mut shape = tensor.dims().to_vec();
+                    if let Some(rows) = shape.first_mut() {
+                        *rows = piece.of_rows;
+                    }
+                    let values = values.iter().map(|v| f16::from_f32(*v)).collect();
+                    Treated::Fp16 { shape, rows: piece.rows.clone(), values }
+                }
+                Treatment::Quantize { plan, follows_tiers } => {
+                    let (rows, cols) = tensor.dims2()?;
+                    let config = self.config;
+                    let given = self.scores.and_then(|s| s.0.get(name)).map(Vec::as_slice);
+                    let computed = (given.is_none() && plan.tiers.len() > 1)
+                        .then(|| importance::tensor_scores(&config.importance, name, values, rows, self.calibration));
+                    let tensor_scores = given.or(computed.as_deref());
+                    let th = if *follows_tiers { self.global } else { None };
+                    let tiers = assign(plan, rows, cols, tensor_scores, th)?;
+                    let inputs = InputStats::of(self.calibration, name, cols);
+                    Treated::Quantized(method::for_plan(plan).quantize(values, rows, cols, plan, &tiers, inputs))
+                }
+            })
+        })?
+    }
+}
+
+/// One tensor after quantization: its codes, or the values in f16 of its rows `rows` (all of them, or a piece of a
+/// large tensor; `shape` is the whole tensor's).
+pub enum Treated {
     Quantized(QuantizedTensor),
-    Fp16(Vec<usize>, Vec<f16>),
+    Fp16 { shape: Vec<usize>, rows: std::ops::Range<usize>, values: Vec<f16> },
+}
+
+/// The bill, tensor by tensor.
+#[derive(Default)]
+struct BitTally {
+    per_tensor: Vec<(usize, TensorBits)>,
+    fp16_params: usize,
+}
+
+impl BitTally {
+    fn add(&mut self, treated: &Treated) {
+        match treated {
+            Treated::Quantized(q) => self.per_tensor.push((q.rows * q.cols, TensorBits::of(q))),
+            Treated::Fp16 { values, .. } => self.fp16_params += values.len(),
+        }
+    }
+
+    fn report(&self, params: usize) -> BitReport {
+        BitReport::new(params, &self.per_tensor, self.fp16_params)
+    }
 }
 
 /// Every per-tensor plan of the configuration names a matrix of this model that can be quantized.
@@ -224,32 +363,18 @@ pub fn check_overrides(model: &Model, config: &QuantConfig) -> Result<()> {
 
 /// Values beyond f16's range (|w| > 65504) become infinite in f16 block parameters and 16-bit weights, and a
 /// model written with them would not load again: refused here, before anything is written.
-fn check_storable(
-    tensors: &BTreeMap<String, QuantizedTensor>,
-    fp16: &BTreeMap<String, (Vec<usize>, Vec<f16>)>,
-) -> Result<()> {
-    let bad_quantized = tensors
-        .iter()
-        .find(|(_, q)| !q.squared_error.is_finite() || q.params.iter().any(|p| !p.is_finite()))
-        .map(|(n, _)| n);
-    let bad_fp16 = || fp16.iter().find(|(_, (_, v))| v.iter().any(|x| !x.is_finite())).map(|(n, _)| n);
-    match bad_quantized.or_else(bad_fp16) {
-        Some(name) => Err(Error::InvalidArgument(format!(
-            "tensor `{name}` holds values beyond f16's range (|w| > 65504), which this plan stores in f16 \
-             (block parameters or 16-bit weights): the result would not load again, so nothing is written"
-        ))),
-        None => Ok(()),
+fn check_storable(name: &str, treated: &Treated) -> Result<()> {
+    let finite = match treated {
+        Treated::Quantized(q) => q.squared_error.is_finite() && q.params.iter().all(|p| p.is_finite()),
+        Treated::Fp16 { values, .. } => values.iter().all(|x| x.is_finite()),
+    };
+    if finite {
+        return Ok(());
     }
-}
-
-pub fn bit_report(
-    params: usize,
-    tensors: &BTreeMap<String, QuantizedTensor>,
-    fp16: &BTreeMap<String, (Vec<usize>, Vec<f16>)>,
-) -> BitReport {
-    let per_tensor: Vec<(usize, TensorBits)> = tensors.values().map(|q| (q.rows * q.cols, TensorBits::of(q))).collect();
-    let fp16_params = fp16.values().map(|(_, v)| v.len()).sum();
-    BitReport::new(params, &per_tensor, fp16_params)
+    Err(Error::InvalidArgument(format!(
+        "tensor `{name}` holds values beyond f16's range (|w| > 65504), which this plan stores in f16 \
+         (block parameters or 16-bit weights): the result would not load again, so nothing is written"
+    )))
 }
 
 /// Where each weight's tier comes from: per-weight plans compare scores with thresholds while quantizing,

@@ -60,11 +60,18 @@ impl TryFrom<String> for GroupSize {
 impl GroupSize {
     /// Contiguous (start, len) ranges of the row-major weights, in storage order.
     pub fn blocks(self, rows: usize, cols: usize) -> Vec<(usize, usize)> {
+        self.blocks_in(0..rows, cols)
+    }
+
+    /// The blocks of rows `rows` (the whole-tensor block only when `rows` starts at 0), as (start, length) in
+    /// row-major weight order.
+    pub fn blocks_in(self, rows: std::ops::Range<usize>, cols: usize) -> Vec<(usize, usize)> {
         match self {
-            GroupSize::Tensor => vec![(0, rows * cols)],
-            GroupSize::Row => (0..rows).map(|r| (r * cols, cols)).collect(),
+            GroupSize::Tensor if rows.is_empty() || rows.start > 0 => vec![],
+            GroupSize::Tensor => vec![(0, rows.end * cols)],
+            GroupSize::Row => rows.map(|r| (r * cols, cols)).collect(),
             GroupSize::G(g) => {
-                (0..rows).flat_map(|r| (0..cols).step_by(g).map(move |c| (r * cols + c, g.min(cols - c)))).collect()
+                rows.flat_map(|r| (0..cols).step_by(g).map(move |c| (r * cols + c, g.min(cols - c)))).collect()
             }
         }
     }

@@ -2,10 +2,12 @@
 //! tier's width, f16 block parameters (scale, and min for the asymmetric grid) and the tier map; and the one
 //! decoder back to weights. The packed export writes exactly these arrays.
 
+use std::ops::Range;
+
 use half::f16;
 
-use super::pack::{self, BitReader};
-use super::spec::{Grid, TensorPlan};
+use super::pack::{self, BitReader, BitWriter};
+use super::spec::{Grid, GroupSize, TensorPlan};
 pub use super::tiers::MAX_TIERS;
 
 /// Codes of the weights of one tier, in storage order, packed at the tier's width.
@@ -13,7 +15,7 @@ pub use super::tiers::MAX_TIERS;
 pub struct TierCodes {
     pub bits: u8,
     pub count: usize,
-    pub packed: Vec<u8>,
+    pub packed: crate::memory::Bytes,
 }
 
 /// One quantized matrix: what the exporter writes and evaluation dequantizes.
@@ -60,67 +62,87 @@ impl QuantizedTensor {
         }
     }
 
+    /// Consecutive pieces of rows of one matrix, quantized on the same single-tier plan, as the whole matrix: what
+    /// quantizing it whole makes (blocks never straddle rows).
+    pub fn join_rows(pieces: impl IntoIterator<Item = QuantizedTensor>) -> QuantizedTensor {
+        let pieces: Vec<QuantizedTensor> = pieces.into_iter().collect();
+        let (first, rest) = pieces.split_first().expect("at least one piece");
+        debug_assert_eq!(first.plan.tiers.len(), 1, "single-tier plans are cut into pieces");
+        let code_bits = |q: &QuantizedTensor| q.codes[0].count * q.codes[0].bits as usize;
+        let bytes = if pieces.iter().all(|q| code_bits(q) % 8 == 0) {
+            // Whole bytes each (pieces of 8k rows): a plain copy.
+            let mut bytes = Vec::with_capacity(pieces.iter().map(|q| q.codes[0].packed.len()).sum());
+            pieces.iter().for_each(|q| bytes.extend_from_slice(&q.codes[0].packed));
+            bytes
+        } else {
+            let mut codes = BitWriter::default();
+            pieces.iter().for_each(|q| codes.append_bytes(&q.codes[0].packed, code_bits(q)));
+            BitWriter::concat([&codes])
+        };
+        let mut whole = QuantizedTensor {
+            rows: pieces.iter().map(|q| q.rows).sum(),
+            params: pieces.iter().flat_map(|q| q.params.iter().copied()).collect(),
+            squared_error: pieces.iter().map(|q| q.squared_error).sum(),
+            squared_norm: pieces.iter().map(|q| q.squared_norm).sum(),
+            ..first.clone()
+        };
+        debug_assert!(rest.iter().all(|q| q.plan == first.plan && q.cols == first.cols));
+        whole.codes[0].count = pieces.iter().map(|q| q.codes[0].count).sum();
+        whole.codes[0].packed = crate::memory::Bytes::Owned(bytes);
+        whole
+    }
+
     /// The weights the codes stand for, row-major. An inconsistent tensor (read from a damaged file) is an error
-    /// naming what ran out, never a panic. Block by block: the block's tiers, each present tier's codes read in
-    /// one tight loop and mapped to values, then the values merged back into storage order.
+    /// naming what ran out, never a panic.
     pub fn dequantize(&self) -> Result<Vec<f32>, String> {
+        self.decode_rows(Cursor::default(), 0..self.rows)
+    }
+
+    /// Rows `rows` dequantized (row-major), `cursor` being where row `rows.start` begins (`cursor_at`). Block by
+    /// block: the block's tiers, each present tier's codes read in one tight loop and mapped to values, then the
+    /// values merged back into storage order.
+    pub fn decode_rows(&self, cursor: Cursor, rows: Range<usize>) -> Result<Vec<f32>, String> {
         let (k, cols) = (self.plan.tiers.len(), self.cols);
-        let weight_map = k > 1 && self.tier_map.units == self.rows * cols;
-        let units = self.plan.granularity.units(self.rows, cols);
-        if k > 1
-            && (self.tier_map.units != units
-                || self.tier_map.packed.len() < pack::packed_len(units, self.tier_map.bits))
-        {
-            return Err(format!("tier map truncated: {} bytes for {units} units", self.tier_map.packed.len()));
+        self.check_map()?;
+        if rows.end > self.rows || rows.start > rows.end {
+            return Err(format!("rows {rows:?} of a {}-row matrix", self.rows));
         }
-        let mut out = crate::memory::zeroed_f32(self.rows * cols);
-        let mut codes: Vec<BitReader> = self.codes.iter().map(|c| BitReader::new(&c.packed)).collect();
-        let mut map = BitReader::new(&self.tier_map.packed);
-        let mut params = self.params.chunks_exact(self.plan.grid.params_per_block());
-        let (mut tiers, mut block_codes) = (Vec::new(), Vec::new());
+        if self.plan.group_size == GroupSize::Tensor && rows.len() < self.rows {
+            // One block spans the tensor: it decodes whole.
+            let all = self.dequantize()?;
+            return Ok(all[rows.start * cols..rows.end * cols].to_vec());
+        }
+        let base = rows.start * cols;
+        let mut out = crate::memory::zeroed_f32(rows.len() * cols);
+        let mut codes: Vec<BitReader> =
+            self.codes.iter().zip(cursor.code_bits).map(|(c, bit)| BitReader::at(&c.packed, bit)).collect();
+        let per_block = self.plan.grid.params_per_block();
+        let mut params =
+            self.params.get(cursor.params * per_block..).ok_or("block parameters truncated")?.chunks_exact(per_block);
+        let mut scratch = Scratch::default();
         let mut values: [Vec<f32>; MAX_TIERS] = Default::default();
-        for (start, len) in self.plan.group_size.blocks(self.rows, cols) {
-            tiers.resize(len, 0u8);
-            match (k, weight_map) {
-                (1, _) => {}
-                (_, true) => {
-                    block_codes.resize(len, 0u16);
-                    if !map.read_into(self.tier_map.bits as u32, &mut block_codes) {
-                        return Err("tier map truncated".into());
-                    }
-                    tiers.iter_mut().zip(&block_codes).for_each(|(t, &c)| *t = c as u8);
-                }
-                _ => tiers.iter_mut().enumerate().for_each(|(i, t)| {
-                    *t = self.tier_map.get(self.plan.granularity.unit_of(start + i, cols));
-                }),
-            }
-            let mut counts = [0usize; MAX_TIERS];
-            for &t in &tiers {
-                counts[(t as usize).min(MAX_TIERS - 1)] += 1;
-            }
-            if let Some(t) = (k..MAX_TIERS).find(|&t| counts[t] > 0) {
-                return Err(format!("tier {t} in the tier map of a {k}-tier plan"));
-            }
+        for (start, len) in self.plan.group_size.blocks_in(rows, cols) {
+            let counts = self.block_tiers(start, len, &mut scratch)?;
             for (t, tier) in self.plan.tiers.iter().enumerate().filter(|(t, _)| counts[*t] > 0) {
-                block_codes.resize(counts[t], 0);
-                if !codes[t].read_into(tier.bits as u32, &mut block_codes) {
+                scratch.codes.resize(counts[t], 0);
+                if !codes[t].read_into(tier.bits as u32, &mut scratch.codes) {
                     return Err("codes truncated".into());
                 }
                 values[t].resize(counts[t], 0.0);
                 if tier.bits == 16 {
-                    values[t].iter_mut().zip(&block_codes).for_each(|(v, &c)| *v = f16::from_bits(c).to_f32());
+                    values[t].iter_mut().zip(&scratch.codes).for_each(|(v, &c)| *v = f16::from_bits(c).to_f32());
                 } else {
                     let stored = params.next().ok_or("block parameters truncated")?;
                     let grid = BlockGrid::from_stored(self.plan.grid, tier.bits, stored).fast();
-                    values[t].iter_mut().zip(&block_codes).for_each(|(v, &c)| *v = grid.value(c));
+                    values[t].iter_mut().zip(&scratch.codes).for_each(|(v, &c)| *v = grid.value(c));
                 }
             }
-            let block = &mut out[start..start + len];
+            let block = &mut out[start - base..start - base + len];
             if k == 1 {
                 block.copy_from_slice(&values[0]);
             } else {
                 let mut next = [0usize; MAX_TIERS];
-                for (w, &t) in block.iter_mut().zip(&tiers) {
+                for (w, &t) in block.iter_mut().zip(&scratch.tiers) {
                     let t = t as usize;
                     *w = values[t][next[t]];
                     next[t] += 1;
@@ -128,6 +150,132 @@ impl QuantizedTensor {
             }
         }
         Ok(out)
+    }
+
+    /// Where row `row` begins in the stored arrays. Single-tier plans compute it; multi-tier plans count the tiers
+    /// of every block before it, from `from` (a cursor at an earlier row `from_row`) on.
+    pub fn cursor_at(&self, row: usize, from: (usize, Cursor)) -> Result<Cursor, String> {
+        let (from_row, mut cursor) = from;
+        if self.plan.tiers.len() == 1 {
+            let bits = self.plan.tiers[0].bits as usize;
+            let blocks = match self.plan.group_size {
+                GroupSize::Tensor => usize::from(row > 0),
+                GroupSize::Row => row,
+                GroupSize::G(g) => row * self.cols.div_ceil(g),
+            };
+            let params = if bits == 16 { 0 } else { blocks };
+            return Ok(Cursor {
+                code_bits: std::array::from_fn(|t| if t == 0 { row * self.cols * bits } else { 0 }),
+                params,
+            });
+        }
+        self.check_map()?;
+        let mut scratch = Scratch::default();
+        for (start, len) in self.plan.group_size.blocks_in(from_row..row, self.cols) {
+            let counts = self.block_tiers(start, len, &mut scratch)?;
+            for (t, tier) in self.plan.tiers.iter().enumerate().filter(|(t, _)| counts[*t] > 0) {
+                cursor.code_bits[t] += counts[t] * tier.bits as usize;
+                cursor.params += usize::from(tier.bits < 16);
+            }
+        }
+        Ok(cursor)
+    }
+
+    /// The tier map covers the plan's units.
+    fn check_map(&self) -> Result<(), String> {
+        let units = self.plan.granularity.units(self.rows, self.cols);
+        if self.plan.tiers.len() > 1
+            && (self.tier_map.units != units
+                || self.tier_map.packed.len() < pack::packed_len(units, self.tier_map.bits))
+        {
+            return Err(format!("tier map truncated: {} bytes for {units} units", self.tier_map.packed.len()));
+        }
+        Ok(())
+    }
+
+    /// Fills `scratch.tiers` with the tier of each weight of the block at `start` (row-major) and returns how
+    /// many weights each tier has in it.
+    fn block_tiers(&self, start: usize, len: usize, scratch: &mut Scratch) -> Result<[usize; MAX_TIERS], String> {
+        let (k, cols) = (self.plan.tiers.len(), self.cols);
+        scratch.tiers.clear();
+        scratch.tiers.resize(len, 0);
+        if k == 1 {
+            let mut counts = [0; MAX_TIERS];
+            counts[0] = len;
+            return Ok(counts);
+        }
+        if self.tier_map.units == self.rows * cols {
+            scratch.codes.resize(len, 0);
+            let bits = self.tier_map.bits as u32;
+            if !BitReader::at(&self.tier_map.packed, start * bits as usize).read_into(bits, &mut scratch.codes) {
+                return Err("tier map truncated".into());
+            }
+            scratch.tiers.iter_mut().zip(&scratch.codes).for_each(|(t, &c)| *t = c as u8);
+        } else {
+            let unit_of = |i: usize| self.plan.granularity.unit_of(start + i, cols);
+            scratch.tiers.iter_mut().enumerate().for_each(|(i, t)| *t = self.tier_map.get(unit_of(i)));
+        }
+        let mut counts = [0usize; MAX_TIERS];
+        for &t in &scratch.tiers {
+            counts[(t as usize).min(MAX_TIERS - 1)] += 1;
+        }
+        match (k..MAX_TIERS).find(|&t| counts[t] > 0) {
+            Some(t) => Err(format!("tier {t} in the tier map of a {k}-tier plan")),
+            None => Ok(counts),
+        }
+    }
+}
+
+/// Where a row begins in a matrix's stored arrays: bits of each tier's codes and block parameter sets before it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cursor {
+    code_bits: [usize; MAX_TIERS],
+    params: usize,
+}
+
+/// Buffers a decode reuses from block to block.
+#[derive(Default)]
+struct Scratch {
+    tiers: Vec<u8>,
+    codes: Vec<u16>,
+}
+
+/// A quantized matrix read a few rows at a time (the head by vocabulary blocks, embedding rows by token): for
+/// multi-tier plans the cursor at every `ROW_STEP`-th row is found once, by one pass over the tier map.
+#[derive(Debug)]
+pub struct RowAccess {
+    pub tensor: QuantizedTensor,
+    pub shape: [usize; 2],
+    checkpoints: std::sync::OnceLock<Result<Vec<Cursor>, String>>,
+}
+
+const ROW_STEP: usize = 16;
+
+impl RowAccess {
+    pub fn new(tensor: QuantizedTensor) -> RowAccess {
+        RowAccess { shape: [tensor.rows, tensor.cols], tensor, checkpoints: Default::default() }
+    }
+
+    /// Rows `rows` dequantized, row-major.
+    pub fn rows(&self, rows: Range<usize>) -> Result<Vec<f32>, String> {
+        let t = &self.tensor;
+        if rows.start == 0 || t.plan.tiers.len() == 1 || t.plan.group_size == GroupSize::Tensor {
+            let cursor = t.cursor_at(rows.start, (0, Cursor::default()))?;
+            return t.decode_rows(cursor, rows);
+        }
+        let checkpoints = self.checkpoints.get_or_init(|| {
+            let mut at = Cursor::default();
+            let mut out = vec![at];
+            for row in (ROW_STEP..t.rows).step_by(ROW_STEP) {
+                at = t.cursor_at(row, (row - ROW_STEP, at))?;
+                out.push(at);
+            }
+            Ok(out)
+        });
+        let checkpoints = checkpoints.as_ref().map_err(Clone::clone)?;
+        let step = (rows.start / ROW_STEP).min(checkpoints.len().saturating_sub(1));
+        let cursor = t.cursor_at(rows.start, (step * ROW_STEP, checkpoints[step]))?;
+        t.decode_rows(cursor, rows)
     }
 }
 
@@ -137,7 +285,7 @@ impl QuantizedTensor {
 pub struct TierMap {
     pub units: usize,
     pub bits: u8,
-    pub packed: Vec<u8>,
+    pub packed: crate::memory::Bytes,
 }
 
 impl TierMap {
@@ -147,7 +295,7 @@ impl TierMap {
         if bits == 0 {
             return TierMap::default();
         }
-        TierMap { units: unit_tiers.len(), bits, packed: pack::pack_parallel(unit_tiers, bits) }
+        TierMap { units: unit_tiers.len(), bits, packed: pack::pack_parallel(unit_tiers, bits).into() }
     }
 
     pub fn get(&self, unit: usize) -> u8 {

@@ -52,7 +52,6 @@ pub fn load(path: &Path) -> Result<Model> {
         tokenizer: Arc::new(tokenizer),
         bos_token_id: meta.u32("tokenizer.ggml.bos_token_id").ok(),
         stored_dtypes,
-        lazy: None,
         made: Default::default(),
     })
 }

@@ -90,7 +90,7 @@ pub fn quantize_fitted(
             TierCodes {
                 bits: tier.bits,
                 count: bits / tier.bits as usize,
-                packed: BitWriter::concat(parts.iter().map(|p| &p.codes[t])),
+                packed: BitWriter::concat(parts.iter().map(|p| &p.codes[t])).into(),
             }
         })
         .collect();
@@ -100,7 +100,7 @@ pub fn quantize_fitted(
         TierSource::Scores { .. } => TierMap {
             units: w.len(),
             bits: map_bits as u8,
-            packed: BitWriter::concat(parts.iter().map(|p| &p.tier_map)),
+            packed: BitWriter::concat(parts.iter().map(|p| &p.tier_map)).into(),
         },
     };
     QuantizedTensor {
@@ -398,6 +398,7 @@ fn step_f16(h: f16, up: bool) -> f16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::spec::QuantizerKind;
     use crate::quant::tiers::{Granularity, Tier};
 
     fn noisy(n: usize) -> Vec<f32> {
@@ -493,11 +494,66 @@ mod tests {
     }
 
     #[test]
+    fn rows_quantized_in_pieces_and_joined_are_the_whole() {
+        // 3-bit codes over 100 columns: pieces end mid-byte, and groups of 32 leave a partial block per row.
+        let (rows, cols) = (23, 100);
+        let w = noisy(rows * cols);
+        let column_weights: Vec<f32> = (0..cols).map(|j| 1.0 + (j % 7) as f32).collect();
+        for quantizer in [QuantizerKind::Rtn, QuantizerKind::LeastSquares] {
+            for group_size in [GroupSize::G(32), GroupSize::Row] {
+                let plan = TensorPlan::uniform(3, group_size, Grid::Asymmetric).with_quantizer(quantizer);
+                let inputs = InputStats { mean_square: Some(&column_weights), second_moment: None };
+                let rows_of = |r: std::ops::Range<usize>| {
+                    let piece = &w[r.start * cols..r.end * cols];
+                    super::super::for_plan(&plan).quantize(piece, r.len(), cols, &plan, &TierSource::Single, inputs)
+                };
+                let whole = rows_of(0..rows);
+                let joined = QuantizedTensor::join_rows([rows_of(0..5), rows_of(5..12), rows_of(12..rows)]);
+                assert_eq!((joined.rows, &joined.codes, &joined.params), (rows, &whole.codes, &whole.params));
+                assert!((joined.squared_error - whole.squared_error).abs() <= 1e-9 * whole.squared_error);
+            }
+        }
+    }
+
+    #[test]
+    fn any_rows_decode_as_the_whole_matrix_does() {
+        let (rows, cols) = (70, 50);
+        let w = noisy(rows * cols);
+        let scores: Vec<f32> = w.iter().enumerate().map(|(i, v)| v.abs() + (i % 5) as f32 * 1e-3).collect();
+        let three = vec![Tier { share: 0.1, bits: 16 }, Tier { share: 0.2, bits: 5 }, Tier { share: 0.7, bits: 3 }];
+        let plan = |tiers: &Vec<Tier>, granularity, group_size| TensorPlan {
+            tiers: tiers.clone(),
+            granularity,
+            group_size,
+            grid: Grid::Symmetric,
+            quantizer: QuantizerKind::Rtn,
+        };
+        let by_scores = TierSource::Scores { scores: &scores, thresholds: vec![0.06, 0.02] };
+        let row_tiers: Vec<u8> = (0..rows).map(|r| (r % 3) as u8).collect();
+        let cases = [
+            (plan(&three, Granularity::Weight, GroupSize::G(16)), by_scores),
+            (plan(&three, Granularity::Channel, GroupSize::Row), TierSource::Units(row_tiers)),
+            (TensorPlan::uniform(3, GroupSize::G(32), Grid::Asymmetric), TierSource::Single),
+            (TensorPlan::uniform(4, GroupSize::Tensor, Grid::Asymmetric), TierSource::Single),
+        ];
+        for (plan, source) in cases {
+            let q = quantize(&w, rows, cols, &plan, &source);
+            let whole = q.dequantize().unwrap();
+            let access = crate::quant::stored::RowAccess::new(q);
+            for range in [0..70, 0..1, 1..2, 15..17, 16..48, 33..34, 69..70, 40..40] {
+                let part = access.rows(range.clone()).unwrap();
+                assert_eq!(part, whole[range.start * cols..range.end * cols], "{} rows {range:?}", plan.label());
+            }
+            assert!(access.rows(60..71).is_err());
+        }
+    }
+
+    #[test]
     fn damaged_codes_are_an_error_not_a_panic() {
         let w = noisy(256);
         let mut q =
             quantize(&w, 2, 128, &TensorPlan::uniform(4, GroupSize::G(32), Grid::Asymmetric), &TierSource::Single);
-        q.codes[0].packed.truncate(10);
+        q.codes[0].packed = q.codes[0].packed[..10].to_vec().into();
         assert!(q.dequantize().unwrap_err().contains("truncated"));
     }
 
