@@ -3,15 +3,17 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use nash_swarm::alloc::sensitivity::Sensitivity;
 use nash_swarm::eval::{self, Kld, KldStats, PplReport, ReferenceLogits, WindowSpec};
 use nash_swarm::importance::{self, CalibrationStats, ImportanceMethod};
 use nash_swarm::model::TensorRole;
+use nash_swarm::model::tensor_to_vec;
 use nash_swarm::pipeline::{self, CalibrationText};
 use nash_swarm::quant::config::CalibrationSpec;
-use nash_swarm::quant::estimate::ImportanceIndex;
+use nash_swarm::quant::estimate::{ImportanceIndex, ScoreSummary};
 use nash_swarm::quant::summary::{TensorResult, Thumbnail, tensor_result, thumbnail};
 use nash_swarm::quant::{BitReport, QuantConfig, QuantizerKind, quantize_model};
 use nash_swarm::{Job, Model};
@@ -32,11 +34,20 @@ pub struct TensorInfo {
 
 pub struct Analysis {
     pub importance: ImportanceMethod,
-    pub index: ImportanceIndex,
+    /// The score histograms, once every tensor is scored (None while tensors are still arriving).
+    pub index: Option<ImportanceIndex>,
     pub tensors: BTreeMap<String, TensorInfo>,
     /// Heatmap columns in architecture order.
     pub kinds: Vec<String>,
     pub layers: usize,
+}
+
+impl Analysis {
+    /// The tensors scored so far, on the model's full heatmap grid.
+    pub fn arriving(model: &Model, importance: &ImportanceMethod, tensors: BTreeMap<String, TensorInfo>) -> Analysis {
+        let layers = model.architecture.num_layers();
+        Analysis { importance: importance.clone(), index: None, tensors, kinds: kinds(model), layers }
+    }
 }
 
 /// Every 2-D weight the tiers could apply to.
@@ -50,6 +61,21 @@ pub fn matrices(model: &Model) -> Vec<String> {
         .collect()
 }
 
+/// The heatmap's columns: the kinds of the layers' matrices, in the architecture's order.
+fn kinds(model: &Model) -> Vec<String> {
+    let names = matrices(model);
+    let mut kinds: Vec<String> = names
+        .iter()
+        .map(|n| layer_and_kind(model, n))
+        .filter(|(layer, _)| layer.is_some())
+        .map(|(_, kind)| kind)
+        .collect();
+    let order = model.architecture.kinds();
+    kinds.sort_by_key(|k| (order.iter().position(|o| o == k).unwrap_or(usize::MAX), k.clone()));
+    kinds.dedup();
+    kinds
+}
+
 /// The heatmap cell of a weight: its layer and the architecture's column (`q`, `c_attn`, ...); tensors outside
 /// the layers are named by their last part (`embed_tokens`).
 pub fn layer_and_kind(model: &Model, name: &str) -> (Option<usize>, String) {
@@ -61,39 +87,41 @@ pub fn layer_and_kind(model: &Model, name: &str) -> (Option<usize>, String) {
     (layer, kind)
 }
 
+/// Scores every matrix, one at a time in layer order (a tensor's scores are summarized and dropped, so the
+/// whole model's scores never exist at once), putting each tensor's heatmap cell into `arriving` as it is done.
 pub fn analyze(
     model: &Model,
     method: &ImportanceMethod,
     calibration: Option<&CalibrationStats>,
     job: &Job,
+    arriving: &Mutex<BTreeMap<String, TensorInfo>>,
 ) -> anyhow::Result<Analysis> {
-    let names = matrices(model);
-    let scores = importance::compute(model, &names, method, calibration, job)?;
-    let index = ImportanceIndex::build(model, &scores);
-    let tensors: BTreeMap<String, TensorInfo> = scores
-        .0
+    importance::check_inputs(method, calibration)?;
+    let mut names = matrices(model);
+    names.sort_by_key(|n| (nash_swarm::model::layer_of(n), n.clone()));
+    let (total, done) = (names.len() as u64, AtomicU64::new(0));
+    job.report("importance", 0, total, None);
+    let summaries = names
         .par_iter()
-        .map(|(name, s)| {
-            let (rows, cols) = model.weights.dims2(name).unwrap_or((1, s.len()));
-            let (layer, kind) = layer_and_kind(model, name);
-            let mean = (s.iter().map(|v| *v as f64).sum::<f64>() / s.len() as f64) as f32;
-            let info = TensorInfo {
-                layer,
-                kind,
-                rows,
-                cols,
-                mean_importance: mean,
-                importance_image: thumbnail(s, rows, cols, THUMBNAIL_SIDE),
+        .map(|name| {
+            job.checkpoint()?;
+            let (rows, cols) = model.weights.dims2(name)?;
+            let scores = {
+                let tensor = model.weights.get(name)?;
+                importance::tensor_scores(method, name, &tensor_to_vec(&tensor)?, rows, calibration)
             };
-            (name.clone(), info)
+            let (layer, kind) = layer_and_kind(model, name);
+            let mean = (scores.iter().map(|v| *v as f64).sum::<f64>() / scores.len() as f64) as f32;
+            let image = thumbnail(&scores, rows, cols, THUMBNAIL_SIDE);
+            let info = TensorInfo { layer, kind, rows, cols, mean_importance: mean, importance_image: image };
+            arriving.lock().expect("not poisoned").insert(name.clone(), info);
+            job.report("importance", done.fetch_add(1, Ordering::Relaxed) + 1, total, None);
+            Ok((name.clone(), ScoreSummary::of(&scores, rows, cols)))
         })
-        .collect();
-    let mut kinds: Vec<String> = tensors.values().filter(|t| t.layer.is_some()).map(|t| t.kind.clone()).collect();
-    let order = model.architecture.kinds();
-    kinds.sort_by_key(|k| (order.iter().position(|o| o == k).unwrap_or(usize::MAX), k.clone()));
-    kinds.dedup();
-    let layers = model.architecture.num_layers();
-    Ok(Analysis { importance: method.clone(), index, tensors, kinds, layers })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let tensors = std::mem::take(&mut *arriving.lock().expect("not poisoned"));
+    let index = Some(ImportanceIndex::from_summaries(summaries));
+    Ok(Analysis { index, ..Analysis::arriving(model, method, tensors) })
 }
 
 /// The unquantized model's evaluation on the chosen windows, and its log-probabilities for KLD.

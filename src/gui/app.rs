@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use eframe::egui;
@@ -126,6 +126,8 @@ pub struct ExplorerApp {
     pub jobs: Jobs<Outcome>,
     pub model: Option<Arc<Model>>,
     pub analysis: Option<Arc<Analysis>>,
+    /// The heatmap cells of an importance job still running.
+    arriving: Option<Arc<Mutex<BTreeMap<String, analysis::TensorInfo>>>>,
     pub selected: Option<String>,
     pub estimate: Option<BitEstimate>,
     reference: analysis::SharedReference,
@@ -158,6 +160,7 @@ impl ExplorerApp {
             jobs: Jobs::default(),
             model: None,
             analysis: None,
+            arriving: None,
             selected: None,
             estimate: None,
             reference: Default::default(),
@@ -296,8 +299,8 @@ impl ExplorerApp {
     }
 
     pub fn refresh_estimate(&mut self) {
-        if let (Some(model), Some(analysis)) = (&self.model, &self.analysis) {
-            self.estimate = Some(estimate(model, &analysis.index, &self.settings.config));
+        if let (Some(model), Some(index)) = (&self.model, self.analysis.as_ref().and_then(|a| a.index.as_ref())) {
+            self.estimate = Some(estimate(model, index, &self.settings.config));
         }
     }
 
@@ -305,9 +308,12 @@ impl ExplorerApp {
         let Some(model) = self.model.clone() else { return };
         let config = self.settings.config.clone();
         let text = self.settings.text.clone();
+        let arriving = Arc::new(Mutex::new(BTreeMap::new()));
+        self.arriving = Some(arriving.clone());
         self.jobs.spawn(ctx, JobKind::Analyze, move |job| {
             let calibration = analysis::calibration_if_needed(&model, &config, text.as_ref(), job)?;
-            Ok(Outcome::Analyzed(Arc::new(analysis::analyze(&model, &config.importance, calibration.as_ref(), job)?)))
+            let analysis = analysis::analyze(&model, &config.importance, calibration.as_ref(), job, &arriving)?;
+            Ok(Outcome::Analyzed(Arc::new(analysis)))
         });
     }
 
@@ -478,7 +484,20 @@ impl ExplorerApp {
         rows
     }
 
+    /// While importance runs, the heatmap shows the tensors scored so far.
+    fn show_arriving(&mut self) {
+        let (Some(arriving), Some(model)) = (&self.arriving, &self.model) else { return };
+        let tensors = arriving.lock().expect("not poisoned");
+        let shown = self.analysis.as_ref().map_or(0, |a| a.tensors.len());
+        if self.jobs.is_running(JobKind::Analyze) && tensors.len() != shown && !tensors.is_empty() {
+            let partial = analysis::Analysis::arriving(model, &self.settings.config.importance, tensors.clone());
+            self.analysis = Some(Arc::new(partial));
+            self.textures = Default::default();
+        }
+    }
+
     fn finish_jobs(&mut self, ctx: &egui::Context) {
+        self.show_arriving();
         for (kind, result) in self.jobs.poll() {
             let outcome = match result {
                 Ok(o) => o,
@@ -504,6 +523,7 @@ impl ExplorerApp {
                     self.analyze(ctx);
                 }
                 Outcome::Analyzed(a) => {
+                    self.arriving = None;
                     if self.selected.is_none() {
                         self.selected = a.tensors.iter().find(|(_, t)| t.layer == Some(0)).map(|(n, _)| n.clone());
                     }

@@ -23,7 +23,10 @@ pub struct HistogramState {
 pub fn histogram_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) -> Vec<Command> {
     let mut commands = Vec::new();
     let Some(analysis) = app.analysis.clone() else { return commands };
-    let index = &analysis.index;
+    let Some(index) = &analysis.index else {
+        ui.spinner();
+        return commands;
+    };
     ui.horizontal(|ui| {
         ui.heading("Importance histogram");
         ui.radio_value(&mut app.histogram.whole_model, false, "selected tensor");

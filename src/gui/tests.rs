@@ -362,3 +362,32 @@ fn undo_after_allocate_brings_the_users_settings_back() {
     assert_eq!(harness.state().settings.config, mine);
     assert!(harness.state().settings.before_allocation.is_none());
 }
+
+#[test]
+fn the_heatmap_fills_in_while_importance_runs_and_the_histograms_come_at_the_end() {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+    let model = nash_swarm::load(&stories()).unwrap();
+    let arriving = Arc::new(Mutex::new(BTreeMap::new()));
+    // Each progress report follows its tensor's cell: the shared map holds as many cells as were reported.
+    let seen = arriving.clone();
+    let counts = Arc::new(Mutex::new(Vec::new()));
+    let recorded = counts.clone();
+    let job = nash_swarm::Job::new(Default::default(), move |p: &nash_swarm::Progress| {
+        let cells = seen.lock().unwrap().len() as u64;
+        recorded.lock().unwrap().push((p.done, cells));
+    });
+    let method = nash_swarm::importance::ImportanceMethod::Magnitude;
+    let analysis = super::analysis::analyze(&model, &method, None, &job, &arriving).unwrap();
+    let counts = counts.lock().unwrap();
+    assert!(counts.len() > 2 && counts.iter().all(|(done, cells)| cells >= done), "{counts:?}");
+    assert_eq!(analysis.tensors.len(), super::analysis::matrices(&model).len());
+    assert!(arriving.lock().unwrap().is_empty(), "the cells moved into the finished analysis");
+    let index = analysis.index.as_ref().expect("histograms once every tensor is scored");
+    let total: u64 = index.histogram(None).iter().map(|&c| c as u64).sum();
+    let weights: usize = analysis.tensors.values().map(|t| t.rows * t.cols).sum();
+    assert_eq!(total, weights as u64, "every weight in the histograms");
+    // A partial analysis has the model's full grid, so cells fill in where they belong.
+    let partial = super::analysis::Analysis::arriving(&model, &method, BTreeMap::new());
+    assert_eq!((partial.kinds.clone(), partial.layers), (analysis.kinds.clone(), analysis.layers));
+}

@@ -27,28 +27,62 @@ pub struct ImportanceIndex {
 /// Scores at or below this are put in the first bin (log of zero).
 const FLOOR: f32 = 1e-12;
 
+/// One tensor's scores summarized for the index: their log10 range and a fine histogram on a fixed range every
+/// tensor shares, so tensors are summarized one at a time (their scores then dropped) and put on the index's
+/// common bins at the end.
+#[derive(Clone, Debug)]
+pub struct ScoreSummary {
+    pub rows: usize,
+    pub cols: usize,
+    log_min: f32,
+    log_max: f32,
+    fine: Vec<u32>,
+}
+
+/// The fine histograms' range (log10 of `FLOOR` up to 1e12) and bins: 0.0007 decades each, a small fraction
+/// of an index bin for any realistic spread of scores.
+const FINE_MIN: f32 = -12.0;
+const FINE_MAX: f32 = 12.0;
+const FINE_BINS: usize = 1 << 15;
+
+impl ScoreSummary {
+    pub fn of(scores: &[f32], rows: usize, cols: usize) -> ScoreSummary {
+        let fine_width = (FINE_MAX - FINE_MIN) / FINE_BINS as f32;
+        let mut fine = vec![0u32; FINE_BINS];
+        let (mut log_min, mut log_max) = (f32::INFINITY, f32::NEG_INFINITY);
+        for v in scores {
+            let l = v.max(FLOOR).log10();
+            (log_min, log_max) = (log_min.min(l), log_max.max(l));
+            fine[(((l - FINE_MIN) / fine_width) as usize).min(FINE_BINS - 1)] += 1;
+        }
+        ScoreSummary { rows, cols, log_min, log_max, fine }
+    }
+}
+
 impl ImportanceIndex {
     pub fn build(model: &Model, scores: &Scores) -> ImportanceIndex {
-        let logs = |s: &[f32]| {
-            s.iter()
-                .map(|v| v.max(FLOOR).log10())
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), l| (a.min(l), b.max(l)))
-        };
-        let ranges: Vec<(f32, f32)> = scores.0.par_iter().map(|(_, s)| logs(s)).collect();
-        let log_min = ranges.iter().map(|r| r.0).fold(f32::INFINITY, f32::min);
-        let log_max = ranges.iter().map(|r| r.1).fold(f32::NEG_INFINITY, f32::max).max(log_min + 1e-6);
+        let summaries = scores.0.par_iter().map(|(name, s)| {
+            let (rows, cols) = model.weights.dims2(name).unwrap_or((1, s.len()));
+            (name.clone(), ScoreSummary::of(s, rows, cols))
+        });
+        Self::from_summaries(summaries.collect())
+    }
+
+    /// The index over tensors summarized one by one: each fine bin goes to the index bin holding its centre.
+    pub fn from_summaries(summaries: Vec<(String, ScoreSummary)>) -> ImportanceIndex {
+        let log_min = summaries.iter().map(|(_, s)| s.log_min).fold(f32::INFINITY, f32::min);
+        let log_max = summaries.iter().map(|(_, s)| s.log_max).fold(f32::NEG_INFINITY, f32::max).max(log_min + 1e-6);
         let width = (log_max - log_min) / BINS as f32;
-        let tensors = scores
-            .0
-            .par_iter()
+        let fine_width = (FINE_MAX - FINE_MIN) / FINE_BINS as f32;
+        let tensors = summaries
+            .into_par_iter()
             .map(|(name, s)| {
                 let mut counts = vec![0u32; BINS];
-                for v in s {
-                    let bin = ((v.max(FLOOR).log10() - log_min) / width) as usize;
-                    counts[bin.min(BINS - 1)] += 1;
+                for (i, &c) in s.fine.iter().enumerate().filter(|(_, c)| **c > 0) {
+                    let centre = (FINE_MIN + (i as f32 + 0.5) * fine_width).clamp(s.log_min, s.log_max);
+                    counts[(((centre - log_min) / width) as usize).min(BINS - 1)] += c;
                 }
-                let (rows, cols) = model.weights.dims2(name).unwrap_or((1, s.len()));
-                (name.clone(), rows, cols, counts)
+                (name, s.rows, s.cols, counts)
             })
             .collect();
         ImportanceIndex { log_min, log_max, tensors }
