@@ -138,26 +138,28 @@ pub fn measure(
         return Ok(summarize(spec, fitted, holdout, start, true));
     }
     let (fit_pairs, holdout_pairs) = choose_pairs(game, spec.holdout);
-    // Each measurement re-runs the model from one layer on with one tensor replaced: weights held in f32 save
-    // decoding the layers after it every time (issue 17's layer-by-layer pass will remove this copy).
-    let model = &model.held_in_f32()?;
     let reference = ReferenceRun::new(model, windows, job)?;
     let total = (fit_pairs.len() + holdout_pairs.len()) as u64;
     let mut done = 0u64;
     let mut run = |pairs: &[(usize, usize)]| -> Result<Vec<Measured>> {
-        pairs
-            .iter()
-            .map(|&(p, o)| {
-                job.checkpoint()?;
+        let mut measured = Vec::with_capacity(pairs.len());
+        for batch in reference.batches(model, game, pairs)? {
+            job.checkpoint()?;
+            let trials = batch
+                .iter()
+                .map(|&(p, o)| Trial::new(model, &game.players[p].name, dequantize(p, o)?))
+                .collect::<Result<Vec<_>>>()?;
+            let klds = reference.klds(model, trials)?;
+            for (&(p, o), kld) in batch.iter().zip(klds) {
                 let player = &game.players[p];
-                let kld = reference.kld_with(model, &player.name, dequantize(p, o)?)?;
-                done += 1;
-                job.report("sensitivity", done, total, None);
                 let outcome = player.outcomes[o];
                 let bpw = outcome.bits as f64 / player.params as f64;
-                Ok(Measured { player: player.name.clone(), outcome: o, bpw, error: outcome.error, kld })
-            })
-            .collect()
+                measured.push(Measured { player: player.name.clone(), outcome: o, bpw, error: outcome.error, kld });
+                done += 1;
+                job.report("sensitivity", done, total, None);
+            }
+        }
+        Ok(measured)
     };
     let fitted = run(&fit_pairs)?;
     let holdout = run(&holdout_pairs)?;
@@ -240,13 +242,37 @@ fn fit_players(fitted: &[Measured]) -> BTreeMap<String, Fit> {
 }
 
 /// The unquantized model's pass over the calibration windows: the hidden states entering each layer and the
-/// log-probabilities at every position.
+/// probabilities at every position. Measurements then go through the model together, a batch at a time and
+/// layer by layer, so each layer is decoded once per batch and the model never exists in f32 whole.
 struct ReferenceRun {
     windows: Vec<Vec<u32>>,
     /// `inputs[layer][window]`.
     inputs: Vec<Vec<Tensor>>,
     /// Per window, the reference probabilities `[T * vocab]` and (Σ p·log p, Σ p) of every position.
     probs: Vec<(Vec<f32>, Vec<(f64, f64)>)>,
+}
+
+/// What a batch of measurements may hold besides the model: replaced tensors in f32 and hidden states.
+const BATCH_BYTES: usize = 256 << 20;
+
+/// One measurement going through the model: the model with one tensor replaced, the layer where it starts
+/// differing from the reference, and its hidden states (per window) once it has started.
+struct Trial {
+    model: Model,
+    name: String,
+    first: usize,
+    xs: Vec<Tensor>,
+}
+
+impl Trial {
+    fn new(base: &Model, name: &str, weights: Vec<f32>) -> Result<Trial> {
+        let shape = base.weights.dims(name)?.to_vec();
+        let mut replaced = base.weights.clone();
+        replaced.insert(name, Tensor::from_vec(weights, shape, &candle_core::Device::Cpu)?);
+        let layers = base.architecture.num_layers();
+        let first = layer_of(name).filter(|&l| l < layers).unwrap_or(0);
+        Ok(Trial { model: base.with_weights(replaced), name: name.to_string(), first, xs: Vec::new() })
+    }
 }
 
 impl ReferenceRun {
@@ -260,79 +286,176 @@ impl ReferenceRun {
             inputs.push(xs.clone());
             xs = xs.iter().map(|x| arch.layer(&linears, i, x)).collect::<Result<_>>()?;
         }
-        let probs = xs
-            .iter()
-            .map(|x| {
-                let logits = logits_of(model, x)?;
-                let vocab = logits.dim(1)?;
-                with_f32_slice(&logits, |l| {
-                    let rows: Vec<(Vec<f32>, (f64, f64))> = l
-                        .par_chunks_exact(vocab)
-                        .map(|row| {
-                            let log_p = crate::eval::log_softmax(row);
-                            let p: Vec<f32> = log_p.iter().map(|v| v.exp()).collect();
-                            let neg_entropy = p.iter().zip(&log_p).map(|(p, l)| *p as f64 * *l as f64).sum();
-                            let mass = p.iter().map(|&v| v as f64).sum();
-                            (p, (neg_entropy, mass))
-                        })
-                        .collect();
-                    let moments = rows.iter().map(|r| r.1).collect();
-                    (rows.into_iter().flat_map(|r| r.0).collect(), moments)
-                })
+        model.made.clear();
+        let hidden = xs.iter().map(|x| arch.final_norm(&linears, x)).collect::<Result<Vec<_>>>()?;
+        let vocab = arch.vocab_size();
+        let mut logits: Vec<Vec<f32>> =
+            hidden.iter().map(|h| Ok(vec![0f32; h.dim(0)? * vocab])).collect::<Result<_>>()?;
+        for_each_head_block(model, &[], |first, block, _| {
+            for (h, out) in hidden.iter().zip(&mut logits) {
+                let part = model.logits(h, block)?;
+                let cols = part.dim(1)?;
+                with_f32_slice(&part, |part| {
+                    for (row, got) in out.chunks_exact_mut(vocab).zip(part.chunks_exact(cols)) {
+                        row[first..first + cols].copy_from_slice(got);
+                    }
+                })?;
+            }
+            Ok(())
+        })?;
+        let probs = logits
+            .into_iter()
+            .map(|mut l| {
+                let moments = l
+                    .par_chunks_exact_mut(vocab)
+                    .map(|row| {
+                        let log_p = crate::eval::log_softmax(row);
+                        let mut moments = (0.0, 0.0);
+                        for (out, log_p) in row.iter_mut().zip(&log_p) {
+                            *out = log_p.exp();
+                            moments.0 += *out as f64 * *log_p as f64;
+                            moments.1 += *out as f64;
+                        }
+                        moments
+                    })
+                    .collect();
+                (l, moments)
             })
-            .collect::<Result<_>>()?;
+            .collect();
         Ok(ReferenceRun { windows: windows.to_vec(), inputs, probs })
     }
 
-    /// Mean KL(reference ‖ model with `name` replaced by `weights`) per position, re-running only what `name`
-    /// feeds: from its layer on, or the whole model for tensors outside the layers (embeddings, a tied head).
-    fn kld_with(&self, model: &Model, name: &str, weights: Vec<f32>) -> Result<f64> {
-        let shape = model.weights.dims(name)?.to_vec();
-        let mut replaced = model.weights.clone();
-        replaced.insert(name, Tensor::from_vec(weights, shape, &candle_core::Device::Cpu)?);
-        let model = model.with_weights(replaced);
-        let arch = &model.architecture;
-        let layers = arch.num_layers();
-        // Windows in parallel: each thread's products are whole windows (fewer, larger GEMMs than splitting one).
-        let per_window = self.windows.par_iter().enumerate().map(|(w, ids)| -> Result<(f64, usize)> {
-            let linears = Linears::of(&model);
-            let (first, mut x) = match layer_of(name).filter(|&l| l < layers) {
-                Some(first) => (first, self.inputs[first][w].clone()),
-                None => (0, arch.embed(&linears, ids)?),
-            };
-            for i in first..layers {
-                x = arch.layer(&linears, i, &x)?;
+    /// `pairs` cut into batches whose replaced tensors and hidden states fit `BATCH_BYTES` (at least one each).
+    fn batches<'p>(
+        &self,
+        model: &Model,
+        game: &Game,
+        pairs: &'p [(usize, usize)],
+    ) -> Result<Vec<&'p [(usize, usize)]>> {
+        let hidden: usize =
+            self.inputs.first().map_or(Ok(0), |xs| xs.iter().map(|x| Ok(x.elem_count())).sum::<Result<usize>>())?;
+        let mut out = Vec::new();
+        let (mut start, mut bytes) = (0, 0);
+        for (i, &(p, _)) in pairs.iter().enumerate() {
+            let size = 4 * (model.weights.stored(&game.players[p].name)?.elem_count() + hidden);
+            if i > start && bytes + size > BATCH_BYTES {
+                out.push(&pairs[start..i]);
+                (start, bytes) = (i, 0);
             }
-            let logits = logits_of(&model, &x)?;
-            let vocab = logits.dim(1)?;
-            let (p, moments) = &self.probs[w];
-            let sum = with_f32_slice(&logits, |l| {
-                p.chunks_exact(vocab)
-                    .zip(l.chunks_exact(vocab))
-                    .zip(moments)
-                    .map(|((p, l), m)| kl(p, *m, l))
-                    .sum::<f64>()
+            bytes += size;
+        }
+        if start < pairs.len() {
+            out.push(&pairs[start..]);
+        }
+        Ok(out)
+    }
+
+    /// Mean KL(reference ‖ trial) per position of every trial. Layer by layer: trials starting at a layer run it
+    /// with their replaced tensor (from the reference's input, or from their own embedding for tensors outside
+    /// the layers), trials already started run it with the shared model, whose layer is decoded once for all.
+    fn klds(&self, base: &Model, mut trials: Vec<Trial>) -> Result<Vec<f64>> {
+        let arch = &base.architecture;
+        for i in 0..arch.num_layers() {
+            let in_layers = |t: &Trial| layer_of(&t.name).is_some_and(|l| l == i);
+            trials.par_iter_mut().filter(|t| t.first == i).try_for_each(|t| -> Result<()> {
+                let linears = Linears::of(&t.model);
+                t.xs = (0..self.windows.len())
+                    .map(|w| {
+                        let x = if in_layers(t) {
+                            self.inputs[i][w].clone()
+                        } else {
+                            arch.embed(&linears, &self.windows[w])?
+                        };
+                        arch.layer(&linears, i, &x)
+                    })
+                    .collect::<Result<_>>()?;
+                t.model.made.clear();
+                Ok(())
             })?;
-            Ok((sum, ids.len()))
-        });
-        let (sum, count) =
-            per_window.collect::<Result<Vec<_>>>()?.into_iter().fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-        Ok(sum / count as f64)
+            let started: Vec<&mut Tensor> =
+                trials.iter_mut().filter(|t| t.first < i).flat_map(|t| t.xs.iter_mut()).collect();
+            if let Some(name) = base.weights.names().find(|n| layer_of(n) == Some(i)) {
+                base.weight(name)?; // the layer decoded once, before the threads ask for it
+            }
+            started.into_par_iter().try_for_each(|x| -> Result<()> {
+                *x = arch.layer(&Linears::of(base), i, x)?;
+                Ok(())
+            })?;
+        }
+        base.made.clear();
+        self.score(base, &trials)
+    }
+
+    /// The trials' KL divergences from their last hidden states, the head applied a block of rows at a time.
+    fn score(&self, base: &Model, trials: &[Trial]) -> Result<Vec<f64>> {
+        let arch = &base.architecture;
+        let vocab = arch.vocab_size();
+        let hidden: Vec<Vec<Tensor>> = trials
+            .par_iter()
+            .map(|t| t.xs.iter().map(|x| arch.final_norm(&Linears::of(&t.model), x)).collect::<Result<Vec<_>>>())
+            .collect::<Result<_>>()?;
+        // Per trial, window and position: log Σ exp(logit) and Σ p·logit so far.
+        let mut sums: Vec<Vec<Vec<(f64, f64)>>> = hidden
+            .iter()
+            .map(|hs| hs.iter().map(|h| Ok(vec![(f64::NEG_INFINITY, 0.0); h.dim(0)?])).collect::<Result<_>>())
+            .collect::<Result<_>>()?;
+        let head = arch.head_name();
+        let own_heads: Vec<Option<&Model>> = trials.iter().map(|t| (t.name == head).then_some(&t.model)).collect();
+        for_each_head_block(base, &own_heads, |first, shared, own| {
+            for (t, (hs, sums)) in hidden.iter().zip(&mut sums).enumerate() {
+                let block = own[t].as_ref().unwrap_or(shared);
+                for (w, (h, sums)) in hs.iter().zip(sums.iter_mut()).enumerate() {
+                    let logits = trials[t].model.logits(h, block)?;
+                    let cols = logits.dim(1)?;
+                    let p = &self.probs[w].0;
+                    with_f32_slice(&logits, |l| {
+                        sums.par_iter_mut().zip(l.par_chunks_exact(cols)).enumerate().for_each(|(pos, (s, row))| {
+                            let block_log_z = crate::eval::log_sum_exp(row);
+                            let high = s.0.max(block_log_z);
+                            s.0 = high + ((s.0 - high).exp() + (block_log_z - high).exp()).ln();
+                            let p = &p[pos * vocab + first..][..cols];
+                            s.1 += p.iter().zip(row).map(|(&p, &l)| p as f64 * l as f64).sum::<f64>();
+                        })
+                    })?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(sums
+            .iter()
+            .map(|windows| {
+                let (mut total, mut count) = (0.0, 0usize);
+                for (w, positions) in windows.iter().enumerate() {
+                    for (&(log_z, p_logit), &(neg_entropy, mass)) in positions.iter().zip(&self.probs[w].1) {
+                        // KL(p ‖ q) = Σ p·log p − Σ p·logit_q + Σ p · log Z_q; in f64, as the terms nearly cancel.
+                        total += (neg_entropy - p_logit + mass * log_z).max(0.0);
+                    }
+                    count += positions.len();
+                }
+                total / count.max(1) as f64
+            })
+            .collect())
     }
 }
 
-/// Logits `[T, vocab]` from the last layer's output `x`.
-fn logits_of(model: &Model, x: &Tensor) -> Result<Tensor> {
-    let hidden = model.architecture.final_norm(&Linears::of(model), x)?;
-    model.logits(&hidden, &model.head()?)
-}
-
-/// KL(p ‖ q) = Σ p·log p − Σ p·logits_q + Σ p · log Σ exp(logits_q), with p the reference probabilities of
-/// one position, `neg_entropy` its Σ p·log p and `mass` its Σ p (1 up to rounding, which must not bias the KL).
-fn kl(p: &[f32], (neg_entropy, mass): (f64, f64), logits: &[f32]) -> f64 {
-    // In f64: the three terms are ~10 nats each, their difference can be 1e-5.
-    let dot: f64 = p.iter().zip(logits).map(|(&p, &l)| p as f64 * l as f64).sum();
-    (neg_entropy - dot + mass * crate::eval::log_sum_exp(logits)).max(0.0)
+/// Calls `each(first row, shared rows, own rows)` for every block of rows of the head: the shared model's, and
+/// each of `own`'s (models whose head was replaced) for those that are `Some`.
+fn for_each_head_block(
+    base: &Model,
+    own: &[Option<&Model>],
+    mut each: impl FnMut(usize, &Tensor, &[Option<Tensor>]) -> Result<()>,
+) -> Result<()> {
+    const HEAD_BLOCK: usize = 4096;
+    let head = base.architecture.head_name();
+    let vocab = base.architecture.vocab_size();
+    for first in (0..vocab).step_by(HEAD_BLOCK) {
+        let rows = first..vocab.min(first + HEAD_BLOCK);
+        let shared = base.weight_rows(head, rows.clone())?;
+        let own_rows =
+            own.iter().map(|m| m.map(|m| m.weight_rows(head, rows.clone())).transpose()).collect::<Result<Vec<_>>>()?;
+        each(first, &shared, &own_rows)?;
+    }
+    Ok(())
 }
 
 /// Where this measurement is cached: keyed by the model's weights, the calibration tokens, the spec and the

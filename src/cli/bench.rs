@@ -92,7 +92,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         "peak_rss_bytes": peak_rss, "peak_rss_over_f32": peak_rss.map(|r| r as f64 / f32_bytes as f64),
         "quantize_seed_seconds": quant.quantize_seed.min,
         "quantize_seed_seconds_median": quant.quantize_seed.median,
-        "quantize_uniform4_seconds": quant.quantize_uniform4.min, "read_pass_seconds": quant.read_pass.min, "importance_index_seconds": quant.index_seconds,
+        "quantize_uniform4_seconds": quant.quantize_uniform4.min, "read_pass_seconds": quant.read_pass.min,
+        "quantize_seed_ls_seconds": quant.quantize_seed_ls.min, "quantize_uniform4_ls_seconds": quant.quantize_uniform4_ls.min,
+        "importance_index_seconds": quant.index_seconds,
         "threshold_estimate_ms": quant.estimate_ms, "nash_game_seconds": quant.game_seconds,
         "nash_solve_seconds": quant.solve_seconds,
         "sensitivity": sensitivity.as_ref().map(super::quantize::sensitivity_summary),
@@ -151,9 +153,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             );
         }
         let (seed, uniform4, read) = (quant.quantize_seed, quant.quantize_uniform4, quant.read_pass);
+        let (seed_ls, uniform4_ls) = (quant.quantize_seed_ls, quant.quantize_uniform4_ls);
+        let per_read = |s: &Spread| s.min / read.min;
         println!("quantize --preset seed {seed} (importance + tiers + RTN + packing)");
         println!("  same run: uniform4   {uniform4}: seed / uniform4 = {:.2}", seed.min / uniform4.min);
-        println!("  same run: read pass  {read}: seed / one read of the weights = {:.1}", seed.min / read.min);
+        println!("  same run: read pass  {read}: seed / one read of the weights = {:.1}", per_read(&seed));
+        println!(
+            "  least squares: seed {seed_ls} = {:.1} reads, uniform4 {uniform4_ls} = {:.1} reads (RTN uniform4: {:.1})",
+            per_read(&seed_ls),
+            per_read(&uniform4_ls),
+            per_read(&uniform4)
+        );
         println!("importance histograms {:.2} s (once per importance setting)", quant.index_seconds);
         println!("threshold change      {:.3} ms (new shares, payload/true bpw, size; mean of 100)", quant.estimate_ms);
         println!("nash strategy errors  {:.2} s ({} strategies per tensor)", quant.game_seconds, quant.menu_size);
@@ -258,6 +268,8 @@ fn read_pass_seconds(model: &nash_swarm::Model) -> anyhow::Result<f64> {
 struct QuantFigures {
     quantize_seed: Spread,
     quantize_uniform4: Spread,
+    quantize_seed_ls: Spread,
+    quantize_uniform4_ls: Spread,
     read_pass: Spread,
     index_seconds: f64,
     estimate_ms: f64,
@@ -280,7 +292,11 @@ fn quantization_figures(model: &nash_swarm::Model) -> anyhow::Result<QuantFigure
         Ok(Spread::of(seconds.collect::<anyhow::Result<Vec<f64>>>()?))
     };
     let quantize_seed = runs(&seed)?;
-    let quantize_uniform4 = runs(&QuantConfig::uniform(4, nash_swarm::quant::GroupSize::G(128)))?;
+    let uniform4 = QuantConfig::uniform(4, nash_swarm::quant::GroupSize::G(128));
+    let quantize_uniform4 = runs(&uniform4)?;
+    let least_squares = |c: &QuantConfig| QuantConfig { quantizer: QuantizerKind::LeastSquares, ..c.clone() };
+    let quantize_seed_ls = runs(&least_squares(&seed))?;
+    let quantize_uniform4_ls = runs(&least_squares(&uniform4))?;
     let read_pass = Spread::of((0..5).map(|_| read_pass_seconds(model)).collect::<anyhow::Result<Vec<f64>>>()?);
 
     let start = Instant::now();
@@ -314,6 +330,8 @@ fn quantization_figures(model: &nash_swarm::Model) -> anyhow::Result<QuantFigure
     Ok(QuantFigures {
         quantize_seed,
         quantize_uniform4,
+        quantize_seed_ls,
+        quantize_uniform4_ls,
         read_pass,
         index_seconds,
         estimate_ms,

@@ -59,7 +59,7 @@ impl LayerCache {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(name).cloned()
     }
 
-    fn clear(&self) {
+    pub fn clear(&self) {
         self.replace(Vec::new());
     }
 
