@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nash_swarm::alloc::sensitivity::Sensitivity;
@@ -14,7 +13,7 @@ use nash_swarm::model::tensor_to_vec;
 use nash_swarm::pipeline::{self, CalibrationText};
 use nash_swarm::quant::config::CalibrationSpec;
 use nash_swarm::quant::estimate::{ImportanceIndex, ScoreSummary};
-use nash_swarm::quant::summary::{TensorResult, Thumbnail, tensor_result, thumbnail};
+use nash_swarm::quant::summary::{TensorResult, Thumbnail, ThumbnailSums, tensor_result};
 use nash_swarm::quant::{BitReport, QuantConfig, QuantizerKind, quantize_model};
 use nash_swarm::{Job, Model};
 use rayon::prelude::*;
@@ -87,8 +86,9 @@ pub fn layer_and_kind(model: &Model, name: &str) -> (Option<usize>, String) {
     (layer, kind)
 }
 
-/// Scores every matrix, one at a time in layer order (a tensor's scores are summarized and dropped, so the
-/// whole model's scores never exist at once), putting each tensor's heatmap cell into `arriving` as it is done.
+/// Scores every matrix in layer order, a piece of rows at a time (a piece's scores are folded into its tensor's
+/// thumbnail, mean and histogram, then dropped, so neither the model's scores nor a large tensor's exist at
+/// once), putting each tensor's heatmap cell into `arriving` as soon as it is done.
 pub fn analyze(
     model: &Model,
     method: &ImportanceMethod,
@@ -99,29 +99,108 @@ pub fn analyze(
     importance::check_inputs(method, calibration)?;
     let mut names = matrices(model);
     names.sort_by_key(|n| (nash_swarm::model::layer_of(n), n.clone()));
-    let (total, done) = (names.len() as u64, AtomicU64::new(0));
+    let pieces = pieces_of(model, &names)?;
+    let total = names.len() as u64;
     job.report("importance", 0, total, None);
-    let summaries = names
-        .par_iter()
-        .map(|name| {
-            job.checkpoint()?;
-            let (rows, cols) = model.weights.dims2(name)?;
-            let scores = {
-                let tensor = model.weights.get(name)?;
-                importance::tensor_scores(method, name, &tensor_to_vec(&tensor)?, rows, calibration)
-            };
-            let (layer, kind) = layer_and_kind(model, name);
-            let mean = (scores.iter().map(|v| *v as f64).sum::<f64>() / scores.len() as f64) as f32;
-            let image = thumbnail(&scores, rows, cols, THUMBNAIL_SIDE);
-            let info = TensorInfo { layer, kind, rows, cols, mean_importance: mean, importance_image: image };
-            arriving.lock().expect("not poisoned").insert(name.clone(), info);
-            job.report("importance", done.fetch_add(1, Ordering::Relaxed) + 1, total, None);
-            Ok((name.clone(), ScoreSummary::of(&scores, rows, cols)))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut summaries = Vec::with_capacity(names.len());
+    let mut open: Option<Scoring> = None;
+    for batch in batches(&pieces) {
+        job.checkpoint()?;
+        let scored = batch
+            .par_iter()
+            .map(|p| {
+                let values = model.weights.stored(p.name)?.rows(p.rows.clone())?;
+                let values = tensor_to_vec(&values)?;
+                Ok(importance::row_scores(method, p.name, &values, p.rows.start, p.cols, calibration))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for (p, scores) in batch.iter().zip(scored) {
+            let scoring = open.get_or_insert_with(|| Scoring::new(p.name, p.of_rows, p.cols));
+            scoring.add(p.rows.start, &scores);
+            if p.rows.end == p.of_rows {
+                let (name, info, summary) = open.take().expect("set above").finish(model);
+                arriving.lock().expect("not poisoned").insert(name.clone(), info);
+                summaries.push((name, summary));
+                job.report("importance", summaries.len() as u64, total, None);
+            }
+        }
+    }
     let tensors = std::mem::take(&mut *arriving.lock().expect("not poisoned"));
     let index = Some(ImportanceIndex::from_summaries(summaries));
     Ok(Analysis { index, ..Analysis::arriving(model, method, tensors) })
+}
+
+/// Rows of a matrix scored together.
+struct Piece<'a> {
+    name: &'a str,
+    rows: std::ops::Range<usize>,
+    of_rows: usize,
+    cols: usize,
+}
+
+/// Weights scored per piece, and per batch of pieces run in parallel.
+const PIECE_WEIGHTS: usize = 1 << 22;
+const BATCH_WEIGHTS: usize = 1 << 24;
+
+fn pieces_of<'a>(model: &Model, names: &'a [String]) -> anyhow::Result<Vec<Piece<'a>>> {
+    let mut pieces = Vec::new();
+    for name in names {
+        let (rows, cols) = model.weights.dims2(name)?;
+        let step = (PIECE_WEIGHTS / cols.max(1)).max(1);
+        for first in (0..rows).step_by(step) {
+            pieces.push(Piece { name, rows: first..(first + step).min(rows), of_rows: rows, cols });
+        }
+    }
+    Ok(pieces)
+}
+
+/// Consecutive pieces of about `BATCH_WEIGHTS` weights.
+fn batches<'p, 'a>(pieces: &'p [Piece<'a>]) -> impl Iterator<Item = &'p [Piece<'a>]> {
+    let mut rest = pieces;
+    std::iter::from_fn(move || {
+        let mut weights = 0;
+        let len = rest
+            .iter()
+            .take_while(|p| {
+                weights += p.rows.len() * p.cols;
+                weights - p.rows.len() * p.cols < BATCH_WEIGHTS
+            })
+            .count();
+        let (batch, after) = rest.split_at(len.max(1).min(rest.len()));
+        rest = after;
+        (!batch.is_empty()).then_some(batch)
+    })
+}
+
+/// One tensor's scores folded in as its pieces arrive.
+struct Scoring {
+    name: String,
+    sum: f64,
+    count: usize,
+    image: ThumbnailSums,
+    summary: ScoreSummary,
+}
+
+impl Scoring {
+    fn new(name: &str, rows: usize, cols: usize) -> Scoring {
+        let (image, summary) = (ThumbnailSums::new(rows, cols, THUMBNAIL_SIDE), ScoreSummary::new(rows, cols));
+        Scoring { name: name.to_string(), sum: 0.0, count: 0, image, summary }
+    }
+
+    fn add(&mut self, first_row: usize, scores: &[f32]) {
+        self.sum += scores.iter().map(|v| *v as f64).sum::<f64>();
+        self.count += scores.len();
+        self.image.add_rows(first_row, scores);
+        self.summary.add(scores);
+    }
+
+    fn finish(self, model: &Model) -> (String, TensorInfo, ScoreSummary) {
+        let (layer, kind) = layer_and_kind(model, &self.name);
+        let (rows, cols) = (self.summary.rows, self.summary.cols);
+        let mean_importance = (self.sum / self.count.max(1) as f64) as f32;
+        let info = TensorInfo { layer, kind, rows, cols, mean_importance, importance_image: self.image.finish() };
+        (self.name, info, self.summary)
+    }
 }
 
 /// The unquantized model's evaluation on the chosen windows, and its log-probabilities for KLD.

@@ -134,7 +134,20 @@ pub fn tensor_scores(
     rows: usize,
     calibration: Option<&CalibrationStats>,
 ) -> Vec<f32> {
-    let cols = w.len() / rows;
+    row_scores(method, name, w, 0, w.len() / rows.max(1), calibration)
+}
+
+/// Scores of rows `first_row..` of matrix `name` (`w` holds whole rows of `cols` weights): every method scores a
+/// weight from its own row, so a large matrix is scored a piece of rows at a time with the scores it has whole.
+pub fn row_scores(
+    method: &ImportanceMethod,
+    name: &str,
+    w: &[f32],
+    first_row: usize,
+    cols: usize,
+    calibration: Option<&CalibrationStats>,
+) -> Vec<f32> {
+    let rows = w.len() / cols.max(1);
     match method {
         ImportanceMethod::Magnitude => magnitude::scores(w),
         ImportanceMethod::Swarm { alpha, radius } => swarm::scores(w, cols, *alpha, *radius),
@@ -143,7 +156,7 @@ pub fn tensor_scores(
             Some(ms) => activation::scores(w, rows, ms),
             None => magnitude::scores(w),
         },
-        ImportanceMethod::Random { seed } => random::scores(w.len(), *seed, name),
+        ImportanceMethod::Random { seed } => random::scores_from(first_row * cols, w.len(), *seed, name),
     }
 }
 
@@ -154,4 +167,34 @@ pub fn check_inputs(method: &ImportanceMethod, calibration: Option<&CalibrationS
         return Err(Error::InvalidArgument("activation importance needs calibration text".into()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_scores_pieces_of_rows_as_it_scores_the_whole_matrix() {
+        let (rows, cols) = (9, 40);
+        let w: Vec<f32> = (0..rows * cols).map(|i| ((i as f32 * 0.37).sin() * 0.1)).collect();
+        let mean_square: Vec<f32> = (0..cols).map(|j| 1.0 + j as f32 * 0.1).collect();
+        let calibration = CalibrationStats {
+            mean_square: [("m".to_string(), mean_square)].into_iter().collect(),
+            ..Default::default()
+        };
+        let methods = [
+            ImportanceMethod::Magnitude,
+            ImportanceMethod::Swarm { alpha: 0.5, radius: 3 },
+            ImportanceMethod::Activation,
+            ImportanceMethod::Random { seed: 7 },
+        ];
+        for method in methods {
+            let whole = tensor_scores(&method, "m", &w, rows, Some(&calibration));
+            let mut pieces = Vec::new();
+            for (first, last) in [(0, 4), (4, 5), (5, 9)] {
+                pieces.extend(row_scores(&method, "m", &w[first * cols..last * cols], first, cols, Some(&calibration)));
+            }
+            assert_eq!(pieces, whole, "{method:?}");
+        }
+    }
 }

@@ -1,7 +1,13 @@
 //! Random scores for the ablation: reproducible per (seed, tensor name), independent of the weights.
 
 pub fn scores(n: usize, seed: u64, name: &str) -> Vec<f32> {
-    let mut state = seed ^ fnv1a(name.as_bytes());
+    scores_from(0, n, seed, name)
+}
+
+/// Scores `first..first + n` of the tensor's stream (splitmix64 steps its state by a constant, so any position
+/// of the stream is reached at once).
+pub fn scores_from(first: usize, n: usize, seed: u64, name: &str) -> Vec<f32> {
+    let mut state = (seed ^ fnv1a(name.as_bytes())).wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(first as u64));
     (0..n).map(|_| (splitmix64(&mut state) >> 40) as f32 / (1u64 << 24) as f32).collect()
 }
 

@@ -237,15 +237,6 @@ impl Model {
         Model { weights, made: Arc::default(), ..self.clone() }
     }
 
-    /// The same model with every weight decoded and held in f32 (what passes that re-run layers many times use).
-    pub fn held_in_f32(&self) -> Result<Model> {
-        let mut held = Weights::default();
-        for (name, stored) in self.weights.iter() {
-            held.insert(name.clone(), stored.to_f32()?);
-        }
-        Ok(Model { weights: held, made: Arc::default(), ..self.clone() })
-    }
-
     /// Greedy continuation as text; used by the smoke test that SmolLM2 knows its capitals.
     pub fn generate_greedy(&self, prompt: &str, new_tokens: usize) -> Result<String> {
         self.decode(&self.generate_greedy_ids(&self.encode(prompt)?, new_tokens)?)

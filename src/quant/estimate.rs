@@ -47,15 +47,24 @@ const FINE_BINS: usize = 1 << 15;
 
 impl ScoreSummary {
     pub fn of(scores: &[f32], rows: usize, cols: usize) -> ScoreSummary {
+        let mut summary = ScoreSummary::new(rows, cols);
+        summary.add(scores);
+        summary
+    }
+
+    /// Nothing added yet.
+    pub fn new(rows: usize, cols: usize) -> ScoreSummary {
+        ScoreSummary { rows, cols, log_min: f32::INFINITY, log_max: f32::NEG_INFINITY, fine: vec![0; FINE_BINS] }
+    }
+
+    /// Adds the scores of some of the tensor's weights.
+    pub fn add(&mut self, scores: &[f32]) {
         let fine_width = (FINE_MAX - FINE_MIN) / FINE_BINS as f32;
-        let mut fine = vec![0u32; FINE_BINS];
-        let (mut log_min, mut log_max) = (f32::INFINITY, f32::NEG_INFINITY);
         for v in scores {
             let l = v.max(FLOOR).log10();
-            (log_min, log_max) = (log_min.min(l), log_max.max(l));
-            fine[(((l - FINE_MIN) / fine_width) as usize).min(FINE_BINS - 1)] += 1;
+            (self.log_min, self.log_max) = (self.log_min.min(l), self.log_max.max(l));
+            self.fine[(((l - FINE_MIN) / fine_width) as usize).min(FINE_BINS - 1)] += 1;
         }
-        ScoreSummary { rows, cols, log_min, log_max, fine }
     }
 }
 

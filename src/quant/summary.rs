@@ -17,6 +17,41 @@ pub fn thumbnail(values: &[f32], rows: usize, cols: usize, max_side: usize) -> T
     thumbnail_of(|i| values[i], rows, cols, max_side)
 }
 
+/// A thumbnail made from pieces of rows, in any order (each cell's sum and count).
+#[derive(Clone, Debug)]
+pub struct ThumbnailSums {
+    rows: usize,
+    cols: usize,
+    height: usize,
+    width: usize,
+    sums: Vec<f64>,
+    counts: Vec<u32>,
+}
+
+impl ThumbnailSums {
+    pub fn new(rows: usize, cols: usize, max_side: usize) -> ThumbnailSums {
+        let (height, width) = (rows.min(max_side), cols.min(max_side));
+        ThumbnailSums { rows, cols, height, width, sums: vec![0.0; height * width], counts: vec![0; height * width] }
+    }
+
+    /// Adds the values of rows `first_row..` (whole rows, row-major).
+    pub fn add_rows(&mut self, first_row: usize, values: &[f32]) {
+        for (r, row) in values.chunks_exact(self.cols.max(1)).enumerate() {
+            let cell_row = (first_row + r) * self.height / self.rows;
+            for (c, &v) in row.iter().enumerate() {
+                let cell = cell_row * self.width + c * self.width / self.cols;
+                self.sums[cell] += v as f64;
+                self.counts[cell] += 1;
+            }
+        }
+    }
+
+    pub fn finish(self) -> Thumbnail {
+        let values = self.sums.iter().zip(&self.counts).map(|(s, n)| (*s / (*n).max(1) as f64) as f32).collect();
+        Thumbnail { height: self.height, width: self.width, values }
+    }
+}
+
 /// A thumbnail of `value(i)` for every row-major index, without materializing the values.
 pub fn thumbnail_of(value: impl Fn(usize) -> f32, rows: usize, cols: usize, max_side: usize) -> Thumbnail {
     let (height, width) = (rows.min(max_side), cols.min(max_side));
@@ -70,5 +105,10 @@ mod tests {
         let t = super::thumbnail(&values, 4, 4, 2);
         assert_eq!((t.height, t.width), (2, 2));
         assert_eq!(t.values, vec![2.5, 4.5, 10.5, 12.5]);
+        // The same from pieces of rows, in any order.
+        let mut sums = super::ThumbnailSums::new(4, 4, 2);
+        sums.add_rows(3, &values[12..]);
+        sums.add_rows(0, &values[..12]);
+        assert_eq!(sums.finish().values, t.values);
     }
 }
