@@ -195,3 +195,46 @@ fn a_streamed_quantization_and_its_evaluation_from_the_file_match_the_in_memory_
         assert!((a - b).abs() <= 1e-4 * b, "keep {keep_bits} bits: file {a} vs held {b}");
     }
 }
+
+/// The demo's largest matrix (the 28M-weight embedding) is quantized in pieces of rows, its tiers' thresholds
+/// found by streaming passes over its scores (per tensor), or over every matrix's (global scope): the result is
+/// what quantizing it whole from all its scores in memory gives, byte for byte.
+#[test]
+fn a_large_matrix_quantized_in_pieces_is_the_matrix_quantized_whole() {
+    use nash_swarm::importance;
+    use nash_swarm::model::tensor_to_vec;
+    use nash_swarm::quant::method::{InputStats, for_plan};
+    use nash_swarm::quant::plan::{assign, treatments};
+    use nash_swarm::quant::tiers::thresholds;
+    use nash_swarm::quant::{QuantConfig, Scope, Treatment, quantize_model};
+    let model = load(&demo_model()).unwrap();
+    let job = nash_swarm::Job::silent();
+    let name =
+        model.weights.matrix_names().into_iter().max_by_key(|n| model.weights.stored(n).unwrap().elem_count()).unwrap();
+    let (rows, cols) = model.weights.dims2(&name).unwrap();
+    assert!(rows * cols > 1 << 22, "{name} is cut into pieces");
+    let w = tensor_to_vec(&model.weights.get(&name).unwrap()).unwrap();
+    for scope in [Scope::PerTensor, Scope::Global] {
+        let config = QuantConfig { scope, ..QuantConfig::seed() };
+        let plan = config.tier_plan();
+        let scores = importance::tensor_scores(&config.importance, &name, &w, rows, None);
+        let global = (scope == Scope::Global).then(|| {
+            let mut units = Vec::new();
+            for (n, t) in treatments(&model, &config) {
+                if let Treatment::Quantize { follows_tiers: true, .. } = t {
+                    let v = tensor_to_vec(&model.weights.get(&n).unwrap()).unwrap();
+                    let (r, c) = model.weights.dims2(&n).unwrap();
+                    let s = importance::tensor_scores(&config.importance, &n, &v, r, None);
+                    units.extend_from_slice(&config.granularity.unit_scores(&s, c));
+                }
+            }
+            thresholds(&units, &config.tiers)
+        });
+        let tiers = assign(&plan, rows, cols, Some(&scores), global.as_deref()).unwrap();
+        let whole = for_plan(&plan).quantize(&w, rows, cols, &plan, &tiers, InputStats::default());
+        let q = quantize_model(&model, &config, None, &job).unwrap();
+        let pieced = &q.tensors[&name];
+        assert_eq!((&pieced.codes, &pieced.tier_map), (&whole.codes, &whole.tier_map), "{scope:?}");
+        assert_eq!(pieced.params, whole.params, "{scope:?}");
+    }
+}

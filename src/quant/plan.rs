@@ -11,11 +11,11 @@ use super::config::{QuantConfig, Scope};
 use super::method::{self, InputStats, TierSource};
 use super::spec::{GroupSize, QuantizerKind, TensorPlan};
 use super::stored::{QuantizedTensor, RowAccess};
-use super::tiers::{thresholds, tier_of};
+use super::tiers::{Granularity, thresholds, thresholds_streamed, tier_of};
 use crate::error::{Error, Result};
-use crate::importance::{self, CalibrationStats, Scores};
+use crate::importance::{self, CalibrationStats};
 use crate::job::Job;
-use crate::model::tensor_io::with_f32_slice;
+use crate::model::tensor_io::{tensor_to_vec, with_f32_slice};
 use crate::model::{Model, Stored, TensorRole, Weights, cpu};
 
 /// What happens to one weight tensor.
@@ -163,45 +163,38 @@ pub fn quantize_each(
     importance::check_inputs(&config.importance, calibration)?;
     let start = Instant::now();
     let treatments = treatments(model, config);
-    let scores = if config.scope == Scope::Global && config.tiers.len() > 1 {
-        Some(importance::compute(model, &needs_scores(&treatments), &config.importance, calibration, job)?)
-    } else {
-        None
-    };
-    let bits = apply(model, config, &treatments, scores.as_ref(), calibration, job, sink)?;
+    let bits = apply(model, config, &treatments, calibration, job, sink)?;
     Ok((bits, start.elapsed().as_secs_f64()))
 }
 
 /// Tensors are quantized in name order, a batch of about this many weights at a time (the batch's tensors in
 /// parallel), so only a batch's f32 copies and results exist before `sink` takes them.
 const BATCH_WEIGHTS: usize = 1 << 24;
-/// Single-tier tensors larger than this are cut into pieces of rows (a 128k-token embedding is 1 GB in f32).
+/// Tensors larger than this are cut into pieces of rows (a 128k-token embedding is 1 GB in f32) where rows
+/// quantize independently: every plan but whole-tensor grids, GPTQ, and tiers by mean over the whole tensor.
 const PIECE_WEIGHTS: usize = 1 << 22;
 
-/// Assigns tiers and quantizes every tensor, handing each to `sink` in name order. Scores missing from `scores`
-/// are computed on the way.
+/// Assigns tiers and quantizes every tensor, handing each to `sink` in name order. Scores are computed a tensor
+/// (or piece) at a time; thresholds that need more than one piece's scores (global scope, a large tensor's own)
+/// are found first by streaming passes over the scores, so no more than a piece's scores exist at once.
 pub fn apply(
     model: &Model,
     config: &QuantConfig,
     treatments: &BTreeMap<String, Treatment>,
-    scores: Option<&Scores>,
     calibration: Option<&CalibrationStats>,
     job: &Job,
     mut sink: impl FnMut(&str, Treated) -> Result<()>,
 ) -> Result<BitReport> {
-    let global = match scores {
-        Some(scores) => global_thresholds(model, config, treatments, scores)?,
-        None => None,
-    };
-    let pieces = pieces(model, treatments)?;
-    let context = Context { model, config, scores, global: global.as_deref(), calibration };
+    let scoring = Scoring { model, config, calibration };
+    let global = scoring.global_thresholds(treatments, job)?;
+    let pieces = pieces(model, treatments, &scoring, global.as_deref(), job)?;
     let (total, mut done) = (treatments.len() as u64, 0);
     let mut bits = BitTally::default();
     // The quantized pieces made so far of the matrix whose last piece has not come yet.
     let mut open: Vec<QuantizedTensor> = Vec::new();
     for batch in batches(&pieces) {
         job.checkpoint()?;
-        let made = batch.par_iter().map(|piece| context.treat(piece)).collect::<Result<Vec<_>>>()?;
+        let made = batch.par_iter().map(|piece| scoring.treat(piece)).collect::<Result<Vec<_>>>()?;
         for (piece, treated) in batch.iter().zip(made) {
             let last = piece.rows.end == piece.of_rows;
             let treated = match treated {
@@ -227,42 +220,62 @@ pub fn apply(
     Ok(bits.report(model.param_count()))
 }
 
-/// What quantizing one piece needs besides the piece.
-struct Context<'a> {
+/// What scoring and quantizing a piece need besides the piece.
+struct Scoring<'a> {
     model: &'a Model,
     config: &'a QuantConfig,
-    scores: Option<&'a Scores>,
-    global: Option<&'a [f32]>,
     calibration: Option<&'a CalibrationStats>,
 }
 
-/// Rows `rows` of a tensor of `of_rows` rows, and what happens to them.
+/// Rows `rows` of a tensor of `of_rows` rows, what happens to them, and the thresholds its tiers use when they
+/// were found beforehand (else the piece is the whole tensor and its own scores give them).
 struct Piece<'a> {
     name: &'a str,
     treatment: &'a Treatment,
     rows: std::ops::Range<usize>,
     of_rows: usize,
     weights: usize,
+    thresholds: Option<std::sync::Arc<Vec<f32>>>,
 }
 
 /// Every tensor as one piece, or as pieces of rows when it is large and its rows quantize independently.
-fn pieces<'a>(model: &Model, treatments: &'a BTreeMap<String, Treatment>) -> Result<Vec<Piece<'a>>> {
+fn pieces<'a>(
+    model: &Model,
+    treatments: &'a BTreeMap<String, Treatment>,
+    scoring: &Scoring,
+    global: Option<&[f32]>,
+    job: &Job,
+) -> Result<Vec<Piece<'a>>> {
     let mut pieces = Vec::new();
     for (name, treatment) in treatments {
         let dims = model.weights.dims(name)?;
-        let (rows, count) = (dims.first().copied().unwrap_or(1), dims.iter().product::<usize>());
-        let cols = count / rows.max(1);
-        let row_local = match treatment {
-            Treatment::Fp16 => dims.len() == 2,
-            Treatment::Quantize { plan, .. } => {
-                plan.tiers.len() == 1 && plan.group_size != GroupSize::Tensor && plan.quantizer != QuantizerKind::Gptq
+        let rows = dims.first().copied().unwrap_or(1).max(1);
+        let count: usize = dims.iter().product();
+        let cols = count / rows;
+        let large = count > PIECE_WEIGHTS;
+        let (cut, thresholds) = match treatment {
+            Treatment::Fp16 => (large && dims.len() == 2, None),
+            Treatment::Quantize { plan, follows_tiers } => {
+                let rows_independent = plan.group_size != GroupSize::Tensor
+                    && plan.quantizer != QuantizerKind::Gptq
+                    && (plan.tiers.len() == 1 || plan.granularity != Granularity::Tensor);
+                let thresholds = match (plan.tiers.len(), global.filter(|_| *follows_tiers)) {
+                    (1, _) => None,
+                    (_, Some(global)) => Some(global.to_vec()),
+                    (_, None) if large && rows_independent => {
+                        Some(scoring.tensor_thresholds(name, plan, job)?.unwrap_or_default())
+                    }
+                    _ => None,
+                };
+                (large && rows_independent, thresholds.map(std::sync::Arc::new))
             }
         };
-        let step = if row_local && count > PIECE_WEIGHTS { (PIECE_WEIGHTS / cols.max(1)).max(1) } else { rows.max(1) };
-        for first in (0..rows.max(1)).step_by(step) {
-            let piece_rows = first..(first + step).min(rows.max(1));
+        let step = if cut { (PIECE_WEIGHTS / cols.max(1)).max(1) } else { rows };
+        for first in (0..rows).step_by(step) {
+            let piece_rows = first..(first + step).min(rows);
             let weights = piece_rows.len() * cols;
-            pieces.push(Piece { name, treatment, rows: piece_rows, of_rows: rows.max(1), weights });
+            let thresholds = thresholds.clone();
+            pieces.push(Piece { name, treatment, rows: piece_rows, of_rows: rows, weights, thresholds });
         }
     }
     Ok(pieces)
@@ -283,7 +296,7 @@ fn batches<'p, 'a>(pieces: &'p [Piece<'a>]) -> impl Iterator<Item = &'p [Piece<'
     })
 }
 
-impl Context<'_> {
+impl Scoring<'_> {
     /// Decodes a piece's rows and quantizes them (or stores them in f16).
     fn treat(&self, piece: &Piece) -> Result<Treated> {
         let name = piece.name;
@@ -302,20 +315,72 @@ impl Context<'_> {
                     let values = values.iter().map(|v| f16::from_f32(*v)).collect();
                     Treated::Fp16 { shape, rows: piece.rows.clone(), values }
                 }
-                Treatment::Quantize { plan, follows_tiers } => {
+                Treatment::Quantize { plan, .. } => {
                     let (rows, cols) = tensor.dims2()?;
-                    let config = self.config;
-                    let given = self.scores.and_then(|s| s.0.get(name)).map(Vec::as_slice);
-                    let computed = (given.is_none() && plan.tiers.len() > 1)
-                        .then(|| importance::tensor_scores(&config.importance, name, values, rows, self.calibration));
-                    let tensor_scores = given.or(computed.as_deref());
-                    let th = if *follows_tiers { self.global } else { None };
-                    let tiers = assign(plan, rows, cols, tensor_scores, th)?;
+                    let scores = (plan.tiers.len() > 1).then(|| {
+                        let method = &self.config.importance;
+                        importance::row_scores(method, name, values, piece.rows.start, cols, self.calibration)
+                    });
+                    let tiers =
+                        assign(plan, rows, cols, scores.as_deref(), piece.thresholds.as_deref().map(|t| &t[..]))?;
                     let inputs = InputStats::of(self.calibration, name, cols);
                     Treated::Quantized(method::for_plan(plan).quantize(values, rows, cols, plan, &tiers, inputs))
                 }
             })
         })?
+    }
+
+    /// Hands every unit score of tensor `name` under `granularity` to `each`, a piece of rows at a time (for
+    /// tensor granularity one value, the mean over the whole tensor, summed in the order `unit_scores` sums).
+    fn unit_scores(&self, name: &str, granularity: Granularity, each: &mut dyn FnMut(&[f32])) -> Result<()> {
+        let stored = self.model.weights.stored(name)?;
+        let (rows, cols) = self.model.weights.dims2(name)?;
+        let step = (PIECE_WEIGHTS / cols.max(1)).max(1);
+        let mut sum = 0f64;
+        for first in (0..rows).step_by(step) {
+            let values = tensor_to_vec(&stored.rows(first..(first + step).min(rows))?)?;
+            let scores = importance::row_scores(&self.config.importance, name, &values, first, cols, self.calibration);
+            match granularity {
+                Granularity::Tensor => sum = scores.iter().fold(sum, |s, &x| s + x as f64),
+                _ => each(&granularity.unit_scores(&scores, cols)),
+            }
+        }
+        if granularity == Granularity::Tensor {
+            each(&[(sum / (rows * cols).max(1) as f64) as f32]);
+        }
+        Ok(())
+    }
+
+    /// The thresholds of one tensor's own units, by two streaming passes over its scores.
+    fn tensor_thresholds(&self, name: &str, plan: &TensorPlan, job: &Job) -> Result<Option<Vec<f32>>> {
+        job.checkpoint()?;
+        let mut pass = |each: &mut dyn FnMut(&[f32])| self.unit_scores(name, plan.granularity, each);
+        thresholds_streamed(&plan.tiers, &mut pass)
+    }
+
+    /// With global scope, one set of thresholds over the units of every tensor that follows the tiers, found by
+    /// two streaming passes over all their scores.
+    fn global_thresholds(&self, treatments: &BTreeMap<String, Treatment>, job: &Job) -> Result<Option<Vec<f32>>> {
+        let config = self.config;
+        if config.scope != Scope::Global || config.tiers.len() == 1 {
+            return Ok(None);
+        }
+        let names: Vec<&String> = treatments
+            .iter()
+            .filter(|(_, t)| matches!(t, Treatment::Quantize { follows_tiers: true, .. }))
+            .map(|(n, _)| n)
+            .collect();
+        let mut passes = 0;
+        let mut pass = |each: &mut dyn FnMut(&[f32])| -> Result<()> {
+            passes += 1;
+            for (i, name) in names.iter().enumerate() {
+                job.checkpoint()?;
+                job.report(&format!("global thresholds, pass {passes} of 2"), i as u64, names.len() as u64, None);
+                self.unit_scores(name, config.granularity, each)?;
+            }
+            Ok(())
+        };
+        thresholds_streamed(&config.tiers, &mut pass)
     }
 }
 
@@ -400,28 +465,4 @@ pub fn assign<'a>(
         std::borrow::Cow::Borrowed(_) => TierSource::Scores { scores, thresholds: th },
         std::borrow::Cow::Owned(units) => TierSource::Units(units.iter().map(|s| tier_of(*s, &th)).collect()),
     })
-}
-
-/// With global scope, one set of thresholds over the units of every tensor that follows the tiers.
-fn global_thresholds(
-    model: &Model,
-    config: &QuantConfig,
-    treatments: &BTreeMap<String, Treatment>,
-    scores: &Scores,
-) -> Result<Option<Vec<f32>>> {
-    if config.scope != Scope::Global || config.tiers.len() == 1 {
-        return Ok(None);
-    }
-    let mut all_units: Vec<f32> = Vec::new();
-    for (name, t) in treatments {
-        if let Treatment::Quantize { follows_tiers: true, .. } = t {
-            let (_, cols) = model.weights.dims2(name)?;
-            let s = scores.0.get(name).ok_or_else(|| Error::InvalidArgument(format!("no scores for {name}")))?;
-            all_units.extend_from_slice(&config.granularity.unit_scores(s, cols));
-        }
-    }
-    if all_units.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(thresholds(&all_units, &config.tiers)))
 }

@@ -62,34 +62,47 @@ impl QuantizedTensor {
         }
     }
 
-    /// Consecutive pieces of rows of one matrix, quantized on the same single-tier plan, as the whole matrix: what
-    /// quantizing it whole makes (blocks never straddle rows).
+    /// Consecutive pieces of rows of one matrix, quantized on the same plan (with the same thresholds), as the
+    /// whole matrix: what quantizing it whole makes, since blocks and tier units never straddle rows. Each tier's
+    /// codes and the tier map are joined bit by bit, the block parameters in order.
     pub fn join_rows(pieces: impl IntoIterator<Item = QuantizedTensor>) -> QuantizedTensor {
         let pieces: Vec<QuantizedTensor> = pieces.into_iter().collect();
-        let (first, rest) = pieces.split_first().expect("at least one piece");
-        debug_assert_eq!(first.plan.tiers.len(), 1, "single-tier plans are cut into pieces");
-        let code_bits = |q: &QuantizedTensor| q.codes[0].count * q.codes[0].bits as usize;
-        let bytes = if pieces.iter().all(|q| code_bits(q) % 8 == 0) {
-            // Whole bytes each (pieces of 8k rows): a plain copy.
-            let mut bytes = Vec::with_capacity(pieces.iter().map(|q| q.codes[0].packed.len()).sum());
-            pieces.iter().for_each(|q| bytes.extend_from_slice(&q.codes[0].packed));
-            bytes
-        } else {
-            let mut codes = BitWriter::default();
-            pieces.iter().for_each(|q| codes.append_bytes(&q.codes[0].packed, code_bits(q)));
-            BitWriter::concat([&codes])
+        let first = pieces.first().expect("at least one piece");
+        debug_assert!(pieces.iter().all(|q| q.plan == first.plan && q.cols == first.cols));
+        let join = |bits_of: &dyn Fn(&QuantizedTensor) -> (&[u8], usize)| -> Vec<u8> {
+            if pieces.iter().all(|q| bits_of(q).1 % 8 == 0) {
+                // Whole bytes each (pieces of 8k rows at one tier): a plain copy.
+                let mut bytes = Vec::with_capacity(pieces.iter().map(|q| bits_of(q).1 / 8).sum());
+                pieces.iter().for_each(|q| bytes.extend_from_slice(&bits_of(q).0[..bits_of(q).1 / 8]));
+                return bytes;
+            }
+            let mut joined = BitWriter::default();
+            pieces.iter().for_each(|q| joined.append_bytes(bits_of(q).0, bits_of(q).1));
+            BitWriter::concat([&joined])
         };
-        let mut whole = QuantizedTensor {
+        let codes = (0..first.codes.len())
+            .map(|t| TierCodes {
+                bits: first.codes[t].bits,
+                count: pieces.iter().map(|q| q.codes[t].count).sum(),
+                packed: join(&|q| (&q.codes[t].packed, q.codes[t].count * q.codes[t].bits as usize)).into(),
+            })
+            .collect();
+        let map_bits = first.tier_map.bits as usize;
+        let tier_map = TierMap {
+            units: pieces.iter().map(|q| q.tier_map.units).sum(),
+            bits: first.tier_map.bits,
+            packed: join(&|q| (&q.tier_map.packed, q.tier_map.units * map_bits)).into(),
+        };
+        QuantizedTensor {
             rows: pieces.iter().map(|q| q.rows).sum(),
+            cols: first.cols,
+            plan: first.plan.clone(),
+            tier_map,
+            codes,
             params: pieces.iter().flat_map(|q| q.params.iter().copied()).collect(),
             squared_error: pieces.iter().map(|q| q.squared_error).sum(),
             squared_norm: pieces.iter().map(|q| q.squared_norm).sum(),
-            ..first.clone()
-        };
-        debug_assert!(rest.iter().all(|q| q.plan == first.plan && q.cols == first.cols));
-        whole.codes[0].count = pieces.iter().map(|q| q.codes[0].count).sum();
-        whole.codes[0].packed = crate::memory::Bytes::Owned(bytes);
-        whole
+        }
     }
 
     /// The weights the codes stand for, row-major. An inconsistent tensor (read from a damaged file) is an error

@@ -159,7 +159,43 @@ impl TryFrom<String> for Granularity {
 /// Thresholds (importance values) that split `units` into tiers with the given shares, most important first.
 /// Each is an exact order statistic (the same value a sort would give), found in O(n) by `order_statistics`.
 pub fn thresholds(units: &[f32], tiers: &[Tier]) -> Vec<f32> {
-    let n = units.len();
+    let select = |ranks: &[usize]| Ok::<_, std::convert::Infallible>(order_statistics(units, ranks));
+    match thresholds_from(units.len(), tiers, select) {
+        Ok(thresholds) => thresholds,
+        Err(never) => match never {},
+    }
+}
+
+/// `thresholds` over units that are not in memory: `pass` hands every unit to its argument, a chunk at a time
+/// (in any order), and is called twice, once per histogram of `order_statistics_by_histogram`'s method. The same
+/// thresholds, exactly. None when there are no units.
+pub fn thresholds_streamed<E>(tiers: &[Tier], pass: &mut Pass<E>) -> Result<Option<Vec<f32>>, E> {
+    let high = high_histogram(pass)?;
+    let n = high.iter().sum::<u64>() as usize;
+    if n == 0 {
+        return Ok(None);
+    }
+    thresholds_from(n, tiers, |ranks| select_streamed(ranks, &high, pass)).map(Some)
+}
+
+/// Hands every value to its argument, a chunk at a time.
+pub type Pass<'a, E> = dyn FnMut(&mut dyn FnMut(&[f32])) -> Result<(), E> + 'a;
+
+const KEY_BINS: usize = 1 << 16;
+
+/// Counts of the high 16 bits of every value's order key.
+fn high_histogram<E>(pass: &mut Pass<E>) -> Result<Vec<u64>, E> {
+    let mut high = vec![0u64; KEY_BINS];
+    pass(&mut |chunk| chunk.iter().for_each(|&v| high[(order_key(v) >> 16) as usize] += 1))?;
+    Ok(high)
+}
+
+/// The thresholds of `n` units: the ranks the tiers' shares fall on, their values from `select`.
+fn thresholds_from<E>(
+    n: usize,
+    tiers: &[Tier],
+    select: impl FnOnce(&[usize]) -> Result<Vec<f32>, E>,
+) -> Result<Vec<f32>, E> {
     let mut cumulative = 0.0;
     let mut ranks = Vec::new();
     let mut out: Vec<Option<f32>> = Vec::with_capacity(tiers.len().saturating_sub(1));
@@ -177,8 +213,8 @@ pub fn thresholds(units: &[f32], tiers: &[Tier]) -> Vec<f32> {
             }
         });
     }
-    let mut selected = order_statistics(units, &ranks).into_iter();
-    out.into_iter().map(|t| t.unwrap_or_else(|| selected.next().expect("one value per rank"))).collect()
+    let mut selected = select(&ranks)?.into_iter();
+    Ok(out.into_iter().map(|t| t.unwrap_or_else(|| selected.next().expect("one value per rank"))).collect())
 }
 
 /// The values of rank `ranks[i]` (0-based, ascending in `f32::total_cmp` order) of `values`, without reordering
@@ -307,6 +343,35 @@ pub fn order_statistics_by_histogram(values: &[f32], ranks: &[usize]) -> Vec<f32
         .collect()
 }
 
+/// The values of `ranks` given the high histogram: a second pass histograms the low 16 bits inside the buckets
+/// that hold them.
+fn select_streamed<E>(ranks: &[usize], high: &[u64], pass: &mut Pass<E>) -> Result<Vec<f32>, E> {
+    if ranks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let located: Vec<(u32, usize)> = ranks.iter().map(|&r| locate(high, r)).collect();
+    let mut buckets: Vec<u32> = located.iter().map(|(b, _)| *b).collect();
+    buckets.sort_unstable();
+    buckets.dedup();
+    let mut low = vec![0u64; buckets.len() * KEY_BINS];
+    pass(&mut |chunk| {
+        for &v in chunk {
+            let key = order_key(v);
+            if let Some(slot) = buckets.iter().position(|&b| b == key >> 16) {
+                low[slot * KEY_BINS + (key & 0xFFFF) as usize] += 1;
+            }
+        }
+    })?;
+    Ok(located
+        .iter()
+        .map(|&(bucket, rank_in_bucket)| {
+            let slot = buckets.iter().position(|&b| b == bucket).expect("bucket listed");
+            let (low_bits, _) = locate(&low[slot * KEY_BINS..(slot + 1) * KEY_BINS], rank_in_bucket);
+            from_order_key((bucket << 16) | low_bits)
+        })
+        .collect())
+}
+
 /// Counts of `bin(order key)` over `bins` bins: one histogram per thread's share of the values, then summed.
 fn histogram(values: &[f32], bins: usize, bin: impl Fn(u32) -> Option<usize> + Sync) -> Vec<u64> {
     let piece = values.len().div_ceil(rayon::current_num_threads()).max(1 << 20);
@@ -361,6 +426,24 @@ pub fn tier_of(score: f32, thresholds: &[f32]) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streamed_thresholds_are_the_in_memory_ones() {
+        let tiers = tiers_from_quantiles(&[0.9, 0.7], &[8, 4, 2]).unwrap();
+        // Many ties and a spread of magnitudes, in chunks of uneven sizes.
+        let units: Vec<f32> =
+            (0..100_003u32).map(|i| ((i.wrapping_mul(2_654_435_761) >> 12) % 5000) as f32 * 1e-4 + 1e-9).collect();
+        let mut passes = 0;
+        let streamed = thresholds_streamed(&tiers, &mut |each| {
+            passes += 1;
+            units.chunks(777).for_each(|c| each(c));
+            Ok::<_, ()>(())
+        });
+        assert_eq!(streamed.unwrap(), Some(thresholds(&units, &tiers)));
+        assert_eq!(passes, 2);
+        let empty = thresholds_streamed(&tiers, &mut |_| Ok::<_, ()>(()));
+        assert_eq!(empty.unwrap(), None);
+    }
 
     #[test]
     fn quantile_thresholds_give_the_shares() {

@@ -513,6 +513,32 @@ mod tests {
                 assert!((joined.squared_error - whole.squared_error).abs() <= 1e-9 * whole.squared_error);
             }
         }
+        // Several tiers, with thresholds found beforehand: per weight (a tier per score) and per group of 32.
+        let scores: Vec<f32> = w.iter().enumerate().map(|(i, v)| v.abs() + (i % 3) as f32 * 1e-3).collect();
+        let thresholds = vec![0.06, 0.02];
+        let tiers = vec![Tier { share: 0.1, bits: 16 }, Tier { share: 0.2, bits: 5 }, Tier { share: 0.7, bits: 3 }];
+        for granularity in [Granularity::Weight, Granularity::Group(32), Granularity::Channel] {
+            let plan = TensorPlan {
+                tiers: tiers.clone(),
+                granularity,
+                group_size: GroupSize::G(32),
+                grid: Grid::Asymmetric,
+                quantizer: QuantizerKind::Rtn,
+            };
+            let rows_of = |r: std::ops::Range<usize>| {
+                let (piece, piece_scores) = (&w[r.start * cols..r.end * cols], &scores[r.start * cols..r.end * cols]);
+                let source =
+                    crate::quant::plan::assign(&plan, r.len(), cols, Some(piece_scores), Some(&thresholds)).unwrap();
+                quantize(piece, r.len(), cols, &plan, &source)
+            };
+            let whole = rows_of(0..rows);
+            let joined = QuantizedTensor::join_rows([rows_of(0..5), rows_of(5..12), rows_of(12..rows)]);
+            assert_eq!(
+                (&joined.codes, &joined.params, &joined.tier_map),
+                (&whole.codes, &whole.params, &whole.tier_map)
+            );
+            assert_eq!(joined.dequantize().unwrap(), whole.dequantize().unwrap(), "{granularity}");
+        }
     }
 
     #[test]
