@@ -176,7 +176,7 @@ mod tests {
     #[test]
     fn every_method_scores_pieces_of_rows_as_it_scores_the_whole_matrix() {
         let (rows, cols) = (9, 40);
-        let w: Vec<f32> = (0..rows * cols).map(|i| ((i as f32 * 0.37).sin() * 0.1)).collect();
+        let w: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.37).sin() * 0.1).collect();
         let mean_square: Vec<f32> = (0..cols).map(|j| 1.0 + j as f32 * 0.1).collect();
         let calibration = CalibrationStats {
             mean_square: [("m".to_string(), mean_square)].into_iter().collect(),

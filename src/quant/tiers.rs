@@ -436,7 +436,7 @@ mod tests {
         let mut passes = 0;
         let streamed = thresholds_streamed(&tiers, &mut |each| {
             passes += 1;
-            units.chunks(777).for_each(|c| each(c));
+            units.chunks(777).for_each(&mut *each);
             Ok::<_, ()>(())
         });
         assert_eq!(streamed.unwrap(), Some(thresholds(&units, &tiers)));
