@@ -196,9 +196,10 @@ fn a_streamed_quantization_and_its_evaluation_from_the_file_match_the_in_memory_
     }
 }
 
-/// The demo's largest matrix (the 28M-weight embedding) is quantized in pieces of rows, its tiers' thresholds
-/// found by streaming passes over its scores (per tensor), or over every matrix's (global scope): the result is
-/// what quantizing it whole from all its scores in memory gives, byte for byte.
+/// The demo's largest matrix (the 28M-weight embedding), quantized on three tiers per weight: whole with its own
+/// thresholds, and in pieces of rows with global thresholds found by streaming passes over every matrix's scores;
+/// either way what quantizing it whole from all the scores in memory gives, byte for byte. (Cutting with a
+/// tensor's own thresholds is checked on the fixture, with pieces of a few rows, in `quant::plan`'s tests.)
 #[test]
 fn a_large_matrix_quantized_in_pieces_is_the_matrix_quantized_whole() {
     use nash_swarm::importance;

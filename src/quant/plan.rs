@@ -170,9 +170,19 @@ pub fn quantize_each(
 /// Tensors are quantized in name order, a batch of about this many weights at a time (the batch's tensors in
 /// parallel), so only a batch's f32 copies and results exist before `sink` takes them.
 const BATCH_WEIGHTS: usize = 1 << 24;
-/// Tensors larger than this are cut into pieces of rows (a 128k-token embedding is 1 GB in f32) where rows
-/// quantize independently: every plan but whole-tensor grids, GPTQ, and tiers by mean over the whole tensor.
-const PIECE_WEIGHTS: usize = 1 << 22;
+
+/// Where tensors are cut into pieces of rows (a 128k-token embedding is 1 GB in f32), which happens only where
+/// rows quantize independently: every plan but whole-tensor grids, GPTQ, and tiers by mean over the whole tensor.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Cuts {
+    /// Tensors of more weights than this are cut into pieces of about this many weights.
+    piece: usize,
+    /// A multi-tier tensor whose thresholds are its own is cut only past this many weights: below it, its f32 copy
+    /// and scores (8 bytes a weight) cost less than the two extra passes over its scores that cutting needs.
+    own_thresholds: usize,
+}
+
+const CUTS: Cuts = Cuts { piece: 1 << 22, own_thresholds: 1 << 25 };
 
 /// Assigns tiers and quantizes every tensor, handing each to `sink` in name order. Scores are computed a tensor
 /// (or piece) at a time; thresholds that need more than one piece's scores (global scope, a large tensor's own)
@@ -183,11 +193,23 @@ pub fn apply(
     treatments: &BTreeMap<String, Treatment>,
     calibration: Option<&CalibrationStats>,
     job: &Job,
+    sink: impl FnMut(&str, Treated) -> Result<()>,
+) -> Result<BitReport> {
+    apply_cut(CUTS, model, config, treatments, calibration, job, sink)
+}
+
+fn apply_cut(
+    cuts: Cuts,
+    model: &Model,
+    config: &QuantConfig,
+    treatments: &BTreeMap<String, Treatment>,
+    calibration: Option<&CalibrationStats>,
+    job: &Job,
     mut sink: impl FnMut(&str, Treated) -> Result<()>,
 ) -> Result<BitReport> {
-    let scoring = Scoring { model, config, calibration };
+    let scoring = Scoring { model, config, calibration, piece: cuts.piece };
     let global = scoring.global_thresholds(treatments, job)?;
-    let pieces = pieces(model, treatments, &scoring, global.as_deref(), job)?;
+    let pieces = pieces(cuts, model, treatments, &scoring, global.as_deref(), job)?;
     let (total, mut done) = (treatments.len() as u64, 0);
     let mut bits = BitTally::default();
     // The quantized pieces made so far of the matrix whose last piece has not come yet.
@@ -225,6 +247,8 @@ struct Scoring<'a> {
     model: &'a Model,
     config: &'a QuantConfig,
     calibration: Option<&'a CalibrationStats>,
+    /// Weights scored at once in the streaming passes.
+    piece: usize,
 }
 
 /// Rows `rows` of a tensor of `of_rows` rows, what happens to them, and the thresholds its tiers use when they
@@ -240,6 +264,7 @@ struct Piece<'a> {
 
 /// Every tensor as one piece, or as pieces of rows when it is large and its rows quantize independently.
 fn pieces<'a>(
+    cuts: Cuts,
     model: &Model,
     treatments: &'a BTreeMap<String, Treatment>,
     scoring: &Scoring,
@@ -252,25 +277,25 @@ fn pieces<'a>(
         let rows = dims.first().copied().unwrap_or(1).max(1);
         let count: usize = dims.iter().product();
         let cols = count / rows;
-        let large = count > PIECE_WEIGHTS;
+        let large = count > cuts.piece;
         let (cut, thresholds) = match treatment {
             Treatment::Fp16 => (large && dims.len() == 2, None),
             Treatment::Quantize { plan, follows_tiers } => {
                 let rows_independent = plan.group_size != GroupSize::Tensor
                     && plan.quantizer != QuantizerKind::Gptq
                     && (plan.tiers.len() == 1 || plan.granularity != Granularity::Tensor);
-                let thresholds = match (plan.tiers.len(), global.filter(|_| *follows_tiers)) {
-                    (1, _) => None,
-                    (_, Some(global)) => Some(global.to_vec()),
-                    (_, None) if large && rows_independent => {
-                        Some(scoring.tensor_thresholds(name, plan, job)?.unwrap_or_default())
+                match (plan.tiers.len(), global.filter(|_| *follows_tiers)) {
+                    (1, _) => (large && rows_independent, None),
+                    (_, Some(global)) => (large && rows_independent, Some(global.to_vec())),
+                    (_, None) if count > cuts.own_thresholds && rows_independent => {
+                        (true, Some(scoring.tensor_thresholds(name, plan, job)?.unwrap_or_default()))
                     }
-                    _ => None,
-                };
-                (large && rows_independent, thresholds.map(std::sync::Arc::new))
+                    _ => (false, None),
+                }
             }
         };
-        let step = if cut { (PIECE_WEIGHTS / cols.max(1)).max(1) } else { rows };
+        let thresholds = thresholds.map(std::sync::Arc::new);
+        let step = if cut { (cuts.piece / cols.max(1)).max(1) } else { rows };
         for first in (0..rows).step_by(step) {
             let piece_rows = first..(first + step).min(rows);
             let weights = piece_rows.len() * cols;
@@ -335,7 +360,7 @@ impl Scoring<'_> {
     fn unit_scores(&self, name: &str, granularity: Granularity, each: &mut dyn FnMut(&[f32])) -> Result<()> {
         let stored = self.model.weights.stored(name)?;
         let (rows, cols) = self.model.weights.dims2(name)?;
-        let step = (PIECE_WEIGHTS / cols.max(1)).max(1);
+        let step = (self.piece / cols.max(1)).max(1);
         let mut sum = 0f64;
         for first in (0..rows).step_by(step) {
             let values = tensor_to_vec(&stored.rows(first..(first + step).min(rows))?)?;
@@ -465,4 +490,52 @@ pub fn assign<'a>(
         std::borrow::Cow::Borrowed(_) => TierSource::Scores { scores, thresholds: th },
         std::borrow::Cow::Owned(units) => TierSource::Units(units.iter().map(|s| tier_of(*s, &th)).collect()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cut into pieces of a few rows, every tensor of the fixture (per-tensor thresholds from streaming passes,
+    /// global ones, one tier) is what it is quantized whole.
+    #[test]
+    fn cutting_tensors_into_pieces_changes_no_byte() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/stories260k");
+        let model = crate::load(&path).unwrap();
+        let job = Job::silent();
+        let seed = QuantConfig::seed();
+        let configs = [
+            seed.clone(),
+            QuantConfig { scope: Scope::Global, ..seed.clone() },
+            QuantConfig { granularity: Granularity::Channel, ..seed.clone() },
+            QuantConfig::uniform(4, GroupSize::G(32)),
+        ];
+        for config in configs {
+            let treatments = treatments(&model, &config);
+            let run = |cuts: Cuts| {
+                let mut made = Vec::new();
+                apply_cut(cuts, &model, &config, &treatments, None, &job, |name, treated| {
+                    made.push((name.to_string(), treated));
+                    Ok(())
+                })
+                .unwrap();
+                made
+            };
+            let whole = run(Cuts { piece: usize::MAX, own_thresholds: usize::MAX });
+            let cut = run(Cuts { piece: 1000, own_thresholds: 1000 });
+            let quantized = |made: &[(String, Treated)]| -> Vec<(String, Vec<u8>, Vec<half::f16>, Vec<u8>)> {
+                made.iter()
+                    .filter_map(|(n, t)| match t {
+                        Treated::Quantized(q) => {
+                            let codes = q.codes.iter().flat_map(|c| c.packed.to_vec()).collect();
+                            Some((n.clone(), codes, q.params.clone(), q.tier_map.packed.to_vec()))
+                        }
+                        Treated::Fp16 { .. } => None,
+                    })
+                    .collect()
+            };
+            assert_eq!(quantized(&cut), quantized(&whole), "{}", config.summary());
+            assert!(quantized(&whole).len() > 5);
+        }
+    }
 }
