@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::io::{Seek, Write};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -20,8 +21,6 @@ use serde::{Deserialize, Serialize};
 
 use super::checks::{check_layer_count, check_tokenizer, validate};
 use super::hf::{config_json, load_tokenizer, write_tokenizer};
-use std::io::{Seek, Write};
-
 use super::safetensors::{
     Array, Entry, f16_bytes, map_file, parse_safetensors, safetensors_header, safetensors_metadata, safetensors_size,
 };
@@ -86,6 +85,12 @@ fn f16_array<'a>(name: &str, shape: &[usize], values: &[f16]) -> Array<'a> {
     Array { name: name.to_string(), dtype: "F16", shape: shape.to_vec(), bytes: Cow::Owned(f16_bytes(values)) }
 }
 
+/// What the header says of an f16 tensor.
+fn f16_entry(name: &str, shape: &[usize]) -> Entry {
+    let len = shape.iter().product::<usize>() * 2;
+    Entry { name: name.to_string(), dtype: "F16", shape: shape.to_vec(), len }
+}
+
 fn metadata(
     model: &Model,
     config: &QuantConfig,
@@ -111,7 +116,7 @@ fn matrix_entry(t: &QuantizedTensor) -> MatrixEntry {
 /// Exact size in bytes of the packed `model.safetensors` for this result (without writing it).
 pub fn packed_size(model: &Model, q: &Quantized) -> usize {
     let mut entries: Vec<Entry> = q.tensors.iter().flat_map(|(n, t)| matrix_arrays(n, t)).map(|a| a.entry()).collect();
-    entries.extend(q.fp16.iter().map(|(n, (shape, values))| f16_array(n, shape, values).entry()));
+    entries.extend(q.fp16.iter().map(|(n, (shape, _))| f16_entry(n, shape)));
     let matrices = q.tensors.iter().map(|(n, t)| (n.clone(), matrix_entry(t))).collect();
     safetensors_size(&entries, &metadata(model, &q.config, &matrices, &q.bits, &"0".repeat(64)))
 }
@@ -260,8 +265,7 @@ impl PackedWriter {
         let data = &mut self.f16_data;
         data.out.write_all(&f16_bytes(values)).map_err(|e| Error::io(&data.path, e))?;
         if rows.end == shape.first().copied().unwrap_or(1) {
-            let len = shape.iter().product::<usize>() * 2;
-            data.entries.push(Entry { name: name.to_string(), dtype: "F16", shape: shape.to_vec(), len });
+            data.entries.push(f16_entry(name, shape));
         }
         Ok(())
     }
