@@ -150,7 +150,8 @@ pub fn quantize_model(
 }
 
 /// `quantize_model`, handing each tensor to `sink` (in name order) as soon as it is made instead of keeping the
-/// result: what an export streams to its file. A large f16 tensor comes in pieces of rows, in order. Returns the bit report and the seconds it took.
+/// result: what an export streams to its file. A large f16 tensor comes in pieces of rows, in order. Returns the
+/// bit report and the seconds it took.
 pub fn quantize_each(
     model: &Model,
     config: &QuantConfig,
