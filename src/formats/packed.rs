@@ -175,7 +175,9 @@ pub fn quantize_to(
     crate::output::write_dir(out, |dir| {
         let mut writer = PackedWriter::new(dir)?;
         let (bits, seconds) = quantize_each(model, config, calibration, job, |name, treated| match &treated {
-            Treated::Quantized(t) => writer.add_matrix(name, t),
+            Treated::Quantized { tensor, rows, of_rows } => {
+                writer.add_matrix_rows(name, tensor, rows.clone(), *of_rows)
+            }
             Treated::Fp16 { shape, rows, values } => writer.add_f16_rows(name, shape, rows.clone(), values),
         })?;
         writer.finish(model, config, &bits, &sha)?;
@@ -207,6 +209,9 @@ struct PackedWriter {
     matrices_data: ScratchFile,
     f16_data: ScratchFile,
     matrices: BTreeMap<String, MatrixEntry>,
+    /// The matrix whose pieces are being written: bytes of codes so far, and its block parameters (written after
+    /// the codes once the last piece has come).
+    open: Option<(usize, Vec<f16>)>,
 }
 
 /// Arrays written one after another, and what the header says of them.
@@ -247,12 +252,45 @@ impl PackedWriter {
             matrices_data: ScratchFile::create(dir.join(".matrices.part"))?,
             f16_data: ScratchFile::create(dir.join(".f16.part"))?,
             matrices: BTreeMap::new(),
+            open: None,
         })
     }
 
     fn add_matrix(&mut self, name: &str, t: &QuantizedTensor) -> Result<()> {
         self.matrices.insert(name.to_string(), matrix_entry(t));
         self.matrices_data.write(matrix_arrays(name, t))
+    }
+
+    /// Rows `rows` of a matrix of `of_rows` rows. A multi-tier matrix comes whole; a single-tier one may come in
+    /// pieces, in order, each a whole number of bytes of codes but the last: its codes are written as they come
+    /// and its block parameters after them, the arrays `matrix_arrays` makes of the whole matrix.
+    fn add_matrix_rows(&mut self, name: &str, t: &QuantizedTensor, rows: Range<usize>, of_rows: usize) -> Result<()> {
+        if rows == (0..of_rows) {
+            return self.add_matrix(name, t);
+        }
+        debug_assert_eq!(t.plan.tiers.len(), 1, "only single-tier matrices come in pieces");
+        let data = &mut self.matrices_data;
+        let (written, params) = self.open.get_or_insert_with(|| (0, Vec::new()));
+        data.out.write_all(&t.codes[0].packed).map_err(|e| Error::io(&data.path, e))?;
+        *written += t.codes[0].packed.len();
+        params.extend_from_slice(&t.params);
+        if rows.end < of_rows {
+            return Ok(());
+        }
+        let (written, params) = self.open.take().expect("set above");
+        let codes = Entry { name: format!("{name}::codes.0"), dtype: "U8", shape: vec![written], len: written };
+        data.entries.push(codes);
+        if !params.is_empty() {
+            data.write(vec![Array {
+                name: format!("{name}::params"),
+                dtype: "F16",
+                shape: vec![params.len()],
+                bytes: Cow::Owned(f16_bytes(&params)),
+            }])?;
+        }
+        let entry = MatrixEntry { rows: of_rows, cols: t.cols, plan: t.plan.clone() };
+        self.matrices.insert(name.to_string(), entry);
+        Ok(())
     }
 
     fn add_f16(&mut self, name: &str, shape: &[usize], values: &[f16]) -> Result<()> {

@@ -48,6 +48,10 @@ pub enum SourceFormat {
 /// Sees `(weight name, input [T, in])` for every matrix multiplication of a forward pass.
 pub type Observer<'a> = dyn FnMut(&str, &Tensor) -> Result<()> + 'a;
 
+/// Layers whose f32 copy would be larger than this are not cached: each matrix is decoded when used (once per
+/// window instead of once per group of windows, about a tenth more time for an 8B model's layer).
+const LAYER_CACHE_BYTES: usize = 512 << 20;
+
 /// f32 copies of one layer's weights that are not held in f32, made together (in parallel) when the forward
 /// pass first asks for one of them and dropped when it asks for another layer's. Windows that go through the
 /// model together (layer by layer) then decode each weight once, while at most one layer exists in f32.
@@ -166,6 +170,11 @@ impl Model {
         }
         let layer: Vec<&String> =
             self.weights.iter().filter(|(n, t)| !t.is_f32() && n.starts_with(prefix)).map(|(n, _)| n).collect();
+        let f32_bytes: usize = layer.iter().filter_map(|n| self.weights.0.get(*n)).map(|t| t.elem_count() * 4).sum();
+        if f32_bytes > LAYER_CACHE_BYTES {
+            // A layer this large (an 8B model's is 0.87 GB) is decoded a matrix at a time, each time it is used.
+            return self.weights.get(name);
+        }
         let made = layer.par_iter().map(|&n| Ok((n.clone(), self.weights.get(n)?))).collect::<Result<Vec<_>>>()?;
         let wanted = made.iter().find(|(n, _)| n == name).map(|(_, t)| t.clone());
         self.made.replace(made);

@@ -44,6 +44,16 @@ impl TensorBits {
         }
     }
 
+    /// The bits of two parts of a matrix together.
+    pub fn plus(&self, other: &TensorBits) -> TensorBits {
+        TensorBits {
+            payload: self.payload + other.payload,
+            params: self.params + other.params,
+            tier_map: self.tier_map + other.tier_map,
+            tier_map_entropy: self.tier_map_entropy + other.tier_map_entropy,
+        }
+    }
+
     /// Everything stored for this matrix with a plain tier map.
     pub fn total(&self) -> u64 {
         self.payload + self.params + self.tier_map

@@ -135,23 +135,45 @@ pub fn quantize_model(
     calibration: Option<&CalibrationStats>,
     job: &Job,
 ) -> Result<Quantized> {
-    let (mut tensors, mut fp16) = (BTreeMap::new(), BTreeMap::new());
+    let mut kept = Collector::default();
     let (bits, seconds) = quantize_each(model, config, calibration, job, |name, treated| {
-        match treated {
-            Treated::Quantized(q) => drop(tensors.insert(name.to_string(), q)),
-            Treated::Fp16 { shape, values, .. } => {
-                let (_, held): &mut (Vec<usize>, Vec<f16>) = fp16.entry(name.to_string()).or_insert((shape, vec![]));
-                held.extend_from_slice(&values);
-            }
-        };
+        kept.take(name, treated);
         Ok(())
     })?;
+    let Collector { tensors, fp16, .. } = kept;
     Ok(Quantized { config: config.clone(), tensors, fp16, bits, quantize_seconds: seconds })
 }
 
+/// Every tensor whole, as `quantize_model` keeps them: pieces joined as they come.
+#[derive(Default)]
+struct Collector {
+    tensors: BTreeMap<String, QuantizedTensor>,
+    fp16: BTreeMap<String, (Vec<usize>, Vec<f16>)>,
+    /// The pieces so far of the matrix whose last piece has not come yet.
+    open: Vec<QuantizedTensor>,
+}
+
+impl Collector {
+    fn take(&mut self, name: &str, treated: Treated) {
+        match treated {
+            Treated::Quantized { tensor, rows, of_rows } => {
+                self.open.push(tensor);
+                if rows.end == of_rows {
+                    let pieces = std::mem::take(&mut self.open);
+                    self.tensors.insert(name.to_string(), QuantizedTensor::join_rows(pieces));
+                }
+            }
+            Treated::Fp16 { shape, values, .. } => {
+                let entry = self.fp16.entry(name.to_string()).or_insert((shape, Vec::new()));
+                entry.1.extend_from_slice(&values);
+            }
+        }
+    }
+}
+
 /// `quantize_model`, handing each tensor to `sink` (in name order) as soon as it is made instead of keeping the
-/// result: what an export streams to its file. A large f16 tensor comes in pieces of rows, in order. Returns the
-/// bit report and the seconds it took.
+/// result: what an export streams to its file. A large single-tier or f16 tensor comes in pieces of rows, in
+/// order, each a whole number of bytes of codes but the last. Returns the bit report and the seconds it took.
 pub fn quantize_each(
     model: &Model,
     config: &QuantConfig,
@@ -213,7 +235,8 @@ fn apply_cut(
     let pieces = pieces(cuts, model, treatments, &scoring, global.as_deref(), job)?;
     let (total, mut done) = (treatments.len() as u64, 0);
     let mut bits = BitTally::default();
-    // The quantized pieces made so far of the matrix whose last piece has not come yet.
+    // The pieces made so far of the multi-tier matrix whose last piece has not come yet: its tiers' codes go to
+    // several arrays, so it is joined before `sink` takes it.
     let mut open: Vec<QuantizedTensor> = Vec::new();
     for batch in batches(&pieces) {
         job.checkpoint()?;
@@ -221,13 +244,14 @@ fn apply_cut(
         for (piece, treated) in batch.iter().zip(made) {
             let last = piece.rows.end == piece.of_rows;
             let treated = match treated {
-                Treated::Quantized(q) if !last => {
-                    open.push(q);
+                Treated::Quantized { tensor, .. } if tensor.plan.tiers.len() > 1 && !last => {
+                    open.push(tensor);
                     continue;
                 }
-                Treated::Quantized(q) if !open.is_empty() => {
-                    open.push(q);
-                    Treated::Quantized(QuantizedTensor::join_rows(std::mem::take(&mut open)))
+                Treated::Quantized { tensor, rows, of_rows } if tensor.plan.tiers.len() > 1 && !open.is_empty() => {
+                    open.push(tensor);
+                    let whole = QuantizedTensor::join_rows(std::mem::take(&mut open));
+                    Treated::Quantized { tensor: whole, rows: 0..rows.end, of_rows }
                 }
                 other => other,
             };
@@ -296,7 +320,8 @@ fn pieces<'a>(
             }
         };
         let thresholds = thresholds.map(std::sync::Arc::new);
-        let step = if cut { (cuts.piece / cols.max(1)).max(1) } else { rows };
+        // Pieces of a multiple of 8 rows hold whole bytes of codes at any width.
+        let step = if cut { (cuts.piece / cols.max(1) / 8 * 8).max(8) } else { rows };
         for first in (0..rows).step_by(step) {
             let piece_rows = first..(first + step).min(rows);
             let weights = piece_rows.len() * cols;
@@ -350,7 +375,8 @@ impl Scoring<'_> {
                     let tiers =
                         assign(plan, rows, cols, scores.as_deref(), piece.thresholds.as_deref().map(|t| &t[..]))?;
                     let inputs = InputStats::of(self.calibration, name, cols);
-                    Treated::Quantized(method::for_plan(plan).quantize(values, rows, cols, plan, &tiers, inputs))
+                    let tensor = method::for_plan(plan).quantize(values, rows, cols, plan, &tiers, inputs);
+                    Treated::Quantized { tensor, rows: piece.rows.clone(), of_rows: piece.of_rows }
                 }
             })
         })?
@@ -410,24 +436,36 @@ impl Scoring<'_> {
     }
 }
 
-/// One tensor after quantization: its codes, or the values in f16 of its rows `rows` (all of them, or a piece of a
-/// large tensor; `shape` is the whole tensor's).
+/// Rows `rows` of a tensor after quantization (all of them, or a piece of a large one): their codes, of a matrix
+/// of `of_rows` rows, or their values in f16 (`shape` is the whole tensor's).
 pub enum Treated {
-    Quantized(QuantizedTensor),
+    Quantized { tensor: QuantizedTensor, rows: std::ops::Range<usize>, of_rows: usize },
     Fp16 { shape: Vec<usize>, rows: std::ops::Range<usize>, values: Vec<f16> },
 }
 
-/// The bill, tensor by tensor.
+/// The bill, tensor by tensor (a tensor's pieces added up).
 #[derive(Default)]
 struct BitTally {
     per_tensor: Vec<(usize, TensorBits)>,
+    open: Option<(usize, TensorBits)>,
     fp16_params: usize,
 }
 
 impl BitTally {
     fn add(&mut self, treated: &Treated) {
         match treated {
-            Treated::Quantized(q) => self.per_tensor.push((q.rows * q.cols, TensorBits::of(q))),
+            Treated::Quantized { tensor, rows, of_rows } => {
+                let piece = (tensor.rows * tensor.cols, TensorBits::of(tensor));
+                let sum = match self.open.take() {
+                    Some((weights, bits)) => (weights + piece.0, bits.plus(&piece.1)),
+                    None => piece,
+                };
+                if rows.end == *of_rows {
+                    self.per_tensor.push(sum);
+                } else {
+                    self.open = Some(sum);
+                }
+            }
             Treated::Fp16 { values, .. } => self.fp16_params += values.len(),
         }
     }
@@ -456,7 +494,7 @@ pub fn check_overrides(model: &Model, config: &QuantConfig) -> Result<()> {
 /// model written with them would not load again: refused here, before anything is written.
 fn check_storable(name: &str, treated: &Treated) -> Result<()> {
     let finite = match treated {
-        Treated::Quantized(q) => q.squared_error.is_finite() && q.params.iter().all(|p| p.is_finite()),
+        Treated::Quantized { tensor: q, .. } => q.squared_error.is_finite() && q.params.iter().all(|p| p.is_finite()),
         Treated::Fp16 { values, .. } => values.iter().all(|x| x.is_finite()),
     };
     if finite {
@@ -514,29 +552,30 @@ mod tests {
         for config in configs {
             let treatments = treatments(&model, &config);
             let run = |cuts: Cuts| {
-                let mut made = Vec::new();
+                let mut kept = Collector::default();
+                let mut pieces = 0;
                 apply_cut(cuts, &model, &config, &treatments, None, &job, |name, treated| {
-                    made.push((name.to_string(), treated));
+                    pieces += 1;
+                    kept.take(name, treated);
                     Ok(())
                 })
                 .unwrap();
-                made
-            };
-            let whole = run(Cuts { piece: usize::MAX, own_thresholds: usize::MAX });
-            let cut = run(Cuts { piece: 1000, own_thresholds: 1000 });
-            let quantized = |made: &[(String, Treated)]| -> Vec<(String, Vec<u8>, Vec<half::f16>, Vec<u8>)> {
-                made.iter()
-                    .filter_map(|(n, t)| match t {
-                        Treated::Quantized(q) => {
-                            let codes = q.codes.iter().flat_map(|c| c.packed.to_vec()).collect();
-                            Some((n.clone(), codes, q.params.clone(), q.tier_map.packed.to_vec()))
-                        }
-                        Treated::Fp16 { .. } => None,
+                let quantized: Vec<(String, Vec<u8>, Vec<half::f16>, Vec<u8>)> = kept
+                    .tensors
+                    .iter()
+                    .map(|(n, q)| {
+                        let codes = q.codes.iter().flat_map(|c| c.packed.to_vec()).collect();
+                        (n.clone(), codes, q.params.clone(), q.tier_map.packed.to_vec())
                     })
-                    .collect()
+                    .collect();
+                (quantized, pieces)
             };
-            assert_eq!(quantized(&cut), quantized(&whole), "{}", config.summary());
-            assert!(quantized(&whole).len() > 5);
+            let (whole, whole_pieces) = run(Cuts { piece: usize::MAX, own_thresholds: usize::MAX });
+            let (cut, cut_pieces) = run(Cuts { piece: 1000, own_thresholds: 1000 });
+            assert_eq!(cut, whole, "{}", config.summary());
+            // Single-tier pieces reach the sink as they are; multi-tier ones joined.
+            assert!(whole.len() > 5 && cut_pieces >= whole_pieces);
+            assert!(config.tiers.len() > 1 || cut_pieces > whole_pieces);
         }
     }
 }
