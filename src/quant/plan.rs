@@ -560,7 +560,7 @@ mod tests {
                     Ok(())
                 })
                 .unwrap();
-                let quantized: Vec<(String, Vec<u8>, Vec<half::f16>, Vec<u8>)> = kept
+                let quantized: Vec<_> = kept
                     .tensors
                     .iter()
                     .map(|(n, q)| {
