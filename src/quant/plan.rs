@@ -564,7 +564,7 @@ mod tests {
                     .tensors
                     .iter()
                     .map(|(n, q)| {
-                        let codes = q.codes.iter().flat_map(|c| c.packed.to_vec()).collect();
+                        let codes: Vec<u8> = q.codes.iter().flat_map(|c| c.packed.to_vec()).collect();
                         (n.clone(), codes, q.params.clone(), q.tier_map.packed.to_vec())
                     })
                     .collect();
