@@ -444,3 +444,31 @@ fn a_comparison_reuses_a_known_reference_only_for_the_same_windows() {
     let fresh = Bench::new(&model, &tokens, &text, &wikitext(), &spec, Some(known(other_windows)), &job).unwrap();
     assert!((fresh.base.ppl - report.ppl).abs() < 1e-9 * report.ppl, "{} vs {}", fresh.base.ppl, report.ppl);
 }
+
+#[test]
+fn a_cancelled_or_failed_streamed_quantization_leaves_nothing_behind() {
+    let model = load(&stories()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q");
+    // Cancelled after a few tensors were written.
+    let token = nash_swarm::CancelToken::default();
+    let cancel = token.clone();
+    let job = Job::new(token, move |p: &nash_swarm::Progress| {
+        if p.stage == "quantize" && p.done >= 3 {
+            cancel.cancel();
+        }
+    });
+    let err = packed::quantize_to(&model, &QuantConfig::seed(), None, &job, &out).unwrap_err();
+    assert!(err.to_string().contains("cancel"), "{err}");
+    assert!(!out.exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no staging folder or scratch file is left");
+    // The same into an existing export of ours: it stays as it was.
+    packed::quantize_to(&model, &QuantConfig::seed(), None, &Job::silent(), &out).unwrap();
+    let before = std::fs::read(out.join("model.safetensors")).unwrap();
+    let token = nash_swarm::CancelToken::default();
+    token.cancel();
+    let uniform = QuantConfig::uniform(4, GroupSize::G(32));
+    assert!(packed::quantize_to(&model, &uniform, None, &Job::new(token, |_| {}), &out).is_err());
+    assert_eq!(std::fs::read(out.join("model.safetensors")).unwrap(), before);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}

@@ -155,6 +155,7 @@ pub fn export(model: &Model, q: &Quantized, out: &Path) -> Result<u64> {
 }
 
 /// What `quantize_to` made.
+#[derive(Debug)]
 pub struct Written {
     pub bits: BitReport,
     pub quantize_seconds: f64,

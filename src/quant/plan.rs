@@ -240,8 +240,15 @@ fn apply_cut(
     let mut open: Vec<QuantizedTensor> = Vec::new();
     for batch in batches(&pieces) {
         job.checkpoint()?;
-        let made = batch.par_iter().map(|piece| scoring.treat(piece)).collect::<Result<Vec<_>>>()?;
+        let made = batch
+            .par_iter()
+            .map(|piece| {
+                job.checkpoint()?;
+                scoring.treat(piece)
+            })
+            .collect::<Result<Vec<_>>>()?;
         for (piece, treated) in batch.iter().zip(made) {
+            job.checkpoint()?;
             let last = piece.rows.end == piece.of_rows;
             let treated = match treated {
                 Treated::Quantized { tensor, .. } if tensor.plan.tiers.len() > 1 && !last => {
