@@ -33,7 +33,7 @@ use crate::quant::bits::BitReport;
 use crate::quant::ggml::BlockType;
 use crate::quant::plan::{Treated, quantize_each};
 use crate::quant::spec::TensorPlan;
-use crate::quant::stored::{QuantizedTensor, RowAccess, TierCodes, TierMap};
+use crate::quant::stored::{Params, QuantizedTensor, RowAccess, TierCodes, TierMap};
 use crate::quant::tiers::index_bits;
 use crate::quant::{QuantConfig, Quantized};
 
@@ -65,7 +65,7 @@ fn matrix_arrays<'a>(name: &str, t: &'a QuantizedTensor) -> Vec<Array<'a>> {
             name: format!("{name}::params"),
             dtype: "F16",
             shape: vec![t.params.len()],
-            bytes: Cow::Owned(f16_bytes(&t.params)),
+            bytes: Cow::Borrowed(t.params.bytes()),
         });
     }
     let map_bits = index_bits(t.plan.tiers.len());
@@ -210,9 +210,9 @@ struct PackedWriter {
     matrices_data: ScratchFile,
     f16_data: ScratchFile,
     matrices: BTreeMap<String, MatrixEntry>,
-    /// The matrix whose pieces are being written: bytes of codes so far, and its block parameters (written after
-    /// the codes once the last piece has come).
-    open: Option<(usize, Vec<f16>)>,
+    /// The matrix whose pieces are being written: bytes of codes so far, and its block parameters' bytes (written
+    /// after the codes once the last piece has come).
+    open: Option<(usize, Vec<u8>)>,
 }
 
 /// Arrays written one after another, and what the header says of them.
@@ -274,7 +274,7 @@ impl PackedWriter {
         let (written, params) = self.open.get_or_insert_with(|| (0, Vec::new()));
         data.out.write_all(&t.codes[0].packed).map_err(|e| Error::io(&data.path, e))?;
         *written += t.codes[0].packed.len();
-        params.extend_from_slice(&t.params);
+        params.extend_from_slice(t.params.bytes());
         if rows.end < of_rows {
             return Ok(());
         }
@@ -285,8 +285,8 @@ impl PackedWriter {
             data.write(vec![Array {
                 name: format!("{name}::params"),
                 dtype: "F16",
-                shape: vec![params.len()],
-                bytes: Cow::Owned(f16_bytes(&params)),
+                shape: vec![params.len() / 2],
+                bytes: Cow::Owned(params),
             }])?;
         }
         let entry = MatrixEntry { rows: of_rows, cols: t.cols, plan: t.plan.clone() };
@@ -465,8 +465,7 @@ fn stored_matrix(
             TierCodes { bits: tier.bits, count: packed.len() * 8 / tier.bits as usize, packed }
         })
         .collect();
-    let params =
-        array("params").unwrap_or_default().chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect();
+    let params = Params::from_bytes(array("params").unwrap_or_default());
     let q = QuantizedTensor {
         rows,
         cols,

@@ -28,7 +28,7 @@ pub struct QuantizedTensor {
     pub tier_map: TierMap,
     pub codes: Vec<TierCodes>,
     /// f16 block parameters in storage order: per block, per tier present (scale[, min]).
-    pub params: Vec<f16>,
+    pub params: Params,
     /// Σ (w − q(w))² and Σ w², for the relative error views show.
     pub squared_error: f64,
     pub squared_norm: f64,
@@ -99,7 +99,7 @@ impl QuantizedTensor {
             plan: first.plan.clone(),
             tier_map,
             codes,
-            params: pieces.iter().flat_map(|q| q.params.iter().copied()).collect(),
+            params: Params(pieces.iter().flat_map(|q| q.params.bytes().iter().copied()).collect::<Vec<u8>>().into()),
             squared_error: pieces.iter().map(|q| q.squared_error).sum(),
             squared_norm: pieces.iter().map(|q| q.squared_norm).sum(),
         }
@@ -130,8 +130,7 @@ impl QuantizedTensor {
         let mut codes: Vec<BitReader> =
             self.codes.iter().zip(cursor.code_bits).map(|(c, bit)| BitReader::at(&c.packed, bit)).collect();
         let per_block = self.plan.grid.params_per_block();
-        let mut params =
-            self.params.get(cursor.params * per_block..).ok_or("block parameters truncated")?.chunks_exact(per_block);
+        let mut next_param = cursor.params * per_block;
         let mut scratch = Scratch::default();
         let mut values: [Vec<f32>; MAX_TIERS] = Default::default();
         for (start, len) in self.plan.group_size.blocks_in(rows, cols) {
@@ -145,8 +144,12 @@ impl QuantizedTensor {
                 if tier.bits == 16 {
                     values[t].iter_mut().zip(&scratch.codes).for_each(|(v, &c)| *v = f16::from_bits(c).to_f32());
                 } else {
-                    let stored = params.next().ok_or("block parameters truncated")?;
-                    let grid = BlockGrid::from_stored(self.plan.grid, tier.bits, stored).fast();
+                    let mut stored = [f16::ZERO; 2];
+                    for (j, value) in stored[..per_block].iter_mut().enumerate() {
+                        *value = self.params.get(next_param + j).ok_or("block parameters truncated")?;
+                    }
+                    next_param += per_block;
+                    let grid = BlockGrid::from_stored(self.plan.grid, tier.bits, &stored[..per_block]).fast();
                     values[t].iter_mut().zip(&scratch.codes).for_each(|(v, &c)| *v = grid.value(c));
                 }
             }
@@ -289,6 +292,44 @@ impl RowAccess {
         let step = (rows.start / ROW_STEP).min(checkpoints.len().saturating_sub(1));
         let cursor = t.cursor_at(rows.start, (step * ROW_STEP, checkpoints[step]))?;
         t.decode_rows(cursor, rows)
+    }
+}
+
+/// f16 values as little-endian bytes, in memory or left in a mapped file (where they may sit at any offset).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Params(crate::memory::Bytes);
+
+impl Params {
+    /// Bytes holding little-endian f16 values (an odd last byte is ignored).
+    pub fn from_bytes(bytes: crate::memory::Bytes) -> Params {
+        Params(bytes)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len() / 2
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, i: usize) -> Option<f16> {
+        self.0.get(2 * i..2 * i + 2).map(|b| f16::from_le_bytes([b[0], b[1]]))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = f16> + '_ {
+        self.0.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]))
+    }
+
+    /// The stored bytes (what the packed export writes).
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl FromIterator<f16> for Params {
+    fn from_iter<I: IntoIterator<Item = f16>>(values: I) -> Params {
+        Params(values.into_iter().flat_map(f16::to_le_bytes).collect::<Vec<u8>>().into())
     }
 }
 

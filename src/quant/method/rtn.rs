@@ -419,7 +419,9 @@ mod tests {
                     let dequantized = q.dequantize().unwrap();
                     let mut p = 0;
                     for (start, len) in group_size.blocks(rows, cols) {
-                        let g = BlockGrid::from_stored(grid, bits, &q.params[p..p + grid.params_per_block()]);
+                        let stored: Vec<f16> =
+                            (p..p + grid.params_per_block()).map(|i| q.params.get(i).unwrap()).collect();
+                        let g = BlockGrid::from_stored(grid, bits, &stored);
                         p += grid.params_per_block();
                         let half_step = 0.5 * g.scale.to_f32() * (1.0 + 1e-5);
                         for i in start..start + len {
