@@ -70,7 +70,7 @@ impl QuantizedTensor {
         let first = pieces.first().expect("at least one piece");
         debug_assert!(pieces.iter().all(|q| q.plan == first.plan && q.cols == first.cols));
         let join = |bits_of: &dyn Fn(&QuantizedTensor) -> (&[u8], usize)| -> Vec<u8> {
-            if pieces.iter().all(|q| bits_of(q).1 % 8 == 0) {
+            if pieces.iter().all(|q| bits_of(q).1.is_multiple_of(8)) {
                 // Whole bytes each (pieces of 8k rows at one tier): a plain copy.
                 let mut bytes = Vec::with_capacity(pieces.iter().map(|q| bits_of(q).1 / 8).sum());
                 pieces.iter().for_each(|q| bytes.extend_from_slice(&bits_of(q).0[..bits_of(q).1 / 8]));
