@@ -156,20 +156,7 @@ fn pieces_of<'a>(model: &Model, names: &'a [String]) -> anyhow::Result<Vec<Piece
 
 /// Consecutive pieces of about `BATCH_WEIGHTS` weights.
 fn batches<'p, 'a>(pieces: &'p [Piece<'a>]) -> impl Iterator<Item = &'p [Piece<'a>]> {
-    let mut rest = pieces;
-    std::iter::from_fn(move || {
-        let mut weights = 0;
-        let len = rest
-            .iter()
-            .take_while(|p| {
-                weights += p.rows.len() * p.cols;
-                weights - p.rows.len() * p.cols < BATCH_WEIGHTS
-            })
-            .count();
-        let (batch, after) = rest.split_at(len.max(1).min(rest.len()));
-        rest = after;
-        (!batch.is_empty()).then_some(batch)
-    })
+    nash_swarm::quant::plan::batches_of(pieces, |p| p.rows.len() * p.cols, BATCH_WEIGHTS)
 }
 
 /// One tensor's scores folded in as its pieces arrive.

@@ -341,13 +341,19 @@ fn pieces<'a>(
 
 /// Consecutive pieces of about `BATCH_WEIGHTS` weights together.
 fn batches<'p, 'a>(pieces: &'p [Piece<'a>]) -> impl Iterator<Item = &'p [Piece<'a>]> {
-    let mut rest = pieces;
+    batches_of(pieces, |p| p.weights, BATCH_WEIGHTS)
+}
+
+/// `items` in order, cut into runs whose weights sum to about `budget` (a run starts below it; at least one item
+/// each): work done a run at a time, the run's items in parallel.
+pub fn batches_of<T>(items: &[T], weight: impl Fn(&T) -> usize, budget: usize) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
     std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
         }
-        let before = rest.iter().scan(0, |sum, p| Some(std::mem::replace(sum, *sum + p.weights)));
-        let len = before.take_while(|&weights| weights < BATCH_WEIGHTS).count();
+        let before = rest.iter().scan(0, |sum, item| Some(std::mem::replace(sum, *sum + weight(item))));
+        let len = before.take_while(|&sum| sum < budget).count();
         let (batch, after) = rest.split_at(len.max(1));
         rest = after;
         Some(batch)
