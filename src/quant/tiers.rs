@@ -322,30 +322,40 @@ pub fn order_statistics_by_histogram(values: &[f32], ranks: &[usize]) -> Vec<f32
         return Vec::new();
     }
     assert!(ranks.iter().all(|&r| r < values.len()), "rank beyond the values");
-    const BINS: usize = 1 << 16;
-    let high = histogram(values, BINS, |key| Some((key >> 16) as usize));
-    let located: Vec<(u32, usize)> = ranks.iter().map(|&r| locate(&high, r)).collect();
-    let mut buckets: Vec<u32> = located.iter().map(|(b, _)| *b).collect();
-    buckets.sort_unstable();
-    buckets.dedup();
-    // One pass histograms the low 16 bits inside every bucket that holds a rank.
-    let low = histogram(values, buckets.len() * BINS, |key| {
-        let slot = buckets.iter().position(|&b| b == key >> 16)?;
-        Some(slot * BINS + (key & 0xFFFF) as usize)
-    });
-    located
-        .iter()
-        .map(|&(bucket, rank_in_bucket)| {
-            let slot = buckets.iter().position(|&b| b == bucket).expect("bucket listed");
-            let (low_bits, _) = locate(&low[slot * BINS..(slot + 1) * BINS], rank_in_bucket);
-            from_order_key((bucket << 16) | low_bits)
-        })
-        .collect()
+    let high = histogram(values, KEY_BINS, |key| Some((key >> 16) as usize));
+    let low = |buckets: &[u32]| {
+        Ok::<_, std::convert::Infallible>(histogram(values, buckets.len() * KEY_BINS, |key| low_bin(buckets, key)))
+    };
+    match select_in_buckets(ranks, &high, low) {
+        Ok(values) => values,
+        Err(never) => match never {},
+    }
 }
 
 /// The values of `ranks` given the high histogram: a second pass histograms the low 16 bits inside the buckets
 /// that hold them.
 fn select_streamed<E>(ranks: &[usize], high: &[u64], pass: &mut Pass<E>) -> Result<Vec<f32>, E> {
+    select_in_buckets(ranks, high, |buckets| {
+        let mut low = vec![0u64; buckets.len() * KEY_BINS];
+        pass(&mut |chunk| {
+            for &v in chunk {
+                if let Some(bin) = low_bin(buckets, order_key(v)) {
+                    low[bin] += 1;
+                }
+            }
+        })?;
+        Ok(low)
+    })
+}
+
+/// The values of `ranks`: the high histogram locates each rank's bucket (the high 16 bits of its order key),
+/// `low_histogram` counts the low 16 bits of the keys inside those buckets (bucket slot by slot, `low_bin`), and
+/// each rank's key is located there.
+fn select_in_buckets<E>(
+    ranks: &[usize],
+    high: &[u64],
+    low_histogram: impl FnOnce(&[u32]) -> Result<Vec<u64>, E>,
+) -> Result<Vec<f32>, E> {
     if ranks.is_empty() {
         return Ok(Vec::new());
     }
@@ -353,15 +363,7 @@ fn select_streamed<E>(ranks: &[usize], high: &[u64], pass: &mut Pass<E>) -> Resu
     let mut buckets: Vec<u32> = located.iter().map(|(b, _)| *b).collect();
     buckets.sort_unstable();
     buckets.dedup();
-    let mut low = vec![0u64; buckets.len() * KEY_BINS];
-    pass(&mut |chunk| {
-        for &v in chunk {
-            let key = order_key(v);
-            if let Some(slot) = buckets.iter().position(|&b| b == key >> 16) {
-                low[slot * KEY_BINS + (key & 0xFFFF) as usize] += 1;
-            }
-        }
-    })?;
+    let low = low_histogram(&buckets)?;
     Ok(located
         .iter()
         .map(|&(bucket, rank_in_bucket)| {
@@ -370,6 +372,12 @@ fn select_streamed<E>(ranks: &[usize], high: &[u64], pass: &mut Pass<E>) -> Resu
             from_order_key((bucket << 16) | low_bits)
         })
         .collect())
+}
+
+/// Where `key` counts in the low histogram of `buckets`, if its bucket is one of them.
+fn low_bin(buckets: &[u32], key: u32) -> Option<usize> {
+    let slot = buckets.iter().position(|&b| b == key >> 16)?;
+    Some(slot * KEY_BINS + (key & 0xFFFF) as usize)
 }
 
 /// Counts of `bin(order key)` over `bins` bins: one histogram per thread's share of the values, then summed.
