@@ -291,7 +291,7 @@ impl ReferenceRun {
         let vocab = arch.vocab_size();
         let mut logits: Vec<Vec<f32>> =
             hidden.iter().map(|h| Ok(vec![0f32; h.dim(0)? * vocab])).collect::<Result<_>>()?;
-        for_each_head_block(model, &[], |first, block, _| {
+        crate::eval::perplexity::for_each_head_block(model, |first, block| {
             for (h, out) in hidden.iter().zip(&mut logits) {
                 let part = model.logits(h, block)?;
                 let cols = part.dim(1)?;
@@ -410,9 +410,7 @@ impl ReferenceRun {
                     let p = &self.probs[w].0;
                     with_f32_slice(&logits, |l| {
                         sums.par_iter_mut().zip(l.par_chunks_exact(cols)).enumerate().for_each(|(pos, (s, row))| {
-                            let block_log_z = crate::eval::log_sum_exp(row);
-                            let high = s.0.max(block_log_z);
-                            s.0 = high + ((s.0 - high).exp() + (block_log_z - high).exp()).ln();
+                            s.0 = crate::eval::add_log_sum_exp(s.0, row);
                             let p = &p[pos * vocab + first..][..cols];
                             s.1 += p.iter().zip(row).map(|(&p, &l)| p as f64 * l as f64).sum::<f64>();
                         })
@@ -438,24 +436,20 @@ impl ReferenceRun {
     }
 }
 
-/// Calls `each(first row, shared rows, own rows)` for every block of rows of the head: the shared model's, and
-/// each of `own`'s (models whose head was replaced) for those that are `Some`.
+/// Calls `each(first row, shared rows, own rows)` for every block of rows of the head (eval's blocks): the shared
+/// model's, and each of `own`'s (models whose head was replaced) for those that are `Some`.
 fn for_each_head_block(
     base: &Model,
     own: &[Option<&Model>],
     mut each: impl FnMut(usize, &Tensor, &[Option<Tensor>]) -> Result<()>,
 ) -> Result<()> {
-    const HEAD_BLOCK: usize = 4096;
     let head = base.architecture.head_name();
-    let vocab = base.architecture.vocab_size();
-    for first in (0..vocab).step_by(HEAD_BLOCK) {
-        let rows = first..vocab.min(first + HEAD_BLOCK);
-        let shared = base.weight_rows(head, rows.clone())?;
+    crate::eval::perplexity::for_each_head_block(base, |first, shared| {
+        let rows = first..first + shared.dim(0)?;
         let own_rows =
             own.iter().map(|m| m.map(|m| m.weight_rows(head, rows.clone())).transpose()).collect::<Result<Vec<_>>>()?;
-        each(first, &shared, &own_rows)?;
-    }
-    Ok(())
+        each(first, shared, &own_rows)
+    })
 }
 
 /// Where this measurement is cached: keyed by the model's weights, the calibration tokens, the spec and the

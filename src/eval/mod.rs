@@ -15,6 +15,14 @@ pub(crate) fn log_sum_exp(row: &[f32]) -> f64 {
     max as f64 + crate::math::sum_exp_shifted(row, max).ln()
 }
 
+/// log Σ exp over a row's logits seen so far (`log_z`, −∞ before any) and `more`: the head applied a block of
+/// vocabulary rows at a time.
+pub(crate) fn add_log_sum_exp(log_z: f64, more: &[f32]) -> f64 {
+    let block = log_sum_exp(more);
+    let high = log_z.max(block);
+    high + ((log_z - high).exp() + (block - high).exp()).ln()
+}
+
 /// log-softmax of one row of logits.
 pub(crate) fn log_softmax(row: &[f32]) -> Vec<f32> {
     log_softmax_with(row, log_sum_exp(row))

@@ -6,7 +6,7 @@ use half::f16;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::log_sum_exp;
+use super::add_log_sum_exp;
 use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::model::tensor_io::with_f32_slice;
@@ -171,9 +171,7 @@ impl Running {
 
     /// Takes in the logits of tokens `first..first + logits.len()`.
     fn update(&mut self, first: usize, logits: &[f32], target: usize, reference: Option<&[f16]>) {
-        let block_log_z = log_sum_exp(logits);
-        let high = self.log_z.max(block_log_z);
-        self.log_z = high + ((self.log_z - high).exp() + (block_log_z - high).exp()).ln();
+        self.log_z = add_log_sum_exp(self.log_z, logits);
         if (first..first + logits.len()).contains(&target) {
             self.target_logit = logits[target - first] as f64;
         }
@@ -230,7 +228,7 @@ pub(crate) fn score_positions(model: &Model, windows: &[Positions]) -> Result<Ve
 }
 
 /// Calls `each(first row, rows)` for every block of `HEAD_BLOCK` rows of the head, in order.
-fn for_each_head_block(model: &Model, mut each: impl FnMut(usize, &Tensor) -> Result<()>) -> Result<()> {
+pub(crate) fn for_each_head_block(model: &Model, mut each: impl FnMut(usize, &Tensor) -> Result<()>) -> Result<()> {
     let vocab = model.architecture.vocab_size();
     let head = model.architecture.head_name();
     for first in (0..vocab).step_by(HEAD_BLOCK) {
