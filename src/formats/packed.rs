@@ -81,10 +81,6 @@ fn matrix_arrays<'a>(name: &str, t: &'a QuantizedTensor) -> Vec<Array<'a>> {
     arrays
 }
 
-fn f16_array<'a>(name: &str, shape: &[usize], values: &[f16]) -> Array<'a> {
-    Array { name: name.to_string(), dtype: "F16", shape: shape.to_vec(), bytes: Cow::Owned(f16_bytes(values)) }
-}
-
 /// What the header says of an f16 tensor.
 fn f16_entry(name: &str, shape: &[usize]) -> Entry {
     let len = shape.iter().product::<usize>() * 2;
@@ -146,7 +142,7 @@ pub fn export(model: &Model, q: &Quantized, out: &Path) -> Result<u64> {
             writer.add_matrix(name, t)?;
         }
         for (name, (shape, values)) in &q.fp16 {
-            writer.add_f16(name, shape, values)?;
+            writer.add_f16_rows(name, shape, 0..shape.first().copied().unwrap_or(1), values)?;
         }
         writer.finish(model, &q.config, &q.bits, &sha)?;
         write_companions(dir, model, &q.config)
@@ -292,10 +288,6 @@ impl PackedWriter {
         let entry = MatrixEntry { rows: of_rows, cols: t.cols, plan: t.plan.clone() };
         self.matrices.insert(name.to_string(), entry);
         Ok(())
-    }
-
-    fn add_f16(&mut self, name: &str, shape: &[usize], values: &[f16]) -> Result<()> {
-        self.f16_data.write(vec![f16_array(name, shape, values)])
     }
 
     /// Rows `rows` of the f16 tensor `name` of shape `shape`: pieces come in order, and the array is complete

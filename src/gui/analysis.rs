@@ -9,7 +9,7 @@ use nash_swarm::alloc::sensitivity::Sensitivity;
 use nash_swarm::eval::{self, Kld, KldStats, PplReport, ReferenceLogits, WindowSpec};
 use nash_swarm::importance::{self, CalibrationStats, ImportanceMethod};
 use nash_swarm::model::TensorRole;
-use nash_swarm::model::tensor_to_vec;
+use nash_swarm::model::tensor_io::with_f32_slice;
 use nash_swarm::pipeline::{self, CalibrationText};
 use nash_swarm::quant::config::CalibrationSpec;
 use nash_swarm::quant::estimate::{ImportanceIndex, ScoreSummary};
@@ -110,8 +110,9 @@ pub fn analyze(
             .par_iter()
             .map(|p| {
                 let values = model.weights.stored(p.name)?.rows(p.rows.clone())?;
-                let values = tensor_to_vec(&values)?;
-                Ok(importance::row_scores(method, p.name, &values, p.rows.start, p.cols, calibration))
+                let score =
+                    |values: &[f32]| importance::row_scores(method, p.name, values, p.rows.start, p.cols, calibration);
+                Ok(with_f32_slice(&values, score)?)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         for (p, scores) in batch.iter().zip(scored) {

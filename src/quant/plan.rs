@@ -15,7 +15,7 @@ use super::tiers::{Granularity, thresholds, thresholds_streamed, tier_of};
 use crate::error::{Error, Result};
 use crate::importance::{self, CalibrationStats};
 use crate::job::Job;
-use crate::model::tensor_io::{tensor_to_vec, with_f32_slice};
+use crate::model::tensor_io::with_f32_slice;
 use crate::model::{Model, Stored, TensorRole, Weights, cpu};
 
 /// What happens to one weight tensor.
@@ -103,9 +103,7 @@ impl Quantized {
         }
         Ok(weights)
     }
-}
 
-impl Quantized {
     /// `model` with these weights: fp16 tensors held as f32, quantized ones as their codes, dequantized a layer at
     /// a time (through the model's layer cache) and the head and embedding a few rows at a time.
     pub fn into_model(self, model: &Model) -> Result<Model> {
@@ -403,8 +401,11 @@ impl Scoring<'_> {
         let step = (self.piece / cols.max(1)).max(1);
         let mut sum = 0f64;
         for first in (0..rows).step_by(step) {
-            let values = tensor_to_vec(&stored.rows(first..(first + step).min(rows))?)?;
-            let scores = importance::row_scores(&self.config.importance, name, &values, first, cols, self.calibration);
+            let piece = stored.rows(first..(first + step).min(rows))?;
+            let method = &self.config.importance;
+            let scores = with_f32_slice(&piece, |values| {
+                importance::row_scores(method, name, values, first, cols, self.calibration)
+            })?;
             match granularity {
                 Granularity::Tensor => sum = scores.iter().fold(sum, |s, &x| s + x as f64),
                 _ => each(&granularity.unit_scores(&scores, cols)),
