@@ -53,7 +53,7 @@ pub fn build(model: &Model, calibration: Option<&CalibrationStats>, job: &Job) -
             let importance = calibration.and_then(|c| c.column_weights(name, cols));
             let priced = with_f32_slice(&tensor, |w| price_types(name, w, cols, importance))??;
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            job.report("block type errors", n, matrices.len() as u64, None);
+            job.report("pricing block types", n, matrices.len() as u64, None);
             let (types, outcomes) = priced.into_iter().unzip();
             Ok((Player { name: name.to_string(), params: rows * cols, outcomes }, types))
         })

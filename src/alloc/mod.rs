@@ -82,7 +82,7 @@ pub fn build_game(
         })
         .inspect(|_| {
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            job.report("strategy errors", n, names.len() as u64, None);
+            job.report("pricing strategies", n, names.len() as u64, None);
         })
         .collect::<Result<Vec<_>>>()?;
     let mut fixed_bits = 0u64;

@@ -168,6 +168,13 @@ impl<'a> Bench<'a> {
 }
 
 /// Every row of the comparison, in the order METHOD.md lists them. `on_row` sees each as it is done.
+/// How many rows `run` makes (the progress's "row k of n"): the unquantized model, three uniform grids, four
+/// least-squares and GPTQ grids, two seeds, two Nash pricings at each uniform grid's size, the random ablation,
+/// and two rows per GGUF preset.
+pub fn planned_rows(spec: &CompareSpec) -> usize {
+    1 + 3 + 4 + 2 + 2 * 3 + 1 + 2 * spec.gguf_presets.len()
+}
+
 pub fn run(
     model: &Model,
     text: &str,

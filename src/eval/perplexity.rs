@@ -86,7 +86,17 @@ pub fn evaluate_ppl(
     let group = if model.makes_layers() { LAYER_GROUP } else { 1 };
     for (g, chunk) in windows.chunks(group).enumerate() {
         job.checkpoint()?;
-        let hiddens = model.forward_hidden(&chunk.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
+        let first = g * group + 1;
+        let stage = match chunk.len() {
+            1 => format!("evaluate window {first}: layer"),
+            n => format!("evaluate windows {first}-{}: layer", first + n - 1),
+        };
+        let layers = model.architecture.num_layers() as u64;
+        let ids: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
+        let hiddens = model.forward_hidden_reporting(&ids, &mut |done| {
+            job.report(&stage, done as u64, layers, None);
+            job.checkpoint()
+        })?;
         let scored = (chunk.iter().zip(&hiddens).enumerate())
             .map(|(j, (window, hidden))| {
                 let reference = match &kld {

@@ -308,11 +308,12 @@ pub struct RunRecord {
     pub delta_ppl_pct: f64,
     pub kld: KldStats,
     pub seconds: f64,
+    /// Each tensor's plan, bits and error in this run, for the heatmap and the tensor view.
+    pub detail: Arc<BTreeMap<String, TensorResult>>,
 }
 
 pub struct RunOutput {
     pub record: RunRecord,
-    pub detail: BTreeMap<String, TensorResult>,
     pub reference: Option<Arc<Reference>>,
 }
 
@@ -350,6 +351,7 @@ pub fn run(
         delta_ppl_pct: 100.0 * (report.ppl - base_ppl) / base_ppl,
         kld: report.kld.expect("evaluated against the reference"),
         seconds: start.elapsed().as_secs_f64(),
+        detail: Arc::new(detail),
     };
-    Ok(RunOutput { record, detail, reference: fresh })
+    Ok(RunOutput { record, reference: fresh })
 }

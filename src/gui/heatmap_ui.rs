@@ -1,32 +1,24 @@
-//! Layers × tensor kinds, coloured by the chosen metric, with a legend, tooltips, and click-to-select.
+//! Layers × tensor kinds, coloured by the chosen metric, with a legend in real values, tooltips at the pointer,
+//! and click-to-select. Bits and top-tier shares are estimated live from the configuration Run would use;
+//! quantization error comes from a run and says which.
 
 use eframe::egui::{self, Color32, Rect, Sense, Vec2};
+use nash_swarm::quant::tiers::ALLOWED_BITS;
 
 use super::app::{Command, ExplorerApp};
+use super::palette;
+use super::readable::number;
 use super::state::Metric;
-
-/// Viridis, sampled at five stops and interpolated.
-pub fn colormap(t: f32) -> Color32 {
-    const STOPS: [[f32; 3]; 5] =
-        [[68.0, 1.0, 84.0], [59.0, 82.0, 139.0], [33.0, 145.0, 140.0], [94.0, 201.0, 98.0], [253.0, 231.0, 37.0]];
-    let x = t.clamp(0.0, 1.0) * 4.0;
-    let (i, f) = ((x.floor() as usize).min(3), x - x.floor().min(3.0));
-    let c = |k: usize| STOPS[i][k] + (STOPS[i + 1][k] - STOPS[i][k]) * f;
-    Color32::from_rgb(c(0) as u8, c(1) as u8, c(2) as u8)
-}
 
 /// The metric's value for a tensor (log10 for the wide-ranged ones), if known.
 pub fn metric_value(app: &ExplorerApp, name: &str) -> Option<f32> {
+    let live = || app.estimate.as_ref()?.tensors.get(name);
     match app.settings.metric {
         Metric::MeanImportance => {
             app.analysis.as_ref()?.tensors.get(name).map(|t| t.mean_importance.max(1e-12).log10())
         }
-        Metric::TopTierShare => app.detail.get(name).map(|d| d.top_tier_share as f32),
-        Metric::AssignedBits => {
-            let from_allocation =
-                (!app.settings.config.overrides.is_empty()).then(|| app.allocation.as_ref()?.bits.get(name)).flatten();
-            from_allocation.copied().or_else(|| app.detail.get(name).map(|d| d.bits_per_weight)).map(|b| b as f32)
-        }
+        Metric::TopTierShare => live()?.top_tier_share.map(|s| s as f32),
+        Metric::AssignedBits => live().map(|t| t.bits_per_weight as f32),
         Metric::QuantError => app.detail.get(name).map(|d| d.relative_error.max(1e-12).log10() as f32),
         Metric::Sensitivity => {
             let fit = app.allocation.as_ref()?.sensitivity.as_ref()?.fits.get(name)?;
@@ -36,16 +28,50 @@ pub fn metric_value(app: &ExplorerApp, name: &str) -> Option<f32> {
     }
 }
 
-pub fn heatmap_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) -> Vec<Command> {
+/// Where a metric's values come from, said above the heatmap.
+fn source_note(app: &ExplorerApp) -> Option<String> {
+    match app.settings.metric {
+        Metric::TopTierShare | Metric::AssignedBits => Some("estimated for the current settings".into()),
+        Metric::QuantError => app.shown_run.map(|i| {
+            let changed = app.runs.get(i).is_some_and(|r| r.config != app.settings.config);
+            format!("from run {}{}", i + 1, if changed { " (settings changed since)" } else { "" })
+        }),
+        Metric::Sensitivity | Metric::PredictedKld => {
+            app.allocation.as_ref().map(|a| format!("from the allocation at {} bpw", number(a.true_bpw)))
+        }
+        Metric::MeanImportance => app.analysis.as_ref().map(|a| a.importance.label()),
+    }
+}
+
+fn metric_tip(metric: Metric) -> &'static str {
+    match metric {
+        Metric::MeanImportance => "the mean importance score of the tensor's weights",
+        Metric::TopTierShare => "share of the tensor's weights in its most important tier",
+        Metric::AssignedBits => "stored bits per weight: codes, scales and tier map",
+        Metric::QuantError => "relative Frobenius error of the quantized tensor in the run shown",
+        Metric::Sensitivity => "measured ΔKLD per unit of weight error (Allocate with a text open)",
+        Metric::PredictedKld => "the ΔKLD the allocation's measurement predicts for the tensor's plan, in nats",
+    }
+}
+
+/// Draws the heatmap with its cells sized so that it and its legend fit `height`.
+pub fn heatmap_ui(app: &mut ExplorerApp, ui: &mut egui::Ui, height: f32) -> Vec<Command> {
     let mut commands = Vec::new();
     ui.horizontal(|ui| {
         ui.heading("Layers");
-        egui::ComboBox::new("metric", "colour").selected_text(app.settings.metric.label()).show_ui(ui, |ui| {
-            for m in Metric::ALL {
-                ui.selectable_value(&mut app.settings.metric, m, m.label());
-            }
-        });
+        egui::ComboBox::new("metric", "colour by")
+            .selected_text(app.settings.metric.label())
+            .show_ui(ui, |ui| {
+                for m in Metric::ALL {
+                    ui.selectable_value(&mut app.settings.metric, m, m.label()).on_hover_text(metric_tip(m));
+                }
+            })
+            .response
+            .on_hover_text(metric_tip(app.settings.metric));
     });
+    if let Some(note) = source_note(app) {
+        ui.weak(note);
+    }
     let Some(analysis) = app.analysis.clone() else {
         ui.spinner();
         ui.label("computing importance…");
@@ -61,14 +87,18 @@ pub fn heatmap_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) -> Vec<Command> {
     if known.is_empty() {
         let hint = match app.settings.metric {
             Metric::Sensitivity | Metric::PredictedKld => "Allocate with a text open (measured prices) first",
-            _ => "run a quantization (or Allocate) first",
+            Metric::QuantError => "Run first",
+            _ => "waiting for importance",
         };
         ui.weak(format!("{}: {hint}", app.settings.metric.label()));
     }
     let (lo, hi) = known.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
-    let span = (hi - lo).max(1e-6);
+    let colour = |v: f32| match app.settings.metric {
+        Metric::AssignedBits => palette::bits(v),
+        _ => palette::viridis((v - lo) / (hi - lo).max(1e-6)),
+    };
 
-    let cell = Vec2::new(40.0, (380.0 / analysis.layers.max(1) as f32).clamp(6.0, 22.0));
+    let cell = Vec2::new(40.0, ((height - 90.0) / analysis.layers.max(1) as f32).clamp(4.0, 22.0));
     let label_width = 28.0;
     let size = Vec2::new(label_width + cell.x * analysis.kinds.len() as f32, 16.0 + cell.y * analysis.layers as f32);
     let (rect, response) = ui.allocate_exact_size(size, Sense::click());
@@ -101,7 +131,7 @@ pub fn heatmap_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) -> Vec<Command> {
         );
     }
     for ((layer, k, name), value) in cells.iter().zip(&values) {
-        let color = value.map_or(Color32::from_gray(60), |v| colormap((v - lo) / span));
+        let color = value.map_or(Color32::from_gray(60), colour);
         painter.rect_filled(cell_rect(*layer, *k), 1.0, color);
         if app.selected.as_deref() == Some(name) {
             painter.rect_stroke(
@@ -121,9 +151,12 @@ pub fn heatmap_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) -> Vec<Command> {
         if response.clicked() {
             commands.push(Command::Select(name.clone()));
         }
-        response.on_hover_text(tip);
+        response.on_hover_text_at_pointer(tip);
     }
-    legend(ui, lo, hi, app.settings.metric);
+    match app.settings.metric {
+        Metric::AssignedBits => bits_legend(ui),
+        metric => legend(ui, lo, hi, metric),
+    }
     commands
 }
 
@@ -131,46 +164,61 @@ fn tooltip(app: &ExplorerApp, name: &str) -> String {
     let mut lines = vec![name.to_string()];
     if let Some(t) = app.analysis.as_ref().and_then(|a| a.tensors.get(name)) {
         lines.push(format!("{} × {}", t.rows, t.cols));
-        lines.push(format!("mean importance {:.3e}", t.mean_importance));
+        lines.push(format!("mean importance {}", number(t.mean_importance as f64)));
     }
-    if let Some(d) = app.detail.get(name) {
-        lines.push(format!("plan {}", d.plan_label));
-        lines.push(format!("top tier {:.1}%", 100.0 * d.top_tier_share));
-        lines.push(format!("{:.3} bits per weight stored", d.bits_per_weight));
-        lines.push(format!("relative error {:.3e}", d.relative_error));
+    if let Some(e) = app.estimate.as_ref().and_then(|e| e.tensors.get(name)) {
+        lines.push(format!("{} bits per weight with the current settings", number(e.bits_per_weight)));
+        if let Some(top) = e.top_tier_share {
+            lines.push(format!("{:.1}% in the top tier", 100.0 * top));
+        }
+    }
+    if let (Some(d), Some(run)) = (app.detail.get(name), app.shown_run) {
+        lines.push(format!("run {}: {}, relative error {}", run + 1, d.plan_label, number(d.relative_error)));
     }
     if let Some(allocation) = &app.allocation {
-        if let Some(b) = allocation.bits.get(name) {
-            lines.push(format!("Nash: {b:.3} bits per weight"));
-        }
         if let Some(k) = allocation.predicted_kld.get(name) {
-            lines.push(format!("predicted ΔKLD {k:.3e} nats"));
+            lines.push(format!("predicted ΔKLD {} nats", number(*k)));
         }
         if let Some(fit) = allocation.sensitivity.as_ref().and_then(|s| s.fits.get(name)) {
-            lines.push(format!("sensitivity {:.3e} ΔKLD per unit of weight error", fit.scale));
+            lines.push(format!("sensitivity {} ΔKLD per unit of weight error", number(fit.scale)));
         }
     }
     lines.join("\n")
 }
 
+/// A continuous legend with its ends (and middle) in real values.
 fn legend(ui: &mut egui::Ui, lo: f32, hi: f32, metric: Metric) {
     if !lo.is_finite() {
         return;
     }
-    let (fmt_lo, fmt_hi) = match metric {
+    let real = |v: f32| match metric {
         Metric::MeanImportance | Metric::QuantError | Metric::Sensitivity | Metric::PredictedKld => {
-            (format!("1e{lo:.1}"), format!("1e{hi:.1}"))
+            number(10f64.powf(v as f64))
         }
-        Metric::TopTierShare => (format!("{:.1}%", lo * 100.0), format!("{:.1}%", hi * 100.0)),
-        Metric::AssignedBits => (format!("{lo:.2} b"), format!("{hi:.2} b")),
+        Metric::TopTierShare => format!("{:.1}%", v * 100.0),
+        Metric::AssignedBits => format!("{} b", number(v as f64)),
     };
     ui.horizontal(|ui| {
-        ui.label(fmt_lo);
+        ui.label(real(lo));
         let (rect, _) = ui.allocate_exact_size(Vec2::new(160.0, 10.0), Sense::hover());
         for i in 0..32 {
             let r = Rect::from_min_size(egui::pos2(rect.left() + i as f32 * 5.0, rect.top()), Vec2::new(5.0, 10.0));
-            ui.painter().rect_filled(r, 0.0, colormap(i as f32 / 31.0));
+            ui.painter().rect_filled(r, 0.0, palette::viridis(i as f32 / 31.0));
         }
-        ui.label(fmt_hi);
+        ui.label(real(hi));
+    })
+    .response
+    .on_hover_text(format!("middle: {}", real((lo + hi) / 2.0)));
+}
+
+/// The bit palette, one swatch per width: the same colours in every view and run.
+pub fn bits_legend(ui: &mut egui::Ui) {
+    ui.horizontal(|ui| {
+        for bits in ALLOWED_BITS {
+            let (rect, _) = ui.allocate_exact_size(Vec2::splat(10.0), Sense::hover());
+            ui.painter().rect_filled(rect, 1.0, palette::bits(bits as f32));
+            ui.label(bits.to_string());
+        }
+        ui.weak("bits per weight (between two widths: a mix)");
     });
 }

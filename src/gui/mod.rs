@@ -4,11 +4,17 @@
 
 mod analysis;
 mod app;
+mod budget;
+mod dialogs;
+mod file_picker;
 mod heatmap_ui;
 mod histogram_ui;
+mod palette;
+mod readable;
 mod results_ui;
 mod settings_ui;
 mod state;
+mod status_ui;
 mod tensor_ui;
 #[cfg(test)]
 mod tests;
@@ -16,7 +22,8 @@ mod worker;
 
 use std::path::PathBuf;
 
-pub use app::{ExplorerApp, Launch, NativeDialogs};
+pub use app::{ExplorerApp, Launch};
+pub use dialogs::NativeDialogs;
 
 pub fn run(model: Option<PathBuf>, text: Option<PathBuf>) -> anyhow::Result<()> {
     worker::return_large_blocks_at_once();

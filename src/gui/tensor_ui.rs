@@ -4,34 +4,47 @@ use eframe::egui::{self, Color32, ColorImage, TextureHandle, TextureOptions, Vec
 use nash_swarm::quant::summary::Thumbnail;
 
 use super::app::ExplorerApp;
-use super::heatmap_ui::colormap;
+use super::palette;
+use super::readable::{natural_cmp, number};
 
 /// Textures of the selected tensor, rebuilt when the selection or the data changes.
 #[derive(Default)]
 pub struct Textures {
     key: Option<String>,
     importance: Option<TextureHandle>,
+    /// The importance image's log10 range, for its legend.
+    importance_range: (f32, f32),
     bits: Option<TextureHandle>,
 }
+
+/// The tensor list's filter, kept between frames.
+#[derive(Default)]
+pub struct TensorSearch(pub String);
 
 fn to_image(t: &Thumbnail, map: impl Fn(f32) -> Color32) -> ColorImage {
     let pixels: Vec<u8> = t.values.iter().flat_map(|v| map(*v).to_array()).collect();
     ColorImage::from_rgba_unmultiplied([t.width, t.height], &pixels)
 }
 
-/// Colours of the bit widths 2..16.
-pub fn bits_color(bits: f32) -> Color32 {
-    colormap((bits - 2.0) / 14.0)
-}
-
-pub fn tensor_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) {
+/// The selected tensor's images, `side` points on their long side.
+pub fn tensor_ui(app: &mut ExplorerApp, ui: &mut egui::Ui, side: f32) {
     let Some(analysis) = app.analysis.clone() else { return };
     let mut selected = app.selected.clone().unwrap_or_default();
-    egui::ComboBox::new("tensor", "tensor").width(320.0).selected_text(&selected).show_ui(ui, |ui| {
-        for name in analysis.tensors.keys() {
-            ui.selectable_value(&mut selected, name.clone(), name);
-        }
-    });
+    let mut names: Vec<&String> = analysis.tensors.keys().collect();
+    names.sort_by(|a, b| natural_cmp(a, b));
+    let search = &mut app.tensor_search.0;
+    egui::ComboBox::new("tensor", "tensor")
+        .width(320.0)
+        .selected_text(&selected)
+        .show_ui(ui, |ui| {
+            ui.add(egui::TextEdit::singleline(search).hint_text("search: part of a name").desired_width(300.0));
+            let needle = search.to_lowercase();
+            for name in names.into_iter().filter(|n| n.to_lowercase().contains(&needle)) {
+                ui.selectable_value(&mut selected, name.clone(), name);
+            }
+        })
+        .response
+        .on_hover_text("the tensor shown here and in the histogram; click a heatmap cell to choose one too");
     if app.selected.as_deref() != Some(&selected) && !selected.is_empty() {
         app.selected = Some(selected.clone());
     }
@@ -44,43 +57,40 @@ pub fn tensor_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) {
         let scaled =
             Thumbnail { values: logs.iter().map(|v| (v - lo) / (hi - lo).max(1e-6)).collect(), ..image.clone() };
         app.textures.importance =
-            Some(ui.ctx().load_texture("importance", to_image(&scaled, colormap), TextureOptions::NEAREST));
-        app.textures.bits =
-            detail.map(|d| ui.ctx().load_texture("bits", to_image(&d.bits_image, bits_color), TextureOptions::NEAREST));
+            Some(ui.ctx().load_texture("importance", to_image(&scaled, palette::viridis), TextureOptions::NEAREST));
+        app.textures.importance_range = (lo, hi);
+        app.textures.bits = detail
+            .map(|d| ui.ctx().load_texture("bits", to_image(&d.bits_image, palette::bits), TextureOptions::NEAREST));
         app.textures.key = Some(selected.clone());
     }
-    ui.label(format!("{} × {} · mean importance {:.3e}", info.rows, info.cols, info.mean_importance));
-    let side = 160.0;
+    ui.label(format!("{} × {} · mean importance {}", info.rows, info.cols, number(info.mean_importance as f64)));
     let size = |t: &Thumbnail| {
         let aspect = t.width as f32 / t.height.max(1) as f32;
         if aspect >= 1.0 { Vec2::new(side, side / aspect) } else { Vec2::new(side * aspect, side) }
     };
     ui.horizontal_top(|ui| {
         ui.vertical(|ui| {
-            ui.label("importance (log, mean per cell)");
+            ui.label("importance (mean per cell)");
             if let Some(t) = &app.textures.importance {
                 ui.image((t.id(), size(&info.importance_image)));
+                let (lo, hi) = app.textures.importance_range;
+                let real = |v: f32| number(10f64.powf(v as f64));
+                ui.weak(format!("dark {} … bright {}", real(lo), real(hi)));
             }
         });
         ui.vertical(|ui| {
-            ui.label("tier bits (mean per cell)");
+            let from = app.shown_run.map_or(String::new(), |i| format!(" in run {}", i + 1));
+            ui.label(format!("tier bits{from} (mean per cell)"));
             match (&app.textures.bits, detail) {
                 (Some(t), Some(d)) => {
                     ui.image((t.id(), size(&d.bits_image)));
-                    ui.label(format!("{} · error {:.2e}", d.plan_label, d.relative_error));
+                    ui.label(format!("{} · error {}", d.plan_label, number(d.relative_error)));
                 }
                 _ => {
-                    ui.weak("run to see the assignment");
+                    ui.weak("Run to see where each tier's weights are");
                 }
             }
         });
     });
-    ui.horizontal(|ui| {
-        for bits in [2.0, 3.0, 4.0, 6.0, 8.0, 16.0] {
-            let (rect, _) = ui.allocate_exact_size(Vec2::splat(10.0), egui::Sense::hover());
-            ui.painter().rect_filled(rect, 1.0, bits_color(bits));
-            ui.label(format!("{bits}"));
-        }
-        ui.weak("bits");
-    });
+    super::heatmap_ui::bits_legend(ui);
 }

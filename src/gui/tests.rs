@@ -8,7 +8,8 @@ use eframe::egui;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::{Harness, SnapshotOptions};
 
-use super::app::{Dialogs, ExplorerApp, Launch};
+use super::app::{ExplorerApp, Launch};
+use super::dialogs::{Dialogs, Picked, Purpose, Request, Shape};
 
 /// A path in `../shared` beside the repository; a clear failure without it (the app would only show an error).
 fn shared(path: &str) -> PathBuf {
@@ -21,27 +22,18 @@ fn shared(path: &str) -> PathBuf {
     dir.join(path)
 }
 
-/// Dialogs answered with fixed paths inside a scratch folder.
+/// Dialogs answered with fixed paths inside a scratch folder; opening asks the explorer's own picker, as a
+/// desktop without a portal would.
 struct TestDialogs(PathBuf);
 
 impl Dialogs for TestDialogs {
-    fn pick_model_file(&self) -> Option<PathBuf> {
-        None
-    }
-    fn pick_model_folder(&self) -> Option<PathBuf> {
-        None
-    }
-    fn pick_text(&self) -> Option<PathBuf> {
-        None
-    }
-    fn open_config(&self) -> Option<PathBuf> {
-        Some(self.0.join("quantization.toml"))
-    }
-    fn save_file(&self, _title: &str, default_name: &str) -> Option<PathBuf> {
-        Some(self.0.join(default_name))
-    }
-    fn save_folder(&self, _title: &str) -> Option<PathBuf> {
-        Some(self.0.join("model"))
+    fn pick(&self, request: &Request) -> Picked {
+        match (&request.purpose, &request.shape) {
+            (Purpose::ImportConfig, _) => Picked::Chosen(self.0.join("quantization.toml")),
+            (_, Shape::SaveFile { default_name }) => Picked::Chosen(self.0.join(default_name)),
+            (_, Shape::SaveFolder { .. }) => Picked::Chosen(self.0.join("model")),
+            _ => Picked::Unavailable("no desktop portal in the test".into()),
+        }
     }
 }
 
@@ -138,6 +130,19 @@ fn a_run_adds_a_row_and_a_click_restores_its_configuration() {
     harness.get_by_label("run 1");
     snapshot(&mut harness, "explorer_results");
 
+    // The run's point in the Pareto plot names it under the pointer, and a click picks its row.
+    let (name, at) = harness.state().table.points[0].clone();
+    assert_eq!(name, "run 1");
+    harness.hover_at(at);
+    harness.run_steps(2);
+    let run = &harness.state().runs[0];
+    let number = super::readable::number;
+    harness.get_by_label_contains(&format!("run 1: {} bpw · PPL {}", number(run.bits.true_bpw), number(run.ppl)));
+    harness.drag_at(at);
+    harness.drop_at(at);
+    harness.run_steps(2);
+    assert_eq!(harness.state().table.picked.as_deref(), Some("run 1"));
+
     // Change the configuration, then restore the run's.
     let original = harness.state().settings.config.clone();
     harness.state_mut().settings.config.tiers[0].share = 0.3;
@@ -163,6 +168,15 @@ fn a_run_can_be_cancelled_and_leaves_no_row() {
     std::thread::sleep(Duration::from_millis(300));
     harness.run_steps(4);
     assert!(harness.state().runs.is_empty(), "a cancelled run is not shown");
+    assert_eq!(harness.state().notices.last().map(String::as_str), Some("run cancelled"));
+
+    // The keyboard does the same: Ctrl+R runs, Escape cancels every job.
+    harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::R);
+    harness.run_steps(2);
+    assert!(harness.state().jobs.is_running(super::worker::JobKind::Run));
+    harness.key_press(egui::Key::Escape);
+    harness.step();
+    assert!(!harness.state().jobs.any_running());
     assert!(harness.state().problems.is_empty(), "{:?}", harness.state().problems);
 }
 
@@ -174,14 +188,18 @@ fn a_configuration_exports_and_imports_again() {
     harness.state_mut().settings.config.tiers[0].share = 0.2;
     harness.state_mut().settings.config.tiers[2].share = 0.6;
     let exported = harness.state().settings.config.clone();
-    harness.get_by_label("Export config…").click();
+    harness.get_by_label("Export").click();
+    harness.run_steps(2);
+    harness.get_by_label("Configuration…").click();
     harness.run_steps(2);
     let written = nash_swarm::quant::QuantConfig::read(&scratch.path().join("quantization.toml")).unwrap();
     assert_eq!(written, exported);
 
     harness.state_mut().settings.config =
         nash_swarm::quant::QuantConfig::uniform(3, nash_swarm::quant::GroupSize::G(64));
-    harness.get_by_label("Import config…").click();
+    harness.get_by_label("Open").click();
+    harness.run_steps(2);
+    harness.get_by_label("Configuration…").click();
     harness.run_steps(2);
     assert_eq!(harness.state().settings.config, exported);
 }
@@ -197,7 +215,7 @@ fn a_bad_model_shows_its_error_in_the_window() {
     let problems = harness.state().problems.join("\n");
     assert!(problems.contains("config.json") && problems.contains("malformed JSON"), "{problems}");
     harness.get_by_label_contains("malformed JSON");
-    harness.get_by_label("Open model file…");
+    harness.get_by_label("Open model file… (.gguf)");
 }
 
 #[test]
@@ -222,12 +240,23 @@ fn exporting_into_the_open_models_folder_is_refused_and_the_model_untouched() {
     let before = contents(&model);
     let mut harness = harness(model.clone(), scratch.path());
     settle(&mut harness);
-    harness.get_by_label("Export model…").click();
+    harness.get_by_label("Export").click();
+    harness.run_steps(2);
+    harness.get_by_label("Quantized model (packed folder)…").click();
     harness.run_steps(2);
     settle(&mut harness);
     let problems = harness.state().problems.join("\n");
     assert!(problems.contains("the export folder") && problems.contains("is the model"), "{problems}");
     harness.get_by_label_contains("is the model");
+    // The fp16 Hugging Face export refuses the same place.
+    harness.state_mut().problems.clear();
+    harness.get_by_label("Export").click();
+    harness.run_steps(2);
+    harness.get_by_label("Hugging Face fp16 folder…").click();
+    harness.run_steps(2);
+    let problems = harness.state().problems.join("\n");
+    assert!(problems.contains("the Hugging Face folder") && problems.contains("is the model"), "{problems}");
+    assert!(!harness.state().jobs.any_running(), "nothing started");
     assert_eq!(contents(&model), before, "the model's files are unchanged");
     let names: Vec<_> = std::fs::read_dir(scratch.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, vec![std::ffi::OsString::from("model")], "nothing else was written");
@@ -238,7 +267,9 @@ fn a_gguf_export_is_written_and_opens_again() {
     let scratch = tempfile::tempdir().unwrap();
     let mut harness = harness(stories(), scratch.path());
     settle(&mut harness);
-    harness.get_by_label("Export GGUF…").click();
+    harness.get_by_label("Export").click();
+    harness.run_steps(2);
+    harness.get_by_label("GGUF for llama.cpp").click();
     harness.run_steps(2);
     harness.get_by_label("q8_0").click();
     harness.run_steps(2);
@@ -287,6 +318,31 @@ fn a_measured_allocation_shows_its_prices_in_the_heatmap_the_plot_and_the_table(
     harness.get_by_label_contains("held-out pairs, Spearman");
     snapshot(&mut harness, "explorer_sensitivity");
 
+    // Dragging the budget re-solves the allocation at once: fewer bits, the heatmap recoloured by bits, the
+    // marker on the predicted curve.
+    harness.state_mut().settings.metric = super::state::Metric::MeanImportance;
+    let before = harness.state().allocation.clone().unwrap();
+    let bits_before: f64 = before.bits.values().sum();
+    assert!(!harness.state().predicted_curve.is_empty(), "measured prices give a predicted curve");
+    let (lo, _) = before.range();
+    let target = (lo + 0.5).min(4.0);
+    // The slider and its value field share the label; either sets the budget.
+    harness.get_all_by_label("target").next().unwrap().set_value_accesskit(target);
+    harness.run_steps(2);
+    let state = harness.state();
+    let after = state.allocation.clone().unwrap();
+    assert!((after.target_bpw - target).abs() < 0.011, "{} -> {}", after.target_bpw, target);
+    assert!(after.bits.values().sum::<f64>() < bits_before, "a smaller budget, fewer bits");
+    assert!(after.total_price > before.total_price, "and more predicted loss");
+    assert_eq!(state.settings.config, after.config, "Run would use the new allocation");
+    assert_eq!(state.settings.metric, super::state::Metric::AssignedBits);
+    let estimated = &state.estimate.as_ref().unwrap().tensors;
+    for (name, bits) in &after.bits {
+        let shown = super::heatmap_ui::metric_value(state, name).unwrap() as f64;
+        assert!((shown - bits).abs() < 0.05 * bits, "{name}: heatmap {shown} vs allocation {bits}");
+        assert!((estimated[name].bits_per_weight - bits).abs() < 0.05 * bits);
+    }
+
     // A run of the allocated configuration says how it was priced.
     harness.get_by_label("Run").click();
     harness.step();
@@ -334,9 +390,9 @@ fn an_allocation_made_for_another_model_is_not_applied_to_this_one() {
     let settings = &mut harness.state_mut().settings;
     settings.config.overrides.insert("model.layers.29.mlp.down_proj.weight".into(), plan);
     settings.overrides_model = Some(PathBuf::from("/elsewhere/SmolLM2.gguf"));
-    harness.get_by_label("Recent").click();
+    harness.get_by_label("Open").click();
     harness.run_steps(2);
-    harness.get_by_label(&stories().display().to_string()).click();
+    harness.get_by_label("stories260k").click();
     harness.step();
     settle(&mut harness);
     let state = harness.state();
@@ -357,7 +413,7 @@ fn undo_after_allocate_brings_the_users_settings_back() {
     settle(&mut harness);
     assert!(!harness.state().settings.config.overrides.is_empty());
     assert_ne!(harness.state().settings.config, mine);
-    harness.get_by_label("undo").click();
+    harness.get_by_label("Undo allocation").click();
     harness.run_steps(2);
     assert_eq!(harness.state().settings.config, mine);
     assert!(harness.state().settings.before_allocation.is_none());
@@ -390,4 +446,122 @@ fn the_heatmap_fills_in_while_importance_runs_and_the_histograms_come_at_the_end
     // A partial analysis has the model's full grid, so cells fill in where they belong.
     let partial = super::analysis::Analysis::arriving(&model, &method, BTreeMap::new());
     assert_eq!((partial.kinds.clone(), partial.layers), (analysis.kinds.clone(), analysis.layers));
+}
+
+/// A path dropped on the window, as the windowing layer hands it over.
+#[derive(Debug)]
+struct Dropped(PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn without_a_desktop_portal_the_explorers_own_picker_opens_a_model_and_says_why() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut harness = harness(stories(), scratch.path());
+    settle(&mut harness);
+    harness.get_by_label("Open").click();
+    harness.run_steps(2);
+    harness.get_by_label_contains("Model folder…").click();
+    harness.run_steps(3);
+    assert!(harness.state().picker.is_some(), "the explorer's picker opened");
+    harness.get_by_label_contains("could not open (no desktop portal in the test)");
+    // Type the start of a folder's name: Tab completes it, Enter opens it.
+    let fixtures = shared("fixtures");
+    let field = harness.get_by_label("path");
+    field.focus();
+    harness.run_steps(1);
+    harness.get_by_label("path").set_text_value_accesskit(&format!("{}/tiny-", fixtures.display()));
+    harness.run_steps(2);
+    // The listing shows the folder's matching entries, model folders marked.
+    harness.get_by_label("tiny-gemma3-random/   (model folder)");
+    harness.get_by_label("path").set_text_value_accesskit(&format!("{}/tiny-ph", fixtures.display()));
+    harness.run_steps(2);
+    harness.key_press(egui::Key::Tab);
+    harness.run_steps(2);
+    let typed = harness.state().picker.as_ref().unwrap().typed.clone();
+    assert_eq!(typed, format!("{}/tiny-phi3-random/", fixtures.display()), "Tab completed the only match");
+    harness.get_by_label("Open this folder").click();
+    harness.run_steps(2);
+    settle(&mut harness);
+    let state = harness.state();
+    assert!(state.picker.is_none());
+    assert!(state.problems.is_empty(), "{:?}", state.problems);
+    assert_eq!(state.model.as_ref().unwrap().source, fixtures.join("tiny-phi3-random/"));
+
+    // The system's dialog is not tried again: the next Open goes straight to the picker, and Cancel closes it.
+    harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::O);
+    harness.run_steps(2);
+    assert!(harness.state().picker.is_some(), "Ctrl+O opens the picker");
+    harness.get_by_label("Cancel").click();
+    harness.run_steps(2);
+    assert!(harness.state().picker.is_none());
+}
+
+#[test]
+fn a_folder_dropped_on_the_window_opens_and_a_dropped_configuration_is_imported() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut harness = harness(stories(), scratch.path());
+    settle(&mut harness);
+    let config = nash_swarm::quant::QuantConfig::uniform(3, nash_swarm::quant::GroupSize::G(64));
+    let path = scratch.path().join("mine.toml");
+    std::fs::write(&path, config.to_toml()).unwrap();
+    harness.input_mut().dropped_files.push(std::sync::Arc::new(Dropped(path)));
+    harness.run_steps(2);
+    assert_eq!(harness.state().settings.config, config);
+    let gemma = shared("fixtures/tiny-gemma3-random");
+    harness.input_mut().dropped_files.push(std::sync::Arc::new(Dropped(gemma.clone())));
+    harness.step();
+    settle(&mut harness);
+    assert_eq!(harness.state().model.as_ref().unwrap().source, gemma);
+}
+
+#[test]
+fn baselines_stream_in_row_by_row_and_every_header_fits_at_1280x720() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut harness = harness(stories(), scratch.path());
+    harness.set_size(egui::vec2(1280.0, 720.0));
+    settle(&mut harness);
+    harness.state_mut().settings.ctx = 64;
+    harness.state_mut().settings.eval_windows = 2;
+    harness.get_by_label("Baselines").click();
+    harness.step();
+    let planned = nash_swarm::compare::planned_rows(&harness.state().baseline_spec());
+    // Rows show while the job still runs, and the status line counts them.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut seen_while_running = 0;
+    while harness.state().jobs.any_running() {
+        assert!(Instant::now() < deadline, "Baselines did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+        harness.step();
+        if harness.state().jobs.any_running() && harness.state().baselines.len() > 2 {
+            seen_while_running = harness.state().baselines.len();
+            harness.get_by_label_contains(&format!("of {planned}"));
+        }
+    }
+    harness.run_steps(4);
+    assert!(seen_while_running > 2, "rows arrived before the job ended");
+    let state = harness.state();
+    assert!(state.problems.is_empty(), "{:?}", state.problems);
+    assert_eq!(state.baselines.len(), planned, "compare::planned_rows counts compare's rows");
+    assert!(state.baselines.iter().any(|r| r.method.starts_with("gguf-q4_k_m")), "llama.cpp presets are baselines");
+    assert!(state.notices.last().unwrap().starts_with("baselines finished"));
+    // Every column header lies inside the window, left of the plot beside the table.
+    let plot_left = harness.get_by_label("Pareto").rect().left();
+    let results_top = harness.get_by_label("Results").rect().top();
+    let window = egui::Rect::from_min_max(egui::Pos2::ZERO, egui::pos2(plot_left, 720.0));
+    for header in ["method", "made by", "configuration", "bpw", "size MB", "PPL", "ΔPPL", "KLD", "top-1"] {
+        // PPL and KLD are also the plot's axis toggles (right of the table), "method" a setting (above it).
+        let in_table = |r: &egui::Rect| r.left() < plot_left && r.top() > results_top;
+        let rects: Vec<egui::Rect> = harness.get_all_by_label(header).map(|n| n.rect()).filter(in_table).collect();
+        assert_eq!(rects.len(), 1, "one {header} header in the table");
+        assert!(window.contains_rect(rects[0]), "{header} at {:?} is outside the table's room", rects[0]);
+    }
+    snapshot(&mut harness, "explorer_baselines_1280x720");
 }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, Instant};
 
 use eframe::egui;
 use nash_swarm::{CancelToken, Job, Progress};
@@ -24,11 +25,23 @@ impl JobKind {
         matches!(self, JobKind::Run | JobKind::Allocate | JobKind::Baselines | JobKind::Export)
     }
 
+    /// The job's name at the head of its status line.
+    pub fn title(self) -> &'static str {
+        match self {
+            JobKind::Load => "Loading",
+            JobKind::Analyze => "Importance",
+            JobKind::Run => "Run",
+            JobKind::Allocate => "Allocate",
+            JobKind::Baselines => "Baselines",
+            JobKind::Export => "Export",
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             JobKind::Load => "loading model",
             JobKind::Analyze => "importance",
-            JobKind::Run => "quantize + evaluate",
+            JobKind::Run => "run",
             JobKind::Allocate => "Nash allocation",
             JobKind::Baselines => "baselines",
             JobKind::Export => "export",
@@ -46,6 +59,17 @@ struct Running<T> {
     cancel: CancelToken,
     receiver: Receiver<(u64, Message<T>)>,
     progress: Option<Progress>,
+    started: Instant,
+    /// When the current stage began: its pace predicts the time it has left.
+    stage_started: Instant,
+}
+
+/// A running job as its status line shows it.
+pub struct Status<'a> {
+    pub progress: Option<&'a Progress>,
+    pub elapsed: Duration,
+    /// The current stage's remaining time, from its pace so far.
+    pub stage_left: Option<Duration>,
 }
 
 /// Jobs whose results are of type `T`, by kind.
@@ -94,7 +118,9 @@ impl<T: Send + 'static> Jobs<T> {
                 done.request_repaint();
             })
             .expect("spawning a worker thread");
-        self.running.insert(kind, Running { generation, cancel, receiver, progress: None });
+        let now = Instant::now();
+        self.running
+            .insert(kind, Running { generation, cancel, receiver, progress: None, started: now, stage_started: now });
     }
 
     /// Asks the running job of this kind to stop; it is forgotten at once, whatever it still sends.
@@ -108,12 +134,21 @@ impl<T: Send + 'static> Jobs<T> {
         self.running.contains_key(&kind)
     }
 
+    pub fn running_kinds(&self) -> Vec<JobKind> {
+        self.running.keys().copied().collect()
+    }
+
     pub fn any_running(&self) -> bool {
         !self.running.is_empty()
     }
 
-    pub fn progress(&self, kind: JobKind) -> Option<&Progress> {
-        self.running.get(&kind).and_then(|r| r.progress.as_ref())
+    pub fn status(&self, kind: JobKind) -> Option<Status<'_>> {
+        let running = self.running.get(&kind)?;
+        let progress = running.progress.as_ref();
+        let stage_left = progress
+            .filter(|p| p.done > 0 && p.total > p.done)
+            .map(|p| running.stage_started.elapsed().mul_f64((p.total - p.done) as f64 / p.done as f64));
+        Some(Status { progress, elapsed: running.started.elapsed(), stage_left })
     }
 
     /// Finished jobs of the current generations; progress is kept for display.
@@ -125,7 +160,12 @@ impl<T: Send + 'static> Jobs<T> {
                     continue; // a superseded job's late words
                 }
                 match message {
-                    Message::Progress(p) => running.progress = Some(p),
+                    Message::Progress(p) => {
+                        if running.progress.as_ref().is_none_or(|old| old.stage != p.stage) {
+                            running.stage_started = Instant::now();
+                        }
+                        running.progress = Some(p);
+                    }
                     Message::Done(result) => finished.push((*kind, result)),
                 }
             }

@@ -131,7 +131,7 @@ impl Model {
     /// statistics, which need no logits.
     pub fn observe(&self, ids: &[u32], observer: &mut Observer) -> Result<()> {
         let linears = Linears { model: self, observer: Some(std::cell::RefCell::new(observer)) };
-        let hidden = self.hidden_states(&linears, &[ids])?.pop().expect("one window");
+        let hidden = self.hidden_states(&linears, &[ids], &mut |_| Ok(()))?.pop().expect("one window");
         (linears.observer.as_ref().expect("set above").borrow_mut())(self.architecture.head_name(), &hidden)
     }
 
@@ -149,7 +149,16 @@ impl Model {
     /// block by block so a window's full logits (100 MB for SmolLM2 at ctx 512) never exist at once. The windows
     /// go through the model together, layer by layer, so each layer's weights are decoded once per call.
     pub fn forward_hidden(&self, windows: &[&[u32]]) -> Result<Vec<Tensor>> {
-        self.hidden_states(&Linears::of(self), windows)
+        self.hidden_states(&Linears::of(self), windows, &mut |_| Ok(()))
+    }
+
+    /// `forward_hidden`, calling `after_layer` with the number of layers done (for progress, or to stop).
+    pub fn forward_hidden_reporting(
+        &self,
+        windows: &[&[u32]],
+        after_layer: &mut dyn FnMut(usize) -> Result<()>,
+    ) -> Result<Vec<Tensor>> {
+        self.hidden_states(&Linears::of(self), windows, after_layer)
     }
 
     /// The head weight `[vocab, hidden]`.
@@ -198,7 +207,12 @@ impl Model {
         self.weights.0.iter().any(|(name, t)| !t.is_f32() && layer_of(name).is_some())
     }
 
-    fn hidden_states(&self, linears: &Linears, windows: &[&[u32]]) -> Result<Vec<Tensor>> {
+    fn hidden_states(
+        &self,
+        linears: &Linears,
+        windows: &[&[u32]],
+        after_layer: &mut dyn FnMut(usize) -> Result<()>,
+    ) -> Result<Vec<Tensor>> {
         for ids in windows {
             if ids.is_empty() {
                 return Err(Error::InvalidArgument("forward pass over zero tokens".into()));
@@ -218,6 +232,7 @@ impl Model {
             for x in xs.iter_mut() {
                 *x = arch.layer(linears, i, x)?;
             }
+            after_layer(i + 1)?;
         }
         // The last layer's f32 copy is of no use to the head, nor to the next call (which starts at layer 0).
         self.made.clear();

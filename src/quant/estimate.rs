@@ -3,6 +3,8 @@
 //! block parameters are estimated from the chance that a tier appears in a block. The run that follows
 //! reports the exact figures.
 
+use std::collections::BTreeMap;
+
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -146,6 +148,17 @@ pub struct BitEstimate {
     pub payload_bpw: f64,
     pub true_bpw: f64,
     pub size_bytes: u64,
+    /// Each tensor's estimate under the configuration, for views that must describe what Run would do.
+    #[serde(skip)]
+    pub tensors: BTreeMap<String, TensorEstimate>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TensorEstimate {
+    /// Stored bits per weight: codes, block parameters and tier map (16 for a tensor kept in fp16).
+    pub bits_per_weight: f64,
+    /// Share of the weights in the plan's first tier (None when kept in fp16).
+    pub top_tier_share: Option<f64>,
 }
 
 /// Estimated bits of a configuration over the whole model, from the index (no quantization).
@@ -166,11 +179,13 @@ pub fn estimate(model: &Model, index: &ImportanceIndex, config: &QuantConfig) ->
     });
     let (mut payload, mut quantized_weights, mut other_bits) = (0f64, 0usize, 0f64);
     let mut tier_weights = vec![0f64; k];
+    let mut tensors = BTreeMap::new();
     for (name, treatment) in &treatments {
         let tensor = model.weights.stored(name).expect("treatments come from the weights");
         let n = tensor.elem_count();
         let Treatment::Quantize { plan, follows_tiers } = treatment else {
             other_bits += 16.0 * n as f64;
+            tensors.insert(name.clone(), TensorEstimate { bits_per_weight: 16.0, top_tier_share: None });
             continue;
         };
         let (rows, cols) = model.weights.dims2(name).expect("quantized tensors are matrices");
@@ -182,14 +197,19 @@ pub fn estimate(model: &Model, index: &ImportanceIndex, config: &QuantConfig) ->
             _ => plan.tiers.iter().map(|t| t.share).collect(),
         };
         quantized_weights += n;
+        let mut codes = 0.0;
         for (t, (share, tier)) in shares.iter().zip(&plan.tiers).enumerate() {
-            payload += share * n as f64 * tier.bits as f64;
+            codes += share * n as f64 * tier.bits as f64;
             if *follows_tiers && t < k {
                 tier_weights[t] += share * n as f64;
             }
         }
         let tier_map = plan.granularity.units(rows, cols) as f64 * index_bits(plan.tiers.len()) as f64;
-        other_bits += block_param_bits(plan, &shares, rows, cols) + tier_map;
+        let overhead = block_param_bits(plan, &shares, rows, cols) + tier_map;
+        payload += codes;
+        other_bits += overhead;
+        let bits_per_weight = (codes + overhead) / n.max(1) as f64;
+        tensors.insert(name.clone(), TensorEstimate { bits_per_weight, top_tier_share: shares.first().copied() });
     }
     let params = model.param_count() as f64;
     let total_bits = payload + other_bits;
@@ -199,6 +219,7 @@ pub fn estimate(model: &Model, index: &ImportanceIndex, config: &QuantConfig) ->
         payload_bpw: if quantized_weights == 0 { 0.0 } else { payload / quantized_weights as f64 },
         true_bpw: total_bits / params,
         size_bytes: (total_bits / 8.0) as u64 + header_bytes(&treatments, config),
+        tensors,
     }
 }
 
