@@ -57,6 +57,8 @@ pub enum Command {
     Allocate,
     Baselines,
     Restore(usize),
+    /// Mark (or unmark) a run for the heatmap's run-against-run bit difference.
+    Compare(usize),
     Select(String),
     ConfigChanged,
 }
@@ -74,6 +76,8 @@ pub struct ExplorerApp {
     planned_rows: usize,
     pub selected: Option<String>,
     pub estimate: Option<BitEstimate>,
+    /// The configuration `estimate` was made for.
+    estimated: Option<QuantConfig>,
     reference: analysis::SharedReference,
     pub base_ppl: Option<f64>,
     pub runs: Vec<RunRecord>,
@@ -118,6 +122,7 @@ impl ExplorerApp {
             planned_rows: 0,
             selected: None,
             estimate: None,
+            estimated: None,
             reference: Default::default(),
             base_ppl: None,
             runs: Vec::new(),
@@ -184,6 +189,21 @@ impl ExplorerApp {
                     self.textures = Default::default();
                     self.notices.push(format!("run {}'s configuration restored", i + 1));
                     self.config_changed(ctx);
+                }
+            }
+            Command::Compare(i) => {
+                let compared = &mut self.table.compared;
+                match compared.iter().position(|&c| c == i) {
+                    Some(at) => {
+                        compared.remove(at);
+                    }
+                    None => compared.push(i),
+                }
+                if compared.len() > 2 {
+                    compared.remove(0);
+                }
+                if compared.len() == 2 {
+                    self.settings.metric = Metric::BitsDifference;
                 }
             }
             Command::Select(name) => self.selected = Some(name),
@@ -319,6 +339,14 @@ impl ExplorerApp {
     pub fn refresh_estimate(&mut self) {
         if let (Some(model), Some(index)) = (&self.model, self.analysis.as_ref().and_then(|a| a.index.as_ref())) {
             self.estimate = Some(estimate(model, index, &self.settings.config));
+            self.estimated = Some(self.settings.config.clone());
+        }
+    }
+
+    /// The estimate always describes the configuration Run would use, however the configuration changed.
+    fn keep_estimate_current(&mut self) {
+        if self.estimated.as_ref() != Some(&self.settings.config) && self.config_problem().is_none() {
+            self.refresh_estimate();
         }
     }
 
@@ -590,6 +618,8 @@ impl ExplorerApp {
                     self.settings.remember_model(model.source.clone());
                     self.model = Some(model);
                     (self.analysis, self.base_ppl, self.selected) = (None, None, None);
+                    (self.estimate, self.estimated) = (None, None);
+                    self.table = Default::default();
                     self.reference.clear();
                     self.runs.clear();
                     self.baselines.clear();
@@ -895,6 +925,7 @@ impl eframe::App for ExplorerApp {
         for command in commands {
             self.handle(&ctx, command);
         }
+        self.keep_estimate_current();
         if self.jobs.any_running() {
             ctx.request_repaint_after(std::time::Duration::from_millis(100));
         }

@@ -25,6 +25,19 @@ pub fn metric_value(app: &ExplorerApp, name: &str) -> Option<f32> {
             Some(fit.scale.max(1e-30).log10() as f32)
         }
         Metric::PredictedKld => app.allocation.as_ref()?.predicted_kld.get(name).map(|k| k.max(1e-12).log10() as f32),
+        Metric::BitsDifference => {
+            let [a, b] = compared_runs(app)?;
+            let bits = |run: usize| app.runs[run].detail.get(name).map(|d| d.bits_per_weight);
+            Some((bits(a)? - bits(b)?) as f32)
+        }
+    }
+}
+
+/// The two runs marked in the table, in the order marked.
+fn compared_runs(app: &ExplorerApp) -> Option<[usize; 2]> {
+    match app.table.compared[..] {
+        [a, b] if a < app.runs.len() && b < app.runs.len() => Some([a, b]),
+        _ => None,
     }
 }
 
@@ -40,6 +53,7 @@ fn source_note(app: &ExplorerApp) -> Option<String> {
             app.allocation.as_ref().map(|a| format!("from the allocation at {} bpw", number(a.true_bpw)))
         }
         Metric::MeanImportance => app.analysis.as_ref().map(|a| a.importance.label()),
+        Metric::BitsDifference => compared_runs(app).map(|[a, b]| format!("run {} minus run {}", a + 1, b + 1)),
     }
 }
 
@@ -51,6 +65,7 @@ fn metric_tip(metric: Metric) -> &'static str {
         Metric::QuantError => "relative Frobenius error of the quantized tensor in the run shown",
         Metric::Sensitivity => "measured ΔKLD per unit of weight error (Allocate with a text open)",
         Metric::PredictedKld => "the ΔKLD the allocation's measurement predicts for the tensor's plan, in nats",
+        Metric::BitsDifference => "bits per weight of one run minus another's (mark two runs with \"vs\" in the table)",
     }
 }
 
@@ -88,6 +103,7 @@ pub fn heatmap_ui(app: &mut ExplorerApp, ui: &mut egui::Ui, height: f32) -> Vec<
         let hint = match app.settings.metric {
             Metric::Sensitivity | Metric::PredictedKld => "Allocate with a text open (measured prices) first",
             Metric::QuantError => "Run first",
+            Metric::BitsDifference => "mark two runs with \"vs\" in the results table",
             _ => "waiting for importance",
         };
         ui.weak(format!("{}: {hint}", app.settings.metric.label()));
@@ -95,6 +111,7 @@ pub fn heatmap_ui(app: &mut ExplorerApp, ui: &mut egui::Ui, height: f32) -> Vec<
     let (lo, hi) = known.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
     let colour = |v: f32| match app.settings.metric {
         Metric::AssignedBits => palette::bits(v),
+        Metric::BitsDifference => palette::bits_difference(v),
         _ => palette::viridis((v - lo) / (hi - lo).max(1e-6)),
     };
 
@@ -155,6 +172,7 @@ pub fn heatmap_ui(app: &mut ExplorerApp, ui: &mut egui::Ui, height: f32) -> Vec<
     }
     match app.settings.metric {
         Metric::AssignedBits => bits_legend(ui),
+        Metric::BitsDifference => difference_legend(ui),
         metric => legend(ui, lo, hi, metric),
     }
     commands
@@ -196,7 +214,7 @@ fn legend(ui: &mut egui::Ui, lo: f32, hi: f32, metric: Metric) {
             number(10f64.powf(v as f64))
         }
         Metric::TopTierShare => format!("{:.1}%", v * 100.0),
-        Metric::AssignedBits => format!("{} b", number(v as f64)),
+        Metric::AssignedBits | Metric::BitsDifference => format!("{} b", number(v as f64)),
     };
     ui.horizontal(|ui| {
         ui.label(real(lo));
@@ -209,6 +227,21 @@ fn legend(ui: &mut egui::Ui, lo: f32, hi: f32, metric: Metric) {
     })
     .response
     .on_hover_text(format!("middle: {}", real((lo + hi) / 2.0)));
+}
+
+/// The fixed scale of a bit difference.
+fn difference_legend(ui: &mut egui::Ui) {
+    let span = palette::BITS_DIFFERENCE_SPAN;
+    ui.horizontal(|ui| {
+        ui.label(format!("-{span} b"));
+        let (rect, _) = ui.allocate_exact_size(Vec2::new(160.0, 10.0), Sense::hover());
+        for i in 0..32 {
+            let r = Rect::from_min_size(egui::pos2(rect.left() + i as f32 * 5.0, rect.top()), Vec2::new(5.0, 10.0));
+            ui.painter().rect_filled(r, 0.0, palette::bits_difference((i as f32 / 31.0 * 2.0 - 1.0) * span));
+        }
+        ui.label(format!("+{span} b"));
+        ui.weak("(first marked run minus the second)");
+    });
 }
 
 /// The bit palette, one swatch per width: the same colours in every view and run.

@@ -19,6 +19,17 @@ pub fn bits(bits: f32) -> Color32 {
     Color32::from_rgb(mix(0), mix(1), mix(2))
 }
 
+/// Differences of bits: blue where the first has fewer, red where it has more, white where they agree; fixed at
+/// ±`BITS_DIFFERENCE_SPAN` so runs compare alike.
+pub fn bits_difference(delta: f32) -> Color32 {
+    let t = (delta / BITS_DIFFERENCE_SPAN).clamp(-1.0, 1.0);
+    let fade = |c: u8| (255.0 + (c as f32 - 255.0) * t.abs()) as u8;
+    let [r, g, b] = if t < 0.0 { [69, 117, 180] } else { [215, 48, 39] };
+    Color32::from_rgb(fade(r), fade(g), fade(b))
+}
+
+pub const BITS_DIFFERENCE_SPAN: f32 = 4.0;
+
 /// Viridis, sampled at five stops and interpolated.
 pub fn viridis(t: f32) -> Color32 {
     const STOPS: [[f32; 3]; 5] =

@@ -97,6 +97,8 @@ pub struct TableState {
     /// The row picked in the table or the plot, by method name.
     pub picked: Option<String>,
     pub loss: Loss,
+    /// Runs marked for comparison (at most two, the latest marks kept): the heatmap shows their bit difference.
+    pub compared: Vec<usize>,
     /// Where each row's point was drawn in the Pareto plot (screen coordinates): tests hover them.
     pub points: Vec<(String, egui::Pos2)>,
 }
@@ -312,7 +314,7 @@ fn table_ui(app: &mut ExplorerApp, ui: &mut egui::Ui, commands: &mut Vec<Command
                 for r in group.iter() {
                     body.row(20.0, |mut row| {
                         row.set_selected(app.table.picked.as_deref() == Some(&r.method));
-                        row_cells(&mut row, r, &mut app.table.picked, commands);
+                        row_cells(&mut row, r, &mut app.table, commands);
                     });
                 }
             }
@@ -322,16 +324,24 @@ fn table_ui(app: &mut ExplorerApp, ui: &mut egui::Ui, commands: &mut Vec<Command
 fn row_cells(
     row: &mut egui_extras::TableRow<'_, '_>,
     r: &ResultRow,
-    picked: &mut Option<String>,
+    table: &mut TableState,
     commands: &mut Vec<Command>,
 ) {
+    let picked = &mut table.picked;
     row.col(|ui| match r.run {
         Some(i) => {
-            let restore = ui.button(&r.method).on_hover_text("restore this run's configuration (and show its tensors)");
-            if restore.clicked() {
-                commands.push(Command::Restore(i));
-                *picked = Some(r.method.clone());
-            }
+            ui.horizontal(|ui| {
+                let tip = "restore this run's configuration (and show its tensors)";
+                if ui.button(&r.method).on_hover_text(tip).clicked() {
+                    commands.push(Command::Restore(i));
+                    *picked = Some(r.method.clone());
+                }
+                let marked = table.compared.contains(&i);
+                let tip = "mark two runs to see, in the heatmap, where their bits differ";
+                if ui.selectable_label(marked, "vs").on_hover_text(tip).clicked() {
+                    commands.push(Command::Compare(i));
+                }
+            });
         }
         None => {
             if ui

@@ -15,16 +15,19 @@ pub enum Metric {
     Sensitivity,
     /// The predicted ΔKLD of each tensor at its allocated strategy.
     PredictedKld,
+    /// Bits per weight of one run minus another's (two runs marked in the table).
+    BitsDifference,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 6] = [
+    pub const ALL: [Metric; 7] = [
         Metric::MeanImportance,
         Metric::TopTierShare,
         Metric::AssignedBits,
         Metric::QuantError,
         Metric::Sensitivity,
         Metric::PredictedKld,
+        Metric::BitsDifference,
     ];
 
     pub fn label(self) -> &'static str {
@@ -35,6 +38,7 @@ impl Metric {
             Metric::QuantError => "quantization error",
             Metric::Sensitivity => "sensitivity",
             Metric::PredictedKld => "predicted ΔKLD",
+            Metric::BitsDifference => "bits, run vs run",
         }
     }
 }

@@ -151,6 +151,30 @@ fn a_run_adds_a_row_and_a_click_restores_its_configuration() {
     harness.get_by_label("run 1").click();
     harness.run_steps(2);
     assert_eq!(harness.state().settings.config, original);
+
+    // A second run at 4 bits everywhere; marking both shows where their bits differ.
+    harness.state_mut().settings.config =
+        nash_swarm::quant::QuantConfig::uniform(4, nash_swarm::quant::GroupSize::G(32));
+    harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::R);
+    harness.step();
+    settle(&mut harness);
+    assert_eq!(harness.state().runs.len(), 2);
+    assert_eq!(harness.get_all_by_label("vs").count(), 2, "each run can be marked");
+    for k in 0..2 {
+        harness.get_all_by_label("vs").nth(k).unwrap().click();
+        harness.run_steps(2);
+    }
+    let state = harness.state();
+    assert_eq!(state.table.compared, vec![0, 1]);
+    assert_eq!(state.settings.metric, super::state::Metric::BitsDifference);
+    let (first, second) = (&state.runs[0].detail, &state.runs[1].detail);
+    for (name, d) in first.iter() {
+        let expected = (d.bits_per_weight - second[name].bits_per_weight) as f32;
+        let shown = super::heatmap_ui::metric_value(state, name).unwrap();
+        assert!((shown - expected).abs() < 1e-5, "{name}: {shown} vs {expected}");
+    }
+    harness.get_by_label("run 1 minus run 2");
+    snapshot(&mut harness, "explorer_compare");
 }
 
 #[test]
