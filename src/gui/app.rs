@@ -22,7 +22,7 @@ use super::analysis::{self, Analysis, RunOutput, RunRecord};
 use super::budget::Allocated;
 use super::dialogs::{Dialogs, Picked, Purpose, Request};
 use super::file_picker::{FilePicker, Picking};
-use super::state::{Metric, Settings};
+use super::state::{Metric, ModelIdentity, Settings};
 use super::worker::{JobKind, Jobs};
 use super::{heatmap_ui, histogram_ui, readable, results_ui, settings_ui, status_ui, tensor_ui};
 
@@ -39,7 +39,7 @@ pub struct Launch {
 
 /// What a finished background job hands back.
 pub enum Outcome {
-    Loaded(Arc<Model>),
+    Loaded(Arc<Model>, Option<ModelIdentity>),
     Analyzed(Arc<Analysis>),
     Ran(Box<RunOutput>),
     Allocated(Box<Allocated>),
@@ -68,6 +68,8 @@ pub struct ExplorerApp {
     dialogs: Box<dyn Dialogs>,
     pub jobs: Jobs<Outcome>,
     pub model: Option<Arc<Model>>,
+    /// The open model's identity (what an allocation is kept for).
+    pub identity: Option<ModelIdentity>,
     pub analysis: Option<Arc<Analysis>>,
     /// The heatmap cells of an importance job still running.
     arriving: Option<Arc<Mutex<BTreeMap<String, analysis::TensorInfo>>>>,
@@ -116,6 +118,7 @@ impl ExplorerApp {
             dialogs: launch.dialogs,
             jobs: Jobs::default(),
             model: None,
+            identity: None,
             analysis: None,
             arriving: None,
             arriving_rows: Default::default(),
@@ -149,17 +152,23 @@ impl ExplorerApp {
         app
     }
 
-    /// Drops per-tensor plans made for another model than `source`, saying so.
-    fn keep_overrides_for(&mut self, source: &std::path::Path) {
+    /// Drops per-tensor plans made for another model than `identity`, saying so.
+    fn keep_overrides_for(&mut self, identity: Option<&ModelIdentity>) {
         let settings = &self.settings;
-        if settings.config.overrides.is_empty() || settings.overrides_model.as_deref() == Some(source) {
+        let made_for = settings.overrides_made_for.as_ref();
+        if settings.config.overrides.is_empty()
+            || (identity.is_some() && made_for.map(|m| &m.digest) == identity.map(|i| &i.digest))
+        {
             return;
         }
-        let made_for =
-            settings.overrides_model.as_ref().map_or("another model".to_string(), |p| p.display().to_string());
+        let what = match (made_for, identity) {
+            (Some(m), Some(i)) if m.path == i.path => format!("an earlier file at {}", m.path.display()),
+            (Some(m), _) => m.path.display().to_string(),
+            (None, _) => "another model".to_string(),
+        };
         let tensors = settings.config.overrides.len();
         self.notices
-            .push(format!("the allocation of {tensors} tensors was made for {made_for}: not applied to this model"));
+            .push(format!("the allocation of {tensors} tensors was made for {what}: not applied to this model"));
         self.settings.undo_allocation();
     }
 
@@ -167,7 +176,8 @@ impl ExplorerApp {
         self.jobs.cancel(JobKind::Analyze);
         self.jobs.spawn(ctx, JobKind::Load, move |job| {
             job.report("loading", 0, 1, None);
-            Ok(Outcome::Loaded(Arc::new(nash_swarm::load(&path)?)))
+            let model = nash_swarm::load(&path)?;
+            Ok(Outcome::Loaded(Arc::new(model), ModelIdentity::of(&path).ok()))
         });
     }
 
@@ -277,7 +287,7 @@ impl ExplorerApp {
             Ok(config) => {
                 self.settings.config = config;
                 self.settings.before_allocation = None;
-                self.settings.overrides_model = self.model.as_ref().map(|m| m.source.clone());
+                self.settings.overrides_made_for = self.identity.clone();
                 self.notices.push(format!("configuration imported from {}", path.display()));
                 self.config_changed(ctx);
             }
@@ -612,9 +622,10 @@ impl ExplorerApp {
                 }
             };
             match outcome {
-                Outcome::Loaded(model) => {
+                Outcome::Loaded(model, identity) => {
                     self.notices.push(format!("opened {}", model.source.display()));
-                    self.keep_overrides_for(&model.source);
+                    self.keep_overrides_for(identity.as_ref());
+                    self.identity = identity;
                     self.settings.remember_model(model.source.clone());
                     self.model = Some(model);
                     (self.analysis, self.base_ppl, self.selected) = (None, None, None);
@@ -667,9 +678,10 @@ impl ExplorerApp {
                         self.settings.before_allocation = Some(self.settings.config.clone());
                     }
                     self.settings.config = allocated.config.clone();
-                    self.settings.overrides_model = self.model.as_ref().map(|m| m.source.clone());
+                    self.settings.overrides_made_for = self.identity.clone();
                     if allocated.sensitivity.is_some() {
-                        self.plot = results_ui::Plot::Sensitivity;
+                        // The predicted loss along the budget, with the marker the slider moves.
+                        (self.plot, self.table.loss) = (results_ui::Plot::Pareto, results_ui::Loss::Kld);
                     }
                     self.predicted_curve = allocated.predicted_curve();
                     self.allocation = Some(Arc::new(*allocated));

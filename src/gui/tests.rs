@@ -339,6 +339,11 @@ fn a_measured_allocation_shows_its_prices_in_the_heatmap_the_plot_and_the_table(
         assert!(cells.iter().all(|n| super::heatmap_ui::metric_value(state, n).is_some_and(f32::is_finite)));
     }
     harness.run_steps(2);
+    // The Pareto plot shows the predicted KLD along the budget; the Sensitivity tab the held-out pairs.
+    assert_eq!(harness.state().table.loss, super::results_ui::Loss::Kld);
+    harness.get_by_label("predicted by the allocation");
+    harness.get_by_label("Sensitivity").click();
+    harness.run_steps(2);
     harness.get_by_label_contains("held-out pairs, Spearman");
     snapshot(&mut harness, "explorer_sensitivity");
 
@@ -413,7 +418,9 @@ fn an_allocation_made_for_another_model_is_not_applied_to_this_one() {
     let plan = nash_swarm::quant::TensorPlan::uniform(4, nash_swarm::quant::GroupSize::G(32), Default::default());
     let settings = &mut harness.state_mut().settings;
     settings.config.overrides.insert("model.layers.29.mlp.down_proj.weight".into(), plan);
-    settings.overrides_model = Some(PathBuf::from("/elsewhere/SmolLM2.gguf"));
+    let elsewhere = PathBuf::from("/elsewhere/SmolLM2.gguf");
+    settings.overrides_made_for =
+        Some(super::state::ModelIdentity { path: elsewhere, digest: "made for SmolLM2".into() });
     harness.get_by_label("Open").click();
     harness.run_steps(2);
     harness.get_by_label("stories260k").click();
@@ -588,4 +595,42 @@ fn baselines_stream_in_row_by_row_and_every_header_fits_at_1280x720() {
         assert!(window.contains_rect(rects[0]), "{header} at {:?} is outside the table's room", rects[0]);
     }
     snapshot(&mut harness, "explorer_baselines_1280x720");
+}
+
+#[test]
+fn an_allocation_stays_with_its_model_and_not_with_another_file_at_the_same_path() {
+    let scratch = tempfile::tempdir().unwrap();
+    let model = scratch.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    for entry in std::fs::read_dir(stories()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), model.join(entry.file_name())).unwrap();
+    }
+    let mut harness = harness(model.clone(), scratch.path());
+    settle(&mut harness);
+    let plan = nash_swarm::quant::TensorPlan::uniform(4, nash_swarm::quant::GroupSize::G(32), Default::default());
+    let state = harness.state_mut();
+    state.settings.config.overrides.insert("model.layers.0.mlp.down_proj.weight".into(), plan);
+    state.settings.overrides_made_for = state.identity.clone();
+    let reopen = |harness: &mut Harness<'static, ExplorerApp>| {
+        harness.get_by_label("Open").click();
+        harness.run_steps(2);
+        harness.get_by_label("model").click();
+        harness.step();
+        settle(harness);
+    };
+    reopen(&mut harness);
+    assert_eq!(harness.state().settings.config.overrides.len(), 1, "the same model keeps its allocation");
+    // Another file at the same place (here: its config.json rewritten) is another model.
+    let config = model.join("config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n")).unwrap();
+    reopen(&mut harness);
+    let state = harness.state();
+    assert!(state.settings.config.overrides.is_empty());
+    assert!(
+        state.notices.iter().any(|n| n.contains("an earlier file at") && n.contains("not applied")),
+        "{:?}",
+        state.notices
+    );
 }
