@@ -70,6 +70,8 @@ pub struct ExplorerApp {
     pub model: Option<Arc<Model>>,
     /// The open model's identity (what an allocation is kept for).
     pub identity: Option<ModelIdentity>,
+    /// Whether the open model can be written as GGUF (checked once: the settings panel asks every frame).
+    gguf_writable: bool,
     pub analysis: Option<Arc<Analysis>>,
     /// The heatmap cells of an importance job still running.
     arriving: Option<Arc<Mutex<BTreeMap<String, analysis::TensorInfo>>>>,
@@ -119,6 +121,7 @@ impl ExplorerApp {
             jobs: Jobs::default(),
             model: None,
             identity: None,
+            gguf_writable: false,
             analysis: None,
             arriving: None,
             arriving_rows: Default::default(),
@@ -450,7 +453,7 @@ impl ExplorerApp {
     /// The comparison Baselines runs: the CLI's compare rows, and llama.cpp's Q4_K_M and Q3_K_M made by our GGUF
     /// encoders where the architecture exports to GGUF.
     pub fn baseline_spec(&self) -> CompareSpec {
-        let exports = self.model.as_ref().is_some_and(|m| gguf::export::check_writable(m).is_ok());
+        let exports = self.gguf_writable;
         let presets = ["q4_k_m", "q3_k_m"].iter().filter_map(|name| PRESETS.iter().find(|p| p.name == *name));
         CompareSpec {
             windows: self.window_spec(),
@@ -626,6 +629,7 @@ impl ExplorerApp {
                     self.notices.push(format!("opened {}", model.source.display()));
                     self.keep_overrides_for(identity.as_ref());
                     self.identity = identity;
+                    self.gguf_writable = gguf::export::check_writable(&model).is_ok();
                     self.settings.remember_model(model.source.clone());
                     self.model = Some(model);
                     (self.analysis, self.base_ppl, self.selected) = (None, None, None);

@@ -98,7 +98,7 @@ impl Dialogs for NativeDialogs {
         let started = Instant::now();
         let dialog = rfd::FileDialog::new().set_title(&request.title);
         let answer = match &request.shape {
-            Shape::OpenFile { extensions } if extensions.is_empty() => dialog.pick_file(),
+            Shape::OpenFile { extensions: [] } => dialog.pick_file(),
             Shape::OpenFile { extensions } => dialog.add_filter(extensions.join(", "), extensions).pick_file(),
             Shape::OpenFolder => dialog.pick_folder(),
             Shape::SaveFile { default_name } => dialog.set_file_name(default_name).save_file(),

@@ -131,23 +131,23 @@ pub fn histogram_ui(app: &mut ExplorerApp, ui: &mut egui::Ui, height: f32) -> Ve
             _ => None,
         };
     }
-    if let (Some(i), Some(pos), None) = (app.histogram.dragging, r.interact_pointer_pos(), own_plan) {
-        if r.dragged() {
-            let x = transform.value_from_position(pos).x as f32;
-            let lower = if i == 0 { 0.0 } else { cumulative[i - 1] };
-            let upper = cumulative.get(i + 1).copied().unwrap_or(1.0);
-            let share = ImportanceIndex::share_above(&hist, x, index.log_min, width).clamp(lower + 1e-4, upper - 1e-4);
-            cumulative[i] = share;
-            let config = &mut app.settings.config;
-            let mut previous = 0.0;
-            for (j, c) in cumulative.iter().enumerate() {
-                config.tiers[j].share = c - previous;
-                previous = *c;
-            }
-            let last = config.tiers.len() - 1;
-            config.tiers[last].share = 1.0 - previous;
-            commands.push(Command::ConfigChanged);
+    if let (Some(i), Some(pos), None) = (app.histogram.dragging, r.interact_pointer_pos(), own_plan)
+        && r.dragged()
+    {
+        let x = transform.value_from_position(pos).x as f32;
+        let lower = if i == 0 { 0.0 } else { cumulative[i - 1] };
+        let upper = cumulative.get(i + 1).copied().unwrap_or(1.0);
+        let share = ImportanceIndex::share_above(&hist, x, index.log_min, width).clamp(lower + 1e-4, upper - 1e-4);
+        cumulative[i] = share;
+        let config = &mut app.settings.config;
+        let mut previous = 0.0;
+        for (j, c) in cumulative.iter().enumerate() {
+            config.tiers[j].share = c - previous;
+            previous = *c;
         }
+        let last = config.tiers.len() - 1;
+        config.tiers[last].share = 1.0 - previous;
+        commands.push(Command::ConfigChanged);
     }
     if r.drag_stopped() {
         app.histogram.dragging = None;

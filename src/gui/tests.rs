@@ -71,6 +71,25 @@ fn snapshot(harness: &mut Harness<'static, ExplorerApp>, name: &str) {
     harness.snapshot_options(name, &SnapshotOptions::new().threshold(1.0).max_failed_pixels(200));
 }
 
+/// Opens a menu of the top bar and clicks one of its items.
+fn menu(harness: &mut Harness<'static, ExplorerApp>, menu: &str, item: &str) {
+    harness.get_by_label(menu).click();
+    harness.run_steps(2);
+    harness.get_by_label(item).click();
+    harness.run_steps(2);
+}
+
+/// A copy of stories260k in `dir/model`, for tests that write beside the model or change its files.
+fn copy_of_stories(dir: &Path) -> PathBuf {
+    let model = dir.join("model");
+    std::fs::create_dir(&model).unwrap();
+    for entry in std::fs::read_dir(stories()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), model.join(entry.file_name())).unwrap();
+    }
+    model
+}
+
 fn tier_shares(harness: &Harness<'static, ExplorerApp>) -> Vec<f64> {
     harness.state().settings.config.tiers.iter().map(|t| t.share).collect()
 }
@@ -212,19 +231,13 @@ fn a_configuration_exports_and_imports_again() {
     harness.state_mut().settings.config.tiers[0].share = 0.2;
     harness.state_mut().settings.config.tiers[2].share = 0.6;
     let exported = harness.state().settings.config.clone();
-    harness.get_by_label("Export").click();
-    harness.run_steps(2);
-    harness.get_by_label("Configuration…").click();
-    harness.run_steps(2);
+    menu(&mut harness, "Export", "Configuration…");
     let written = nash_swarm::quant::QuantConfig::read(&scratch.path().join("quantization.toml")).unwrap();
     assert_eq!(written, exported);
 
     harness.state_mut().settings.config =
         nash_swarm::quant::QuantConfig::uniform(3, nash_swarm::quant::GroupSize::G(64));
-    harness.get_by_label("Open").click();
-    harness.run_steps(2);
-    harness.get_by_label("Configuration…").click();
-    harness.run_steps(2);
+    menu(&mut harness, "Open", "Configuration…");
     assert_eq!(harness.state().settings.config, exported);
 }
 
@@ -246,12 +259,7 @@ fn a_bad_model_shows_its_error_in_the_window() {
 fn exporting_into_the_open_models_folder_is_refused_and_the_model_untouched() {
     let scratch = tempfile::tempdir().unwrap();
     // The dialog answers `scratch/model`, which is where the model itself lives.
-    let model = scratch.path().join("model");
-    std::fs::create_dir(&model).unwrap();
-    for entry in std::fs::read_dir(stories()).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), model.join(entry.file_name())).unwrap();
-    }
+    let model = copy_of_stories(scratch.path());
     let contents = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
@@ -264,20 +272,14 @@ fn exporting_into_the_open_models_folder_is_refused_and_the_model_untouched() {
     let before = contents(&model);
     let mut harness = harness(model.clone(), scratch.path());
     settle(&mut harness);
-    harness.get_by_label("Export").click();
-    harness.run_steps(2);
-    harness.get_by_label("Quantized model (packed folder)…").click();
-    harness.run_steps(2);
+    menu(&mut harness, "Export", "Quantized model (packed folder)…");
     settle(&mut harness);
     let problems = harness.state().problems.join("\n");
     assert!(problems.contains("the export folder") && problems.contains("is the model"), "{problems}");
     harness.get_by_label_contains("is the model");
     // The fp16 Hugging Face export refuses the same place.
     harness.state_mut().problems.clear();
-    harness.get_by_label("Export").click();
-    harness.run_steps(2);
-    harness.get_by_label("Hugging Face fp16 folder…").click();
-    harness.run_steps(2);
+    menu(&mut harness, "Export", "Hugging Face fp16 folder…");
     let problems = harness.state().problems.join("\n");
     assert!(problems.contains("the Hugging Face folder") && problems.contains("is the model"), "{problems}");
     assert!(!harness.state().jobs.any_running(), "nothing started");
@@ -291,10 +293,7 @@ fn a_gguf_export_is_written_and_opens_again() {
     let scratch = tempfile::tempdir().unwrap();
     let mut harness = harness(stories(), scratch.path());
     settle(&mut harness);
-    harness.get_by_label("Export").click();
-    harness.run_steps(2);
-    harness.get_by_label("GGUF for llama.cpp").click();
-    harness.run_steps(2);
+    menu(&mut harness, "Export", "GGUF for llama.cpp");
     harness.get_by_label("q8_0").click();
     harness.run_steps(2);
     settle(&mut harness);
@@ -499,6 +498,7 @@ fn without_a_desktop_portal_the_explorers_own_picker_opens_a_model_and_says_why(
     settle(&mut harness);
     harness.get_by_label("Open").click();
     harness.run_steps(2);
+    // The item's label carries its shortcut.
     harness.get_by_label_contains("Model folder…").click();
     harness.run_steps(3);
     assert!(harness.state().picker.is_some(), "the explorer's picker opened");
@@ -600,12 +600,7 @@ fn baselines_stream_in_row_by_row_and_every_header_fits_at_1280x720() {
 #[test]
 fn an_allocation_stays_with_its_model_and_not_with_another_file_at_the_same_path() {
     let scratch = tempfile::tempdir().unwrap();
-    let model = scratch.path().join("model");
-    std::fs::create_dir(&model).unwrap();
-    for entry in std::fs::read_dir(stories()).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), model.join(entry.file_name())).unwrap();
-    }
+    let model = copy_of_stories(scratch.path());
     let mut harness = harness(model.clone(), scratch.path());
     settle(&mut harness);
     let plan = nash_swarm::quant::TensorPlan::uniform(4, nash_swarm::quant::GroupSize::G(32), Default::default());
@@ -613,10 +608,7 @@ fn an_allocation_stays_with_its_model_and_not_with_another_file_at_the_same_path
     state.settings.config.overrides.insert("model.layers.0.mlp.down_proj.weight".into(), plan);
     state.settings.overrides_made_for = state.identity.clone();
     let reopen = |harness: &mut Harness<'static, ExplorerApp>| {
-        harness.get_by_label("Open").click();
-        harness.run_steps(2);
-        harness.get_by_label("model").click();
-        harness.step();
+        menu(harness, "Open", "model");
         settle(harness);
     };
     reopen(&mut harness);
