@@ -294,7 +294,7 @@ impl ExplorerApp {
                 self.notices.push(format!("configuration imported from {}", path.display()));
                 self.config_changed(ctx);
             }
-            Err(e) => self.problems.push(e.to_string()),
+            Err(e) => self.problems.push(in_words(&e)),
         }
     }
 
@@ -324,7 +324,7 @@ impl ExplorerApp {
     fn report(&mut self, result: nash_swarm::Result<String>) {
         match result {
             Ok(notice) => self.notices.push(notice),
-            Err(e) => self.problems.push(e.to_string()),
+            Err(e) => self.problems.push(in_words(&e)),
         }
     }
 
@@ -343,10 +343,7 @@ impl ExplorerApp {
 
     /// What is wrong with the configuration, in the user's words.
     pub fn config_problem(&self) -> Option<String> {
-        self.settings.config.validate().err().map(|e| match e {
-            nash_swarm::Error::InvalidArgument(why) => why,
-            other => other.to_string(),
-        })
+        self.settings.config.validate().err().map(|e| in_words(&e))
     }
 
     pub fn refresh_estimate(&mut self) {
@@ -383,7 +380,8 @@ impl ExplorerApp {
     fn text_or_complain(&mut self) -> Option<PathBuf> {
         let text = self.settings.text.clone();
         if text.is_none() {
-            self.problems.push("no evaluation text: use Open text… (for example WikiText-2's wiki.test.raw)".into());
+            self.problems
+                .push("no evaluation text: use Open, Evaluation text… (for example WikiText-2's wiki.test.raw)".into());
         }
         text
     }
@@ -446,7 +444,7 @@ impl ExplorerApp {
                 }
                 self.refresh_estimate();
             }
-            Err(e) => self.problems.push(e.to_string()),
+            Err(e) => self.problems.push(in_words(&e)),
         }
     }
 
@@ -482,7 +480,7 @@ impl ExplorerApp {
     fn export_model(&mut self, ctx: &egui::Context, out: PathBuf) {
         let Some(model) = self.model.clone() else { return };
         if let Err(e) = self.check_output("the export folder", &out, Kind::Folder) {
-            self.problems.push(e.to_string());
+            self.problems.push(in_words(&e));
             return;
         }
         let config = self.settings.config.clone();
@@ -504,7 +502,7 @@ impl ExplorerApp {
         let Some(model) = self.model.clone() else { return };
         let ours = |dir: &Path| formats::hf_fp16::is_hf_export(dir);
         if let Err(e) = self.check_output_with("the Hugging Face folder", &out, Kind::Folder, ours) {
-            self.problems.push(e.to_string());
+            self.problems.push(in_words(&e));
             return;
         }
         let config = self.settings.config.clone();
@@ -526,7 +524,7 @@ impl ExplorerApp {
     fn export_gguf(&mut self, ctx: &egui::Context, preset: Preset, out: PathBuf) {
         let Some(model) = self.model.clone() else { return };
         if let Err(e) = self.check_output("the GGUF file", &out, Kind::File) {
-            self.problems.push(e.to_string());
+            self.problems.push(in_words(&e));
             return;
         }
         let text = self.settings.text.clone();
@@ -619,7 +617,11 @@ impl ExplorerApp {
                 Ok(o) => o,
                 Err(e) => {
                     if !e.to_string().contains("cancelled") {
-                        self.problems.push(format!("{} failed: {e:#}", kind.label()));
+                        let why = match e.downcast_ref::<nash_swarm::Error>() {
+                            Some(error) => in_words(error),
+                            None => format!("{e:#}"),
+                        };
+                        self.problems.push(format!("{} failed: {why}", kind.label()));
                     }
                     continue;
                 }
@@ -880,6 +882,14 @@ impl ExplorerApp {
     }
 }
 
+/// An error as the window says it: a bad value is told without the library's "invalid argument" prefix.
+fn in_words(error: &nash_swarm::Error) -> String {
+    match error {
+        nash_swarm::Error::InvalidArgument(why) => why.clone(),
+        other => other.to_string(),
+    }
+}
+
 impl ExplorerApp {
     fn picker_ui(&mut self, ctx: &egui::Context) {
         let Some(picker) = &mut self.picker else { return };
@@ -924,7 +934,7 @@ impl eframe::App for ExplorerApp {
             });
             egui::CentralPanel::default().show(ui, |ui| {
                 let height = ui.available_height();
-                egui::ScrollArea::vertical().show(ui, |ui| {
+                egui::ScrollArea::both().id_salt("views").show(ui, |ui| {
                     ui.horizontal_top(|ui| {
                         ui.vertical(|ui| commands.extend(heatmap_ui::heatmap_ui(self, ui, height)));
                         ui.vertical(|ui| {

@@ -60,7 +60,7 @@ pub fn change_pct(pct: f64) -> String {
     if pct > 1000.0 {
         return format!("x{}", number(1.0 + pct / 100.0));
     }
-    format!("{pct:+.2}%")
+    if pct.abs() >= 100.0 { format!("{pct:+.1}%") } else { format!("{pct:+.2}%") }
 }
 
 /// "1 min 05 s", "12 s", "0.4 s".
@@ -145,6 +145,7 @@ mod tests {
     fn large_losses_read_as_factors() {
         assert_eq!(change_pct(3.456), "+3.46%");
         assert_eq!(change_pct(-0.5), "-0.50%");
+        assert_eq!(change_pct(110.987), "+111.0%");
         assert_eq!(change_pct(2_334_560_879.5), "x2.335e7");
         assert_eq!(change_pct(1500.0), "x16.00");
     }

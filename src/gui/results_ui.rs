@@ -434,7 +434,8 @@ fn pareto_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) {
         }
     });
     let response = PlotWidget::new("pareto")
-        .height(ui.available_height().clamp(120.0, 260.0))
+        // Room is left for the line under the plot: a plot taller than its panel would grow the panel every frame.
+        .height((ui.available_height() - 26.0).clamp(80.0, 260.0))
         .set_margin_fraction(egui::vec2(0.08, 0.12))
         .include_x(2f64.log10())
         .include_x(16f64.log10())
@@ -482,7 +483,7 @@ fn pareto_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) {
             ui.label(hover_text(r).replace('\n', ": "));
         }
         None => {
-            ui.weak("hover a point for its figures; click it to pick its row");
+            ui.weak("hover a point for its figures, click to pick it");
         }
     }
     if response.response.clicked()
@@ -537,7 +538,7 @@ fn sensitivity_ui(sensitivity: &Sensitivity, ui: &mut egui::Ui) {
         .collect();
     let (lo, hi) = points.iter().flatten().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
     PlotWidget::new("sensitivity")
-        .height(ui.available_height().clamp(120.0, 220.0))
+        .height((ui.available_height() - 8.0).clamp(80.0, 220.0))
         .data_aspect(1.0)
         .x_grid_spacer(log_marks)
         .y_grid_spacer(log_marks)

@@ -34,7 +34,7 @@ pub fn tensor_ui(app: &mut ExplorerApp, ui: &mut egui::Ui, side: f32) {
     names.sort_by(|a, b| natural_cmp(a, b));
     let search = &mut app.tensor_search.0;
     egui::ComboBox::new("tensor", "tensor")
-        .width(320.0)
+        .width((ui.available_width() - 70.0).clamp(120.0, 320.0))
         .selected_text(&selected)
         .show_ui(ui, |ui| {
             ui.add(egui::TextEdit::singleline(search).hint_text("search: part of a name").desired_width(300.0));

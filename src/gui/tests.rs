@@ -38,6 +38,11 @@ impl Dialogs for TestDialogs {
 }
 
 fn harness(model: PathBuf, scratch: &Path) -> Harness<'static, ExplorerApp> {
+    harness_scaled(model, scratch, egui::vec2(1480.0, 920.0), 1.0)
+}
+
+/// The explorer in a window of `size` points at `scale` pixels per point.
+fn harness_scaled(model: PathBuf, scratch: &Path, size: egui::Vec2, scale: f32) -> Harness<'static, ExplorerApp> {
     let scratch = scratch.to_path_buf();
     let launch = Launch {
         model: Some(model),
@@ -46,7 +51,8 @@ fn harness(model: PathBuf, scratch: &Path) -> Harness<'static, ExplorerApp> {
         show_frame_time: false,
     };
     Harness::builder()
-        .with_size(egui::vec2(1480.0, 920.0))
+        .with_size(size)
+        .with_pixels_per_point(scale)
         .with_max_steps(10_000)
         .build_eframe(move |cc| ExplorerApp::new(cc, launch))
 }
@@ -625,4 +631,29 @@ fn an_allocation_stays_with_its_model_and_not_with_another_file_at_the_same_path
         "{:?}",
         state.notices
     );
+}
+
+#[test]
+fn at_twice_the_scale_on_a_1920x1080_screen_everything_is_reachable() {
+    // 960x540 points: the table and the plots become tabs, the panels scroll, nothing is cut off.
+    let scratch = tempfile::tempdir().unwrap();
+    let size = egui::vec2(960.0, 540.0);
+    let mut harness = harness_scaled(stories(), scratch.path(), size, 2.0);
+    settle(&mut harness);
+    harness.state_mut().settings.ctx = 64;
+    harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::R);
+    harness.step();
+    settle(&mut harness);
+    assert_eq!(harness.state().runs.len(), 1);
+    let window = egui::Rect::from_min_size(egui::Pos2::ZERO, size);
+    for label in ["Open", "Export", "Table", "Pareto"] {
+        let rect = harness.get_by_label(label).rect();
+        assert!(window.contains_rect(rect), "{label} at {rect:?} is outside the window");
+    }
+    harness.get_by_label("Table").click();
+    harness.run_steps(2);
+    snapshot(&mut harness, "explorer_960x540_at_2x");
+    let rect = harness.get_by_label("run 1").rect();
+    assert!(window.contains_rect(rect), "the run's row at {rect:?} is outside the window");
+    snapshot(&mut harness, "explorer_960x540_at_2x");
 }
