@@ -49,18 +49,22 @@ sleep 2
 shot file-picker.png
 xdotool key Escape
 sleep 1
-click 26 629        # Run: the settings as they open (the seed preset)
+run() { click 740 470; xdotool windowfocus "$window" key --window "$window" ctrl+r; }
+run                 # the settings as they open (the seed preset)
 wait_idle
 click 39 550        # Allocate at 4.50 bpw, priced by measured ΔKLD on the text's end
 wait_idle
-click 36 527 2      # the budget slider, moved down: the allocation is solved again at once
+# The budget slider (lower now: the allocation's box sits above it) dragged down: solved again at once.
+xdotool mousemove 44 615 sleep 0.3 mousedown 1 sleep 0.3 mousemove 38 615 sleep 0.3 mousemove 30 615 sleep 0.3 mouseup 1
+xdotool mousemove 700 900
+sleep 2
 shot nash-allocation.png
-click 1245 630      # the Sensitivity tab
+click 1243 630 2    # the Sensitivity tab
 shot sensitivity.png
 click 1170 630      # back to Pareto
-click 26 629        # Run the allocation
+run                 # the allocation
 wait_idle
-click 89 629        # Baselines
+click 89 717        # Baselines
 wait_idle
 shot results.png
 xdotool windowsize "$window" 1280 720

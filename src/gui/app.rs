@@ -856,8 +856,7 @@ impl ExplorerApp {
             ui.label("See which weights matter, choose how many bits each part gets, and measure what it costs.");
             ui.add_space(20.0);
             if self.jobs.is_running(JobKind::Load) {
-                ui.spinner();
-                ui.label("Loading the model…");
+                ui.label("Loading the model… (progress in the status bar)");
                 return;
             }
             if ui.button("Open model file… (.gguf)").clicked() {

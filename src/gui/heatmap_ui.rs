@@ -88,8 +88,7 @@ pub fn heatmap_ui(app: &mut ExplorerApp, ui: &mut egui::Ui, height: f32) -> Vec<
         ui.weak(note);
     }
     let Some(analysis) = app.analysis.clone() else {
-        ui.spinner();
-        ui.label("computing importance…");
+        ui.label("computing importance… (progress in the status bar)");
         return commands;
     };
     let cells: Vec<(usize, usize, String)> = analysis

@@ -33,7 +33,7 @@ pub fn histogram_ui(app: &mut ExplorerApp, ui: &mut egui::Ui, height: f32) -> Ve
     let mut commands = Vec::new();
     let Some(analysis) = app.analysis.clone() else { return commands };
     let Some(index) = &analysis.index else {
-        ui.spinner();
+        ui.weak("the histograms come when every tensor is scored");
         return commands;
     };
     ui.horizontal(|ui| {

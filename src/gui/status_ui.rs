@@ -49,8 +49,9 @@ fn job_line(app: &ExplorerApp, ui: &mut egui::Ui, kind: JobKind, commands: &mut 
     if let Some(left) = status.stage_left {
         parts.push(format!("~{} left in this step", duration(left)));
     }
+    // No spinner: its animation would repaint every frame while a job runs (a software renderer then takes the
+    // cores the job needs); the elapsed time moves at the 10 Hz repaint jobs ask for.
     ui.horizontal(|ui| {
-        ui.spinner();
         ui.strong(kind.title());
         if ui.small_button("Cancel").on_hover_text("stop this job (Esc stops every job)").clicked() {
             commands.push(Command::Cancel(kind));

@@ -101,7 +101,8 @@ impl<T: Send + 'static> Jobs<T> {
         let repaint = ctx.clone();
         let job = Job::new(cancel.clone(), move |p| {
             let _ = progress_sender.send((generation, Message::Progress(p.clone())));
-            repaint.request_repaint();
+            // Coalesced: a job reporting hundreds of steps a second must not draw hundreds of frames.
+            repaint.request_repaint_after(std::time::Duration::from_millis(100));
         });
         let done = ctx.clone();
         std::thread::Builder::new()
