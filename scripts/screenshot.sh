@@ -36,6 +36,7 @@ click() { xdotool mousemove "$1" "$2" click 1; sleep "${3:-1}"; }
 sleep 5
 window=$(xdotool search --sync --onlyvisible --name "Nash" | head -1)
 xdotool windowmove "$window" 0 0 windowsize "$window" 1480 920
+xdotool mousemove 1470 910   # out of the way: no hover label in the picture
 wait_idle
 shot heatmap.png
 click 90 12

@@ -18,14 +18,16 @@ pub fn status_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) -> Vec<Command> {
             if ui.small_button("x").on_hover_text("dismiss").clicked() {
                 dismiss = Some(i);
             }
-            ui.colored_label(PROBLEM_COLOR, p);
+            // One line each (the bar is sized by its lines); the whole text on hover.
+            let text = egui::RichText::new(p).color(PROBLEM_COLOR);
+            ui.add(egui::Label::new(text).truncate()).on_hover_text(p);
         });
     }
     if let Some(i) = dismiss {
         app.problems.remove(i);
     }
     if let Some(last) = app.notices.last() {
-        ui.weak(last);
+        ui.add(egui::Label::new(egui::RichText::new(last).weak()).truncate()).on_hover_text(last);
     }
     commands
 }
