@@ -434,7 +434,11 @@ impl ExplorerApp {
     /// A new bit budget: an allocation in use is solved again at once and the heatmap shows its bits.
     pub fn set_budget(&mut self, target_bpw: f64) {
         self.settings.target_bpw = target_bpw;
-        let Some(current) = self.allocation_in_use() else { return };
+        let Some(current) = self.allocation_in_use().cloned() else { return };
+        // Only targets the game can meet: the slider never shows one the allocation does not have.
+        let (lo, hi) = current.range();
+        let target_bpw = target_bpw.clamp(lo, hi);
+        self.settings.target_bpw = target_bpw;
         match current.resolved(target_bpw) {
             Ok(allocated) => {
                 self.settings.config = allocated.config.clone();

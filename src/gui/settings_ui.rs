@@ -273,7 +273,7 @@ fn budget_ui(app: &mut ExplorerApp, ui: &mut egui::Ui, commands: &mut Vec<Comman
     );
     let live = app.allocation_in_use().map(|a| a.range());
     let (lo, hi) = live.unwrap_or((1.5, 9.0));
-    let mut target = app.settings.target_bpw;
+    let mut target = app.settings.target_bpw.clamp(lo, hi);
     let slider = egui::Slider::new(&mut target, lo..=hi).step_by(0.01).fixed_decimals(2).suffix(" bpw").text("target");
     let tip = match live {
         Some(_) => "true bits per parameter of the whole model; dragging re-solves the allocation live",
