@@ -55,8 +55,11 @@ run                 # the settings as they open (the seed preset)
 wait_idle
 click 39 550        # Allocate at 4.50 bpw, priced by measured ΔKLD on the text's end
 wait_idle
-# The budget slider (lower now: the allocation's box sits above it) dragged down: solved again at once.
-xdotool mousemove 44 615 sleep 0.3 mousedown 1 sleep 0.3 mousemove 38 615 sleep 0.3 mousemove 30 615 sleep 0.3 mouseup 1
+# A lower budget typed into the slider's value (lower on the panel now: the allocation's box sits above it):
+# the allocation is solved again at once.
+click 148 615
+xdotool key --window "$window" ctrl+a type --window "$window" "3.4"
+xdotool key --window "$window" Return
 xdotool mousemove 700 900
 sleep 2
 shot nash-allocation.png

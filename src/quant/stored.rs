@@ -120,8 +120,11 @@ impl QuantizedTensor {
         if rows.end > self.rows || rows.start > rows.end {
             return Err(format!("rows {rows:?} of a {}-row matrix", self.rows));
         }
-        if self.plan.group_size == GroupSize::Tensor && rows.len() < self.rows {
-            // One block spans the tensor: it decodes whole.
+        // One block spanning the tensor: with a single tier, any rows decode with its one grid from where their
+        // codes begin (an embedding row per token must not decode the whole matrix); with several, the block's
+        // parameters follow the tiers present in the whole tensor, so it decodes whole.
+        let part_of_one_block = self.plan.group_size == GroupSize::Tensor && rows.len() < self.rows;
+        if part_of_one_block && k > 1 {
             let all = self.dequantize()?;
             return Ok(all[rows.start * cols..rows.end * cols].to_vec());
         }
@@ -130,10 +133,14 @@ impl QuantizedTensor {
         let mut codes: Vec<BitReader> =
             self.codes.iter().zip(cursor.code_bits).map(|(c, bit)| BitReader::at(&c.packed, bit)).collect();
         let per_block = self.plan.grid.params_per_block();
-        let mut next_param = cursor.params * per_block;
+        let mut next_param = if part_of_one_block { 0 } else { cursor.params * per_block };
         let mut scratch = Scratch::default();
         let mut values: [Vec<f32>; MAX_TIERS] = Default::default();
-        for (start, len) in self.plan.group_size.blocks_in(rows, cols) {
+        let blocks = match part_of_one_block {
+            true => vec![(base, rows.len() * cols)],
+            false => self.plan.group_size.blocks_in(rows, cols),
+        };
+        for (start, len) in blocks {
             let counts = self.block_tiers(start, len, &mut scratch)?;
             for (t, tier) in self.plan.tiers.iter().enumerate().filter(|(t, _)| counts[*t] > 0) {
                 scratch.codes.resize(counts[t], 0);
