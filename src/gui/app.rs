@@ -632,7 +632,7 @@ impl ExplorerApp {
             };
             match outcome {
                 Outcome::Loaded(model, identity) => {
-                    self.notices.push(format!("opened {}", model.source.display()));
+                    self.notices.push(format!("opened {}", model.display_name()));
                     self.keep_overrides_for(identity.as_ref());
                     self.identity = identity;
                     self.gguf_writable = gguf::export::check_writable(&model).is_ok();
