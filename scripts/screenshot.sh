@@ -60,7 +60,7 @@ wait_idle
 click 148 615
 xdotool key --window "$window" ctrl+a type --window "$window" "3.4"
 xdotool key --window "$window" Return
-xdotool mousemove 700 900
+xdotool mousemove 150 800   # an empty spot: no hover label
 sleep 2
 shot nash-allocation.png
 click 1243 630 2    # the Sensitivity tab

@@ -260,7 +260,9 @@ fn table_ui(app: &mut ExplorerApp, ui: &mut egui::Ui, commands: &mut Vec<Command
     // The numbers keep their width; the method and the two texts share the rest and elide (whole on hover).
     let width = ui.available_width();
     let numeric = Column::initial(52.0).at_least(40.0).clip(true).resizable(true);
+    // Column widths are remembered per width band: a resized window lays the columns out afresh.
     let mut table = TableBuilder::new(ui)
+        .id_salt(("results table", (width / 40.0) as i32))
         .striped(true)
         .resizable(true)
         .auto_shrink([false, true])
