@@ -10,7 +10,7 @@ use eframe::egui;
 use nash_swarm::compare::{self, CompareSpec, Row};
 use nash_swarm::eval::WindowSpec;
 use nash_swarm::formats::gguf;
-use nash_swarm::importance::ImportanceMethod;
+use nash_swarm::importance::{CalibrationStats, ImportanceMethod};
 use nash_swarm::output::{self, Input, Kind, Output};
 use nash_swarm::quant::estimate::{BitEstimate, estimate};
 use nash_swarm::quant::ggml::preset::{PRESETS, Preset};
@@ -482,30 +482,57 @@ impl ExplorerApp {
     }
 
     fn export_model(&mut self, ctx: &egui::Context, out: PathBuf) {
-        let Some(model) = self.model.clone() else { return };
-        if let Err(e) = self.check_output("the export folder", &out, Kind::Folder) {
-            self.problems.push(in_words(&e));
-            return;
-        }
-        let config = self.settings.config.clone();
-        let text = self.settings.text.clone();
-        self.jobs.spawn(ctx, JobKind::Export, move |job| {
-            let calibration = analysis::calibration_if_needed(&model, &config, text.as_ref(), job)?;
-            let written = formats::packed::quantize_to(&model, &config, calibration.as_ref(), job, &out)?;
-            Ok(Outcome::Exported(format!(
-                "quantized model written to {} ({:.2} MB, {:.3} bits per parameter)",
-                out.display(),
-                written.size_bytes as f64 / 1e6,
-                written.bits.true_bpw
-            )))
-        });
+        self.export_quantized(
+            ctx,
+            "the export folder",
+            out,
+            formats::packed::is_packed_dir,
+            |model, config, stats, job, out| {
+                let written = formats::packed::quantize_to(model, config, stats, job, out)?;
+                let (megabytes, bpw) = (written.size_bytes as f64 / 1e6, written.bits.true_bpw);
+                Ok(format!(
+                    "quantized model written to {} ({megabytes:.2} MB, {bpw:.3} bits per parameter)",
+                    out.display()
+                ))
+            },
+        );
     }
 
     /// The quantized weights dequantized into a Hugging Face folder of fp16 safetensors, for other tools.
     fn export_hf(&mut self, ctx: &egui::Context, out: PathBuf) {
+        self.export_quantized(
+            ctx,
+            "the Hugging Face folder",
+            out,
+            formats::hf_fp16::is_hf_export,
+            |model, config, stats, job, out| {
+                let result = nash_swarm::quant::quantize_model(model, config, stats, job)?.into_model(model)?;
+                formats::hf_fp16::export(&result, config, &result.weights, out)?;
+                Ok(format!("fp16 Hugging Face folder of the quantized weights written to {}", out.display()))
+            },
+        );
+    }
+
+    /// Quantizes the model with the current settings (calibrated on the text when they need it) and writes it
+    /// with `write` into the folder `out`, once the folder is known to be safe to write.
+    fn export_quantized(
+        &mut self,
+        ctx: &egui::Context,
+        what: &str,
+        out: PathBuf,
+        ours: fn(&Path) -> bool,
+        write: impl FnOnce(
+            &Model,
+            &QuantConfig,
+            Option<&CalibrationStats>,
+            &nash_swarm::Job,
+            &Path,
+        ) -> anyhow::Result<String>
+        + Send
+        + 'static,
+    ) {
         let Some(model) = self.model.clone() else { return };
-        let ours = |dir: &Path| formats::hf_fp16::is_hf_export(dir);
-        if let Err(e) = self.check_output_with("the Hugging Face folder", &out, Kind::Folder, ours) {
+        if let Err(e) = self.check_output_with(what, &out, Kind::Folder, ours) {
             self.problems.push(in_words(&e));
             return;
         }
@@ -513,13 +540,7 @@ impl ExplorerApp {
         let text = self.settings.text.clone();
         self.jobs.spawn(ctx, JobKind::Export, move |job| {
             let calibration = analysis::calibration_if_needed(&model, &config, text.as_ref(), job)?;
-            let quantized = nash_swarm::quant::quantize_model(&model, &config, calibration.as_ref(), job)?;
-            let result = quantized.into_model(&model)?;
-            formats::hf_fp16::export(&result, &config, &result.weights, &out)?;
-            Ok(Outcome::Exported(format!(
-                "fp16 Hugging Face folder of the quantized weights written to {}",
-                out.display()
-            )))
+            Ok(Outcome::Exported(write(&model, &config, calibration.as_ref(), job, &out)?))
         });
     }
 

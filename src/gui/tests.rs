@@ -659,3 +659,19 @@ fn at_twice_the_scale_on_a_1920x1080_screen_everything_is_reachable() {
     assert!(window.contains_rect(rect), "the run's row at {rect:?} is outside the window");
     snapshot(&mut harness, "explorer_960x540_at_2x");
 }
+
+#[test]
+fn the_quantized_model_exports_packed_and_as_hugging_face_fp16_and_both_open_again() {
+    for (item, format) in [("Quantized model (packed folder)…", "packed"), ("Hugging Face fp16 folder…", "fp16")] {
+        let scratch = tempfile::tempdir().unwrap();
+        let mut harness = harness(stories(), scratch.path());
+        settle(&mut harness);
+        menu(&mut harness, "Export", item);
+        settle(&mut harness);
+        let state = harness.state();
+        assert!(state.problems.is_empty(), "{format}: {:?}", state.problems);
+        assert!(state.notices.last().unwrap().contains("written to"), "{format}: {:?}", state.notices);
+        let written = nash_swarm::load(&scratch.path().join("model")).unwrap();
+        assert_eq!(written.param_count(), state.model.as_ref().unwrap().param_count(), "{format}");
+    }
+}
