@@ -91,8 +91,6 @@ pub struct ExplorerApp {
     pub shown_run: Option<usize>,
     /// The latest Nash allocation.
     pub allocation: Option<Arc<Allocated>>,
-    /// Its predicted ΔKLD against true bpw over the budget range (measured prices only).
-    pub predicted_curve: Vec<[f64; 2]>,
     pub problems: Vec<String>,
     pub notices: Vec<String>,
     pub frame_ms: f32,
@@ -136,7 +134,6 @@ impl ExplorerApp {
             detail: Default::default(),
             shown_run: None,
             allocation: None,
-            predicted_curve: Vec::new(),
             problems: Vec::new(),
             notices: Vec::new(),
             frame_ms: 0.0,
@@ -328,16 +325,12 @@ impl ExplorerApp {
         }
     }
 
-    /// Re-estimates the bits; recomputes importance when its method changed. An invalid configuration shows its
-    /// problem beside the settings (`config_problem`) and has no estimate.
+    /// Recomputes importance when a valid configuration changed its method (the bit estimate follows by itself:
+    /// `keep_estimate_current`).
     fn config_changed(&mut self, ctx: &egui::Context) {
-        if self.config_problem().is_some() {
-            self.estimate = None;
-            return;
-        }
-        match &self.analysis {
-            Some(a) if a.importance != self.settings.config.importance => self.analyze(ctx),
-            _ => self.refresh_estimate(),
+        let method_changed = self.analysis.as_ref().is_some_and(|a| a.importance != self.settings.config.importance);
+        if method_changed && self.config_problem().is_none() {
+            self.analyze(ctx);
         }
     }
 
@@ -346,18 +339,25 @@ impl ExplorerApp {
         self.settings.config.validate().err().map(|e| in_words(&e))
     }
 
-    pub fn refresh_estimate(&mut self) {
+    fn refresh_estimate(&mut self) {
         if let (Some(model), Some(index)) = (&self.model, self.analysis.as_ref().and_then(|a| a.index.as_ref())) {
             self.estimate = Some(estimate(model, index, &self.settings.config));
             self.estimated = Some(self.settings.config.clone());
         }
     }
 
-    /// The estimate always describes the configuration Run would use, however the configuration changed.
-    fn keep_estimate_current(&mut self) {
-        if self.estimated.as_ref() != Some(&self.settings.config) && self.config_problem().is_none() {
+    /// The estimate always describes the configuration Run would use, however the configuration changed; an
+    /// invalid one (its problem shown beside the settings) has none. Says whether it changed.
+    fn keep_estimate_current(&mut self) -> bool {
+        if self.estimated.as_ref() == Some(&self.settings.config) {
+            return false;
+        }
+        if self.config_problem().is_some() {
+            (self.estimate, self.estimated) = (None, Some(self.settings.config.clone()));
+        } else {
             self.refresh_estimate();
         }
+        true
     }
 
     fn analyze(&mut self, ctx: &egui::Context) {
@@ -433,20 +433,20 @@ impl ExplorerApp {
 
     /// A new bit budget: an allocation in use is solved again at once and the heatmap shows its bits.
     pub fn set_budget(&mut self, target_bpw: f64) {
-        self.settings.target_bpw = target_bpw;
-        let Some(current) = self.allocation_in_use().cloned() else { return };
+        let Some(current) = self.allocation_in_use().cloned() else {
+            self.settings.target_bpw = target_bpw;
+            return;
+        };
         // Only targets the game can meet: the slider never shows one the allocation does not have.
-        let (lo, hi) = current.range();
-        let target_bpw = target_bpw.clamp(lo, hi);
-        self.settings.target_bpw = target_bpw;
-        match current.resolved(target_bpw) {
+        let (lo, hi) = current.range;
+        self.settings.target_bpw = target_bpw.clamp(lo, hi);
+        match current.resolved(self.settings.target_bpw) {
             Ok(allocated) => {
                 self.settings.config = allocated.config.clone();
                 self.allocation = Some(Arc::new(allocated));
                 if self.settings.metric != Metric::PredictedKld {
                     self.settings.metric = Metric::AssignedBits;
                 }
-                self.refresh_estimate();
             }
             Err(e) => self.problems.push(in_words(&e)),
         }
@@ -666,7 +666,7 @@ impl ExplorerApp {
                     self.runs.clear();
                     self.baselines.clear();
                     (self.detail, self.shown_run) = (Default::default(), None);
-                    (self.allocation, self.predicted_curve) = (None, Vec::new());
+                    self.allocation = None;
                     self.textures = Default::default();
                     self.analyze(ctx);
                 }
@@ -714,9 +714,7 @@ impl ExplorerApp {
                         // The predicted loss along the budget, with the marker the slider moves.
                         (self.plot, self.table.loss) = (results_ui::Plot::Pareto, results_ui::Loss::Kld);
                     }
-                    self.predicted_curve = allocated.predicted_curve();
                     self.allocation = Some(Arc::new(*allocated));
-                    self.refresh_estimate();
                 }
                 Outcome::Baselines(rows) => {
                     self.notices.push(format!("baselines finished: {} rows", rows.len()));
@@ -935,6 +933,7 @@ impl eframe::App for ExplorerApp {
         let ctx = ui.ctx().clone();
         let window_height = ui.available_height();
         self.finish_jobs(&ctx);
+        self.keep_estimate_current();
         let mut commands = if self.picker.is_none() { self.shortcuts(&ctx) } else { Vec::new() };
         self.picker_ui(&ctx);
         for path in ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).collect::<Vec<_>>()) {
@@ -975,7 +974,10 @@ impl eframe::App for ExplorerApp {
         for command in commands {
             self.handle(&ctx, command);
         }
-        self.keep_estimate_current();
+        // A command changed the configuration after the views drew: draw again with its estimate.
+        if self.keep_estimate_current() {
+            ctx.request_repaint();
+        }
         if self.jobs.any_running() {
             ctx.request_repaint_after(std::time::Duration::from_millis(100));
         }

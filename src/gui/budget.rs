@@ -1,6 +1,6 @@
 //! The bit budget: a Nash allocation keeps its priced game, so moving the target re-solves it at once (the
 //! pricing is the expensive part and is done by Allocate); the predicted loss along the whole budget range is a
-//! curve for the Pareto plot.
+//! curve for the Pareto plot, computed once with the game (on Allocate's thread) and kept by every re-solve.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,6 +23,10 @@ pub struct Allocated {
     /// The measurement that priced it (when a text was open), and each tensor's predicted ΔKLD at its strategy.
     pub sensitivity: Option<Arc<Sensitivity>>,
     pub predicted_kld: BTreeMap<String, f64>,
+    /// The targets the game can meet, in true bits per parameter.
+    pub range: (f64, f64),
+    /// Predicted ΔKLD against true bpw across `range` (measured prices only; empty otherwise).
+    pub predicted_curve: Arc<Vec<[f64; 2]>>,
     game: Arc<Game>,
     base: QuantConfig,
 }
@@ -35,13 +39,18 @@ impl Allocated {
         target_bpw: f64,
     ) -> nash_swarm::Result<Allocated> {
         let allocation = game.solve(target_bpw)?;
-        Ok(Self::from_allocation(game, base, sensitivity, &allocation))
+        let curve = match sensitivity {
+            Some(_) => predicted_curve(&game),
+            None => Vec::new(),
+        };
+        Ok(Self::from_allocation(game, base, sensitivity, Arc::new(curve), &allocation))
     }
 
     fn from_allocation(
         game: Arc<Game>,
         base: QuantConfig,
         sensitivity: Option<Arc<Sensitivity>>,
+        predicted_curve: Arc<Vec<[f64; 2]>>,
         allocation: &Allocation,
     ) -> Allocated {
         let chosen = |p: &nash_swarm::alloc::Player| p.outcomes[allocation.choices[&p.name]];
@@ -59,6 +68,8 @@ impl Allocated {
             total_price: allocation.total_error,
             sensitivity,
             predicted_kld,
+            range: game.range(),
+            predicted_curve,
             game,
             base,
         }
@@ -66,28 +77,9 @@ impl Allocated {
 
     /// The same game solved for another target (microseconds: every strategy is already priced).
     pub fn resolved(&self, target_bpw: f64) -> nash_swarm::Result<Allocated> {
-        Self::solve(self.game.clone(), self.base.clone(), self.sensitivity.clone(), target_bpw)
-    }
-
-    /// The targets the game can meet, in true bits per parameter.
-    pub fn range(&self) -> (f64, f64) {
-        self.game.range()
-    }
-
-    /// Predicted ΔKLD against true bpw across the range (measured prices only).
-    pub fn predicted_curve(&self) -> Vec<[f64; 2]> {
-        if self.sensitivity.is_none() {
-            return Vec::new();
-        }
-        let (lo, hi) = self.range();
-        let steps = 48;
-        (0..=steps)
-            .filter_map(|i| {
-                let target = lo + (hi - lo) * i as f64 / steps as f64;
-                let a = self.game.solve(target).ok()?;
-                Some([a.true_bpw, a.total_error])
-            })
-            .collect()
+        let allocation = self.game.solve(target_bpw)?;
+        let (game, base, sensitivity) = (self.game.clone(), self.base.clone(), self.sensitivity.clone());
+        Ok(Self::from_allocation(game, base, sensitivity, self.predicted_curve.clone(), &allocation))
     }
 
     /// How the strategies were priced, for the results table.
@@ -97,4 +89,16 @@ impl Allocated {
             None => "weight-error prices".into(),
         }
     }
+}
+
+/// The total price (predicted ΔKLD when measured) against true bpw at 49 targets across the game's range.
+fn predicted_curve(game: &Game) -> Vec<[f64; 2]> {
+    let (lo, hi) = game.range();
+    let steps = 48;
+    (0..=steps)
+        .filter_map(|i| {
+            let a = game.solve(lo + (hi - lo) * i as f64 / steps as f64).ok()?;
+            Some([a.true_bpw, a.total_error])
+        })
+        .collect()
 }

@@ -20,8 +20,6 @@ pub fn settings_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) -> Vec<Command> {
     let allocated = !app.settings.config.overrides.is_empty();
     if allocated {
         changed |= allocation_layer_ui(app, ui);
-    }
-    if allocated {
         // Every matrix follows its own plan: the user's settings wait underneath, shown as they were.
         let mut yours = app.settings.before_allocation.clone().unwrap_or_else(|| app.settings.config.clone());
         ui.add_enabled_ui(false, |ui| {
@@ -271,7 +269,7 @@ fn budget_ui(app: &mut ExplorerApp, ui: &mut egui::Ui, commands: &mut Vec<Comman
     ui.heading("Bit budget").on_hover_text(
         "Allocate prices every tensor's strategies once; the budget then picks each tensor's plan (a Nash equilibrium)",
     );
-    let live = app.allocation_in_use().map(|a| a.range());
+    let live = app.allocation_in_use().map(|a| a.range);
     let (lo, hi) = live.unwrap_or((1.5, 9.0));
     let mut target = app.settings.target_bpw.clamp(lo, hi);
     let slider = egui::Slider::new(&mut target, lo..=hi).step_by(0.01).fixed_decimals(2).suffix(" bpw").text("target");

@@ -357,8 +357,8 @@ fn a_measured_allocation_shows_its_prices_in_the_heatmap_the_plot_and_the_table(
     harness.state_mut().settings.metric = super::state::Metric::MeanImportance;
     let before = harness.state().allocation.clone().unwrap();
     let bits_before: f64 = before.bits.values().sum();
-    assert!(!harness.state().predicted_curve.is_empty(), "measured prices give a predicted curve");
-    let (lo, _) = before.range();
+    assert!(!before.predicted_curve.is_empty(), "measured prices give a predicted curve");
+    let (lo, _) = before.range;
     let target = (lo + 0.5).min(4.0);
     // The slider and its value field share the label; either sets the budget.
     harness.get_all_by_label("target").next().unwrap().set_value_accesskit(target);
