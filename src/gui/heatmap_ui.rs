@@ -217,15 +217,20 @@ fn legend(ui: &mut egui::Ui, lo: f32, hi: f32, metric: Metric) {
     };
     ui.horizontal(|ui| {
         ui.label(real(lo));
-        let (rect, _) = ui.allocate_exact_size(Vec2::new(160.0, 10.0), Sense::hover());
-        for i in 0..32 {
-            let r = Rect::from_min_size(egui::pos2(rect.left() + i as f32 * 5.0, rect.top()), Vec2::new(5.0, 10.0));
-            ui.painter().rect_filled(r, 0.0, palette::viridis(i as f32 / 31.0));
-        }
+        gradient_bar(ui, palette::viridis);
         ui.label(real(hi));
     })
     .response
     .on_hover_text(format!("middle: {}", real((lo + hi) / 2.0)));
+}
+
+/// A legend's colour bar: `colour_at` from 0 (left) to 1 (right) in 32 steps.
+fn gradient_bar(ui: &mut egui::Ui, colour_at: impl Fn(f32) -> Color32) {
+    let (rect, _) = ui.allocate_exact_size(Vec2::new(160.0, 10.0), Sense::hover());
+    for i in 0..32 {
+        let r = Rect::from_min_size(egui::pos2(rect.left() + i as f32 * 5.0, rect.top()), Vec2::new(5.0, 10.0));
+        ui.painter().rect_filled(r, 0.0, colour_at(i as f32 / 31.0));
+    }
 }
 
 /// The fixed scale of a bit difference.
@@ -233,11 +238,7 @@ fn difference_legend(ui: &mut egui::Ui) {
     let span = palette::BITS_DIFFERENCE_SPAN;
     ui.horizontal(|ui| {
         ui.label(format!("-{span} b"));
-        let (rect, _) = ui.allocate_exact_size(Vec2::new(160.0, 10.0), Sense::hover());
-        for i in 0..32 {
-            let r = Rect::from_min_size(egui::pos2(rect.left() + i as f32 * 5.0, rect.top()), Vec2::new(5.0, 10.0));
-            ui.painter().rect_filled(r, 0.0, palette::bits_difference((i as f32 / 31.0 * 2.0 - 1.0) * span));
-        }
+        gradient_bar(ui, |t| palette::bits_difference((t * 2.0 - 1.0) * span));
         ui.label(format!("+{span} b"));
         ui.weak("(first marked run minus the second)");
     });

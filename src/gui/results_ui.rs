@@ -103,8 +103,20 @@ pub struct TableState {
     pub points: Vec<(String, egui::Pos2)>,
 }
 
-/// Runs first, then the baselines (the unquantized reference row left out), each group in the table's order.
-pub fn rows(app: &ExplorerApp) -> (Vec<ResultRow>, Vec<ResultRow>) {
+/// The two groups of rows, made once a frame for the table and the plot.
+pub struct Rows {
+    pub runs: Vec<ResultRow>,
+    pub baselines: Vec<ResultRow>,
+}
+
+impl Rows {
+    fn is_empty(&self) -> bool {
+        self.runs.is_empty() && self.baselines.is_empty()
+    }
+}
+
+/// Runs first, then the baselines (the unquantized reference row left out), each group in the order made.
+pub fn rows(app: &ExplorerApp) -> Rows {
     let runs = app
         .runs
         .iter()
@@ -139,7 +151,7 @@ pub fn rows(app: &ExplorerApp) -> (Vec<ResultRow>, Vec<ResultRow>) {
             top1: r.top1_agreement,
         })
         .collect();
-    (runs, baselines)
+    Rows { runs, baselines }
 }
 
 fn quantizer_words(q: QuantizerKind) -> &'static str {
@@ -185,21 +197,22 @@ fn baseline_made_by(method: &str) -> String {
 
 pub fn results_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) -> Vec<Command> {
     let mut commands = Vec::new();
+    let rows = rows(app);
     // Narrow windows show the table or a plot, chosen by tabs; wide ones show the plot beside the table.
     if ui.available_width() < 900.0 {
         plot_tabs(app, ui, true);
         match app.plot {
-            Plot::Table => table_ui(app, ui, &mut commands),
-            _ => plot_ui(app, ui),
+            Plot::Table => table_ui(app, ui, rows, &mut commands),
+            _ => plot_ui(app, ui, &rows),
         }
         return commands;
     }
     let plot_width = (ui.available_width() * 0.3).clamp(250.0, 420.0);
     egui::Panel::right("pareto_panel").exact_size(plot_width).resizable(false).show(ui, |ui| {
         plot_tabs(app, ui, false);
-        plot_ui(app, ui);
+        plot_ui(app, ui, &rows);
     });
-    egui::CentralPanel::default().show(ui, |ui| table_ui(app, ui, &mut commands));
+    egui::CentralPanel::default().show(ui, |ui| table_ui(app, ui, rows, &mut commands));
     commands
 }
 
@@ -227,20 +240,20 @@ fn plot_tabs(app: &mut ExplorerApp, ui: &mut egui::Ui, with_table: bool) {
     });
 }
 
-fn plot_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) {
+fn plot_ui(app: &mut ExplorerApp, ui: &mut egui::Ui, rows: &Rows) {
     match (app.plot, app.allocation.as_ref().and_then(|a| a.sensitivity.clone())) {
         (Plot::Sensitivity, Some(sensitivity)) => sensitivity_ui(&sensitivity, ui),
-        _ => pareto_ui(app, ui),
+        _ => pareto_ui(app, ui, rows),
     }
 }
 
-fn table_ui(app: &mut ExplorerApp, ui: &mut egui::Ui, commands: &mut Vec<Command>) {
-    let (mut runs, mut baselines) = rows(app);
-    if runs.is_empty() && baselines.is_empty() {
+fn table_ui(app: &mut ExplorerApp, ui: &mut egui::Ui, rows: Rows, commands: &mut Vec<Command>) {
+    if rows.is_empty() {
         ui.heading("Results");
         ui.weak("Run (Ctrl+R) evaluates the current settings; Baselines adds reference rows at equal sizes.");
         return;
     }
+    let Rows { mut runs, mut baselines } = rows;
     if let Some((column, ascending)) = app.table.sort {
         for group in [&mut runs, &mut baselines] {
             group.sort_by(|a, b| {
@@ -261,7 +274,7 @@ fn table_ui(app: &mut ExplorerApp, ui: &mut egui::Ui, commands: &mut Vec<Command
     let width = ui.available_width();
     let numeric = Column::initial(52.0).at_least(40.0).clip(true).resizable(true);
     // Column widths are remembered per width band: a resized window lays the columns out afresh.
-    let mut table = TableBuilder::new(ui)
+    let table = TableBuilder::new(ui)
         .id_salt(("results table", (width / 40.0) as i32))
         .striped(true)
         .resizable(true)
@@ -269,8 +282,8 @@ fn table_ui(app: &mut ExplorerApp, ui: &mut egui::Ui, commands: &mut Vec<Command
         .column(Column::initial((width * 0.15).max(56.0)).at_least(48.0).clip(true).resizable(true))
         .column(Column::initial((width * 0.15).max(56.0)).at_least(48.0).clip(true).resizable(true))
         .column(Column::remainder().at_least(48.0).clip(true))
-        .columns(numeric, 6);
-    table = table.max_scroll_height(f32::INFINITY);
+        .columns(numeric, 6)
+        .max_scroll_height(f32::INFINITY);
     table
         .header(20.0, |mut header| {
             header.col(|ui| {
@@ -385,10 +398,11 @@ fn row_cells(
     }
 }
 
-fn pareto_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) {
-    let (runs, baselines) = rows(app);
+fn pareto_ui(app: &mut ExplorerApp, ui: &mut egui::Ui, rows: &Rows) {
+    let Rows { runs, baselines } = rows;
     let loss = app.table.loss;
-    if runs.is_empty() && baselines.is_empty() && app.predicted_curve.is_empty() {
+    let predicted = app.allocation.as_ref().map(|a| a.predicted_curve.clone()).unwrap_or_default();
+    if rows.is_empty() && predicted.is_empty() {
         ui.add_space(20.0);
         ui.weak("Each Run and each Baselines row lands here: its true bits per parameter against its loss.");
         ui.weak("Lower and further left is better; the line joins the rows nothing beats.");
@@ -404,7 +418,7 @@ fn pareto_ui(app: &mut ExplorerApp, ui: &mut egui::Ui) {
     let all: Vec<&ResultRow> = series.iter().flat_map(|(_, rows, _)| rows.iter().copied()).collect();
     let frontier = pareto_frontier(&all, loss);
     let curve: Vec<[f64; 2]> = match loss {
-        Loss::Kld => app.predicted_curve.iter().filter(|p| p[1] > 0.0).map(|p| [p[0].log10(), p[1].log10()]).collect(),
+        Loss::Kld => predicted.iter().filter(|p| p[1] > 0.0).map(|p| [p[0].log10(), p[1].log10()]).collect(),
         Loss::Ppl => Vec::new(),
     };
     let marker =

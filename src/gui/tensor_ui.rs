@@ -30,14 +30,15 @@ fn to_image(t: &Thumbnail, map: impl Fn(f32) -> Color32) -> ColorImage {
 pub fn tensor_ui(app: &mut ExplorerApp, ui: &mut egui::Ui, side: f32) {
     let Some(analysis) = app.analysis.clone() else { return };
     let mut selected = app.selected.clone().unwrap_or_default();
-    let mut names: Vec<&String> = analysis.tensors.keys().collect();
-    names.sort_by(|a, b| natural_cmp(a, b));
     let search = &mut app.tensor_search.0;
     egui::ComboBox::new("tensor", "tensor")
         .width((ui.available_width() - 70.0).clamp(120.0, 320.0))
         .selected_text(&selected)
         .show_ui(ui, |ui| {
             ui.add(egui::TextEdit::singleline(search).hint_text("search: part of a name").desired_width(300.0));
+            // Sorted only while the list is open, not every frame.
+            let mut names: Vec<&String> = analysis.tensors.keys().collect();
+            names.sort_by(|a, b| natural_cmp(a, b));
             let needle = search.to_lowercase();
             for name in names.into_iter().filter(|n| n.to_lowercase().contains(&needle)) {
                 ui.selectable_value(&mut selected, name.clone(), name);
