@@ -602,7 +602,10 @@ fn baselines_stream_in_row_by_row_and_every_header_fits_at_1280x720() {
         assert_eq!(rects.len(), 1, "one {header} header in the table");
         assert!(window.contains_rect(rects[0]), "{header} at {:?} is outside the table's room", rects[0]);
     }
-    snapshot(&mut harness, "explorer_baselines_1280x720");
+    // The least-squares and GPTQ rows are calibrated by forward passes whose GEMM kernels differ by CPU (AVX-512
+    // on one machine, AVX2 on another), which moves their last digits: those few cells may differ, the layout not.
+    let digits_that_vary = SnapshotOptions::new().threshold(1.0).max_failed_pixels(1500);
+    harness.snapshot_options("explorer_baselines_1280x720", &digits_that_vary);
 }
 
 #[test]
