@@ -181,7 +181,14 @@ impl<'a> Coder<'a> {
         let k = self.plan.tiers.len();
         let mut tiers = [0u8; RUN];
         let (mut lo, mut hi) = ([f32::INFINITY; MAX_TIERS], [f32::NEG_INFINITY; MAX_TIERS]);
-        if let GridFit::LeastSquares(_) = self.fit {
+        // A single tier within one row is fitted in place: its columns' weights are a slice too.
+        let (col, cols) = (first % self.cols.max(1), self.cols);
+        let in_place = k == 1 && col + w.len() <= cols;
+        let gather = match self.fit {
+            GridFit::LeastSquares(columns) if !in_place => Some(columns),
+            _ => None,
+        };
+        if gather.is_some() {
             gathered.clear();
         }
         for (r, run) in w.chunks(RUN).enumerate() {
@@ -190,8 +197,8 @@ impl<'a> Coder<'a> {
                 let (l, h) = crate::math::min_max(split.tier(t, k, run));
                 (lo[t], hi[t]) = (lo[t].min(l), hi[t].max(h));
             }
-            if let GridFit::LeastSquares(columns) = self.fit {
-                gathered.push(run, &tiers[..run.len()], first + r * RUN, self.cols, columns);
+            if let Some(columns) = gather {
+                gathered.push(split, run, &tiers[..run.len()], first + r * RUN, cols, columns, k);
             }
         }
         // 16-bit tiers (and tiers absent from this block) pass weights through as f16 and store no parameters.
@@ -200,8 +207,11 @@ impl<'a> Coder<'a> {
             let grid = match self.fit {
                 GridFit::MinMax => fit(self.plan.grid, tier.bits, lo[t], hi[t]),
                 GridFit::Given(grids) => grids[self.block_index(first)],
-                GridFit::LeastSquares(_) => {
-                    let (values, weights) = (&gathered.values[t], &gathered.weights[t]);
+                GridFit::LeastSquares(columns) => {
+                    let (values, weights) = match in_place {
+                        true => (w, &columns[col..col + w.len()]),
+                        false => (&gathered.values[t][..], &gathered.weights[t][..]),
+                    };
                     super::least_squares::fit(self.plan.grid, tier.bits, values, weights, lo[t], hi[t])
                 }
             };
@@ -247,13 +257,9 @@ impl<'a> Coder<'a> {
     fn split_run(&self, run: &[f32], first: usize, tiers: &mut [u8; RUN], split: &mut Split) {
         let tiers = &mut tiers[..run.len()];
         self.tiers.fill(self.plan.granularity, self.cols, first, tiers);
-        split.counts = match self.plan.tiers.len() {
-            1 => return,
-            2 => split_by_tier::<2>(run, tiers, &mut split.values),
-            3 => split_by_tier::<3>(run, tiers, &mut split.values),
-            4 => split_by_tier::<4>(run, tiers, &mut split.values),
-            _ => split_by_tier::<MAX_TIERS>(run, tiers, &mut split.values),
-        };
+        if self.plan.tiers.len() > 1 {
+            split.counts = split_tiers(run, tiers, &mut split.values, self.plan.tiers.len());
+        }
     }
 }
 
@@ -269,17 +275,31 @@ impl Gathered {
         self.values.iter_mut().chain(&mut self.weights).for_each(Vec::clear);
     }
 
-    /// Appends the run of weights starting at `first` (row-major index) by tier.
+    /// Appends the run of weights starting at `first` (row-major index) by tier: the values as `split` holds
+    /// them, their columns' weights split the same way.
     #[inline(always)]
-    fn push(&mut self, run: &[f32], tiers: &[u8], first: usize, cols: usize, columns: &[f32]) {
-        let mut col = first % cols;
-        for (&v, &t) in run.iter().zip(tiers) {
-            self.values[t as usize].push(v);
-            self.weights[t as usize].push(columns[col]);
-            col += 1;
-            if col == cols {
-                col = 0;
+    #[allow(clippy::too_many_arguments)]
+    fn push(&mut self, split: &Split, run: &[f32], tiers: &[u8], first: usize, cols: usize, columns: &[f32], k: usize) {
+        for t in 0..k {
+            self.values[t].extend_from_slice(split.tier(t, k, run));
+        }
+        let col = first % cols;
+        if col + run.len() > cols {
+            // A run across rows (a whole-tensor block): one weight at a time.
+            for (i, &t) in tiers.iter().enumerate() {
+                self.weights[t as usize].push(columns[(col + i) % cols]);
             }
+            return;
+        }
+        let column_weights = &columns[col..col + run.len()];
+        if k == 1 {
+            self.weights[0].extend_from_slice(column_weights);
+            return;
+        }
+        let mut by_tier = Split { values: [[0.0; RUN]; MAX_TIERS], counts: [0; MAX_TIERS] };
+        by_tier.counts = split_tiers(column_weights, tiers, &mut by_tier.values, k);
+        for t in 0..k {
+            self.weights[t].extend_from_slice(by_tier.tier(t, k, column_weights));
         }
     }
 }
@@ -336,6 +356,17 @@ fn pass_through(values: &[f32], codes: &mut [u16]) -> f64 {
         error += ((v - h.to_f32()) as f64).powi(2);
     }
     error
+}
+
+/// `split_by_tier` for `k` tiers (at least 2).
+#[inline(always)]
+fn split_tiers(run: &[f32], tiers: &[u8], out: &mut [[f32; RUN]; MAX_TIERS], k: usize) -> [usize; MAX_TIERS] {
+    match k {
+        2 => split_by_tier::<2>(run, tiers, out),
+        3 => split_by_tier::<3>(run, tiers, out),
+        4 => split_by_tier::<4>(run, tiers, out),
+        _ => split_by_tier::<MAX_TIERS>(run, tiers, out),
+    }
 }
 
 /// Each tier's weights of a run, in order, and how many each tier has. The K output cursors stay in registers
