@@ -70,7 +70,7 @@ fn matrix_arrays<'a>(name: &str, t: &'a QuantizedTensor) -> Vec<Array<'a>> {
     }
     let map_bits = index_bits(t.plan.tiers.len());
     if map_bits > 0 {
-        debug_assert_eq!(t.tier_map.bits, map_bits);
+        assert_eq!(t.tier_map.bits, map_bits);
         arrays.push(Array {
             name: format!("{name}::tiers"),
             dtype: "U8",
@@ -265,7 +265,7 @@ impl PackedWriter {
         if rows == (0..of_rows) {
             return self.add_matrix(name, t);
         }
-        debug_assert_eq!(t.plan.tiers.len(), 1, "only single-tier matrices come in pieces");
+        assert_eq!(t.plan.tiers.len(), 1, "only single-tier matrices come in pieces");
         let data = &mut self.matrices_data;
         let (written, params) = self.open.get_or_insert_with(|| (0, Vec::new()));
         data.out.write_all(&t.codes[0].packed).map_err(|e| Error::io(&data.path, e))?;

@@ -75,6 +75,6 @@ pub fn calibrate(model: &Model, windows: &[Vec<u32>], second_moments: bool, job:
 pub fn scores(w: &[f32], rows: usize, mean_square: &[f32]) -> Vec<f32> {
     let cols = w.len() / rows;
     let scale: Vec<f32> = mean_square.iter().map(|m| m.sqrt()).collect();
-    debug_assert_eq!(scale.len(), cols);
+    assert_eq!(scale.len(), cols);
     w.chunks_exact(cols).flat_map(|row| row.iter().zip(&scale).map(|(v, s)| v.abs() * s)).collect()
 }

@@ -534,7 +534,7 @@ pub fn assign<'a>(
     }
     let scores = scores.ok_or_else(|| Error::InvalidArgument("a multi-tier plan needs importance scores".into()))?;
     let units = plan.granularity.unit_scores(scores, cols);
-    debug_assert_eq!(units.len(), plan.granularity.units(rows, cols));
+    assert_eq!(units.len(), plan.granularity.units(rows, cols));
     let th = match global {
         Some(th) => th.to_vec(),
         None => thresholds(&units, &plan.tiers),

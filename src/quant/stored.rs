@@ -68,7 +68,7 @@ impl QuantizedTensor {
     pub fn join_rows(pieces: impl IntoIterator<Item = QuantizedTensor>) -> QuantizedTensor {
         let pieces: Vec<QuantizedTensor> = pieces.into_iter().collect();
         let first = pieces.first().expect("at least one piece");
-        debug_assert!(pieces.iter().all(|q| q.plan == first.plan && q.cols == first.cols));
+        assert!(pieces.iter().all(|q| q.plan == first.plan && q.cols == first.cols));
         let join = |bits_of: &dyn Fn(&QuantizedTensor) -> (&[u8], usize)| -> Vec<u8> {
             if pieces.iter().all(|q| bits_of(q).1.is_multiple_of(8)) {
                 // Whole bytes each (pieces of 8k rows at one tier): a plain copy.

@@ -88,11 +88,12 @@ fn search_asymmetric(bits: u8, x: &[f32], a: &[f32], lo: f32, hi: f32) -> Option
     let levels = ((1u32 << bits) - 1) as f32;
     let sums = Sums::of(x, a);
     let lattice = |shift: f32, inv_scale: f32| Lattice { shift, inv_scale, offset: 0.0, max_code: levels };
-    let mut best = search_steps(|step| {
+    let (mut best, mut steps) = (None, Steps::default());
+    while let Some(step) = steps.next() {
         let inv_scale = (levels + RMIN + RDELTA * step as f32) / (hi - lo);
         let codes = code_sums(x, a, lattice(lo, inv_scale));
-        (sums.asymmetric_error(&codes), codes)
-    });
+        steps.found(step, keep_better(&mut best, sums.asymmetric_error(&codes), codes));
+    }
     for _ in 0..REFINE {
         let (scale, min) = sums.solve_asymmetric(&best?.1);
         let codes = code_sums(x, a, lattice(min, 1.0 / scale));
@@ -107,11 +108,12 @@ fn search_symmetric(bits: u8, x: &[f32], a: &[f32], amax: f32) -> Option<(f32, f
     let m = ((1u32 << (bits - 1)) - 1) as f32;
     let sums = Sums::of(x, a);
     let lattice = |inv_scale: f32| Lattice { shift: 0.0, inv_scale, offset: m, max_code: 2.0 * m };
-    let mut best = search_steps(|step| {
+    let (mut best, mut steps) = (None, Steps::default());
+    while let Some(step) = steps.next() {
         let inv_scale = (m - 0.5 + RDELTA * step as f32) / amax;
         let codes = code_sums(x, a, lattice(inv_scale));
-        (sums.symmetric_error(&codes), codes)
-    });
+        steps.found(step, keep_better(&mut best, sums.symmetric_error(&codes), codes));
+    }
     for _ in 0..REFINE {
         let scale = (best?.1.alx / best?.1.all) as f32;
         let codes = code_sums(x, a, lattice(1.0 / scale));
@@ -120,27 +122,47 @@ fn search_symmetric(bits: u8, x: &[f32], a: &[f32], amax: f32) -> Option<(f32, f
     Some(((best?.1.alx / best?.1.all) as f32, 0.0))
 }
 
-/// The best candidate of steps 0..=NSTEP by `try_step`'s error: every STRIDEth step and the last, then the
-/// steps between the best of those and its neighbours.
-#[inline(always)]
-fn search_steps(mut try_step: impl FnMut(usize) -> (Option<f64>, CodeSums)) -> Option<(f64, CodeSums)> {
-    let mut best: Option<(f64, CodeSums)> = None;
-    let mut best_step = 0;
-    let coarse = (0..=NSTEP).step_by(STRIDE).chain((!NSTEP.is_multiple_of(STRIDE)).then_some(NSTEP));
-    for step in coarse {
-        let (error, codes) = try_step(step);
-        if keep_better(&mut best, error, codes) {
-            best_step = step;
+/// The candidate steps of a search, coarse to fine: every STRIDEth step of 0..=NSTEP and the last, then the
+/// steps between the best of those and its neighbours. (A loop over these rather than a closure per step: the
+/// closure would not be inlined, and would be compiled without AVX2.)
+#[derive(Default)]
+struct Steps {
+    next: usize,
+    /// The last step of the fine pass, once it has begun.
+    fine_end: Option<usize>,
+    best_coarse: usize,
+}
+
+impl Steps {
+    #[inline(always)]
+    fn next(&mut self) -> Option<usize> {
+        let Some(end) = self.fine_end else {
+            if self.next <= NSTEP {
+                let step = self.next;
+                self.next = if step == NSTEP { NSTEP + 1 } else { (step + STRIDE).min(NSTEP) };
+                return Some(step);
+            }
+            self.next = self.best_coarse.saturating_sub(STRIDE - 1);
+            self.fine_end = Some((self.best_coarse + STRIDE - 1).min(NSTEP));
+            return self.next();
+        };
+        while self.next <= end {
+            let step = self.next;
+            self.next += 1;
+            if !step.is_multiple_of(STRIDE) && step != NSTEP {
+                return Some(step);
+            }
+        }
+        None
+    }
+
+    /// Told whether `step` was the best so far (only the coarse pass's best decides where the fine one looks).
+    #[inline(always)]
+    fn found(&mut self, step: usize, better: bool) {
+        if better && self.fine_end.is_none() {
+            self.best_coarse = step;
         }
     }
-    if best.is_some() && STRIDE > 1 {
-        let near = best_step.saturating_sub(STRIDE - 1)..=(best_step + STRIDE - 1).min(NSTEP);
-        for step in near.filter(|s| !s.is_multiple_of(STRIDE) && *s != NSTEP) {
-            let (error, codes) = try_step(step);
-            keep_better(&mut best, error, codes);
-        }
-    }
-    best
 }
 
 /// Keeps the candidate's code sums when its error is the smaller (and it has one: a usable grid).
@@ -367,7 +389,15 @@ mod avx2 {
         use std::arch::x86_64::*;
         // SAFETY: l holds 16 f32.
         let (a, b) = unsafe { (_mm256_loadu_ps(l.as_ptr()), _mm256_loadu_ps(l.as_ptr().add(8))) };
-        let folded = _mm256_add_ps(a, b);
+        register_total(_mm256_add_ps(a, b))
+    }
+
+    /// `super::lane_total` of eight lanes in a register.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn register_total(folded: std::arch::x86_64::__m256) -> f64 {
+        use std::arch::x86_64::*;
         let h = _mm256_add_pd(
             _mm256_cvtps_pd(_mm256_castps256_ps128(folded)),
             _mm256_cvtps_pd(_mm256_extractf128_ps(folded, 1)),
@@ -378,6 +408,7 @@ mod avx2 {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
+    #[inline]
     unsafe fn lanes(x: &[f32], a: &[f32], lattice: Lattice) -> [f64; 3] {
         use std::arch::x86_64::*;
         let n = x.len().min(a.len());
@@ -403,6 +434,10 @@ mod avx2 {
                 sums[2][half_lanes] = _mm256_fmadd_ps(wl, v, sums[2][half_lanes]);
             }
             i += 16;
+        }
+        if whole == n {
+            // No tail: the totals straight from the registers.
+            return sums.map(|[a, b]| register_total(_mm256_add_ps(a, b)));
         }
         let mut out = [[0f32; 16]; 3];
         for (sum, lanes) in out.iter_mut().zip(sums) {
