@@ -455,6 +455,10 @@ mod avx2 {
     }
 }
 
+/// Weights the search's kernel takes at once (two AVX2 registers); a block's last `len % VECTOR_STEP` weights
+/// take a scalar path.
+pub const VECTOR_STEP: usize = 16;
+
 /// Weights are summed in f32 over runs of at most this many, then in f64: long blocks (whole rows, whole
 /// tensors) keep their precision.
 const RUN: usize = 256;

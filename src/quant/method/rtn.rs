@@ -201,6 +201,9 @@ impl<'a> Coder<'a> {
                 gathered.push(split, run, &tiers[..run.len()], first + r * RUN, cols, columns, k);
             }
         }
+        if gather.is_some() {
+            gathered.pad(&lo[..k]);
+        }
         // 16-bit tiers (and tiers absent from this block) pass weights through as f16 and store no parameters.
         let mut grids = [None; MAX_TIERS];
         for (t, tier) in self.plan.tiers.iter().enumerate().filter(|(t, tier)| lo[*t] <= hi[*t] && tier.bits < 16) {
@@ -273,6 +276,19 @@ struct Gathered {
 impl Gathered {
     fn clear(&mut self) {
         self.values.iter_mut().chain(&mut self.weights).for_each(Vec::clear);
+    }
+
+    /// Pads every tier of at least two weights to a whole number of the search's vector steps with weights of
+    /// importance 0 (at the tier's lowest value, `lo`): they add exactly nothing to any sum, and the search then
+    /// never takes its scalar path for a tier's last few weights (a 3-tier block of 128 has up to 45 of them).
+    fn pad(&mut self, lo: &[f32]) {
+        for ((values, weights), &lo) in self.values.iter_mut().zip(&mut self.weights).zip(lo) {
+            if values.len() >= 2 {
+                let padded = values.len().next_multiple_of(super::least_squares::VECTOR_STEP);
+                values.resize(padded, lo);
+                weights.resize(padded, 0.0);
+            }
+        }
     }
 
     /// Appends the run of weights starting at `first` (row-major index) by tier: the values as `split` holds
