@@ -1,8 +1,9 @@
 //! Exports are byte-identical across refactors: the SHA-256 of every file each export writes, on the fixtures,
 //! against values recorded from the code before the restructuring (issue 13). A change of format or numbers
 //! must update these on purpose, saying why. Updated on purpose (issue 17, session 7): the least-squares search
-//! went coarse to fine (13 candidate scales instead of 21) and sums with FMA, so the three least-squares cases
-//! (uniform3 ls and the two Nash targets, whose menus are least-squares grids) have new grids.
+//! sums with FMA in 16 lanes and compares candidates by their closed-form error, which rounds differently, so
+//! the three least-squares cases (uniform3 ls and the two Nash targets, whose menus are least-squares grids)
+//! have slightly different grids.
 
 mod common;
 
@@ -66,7 +67,7 @@ fn exports_are_byte_identical_to_the_recorded_ones() {
             stories(),
             &["--preset", "uniform3", "--quantizer", "ls"],
             false,
-            "88107bb9c7744e905575f3d0cf4601bfc9b0729fd1ee9558da61a45628956ac8",
+            "28806573d49a0d6496f4fbaf958e8a62378c5a4d21d5f028fc45017ee0724242",
         ),
         (
             "stories uniform4-tensor",
@@ -80,7 +81,7 @@ fn exports_are_byte_identical_to_the_recorded_ones() {
             stories(),
             &["--target-bpw", "5.0"],
             false,
-            "64aae1e53a604d29f31778087185d7c848f214873a992a51721f390532c4cf43",
+            "fa501d81550a96be47857ca11f084587158b7c6111488200ceb59585b3486031",
         ),
         (
             "gpt2 seed + hf",
@@ -94,7 +95,7 @@ fn exports_are_byte_identical_to_the_recorded_ones() {
             tiny_gpt2(),
             &["--target-bpw", "8.45", "--importance", "magnitude"],
             false,
-            "e4790e6de680927048d00d659f8e22b0ef8de8ca436370ad40a5d24a355f9879",
+            "15a47048f1e08c2c75dc0d4bc1e8c689a73971d2f94bddd17707913f1853a73d",
         ),
     ];
     let mut changed = Vec::new();
