@@ -6,8 +6,8 @@
 //! The search is llama.cpp's (`make_qkx2_quants`): a range of candidate inverse scales around the min-max one,
 //! the codes each gives, and for those codes the (scale, min) that solve the weighted least-squares problem in
 //! closed form; the best candidate is refined by re-coding and solving again. Unlike llama.cpp it compares
-//! candidates by their closed-form error and solves only the best; it can go coarse to fine (`STRIDE`). The
-//! min-max grid is a candidate too, so a least-squares grid never has a larger weighted error than RTN's on its block.
+//! candidates by their closed-form error and solves only the best. The min-max grid is a candidate too, so a
+//! least-squares grid never has a larger weighted error than RTN's on its block.
 
 use half::f16;
 
@@ -53,10 +53,6 @@ const FLOOR: f32 = 1e-3;
 const RMIN: f32 = -1.0;
 const RDELTA: f32 = 0.1;
 const NSTEP: usize = 20;
-/// Candidates tried in the search's first pass: every STRIDEth step (then the best one's neighbours). Every one:
-/// every other step is 1.46x faster in the search, but on SmolLM2 (`compare`, 16 windows, same machine) it raised
-/// the KLD of 3-bit least squares, the seed's tiers with least squares and Nash at 4.003 bpw by 2.6%, 2.6% and 1.8%.
-const STRIDE: usize = 1;
 /// Re-code-and-solve rounds after the search.
 const REFINE: usize = 2;
 
@@ -86,11 +82,11 @@ fn search_asymmetric(bits: u8, x: &[f32], a: &[f32], lo: f32, hi: f32) -> Option
     let levels = ((1u32 << bits) - 1) as f32;
     let sums = Sums::of(x, a);
     let lattice = |shift: f32, inv_scale: f32| Lattice { shift, inv_scale, offset: 0.0, max_code: levels };
-    let (mut best, mut steps) = (None, Steps::default());
-    while let Some(step) = steps.next() {
+    let mut best = None;
+    for step in 0..=NSTEP {
         let inv_scale = (levels + RMIN + RDELTA * step as f32) / (hi - lo);
         let codes = code_sums(x, a, lattice(lo, inv_scale));
-        steps.found(step, keep_better(&mut best, sums.asymmetric_error(&codes), codes));
+        keep_better(&mut best, sums.asymmetric_error(&codes), codes);
     }
     for _ in 0..REFINE {
         let (scale, min) = sums.solve_asymmetric(&best?.1);
@@ -106,71 +102,25 @@ fn search_symmetric(bits: u8, x: &[f32], a: &[f32], amax: f32) -> Option<(f32, f
     let m = ((1u32 << (bits - 1)) - 1) as f32;
     let sums = Sums::of(x, a);
     let lattice = |inv_scale: f32| Lattice { shift: 0.0, inv_scale, offset: m, max_code: 2.0 * m };
-    let (mut best, mut steps) = (None, Steps::default());
-    while let Some(step) = steps.next() {
+    let mut best = None;
+    for step in 0..=NSTEP {
         let inv_scale = (m - 0.5 + RDELTA * step as f32) / amax;
         let codes = code_sums(x, a, lattice(inv_scale));
-        steps.found(step, keep_better(&mut best, sums.symmetric_error(&codes), codes));
-    }
-    for _ in 0..REFINE {
-        let scale = (best?.1.alx / best?.1.all) as f32;
-        let codes = code_sums(x, a, lattice(1.0 / scale));
         keep_better(&mut best, sums.symmetric_error(&codes), codes);
     }
-    Some(((best?.1.alx / best?.1.all) as f32, 0.0))
-}
-
-/// The candidate steps of a search, coarse to fine: every STRIDEth step of 0..=NSTEP and the last, then the
-/// steps between the best of those and its neighbours. (A loop over these rather than a closure per step: the
-/// closure would not be inlined, and would be compiled without AVX2.)
-#[derive(Default)]
-struct Steps {
-    next: usize,
-    /// The last step of the fine pass, once it has begun.
-    fine_end: Option<usize>,
-    best_coarse: usize,
-}
-
-impl Steps {
-    #[inline(always)]
-    fn next(&mut self) -> Option<usize> {
-        let Some(end) = self.fine_end else {
-            if self.next <= NSTEP {
-                let step = self.next;
-                self.next = if step == NSTEP { NSTEP + 1 } else { (step + STRIDE).min(NSTEP) };
-                return Some(step);
-            }
-            self.next = self.best_coarse.saturating_sub(STRIDE - 1);
-            self.fine_end = Some((self.best_coarse + STRIDE - 1).min(NSTEP));
-            return self.next();
-        };
-        while self.next <= end {
-            let step = self.next;
-            self.next += 1;
-            if !step.is_multiple_of(STRIDE) && step != NSTEP {
-                return Some(step);
-            }
-        }
-        None
+    for _ in 0..REFINE {
+        let codes = code_sums(x, a, lattice(1.0 / symmetric_scale(&best?.1)));
+        keep_better(&mut best, sums.symmetric_error(&codes), codes);
     }
-
-    /// Told whether `step` was the best so far (only the coarse pass's best decides where the fine one looks).
-    #[inline(always)]
-    fn found(&mut self, step: usize, better: bool) {
-        if better && self.fine_end.is_none() {
-            self.best_coarse = step;
-        }
-    }
+    Some((symmetric_scale(&best?.1), 0.0))
 }
 
 /// Keeps the candidate's code sums when its error is the smaller (and it has one: a usable grid).
 #[inline(always)]
-fn keep_better(best: &mut Option<(f64, CodeSums)>, error: Option<f64>, codes: CodeSums) -> bool {
-    let better = error.filter(|&e| best.as_ref().is_none_or(|b| e < b.0));
-    if let Some(error) = better {
+fn keep_better(best: &mut Option<(f64, CodeSums)>, error: Option<f64>, codes: CodeSums) {
+    if let Some(error) = error.filter(|&e| best.as_ref().is_none_or(|b| e < b.0)) {
         *best = Some((error, codes));
     }
-    better.is_some()
 }
 
 /// The candidate as stored (f16 parameters), when it is a usable grid.
@@ -341,11 +291,17 @@ impl Sums {
         (scale as f32, min as f32)
     }
 
-    /// The least error Σ a (scale·l − x)² over the scale (alx / all), when that scale is positive.
+    /// The least error Σ a (scale·l − x)² over the scale (`symmetric_scale`), when that scale is positive.
     #[inline(always)]
     fn symmetric_error(&self, c: &CodeSums) -> Option<f64> {
         (c.all > 0.0 && c.alx > 0.0).then(|| self.axx - c.alx * c.alx / c.all)
     }
+}
+
+/// The scale of `Sums::symmetric_error`.
+#[inline(always)]
+fn symmetric_scale(c: &CodeSums) -> f32 {
+    (c.alx / c.all) as f32
 }
 
 /// The sums over the levels l that `lattice` gives `x`: per run of at most RUN weights, in f32 lanes, then f64.
@@ -538,23 +494,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn the_search_tries_every_strideth_step_then_the_best_ones_neighbours() {
-        let mut steps = Steps::default();
-        let mut tried = Vec::new();
-        while let Some(step) = steps.next() {
-            tried.push(step);
-            steps.found(step, step == 6 || step == 7);
-        }
-        let mut expected: Vec<usize> = (0..=NSTEP).step_by(STRIDE).collect();
-        if !NSTEP.is_multiple_of(STRIDE) {
-            expected.push(NSTEP);
-        }
-        let best = *expected.iter().rfind(|&&s| s <= 7).unwrap();
-        expected.extend((best.saturating_sub(STRIDE - 1)..best + STRIDE).filter(|s| !s.is_multiple_of(STRIDE)));
-        assert_eq!(tried, expected);
     }
 
     #[test]

@@ -164,7 +164,7 @@ impl<'a> Coder<'a> {
             squared_norm: 0.0,
         };
         let offset = r0 * self.cols;
-        let mut split = Split { values: [[0.0; RUN]; MAX_TIERS], counts: [0; MAX_TIERS] };
+        let mut split = Split::default();
         let mut gathered = Gathered::default();
         for (start, len) in self.plan.group_size.blocks(r1 - r0, self.cols) {
             let first = offset + start;
@@ -271,6 +271,8 @@ impl<'a> Coder<'a> {
 struct Gathered {
     values: [Vec<f32>; MAX_TIERS],
     weights: [Vec<f32>; MAX_TIERS],
+    /// A run's column weights split by tier, before they are appended (kept: it is 8 KB to clear).
+    columns_by_tier: Split,
 }
 
 impl Gathered {
@@ -312,7 +314,7 @@ impl Gathered {
             self.weights[0].extend_from_slice(column_weights);
             return;
         }
-        let mut by_tier = Split { values: [[0.0; RUN]; MAX_TIERS], counts: [0; MAX_TIERS] };
+        let by_tier = &mut self.columns_by_tier;
         by_tier.counts = split_tiers(column_weights, tiers, &mut by_tier.values, k);
         for t in 0..k {
             self.weights[t].extend_from_slice(by_tier.tier(t, k, column_weights));
@@ -324,6 +326,12 @@ impl Gathered {
 struct Split {
     values: [[f32; RUN]; MAX_TIERS],
     counts: [usize; MAX_TIERS],
+}
+
+impl Default for Split {
+    fn default() -> Self {
+        Split { values: [[0.0; RUN]; MAX_TIERS], counts: [0; MAX_TIERS] }
+    }
 }
 
 impl Split {
