@@ -82,10 +82,9 @@ fn search_asymmetric(bits: u8, x: &[f32], a: &[f32], lo: f32, hi: f32) -> Option
     let levels = ((1u32 << bits) - 1) as f32;
     let sums = Sums::of(x, a);
     let lattice = |shift: f32, inv_scale: f32| Lattice { shift, inv_scale, offset: 0.0, max_code: levels };
+    let sweep = Sweep::new(lo, 0.0, levels, levels + RMIN, hi - lo);
     let mut best = None;
-    for step in 0..=NSTEP {
-        let inv_scale = (levels + RMIN + RDELTA * step as f32) / (hi - lo);
-        let codes = code_sums(x, a, lattice(lo, inv_scale));
+    for codes in sweep.code_sums(x, a) {
         keep_better(&mut best, sums.asymmetric_error(&codes), codes);
     }
     for _ in 0..REFINE {
@@ -102,10 +101,9 @@ fn search_symmetric(bits: u8, x: &[f32], a: &[f32], amax: f32) -> Option<(f32, f
     let m = ((1u32 << (bits - 1)) - 1) as f32;
     let sums = Sums::of(x, a);
     let lattice = |inv_scale: f32| Lattice { shift: 0.0, inv_scale, offset: m, max_code: 2.0 * m };
+    let sweep = Sweep::new(0.0, m, 2.0 * m, m - 0.5, amax);
     let mut best = None;
-    for step in 0..=NSTEP {
-        let inv_scale = (m - 0.5 + RDELTA * step as f32) / amax;
-        let codes = code_sums(x, a, lattice(inv_scale));
+    for codes in sweep.code_sums(x, a) {
         keep_better(&mut best, sums.symmetric_error(&codes), codes);
     }
     for _ in 0..REFINE {
@@ -113,6 +111,130 @@ fn search_symmetric(bits: u8, x: &[f32], a: &[f32], amax: f32) -> Option<(f32, f
         keep_better(&mut best, sums.symmetric_error(&codes), codes);
     }
     Some((symmetric_scale(&best?.1), 0.0))
+}
+
+/// The search's candidate grids, all at once. Candidate k has the inverse scale (first + RDELTA·k) / range on
+/// `lattice`'s shift and offset. As k grows a weight's code only moves one way (up for weights above the
+/// shift), and over the whole sweep by at most RDELTA·NSTEP = 2 steps: so each weight adds its terms at
+/// candidate 0 and, at the (at most two) candidates where its code moves, the change; a running total then
+/// gives every candidate's sums, at about the cost of coding three candidates one by one instead of 21.
+#[derive(Clone, Copy)]
+struct Sweep {
+    /// Candidate 0's lattice.
+    lattice: Lattice,
+    /// How much each candidate adds to the inverse scale: RDELTA / range.
+    step: f32,
+}
+
+/// A run's code moves go to bins by candidate: 1..=NSTEP, then bins for the moves that never come (by move
+/// and by step of eight weights, in rotation). Lane j uses set j % SETS. The sets and the rotation keep
+/// successive additions off one address, where each would wait for the one before.
+const SETS: usize = 4;
+const ROTATION: usize = 4;
+const BINS: usize = NSTEP + 1 + 2 * ROTATION;
+
+/// The bin of a move that does not come: the `j`th move of a weight in the `i`th step of eight weights.
+#[inline(always)]
+fn never(i: usize, j: usize) -> usize {
+    NSTEP + 1 + 2 * (i % ROTATION) + j
+}
+
+/// One run's sweep in f32: candidate 0's (Σ a l, Σ a l², Σ a l x) in eight lanes, and per set and candidate
+/// the change in them from the codes that move there (a fourth, zero term pads each bin to a vector).
+#[derive(Clone, Copy, PartialEq, Debug)]
+struct RunSweep {
+    first: [[f32; 8]; 3],
+    moves: [[[f32; 4]; BINS]; SETS],
+}
+
+impl Sweep {
+    fn new(shift: f32, offset: f32, max_code: f32, first: f32, range: f32) -> Sweep {
+        Sweep { lattice: Lattice { shift, inv_scale: first / range, offset, max_code }, step: RDELTA / range }
+    }
+
+    /// The code sums of candidates 0..=NSTEP.
+    #[inline(always)]
+    fn code_sums(&self, x: &[f32], a: &[f32]) -> [CodeSums; NSTEP + 1] {
+        // Candidate 0's sums, then each candidate's change from the one before.
+        let mut changes = [[0f64; 3]; NSTEP + 1];
+        for (xs, ws) in x.chunks(RUN).zip(a.chunks(RUN)) {
+            let run = avx2::sweep_run(xs, ws, self).unwrap_or_else(|| self.run(xs, ws));
+            for (change, first) in changes[0].iter_mut().zip(run.first) {
+                *change += lane_total(first);
+            }
+            for set in &run.moves {
+                for (change, moved) in changes.iter_mut().zip(set).skip(1) {
+                    for (c, &m) in change.iter_mut().zip(moved) {
+                        *c += m as f64;
+                    }
+                }
+            }
+        }
+        let mut sums = CodeSums { al: 0.0, all: 0.0, alx: 0.0 };
+        std::array::from_fn(|k| {
+            let [al, all, alx] = changes[k];
+            (sums.al, sums.all, sums.alx) = (sums.al + al, sums.all + all, sums.alx + alx);
+            sums
+        })
+    }
+
+    /// The portable `RunSweep` of a run (`avx2::sweep_run` does the same operations in the same order).
+    #[inline(always)]
+    fn run(&self, x: &[f32], a: &[f32]) -> RunSweep {
+        let mut run = RunSweep { first: [[0.0; 8]; 3], moves: [[[0.0; 4]; BINS]; SETS] };
+        for (i, (&x, &a)) in x.iter().zip(a).enumerate() {
+            run.add_weight(self, i, x, a);
+        }
+        run
+    }
+
+    /// One weight's level at candidate 0 and its two possible moves: the candidate where each happens (None
+    /// when it does not) and the change in (a l, a l², a l x).
+    #[inline(always)]
+    fn weight(&self, x: f32, a: f32) -> (f32, [(Option<usize>, [f32; 3]); 2]) {
+        let Lattice { shift, inv_scale, offset, max_code } = self.lattice;
+        let d = x - shift;
+        // Candidate 0's code as the lattice rounds it; the unrounded code moves by `rate` per candidate.
+        let c = d * inv_scale + offset + 0.5;
+        let code = (if c > 0.0 { c } else { 0.0 }).min(max_code).trunc();
+        let level = code - offset;
+        let rate = d * self.step;
+        let rising = rate > 0.0;
+        let (scale, direction) = if rising { (1.0 / rate, 1.0) } else { (-(1.0 / rate), -1.0) };
+        let moves = [1.0f32, 2.0].map(|j| {
+            // Rising: the first k with c + k·rate ≥ code + j. Falling: the first k with c + k·rate < code − j + 1.
+            let (distance, target) =
+                if rising { ((code + j) - c, code + j) } else { ((c - code) + (j - 1.0), code - j) };
+            let t = distance * scale;
+            let k = if rising { t.ceil() } else { t.floor() + 1.0 };
+            let possible = if rising { target <= max_code } else { target >= 0.0 };
+            let comes = possible && (rising || rate < 0.0) && k <= NSTEP as f32;
+            let bin = comes.then(|| k.max(1.0) as usize);
+            let from = (direction * (j - 1.0)) + level;
+            let signed = a * direction;
+            (bin, [signed, a * ((from * direction) * 2.0 + 1.0), signed * x])
+        });
+        (level, moves)
+    }
+}
+
+impl RunSweep {
+    /// Adds the `i`th weight of the run.
+    #[inline(always)]
+    fn add_weight(&mut self, sweep: &Sweep, i: usize, x: f32, a: f32) {
+        let lane = i % 8;
+        let (level, moves) = sweep.weight(x, a);
+        let wl = a * level;
+        self.first[0][lane] += wl;
+        self.first[1][lane] = wl.mul_add(level, self.first[1][lane]);
+        self.first[2][lane] = wl.mul_add(x, self.first[2][lane]);
+        for (j, (bin, change)) in moves.into_iter().enumerate() {
+            let bin = bin.unwrap_or(never(i / 8, j));
+            for (m, c) in self.moves[lane % SETS][bin].iter_mut().zip(change) {
+                *m += c;
+            }
+        }
+    }
 }
 
 /// Keeps the candidate's code sums when its error is the smaller (and it has one: a usable grid).
@@ -321,7 +443,7 @@ fn code_sums(x: &[f32], a: &[f32], lattice: Lattice) -> CodeSums {
 /// The same sums written with AVX2 intrinsics: the search's inner loop, which LLVM would not vectorize whole.
 /// The operations and their order are those of `super::level_sums_run`, so both paths agree bit for bit.
 mod avx2 {
-    use super::Lattice;
+    use super::{BINS, Lattice, NSTEP, RunSweep, SETS, Sweep, never};
 
     /// (Σ a l, Σ a l², Σ a l x) of one run, each its lanes' `lanes16_total`, or None where the CPU lacks AVX2
     /// and FMA.
@@ -358,6 +480,124 @@ mod avx2 {
         );
         let pairs = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
         _mm_cvtsd_f64(_mm_add_sd(pairs, _mm_unpackhi_pd(pairs, pairs)))
+    }
+
+    /// `Sweep::run`, eight weights at a time, or None where the CPU lacks AVX2 and FMA.
+    #[inline(always)]
+    pub(super) fn sweep_run(x: &[f32], a: &[f32], sweep: &Sweep) -> Option<RunSweep> {
+        #[cfg(target_arch = "x86_64")]
+        if crate::math::has_avx2_fma() {
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            return Some(unsafe { sweep_lanes(x, a, sweep) });
+        }
+        None
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn sweep_lanes(x: &[f32], a: &[f32], sweep: &Sweep) -> RunSweep {
+        use std::arch::x86_64::*;
+        let n = x.len().min(a.len());
+        let whole = n / 8 * 8;
+        let mut run = RunSweep { first: [[0.0; 8]; 3], moves: [[[0.0; 4]; BINS]; SETS] };
+        let Lattice { shift, inv_scale, offset, max_code } = sweep.lattice;
+        let (shift, inv_scale, offset) = (_mm256_set1_ps(shift), _mm256_set1_ps(inv_scale), _mm256_set1_ps(offset));
+        let (zero, half, one, two) =
+            (_mm256_setzero_ps(), _mm256_set1_ps(0.5), _mm256_set1_ps(1.0), _mm256_set1_ps(2.0));
+        let (max_code, step, last) =
+            (_mm256_set1_ps(max_code), _mm256_set1_ps(sweep.step), _mm256_set1_ps(NSTEP as f32));
+        let sign = _mm256_set1_ps(-0.0);
+        let mut first = [zero; 3];
+        let mut i = 0;
+        while i < whole {
+            // SAFETY: i + 8 <= whole <= both lengths.
+            let (v, w) = unsafe { (_mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(a.as_ptr().add(i))) };
+            let d = _mm256_sub_ps(v, shift);
+            let c = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(d, inv_scale), offset), half);
+            // max/min return their second operand for a NaN: 0, as `Lattice::level` does.
+            let code = _mm256_round_ps(_mm256_min_ps(_mm256_max_ps(c, zero), max_code), _MM_FROUND_TO_ZERO);
+            let level = _mm256_sub_ps(code, offset);
+            let wl = _mm256_mul_ps(w, level);
+            first[0] = _mm256_add_ps(first[0], wl);
+            first[1] = _mm256_fmadd_ps(wl, level, first[1]);
+            first[2] = _mm256_fmadd_ps(wl, v, first[2]);
+            let rate = _mm256_mul_ps(d, step);
+            let rising = _mm256_cmp_ps(rate, zero, _CMP_GT_OQ);
+            let moving = _mm256_or_ps(rising, _mm256_cmp_ps(rate, zero, _CMP_LT_OQ));
+            let inverse = _mm256_div_ps(one, rate);
+            let scale = _mm256_blendv_ps(_mm256_xor_ps(inverse, sign), inverse, rising);
+            let direction = _mm256_blendv_ps(_mm256_set1_ps(-1.0), one, rising);
+            let signed = _mm256_mul_ps(w, direction);
+            let mut bins = [[0i32; 8]; 2];
+            let mut changes = [[_mm_setzero_ps(); 8]; 2];
+            for (j, (bins, changes)) in bins.iter_mut().zip(&mut changes).enumerate() {
+                let (jf, j_before) = (_mm256_set1_ps(j as f32 + 1.0), _mm256_set1_ps(j as f32));
+                let up = _mm256_add_ps(code, jf);
+                let down = _mm256_sub_ps(code, jf);
+                let distance =
+                    _mm256_blendv_ps(_mm256_add_ps(_mm256_sub_ps(c, code), j_before), _mm256_sub_ps(up, c), rising);
+                let t = _mm256_mul_ps(distance, scale);
+                let k = _mm256_blendv_ps(
+                    _mm256_add_ps(_mm256_round_ps(t, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC), one),
+                    _mm256_round_ps(t, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC),
+                    rising,
+                );
+                let possible = _mm256_blendv_ps(
+                    _mm256_cmp_ps(down, zero, _CMP_GE_OQ),
+                    _mm256_cmp_ps(up, max_code, _CMP_LE_OQ),
+                    rising,
+                );
+                let comes = _mm256_and_ps(_mm256_and_ps(possible, moving), _mm256_cmp_ps(k, last, _CMP_LE_OQ));
+                let never = _mm256_set1_ps(never(i / 8, j) as f32);
+                let bin = _mm256_cvttps_epi32(_mm256_blendv_ps(never, _mm256_max_ps(k, one), comes));
+                // SAFETY: `bins` holds 8 i32.
+                unsafe { _mm256_storeu_si256(bins.as_mut_ptr().cast(), bin) };
+                let from = _mm256_add_ps(_mm256_mul_ps(direction, j_before), level);
+                let squares = _mm256_mul_ps(w, _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(from, direction), two), one));
+                let terms = [signed, squares, _mm256_mul_ps(signed, v), zero];
+                *changes = transpose(terms);
+            }
+            for lane in 0..8 {
+                for (bins, changes) in bins.iter().zip(&changes) {
+                    // The bin is 1..=NSTEP or `never`'s: within BINS.
+                    let moved = &mut run.moves[lane % SETS][bins[lane] as usize];
+                    // SAFETY: a bin holds 4 f32.
+                    unsafe {
+                        _mm_storeu_ps(moved.as_mut_ptr(), _mm_add_ps(_mm_loadu_ps(moved.as_ptr()), changes[lane]))
+                    };
+                }
+            }
+            i += 8;
+        }
+        for (lanes, sum) in run.first.iter_mut().zip(first) {
+            // SAFETY: each holds 8 f32.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+        }
+        for (i, (&x, &a)) in x.iter().zip(a).enumerate().take(n).skip(whole) {
+            run.add_weight(sweep, i, x, a);
+        }
+        run
+    }
+
+    /// Four vectors of eight lanes as eight vectors of their lane's four terms.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn transpose(r: [std::arch::x86_64::__m256; 4]) -> [std::arch::x86_64::__m128; 8] {
+        use std::arch::x86_64::*;
+        let (t0, t1) = (_mm256_unpacklo_ps(r[0], r[1]), _mm256_unpackhi_ps(r[0], r[1]));
+        let (t2, t3) = (_mm256_unpacklo_ps(r[2], r[3]), _mm256_unpackhi_ps(r[2], r[3]));
+        // Lanes 0-3 in the low halves, 4-7 in the high ones.
+        let o = [
+            _mm256_shuffle_ps(t0, t2, 0x44),
+            _mm256_shuffle_ps(t0, t2, 0xEE),
+            _mm256_shuffle_ps(t1, t3, 0x44),
+            _mm256_shuffle_ps(t1, t3, 0xEE),
+        ];
+        std::array::from_fn(|lane| {
+            if lane < 4 { _mm256_castps256_ps128(o[lane]) } else { _mm256_extractf128_ps(o[lane - 4], 1) }
+        })
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -480,7 +720,7 @@ mod tests {
     }
 
     #[test]
-    fn the_avx2_sums_are_the_portable_sums_bit_for_bit() {
+    fn the_avx2_sums_and_sweeps_are_the_portable_ones_bit_for_bit() {
         let x = noisy(203, 5.0);
         let a: Vec<f32> = noisy(203, 9.0).iter().map(|v| v.abs() * 10.0).collect();
         for lattice in [
@@ -491,6 +731,43 @@ mod tests {
                 if let Some(fast) = avx2::level_sums_run(&x[..n], &a[..n], lattice) {
                     let portable = level_sums_run(&x[..n], &a[..n], lattice).map(lanes16_total);
                     assert_eq!(fast.map(f64::to_bits), portable.map(f64::to_bits), "{n} weights");
+                }
+            }
+        }
+        let (lo, hi) = crate::math::min_max(&x);
+        for sweep in [Sweep::new(lo, 0.0, 15.0, 14.0, hi - lo), Sweep::new(0.0, 3.0, 6.0, 2.5, hi.max(-lo))] {
+            for n in [0, 5, 8, 16, 29, 64, 203] {
+                if let Some(fast) = avx2::sweep_run(&x[..n], &a[..n], &sweep) {
+                    assert_eq!(fast, sweep.run(&x[..n], &a[..n]), "{n} weights");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_sweep_gives_each_candidates_sums_as_coding_it_alone_does() {
+        let x = noisy(203, 4.0);
+        let a: Vec<f32> = noisy(203, 8.0).iter().map(|v| v.abs() * 10.0).collect();
+        // A span a little wider than the weights': at the data's own extremes some candidates put a weight
+        // exactly halfway between two codes (the widest at candidate 5), which the two ways round differently.
+        let (lo, hi) = crate::math::min_max(&x);
+        let (lo, hi) = (lo - 0.01 * (hi - lo), hi + 0.01 * (hi - lo));
+        let amax = lo.abs().max(hi.abs());
+        for bits in [2u8, 3, 4, 8] {
+            let (levels, m) = (((1u32 << bits) - 1) as f32, ((1u32 << (bits - 1)) - 1) as f32);
+            let asymmetric = (lo, 0.0, levels, levels + RMIN, hi - lo);
+            let symmetric = (0.0, m, 2.0 * m, m - 0.5, amax);
+            for (shift, offset, max_code, first, range) in [asymmetric, symmetric] {
+                let swept = Sweep::new(shift, offset, max_code, first, range).code_sums(&x, &a);
+                for (k, swept) in swept.iter().enumerate() {
+                    let inv_scale = (first + RDELTA * k as f32) / range;
+                    let alone = code_sums(&x, &a, Lattice { shift, inv_scale, offset, max_code });
+                    for (s, c) in [(swept.al, alone.al), (swept.all, alone.all), (swept.alx, alone.alx)] {
+                        assert!(
+                            (s - c).abs() <= 1e-6 * (c.abs() + alone.all),
+                            "{bits}b k={k}, shift {shift}: {s} vs {c}"
+                        );
+                    }
                 }
             }
         }
