@@ -3,7 +3,8 @@
 //! must update these on purpose, saying why. Updated on purpose (issue 17, session 7): the least-squares search
 //! sums with FMA in 16 lanes and compares candidates by their closed-form error, which rounds differently, so
 //! the three least-squares cases (uniform3 ls and the two Nash targets, whose menus are least-squares grids)
-//! have slightly different grids.
+//! have slightly different grids. Again in session 8: the search sums all its candidates in one sweep, whose
+//! candidate codes round differently at near-ties, so the same three cases pick a few other grids.
 
 mod common;
 
@@ -67,7 +68,7 @@ fn exports_are_byte_identical_to_the_recorded_ones() {
             stories(),
             &["--preset", "uniform3", "--quantizer", "ls"],
             false,
-            "28806573d49a0d6496f4fbaf958e8a62378c5a4d21d5f028fc45017ee0724242",
+            "f5aea1eab3b8b31d4ce5e8ea3be823463f2ee8738a5b330e51d01ca0f0c40821",
         ),
         (
             "stories uniform4-tensor",
@@ -81,7 +82,7 @@ fn exports_are_byte_identical_to_the_recorded_ones() {
             stories(),
             &["--target-bpw", "5.0"],
             false,
-            "fa501d81550a96be47857ca11f084587158b7c6111488200ceb59585b3486031",
+            "90ff799d63971000ae8c071fd9f1a687c5e7386843de3068341d1a0d9ef4d015",
         ),
         (
             "gpt2 seed + hf",
@@ -95,7 +96,7 @@ fn exports_are_byte_identical_to_the_recorded_ones() {
             tiny_gpt2(),
             &["--target-bpw", "8.45", "--importance", "magnitude"],
             false,
-            "15a47048f1e08c2c75dc0d4bc1e8c689a73971d2f94bddd17707913f1853a73d",
+            "804e283d56540016cba0267c340dd10c482473124d28b1db2d308a91aa04228c",
         ),
     ];
     let mut changed = Vec::new();
