@@ -139,6 +139,9 @@ fn never(i: usize, j: usize) -> usize {
     NSTEP + 1 + 2 * (i % ROTATION) + j
 }
 
+/// A weight's code move: its candidate (None when it does not come) and the change in (a l, a l², a l x).
+type Move = (Option<usize>, [f32; 3]);
+
 /// One run's sweep in f32: candidate 0's (Σ a l, Σ a l², Σ a l x) in eight lanes, and per set and candidate
 /// the change in them from the codes that move there (a fourth, zero term pads each bin to a vector).
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -191,7 +194,7 @@ impl Sweep {
     /// One weight's level at candidate 0 and its two possible moves: the candidate where each happens (None
     /// when it does not) and the change in (a l, a l², a l x).
     #[inline(always)]
-    fn weight(&self, x: f32, a: f32) -> (f32, [(Option<usize>, [f32; 3]); 2]) {
+    fn weight(&self, x: f32, a: f32) -> (f32, [Move; 2]) {
         let Lattice { shift, inv_scale, offset, max_code } = self.lattice;
         let d = x - shift;
         // Candidate 0's code as the lattice rounds it; the unrounded code moves by `rate` per candidate.
