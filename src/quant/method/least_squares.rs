@@ -195,13 +195,12 @@ impl Sweep {
     /// when it does not) and the change in (a l, a l², a l x).
     #[inline(always)]
     fn weight(&self, x: f32, a: f32) -> (f32, [Move; 2]) {
-        let Lattice { shift, inv_scale, offset, max_code } = self.lattice;
-        let d = x - shift;
+        let Lattice { shift, offset, max_code, .. } = self.lattice;
         // Candidate 0's code as the lattice rounds it; the unrounded code moves by `rate` per candidate.
-        let c = d * inv_scale + offset + 0.5;
-        let code = (if c > 0.0 { c } else { 0.0 }).min(max_code).trunc();
+        let c = self.lattice.unrounded(x);
+        let code = self.lattice.code(c);
         let level = code - offset;
-        let rate = d * self.step;
+        let rate = (x - shift) * self.step;
         let rising = rate > 0.0;
         let (scale, direction) = if rising { (1.0 / rate, 1.0) } else { (-(1.0 / rate), -1.0) };
         let moves = [1.0f32, 2.0].map(|j| {
@@ -344,12 +343,23 @@ impl Lattice {
     /// The level of `v` (its code minus the offset), as the coder rounds it.
     #[inline(always)]
     fn level(&self, v: f32) -> f32 {
-        let c = (v - self.shift) * self.inv_scale + self.offset + 0.5;
+        self.code(self.unrounded(v)) - self.offset
+    }
+
+    /// The code of `v` before rounding, plus ½ (so that `code` rounds to nearest by truncating).
+    #[inline(always)]
+    fn unrounded(&self, v: f32) -> f32 {
+        (v - self.shift) * self.inv_scale + self.offset + 0.5
+    }
+
+    /// The code of an `unrounded` one: clamped to [0, max_code], truncated.
+    #[inline(always)]
+    fn code(&self, c: f32) -> f32 {
         let c = if c > 0.0 { c } else { 0.0 };
         let c = if c < self.max_code { c } else { self.max_code };
         // SAFETY: c lies in [0, max_code] (a NaN became 0 above), so it fits an i32; the unchecked conversion
         // vectorizes where `as` would not.
-        (unsafe { c.to_int_unchecked::<i32>() }) as f32 - self.offset
+        (unsafe { c.to_int_unchecked::<i32>() }) as f32
     }
 }
 
