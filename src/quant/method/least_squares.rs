@@ -83,10 +83,7 @@ fn search_asymmetric(bits: u8, x: &[f32], a: &[f32], lo: f32, hi: f32) -> Option
     let sums = Sums::of(x, a);
     let lattice = |shift: f32, inv_scale: f32| Lattice { shift, inv_scale, offset: 0.0, max_code: levels };
     let sweep = Sweep::new(lo, 0.0, levels, levels + RMIN, hi - lo);
-    let mut best = None;
-    for codes in sweep.code_sums(x, a) {
-        keep_better(&mut best, sums.asymmetric_error(&codes), codes);
-    }
+    let mut best = least(&sweep.code_sums(x, a), |codes| sums.asymmetric_error(codes));
     for _ in 0..REFINE {
         let (scale, min) = sums.solve_asymmetric(&best?.1);
         let codes = code_sums(x, a, lattice(min, 1.0 / scale));
@@ -102,10 +99,7 @@ fn search_symmetric(bits: u8, x: &[f32], a: &[f32], amax: f32) -> Option<(f32, f
     let sums = Sums::of(x, a);
     let lattice = |inv_scale: f32| Lattice { shift: 0.0, inv_scale, offset: m, max_code: 2.0 * m };
     let sweep = Sweep::new(0.0, m, 2.0 * m, m - 0.5, amax);
-    let mut best = None;
-    for codes in sweep.code_sums(x, a) {
-        keep_better(&mut best, sums.symmetric_error(&codes), codes);
-    }
+    let mut best = least(&sweep.code_sums(x, a), |codes| sums.symmetric_error(codes));
     for _ in 0..REFINE {
         let codes = code_sums(x, a, lattice(1.0 / symmetric_scale(&best?.1)));
         keep_better(&mut best, sums.symmetric_error(&codes), codes);
@@ -159,36 +153,39 @@ impl Sweep {
     #[inline(always)]
     fn code_sums(&self, x: &[f32], a: &[f32]) -> [CodeSums; NSTEP + 1] {
         // Candidate 0's sums, then each candidate's change from the one before.
-        let mut changes = [[0f64; 3]; NSTEP + 1];
+        // Four terms per candidate (the fourth the bins' padding) so that each bin's addition is one vector's.
+        let mut changes = [[0f64; 4]; NSTEP + 1];
         for (xs, ws) in x.chunks(RUN).zip(a.chunks(RUN)) {
-            let run = avx2::sweep_run(xs, ws, self).unwrap_or_else(|| self.run(xs, ws));
+            let mut run = RunSweep::EMPTY;
+            if !avx2::sweep_run(xs, ws, self, &mut run) {
+                self.run(xs, ws, &mut run);
+            }
             for (change, first) in changes[0].iter_mut().zip(run.first) {
                 *change += lane_total(first);
             }
             for set in &run.moves {
-                for (change, moved) in changes.iter_mut().zip(set).skip(1) {
-                    for (c, &m) in change.iter_mut().zip(moved) {
-                        *c += m as f64;
+                for k in 1..=NSTEP {
+                    for t in 0..4 {
+                        changes[k][t] += set[k][t] as f64;
                     }
                 }
             }
         }
         let mut sums = CodeSums { al: 0.0, all: 0.0, alx: 0.0 };
         std::array::from_fn(|k| {
-            let [al, all, alx] = changes[k];
+            let [al, all, alx, _] = changes[k];
             (sums.al, sums.all, sums.alx) = (sums.al + al, sums.all + all, sums.alx + alx);
             sums
         })
     }
 
-    /// The portable `RunSweep` of a run (`avx2::sweep_run` does the same operations in the same order).
+    /// A run's sweep added into an empty `run`, portably (`avx2::sweep_run` does the same operations in the same
+    /// order).
     #[inline(always)]
-    fn run(&self, x: &[f32], a: &[f32]) -> RunSweep {
-        let mut run = RunSweep { first: [[0.0; 8]; 3], moves: [[[0.0; 4]; BINS]; SETS] };
+    fn run(&self, x: &[f32], a: &[f32], run: &mut RunSweep) {
         for (i, (&x, &a)) in x.iter().zip(a).enumerate() {
             run.add_weight(self, i, x, a);
         }
-        run
     }
 
     /// One weight's level at candidate 0 and its two possible moves: the candidate where each happens (None
@@ -203,7 +200,9 @@ impl Sweep {
         let rate = (x - shift) * self.step;
         let rising = rate > 0.0;
         let (scale, direction) = if rising { (1.0 / rate, 1.0) } else { (-(1.0 / rate), -1.0) };
-        let moves = [1.0f32, 2.0].map(|j| {
+        // (Called twice by name rather than through `array::map`, which is not inlined: the kernel's tail would
+        // call libm's `ceilf`.)
+        let move_by = |j: f32| -> Move {
             // Rising: the first k with c + k·rate ≥ code + j. Falling: the first k with c + k·rate < code − j + 1.
             let (distance, target) =
                 if rising { ((code + j) - c, code + j) } else { ((c - code) + (j - 1.0), code - j) };
@@ -215,12 +214,14 @@ impl Sweep {
             let from = (direction * (j - 1.0)) + level;
             let signed = a * direction;
             (bin, [signed, a * ((from * direction) * 2.0 + 1.0), signed * x])
-        });
-        (level, moves)
+        };
+        (level, [move_by(1.0), move_by(2.0)])
     }
 }
 
 impl RunSweep {
+    const EMPTY: RunSweep = RunSweep { first: [[0.0; 8]; 3], moves: [[[0.0; 4]; BINS]; SETS] };
+
     /// Adds the `i`th weight of the run.
     #[inline(always)]
     fn add_weight(&mut self, sweep: &Sweep, i: usize, x: f32, a: f32) {
@@ -237,6 +238,21 @@ impl RunSweep {
             }
         }
     }
+}
+
+/// The candidate of least error (the first of equal ones), when any has one. The errors are all computed
+/// first, so their divisions run side by side and only the choice is sequential.
+#[inline(always)]
+fn least(candidates: &[CodeSums; NSTEP + 1], error: impl Fn(&CodeSums) -> Option<f64>) -> Option<(f64, CodeSums)> {
+    let mut errors = [0f64; NSTEP + 1];
+    for (e, c) in errors.iter_mut().zip(candidates) {
+        *e = error(c).unwrap_or(f64::INFINITY);
+    }
+    let mut best = 0;
+    for (k, &e) in errors.iter().enumerate() {
+        best = if e < errors[best] { k } else { best };
+    }
+    (errors[best] < f64::INFINITY).then(|| (errors[best], candidates[best]))
 }
 
 /// Keeps the candidate's code sums when its error is the smaller (and it has one: a usable grid).
@@ -456,7 +472,7 @@ fn code_sums(x: &[f32], a: &[f32], lattice: Lattice) -> CodeSums {
 /// The same sums written with AVX2 intrinsics: the search's inner loop, which LLVM would not vectorize whole.
 /// The operations and their order are those of `super::level_sums_run`, so both paths agree bit for bit.
 mod avx2 {
-    use super::{BINS, Lattice, NSTEP, RunSweep, SETS, Sweep, never};
+    use super::{Lattice, NSTEP, RunSweep, SETS, Sweep, never};
 
     /// (Σ a l, Σ a l², Σ a l x) of one run, each its lanes' `lanes16_total`, or None where the CPU lacks AVX2
     /// and FMA.
@@ -495,25 +511,26 @@ mod avx2 {
         _mm_cvtsd_f64(_mm_add_sd(pairs, _mm_unpackhi_pd(pairs, pairs)))
     }
 
-    /// `Sweep::run`, eight weights at a time, or None where the CPU lacks AVX2 and FMA.
+    /// `Sweep::run` into an empty `run`, eight weights at a time; false (and `run` untouched) where the CPU
+    /// lacks AVX2 and FMA.
     #[inline(always)]
-    pub(super) fn sweep_run(x: &[f32], a: &[f32], sweep: &Sweep) -> Option<RunSweep> {
+    pub(super) fn sweep_run(x: &[f32], a: &[f32], sweep: &Sweep, run: &mut RunSweep) -> bool {
         #[cfg(target_arch = "x86_64")]
         if crate::math::has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA (checked above).
-            return Some(unsafe { sweep_lanes(x, a, sweep) });
+            unsafe { sweep_lanes(x, a, sweep, run) };
+            return true;
         }
-        None
+        false
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn sweep_lanes(x: &[f32], a: &[f32], sweep: &Sweep) -> RunSweep {
+    unsafe fn sweep_lanes(x: &[f32], a: &[f32], sweep: &Sweep, run: &mut RunSweep) {
         use std::arch::x86_64::*;
         let n = x.len().min(a.len());
         let whole = n / 8 * 8;
-        let mut run = RunSweep { first: [[0.0; 8]; 3], moves: [[[0.0; 4]; BINS]; SETS] };
         let Lattice { shift, inv_scale, offset, max_code } = sweep.lattice;
         let (shift, inv_scale, offset) = (_mm256_set1_ps(shift), _mm256_set1_ps(inv_scale), _mm256_set1_ps(offset));
         let (zero, half, one, two) =
@@ -590,7 +607,6 @@ mod avx2 {
         for (i, (&x, &a)) in x.iter().zip(a).enumerate().take(n).skip(whole) {
             run.add_weight(sweep, i, x, a);
         }
-        run
     }
 
     /// Four vectors of eight lanes as eight vectors of their lane's four terms.
@@ -750,8 +766,10 @@ mod tests {
         let (lo, hi) = crate::math::min_max(&x);
         for sweep in [Sweep::new(lo, 0.0, 15.0, 14.0, hi - lo), Sweep::new(0.0, 3.0, 6.0, 2.5, hi.max(-lo))] {
             for n in [0, 5, 8, 16, 29, 64, 203] {
-                if let Some(fast) = avx2::sweep_run(&x[..n], &a[..n], &sweep) {
-                    assert_eq!(fast, sweep.run(&x[..n], &a[..n]), "{n} weights");
+                let (mut fast, mut portable) = (RunSweep::EMPTY, RunSweep::EMPTY);
+                if avx2::sweep_run(&x[..n], &a[..n], &sweep, &mut fast) {
+                    sweep.run(&x[..n], &a[..n], &mut portable);
+                    assert_eq!(fast, portable, "{n} weights");
                 }
             }
         }
