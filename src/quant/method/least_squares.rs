@@ -486,17 +486,6 @@ mod avx2 {
         None
     }
 
-    /// `super::lanes16_total` in vector registers, its additions in the same order.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn total(l: [f32; 16]) -> f64 {
-        use std::arch::x86_64::*;
-        // SAFETY: l holds 16 f32.
-        let (a, b) = unsafe { (_mm256_loadu_ps(l.as_ptr()), _mm256_loadu_ps(l.as_ptr().add(8))) };
-        register_total(_mm256_add_ps(a, b))
-    }
-
     /// `super::lane_total` of eight lanes in a register.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
@@ -539,10 +528,20 @@ mod avx2 {
             (_mm256_set1_ps(max_code), _mm256_set1_ps(sweep.step), _mm256_set1_ps(NSTEP as f32));
         let sign = _mm256_set1_ps(-0.0);
         let mut first = [zero; 3];
+        // The last step's missing weights are padded with weight 0 at the shift: they add zeros only, so the
+        // sums are those of the portable path, which takes the tail one weight at a time.
+        let mut tail = ([sweep.lattice.shift; 8], [0f32; 8]);
+        tail.0[..n - whole].copy_from_slice(&x[whole..n]);
+        tail.1[..n - whole].copy_from_slice(&a[whole..n]);
         let mut i = 0;
-        while i < whole {
-            // SAFETY: i + 8 <= whole <= both lengths.
-            let (v, w) = unsafe { (_mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(a.as_ptr().add(i))) };
+        while i < n {
+            let (v, w) = if i < whole {
+                // SAFETY: i + 8 <= whole <= both lengths.
+                unsafe { (_mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(a.as_ptr().add(i))) }
+            } else {
+                // SAFETY: each holds 8 f32.
+                unsafe { (_mm256_loadu_ps(tail.0.as_ptr()), _mm256_loadu_ps(tail.1.as_ptr())) }
+            };
             let d = _mm256_sub_ps(v, shift);
             let c = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(d, inv_scale), offset), half);
             // max/min return their second operand for a NaN: 0, as `Lattice::level` does.
@@ -604,9 +603,6 @@ mod avx2 {
             // SAFETY: each holds 8 f32.
             unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
         }
-        for (i, (&x, &a)) in x.iter().zip(a).enumerate().take(n).skip(whole) {
-            run.add_weight(sweep, i, x, a);
-        }
     }
 
     /// Four vectors of eight lanes as eight vectors of their lane's four terms.
@@ -641,12 +637,24 @@ mod avx2 {
         let (zero, max_code) = (_mm256_setzero_ps(), _mm256_set1_ps(lattice.max_code));
         // Lanes 0-7 and 8-15 of each sum: two chains of additions.
         let mut sums = [[zero; 2]; 3];
+        // The last step's missing weights are padded with weight 0 at the shift: they add zeros only, so the
+        // sums are those of the portable path, which takes the tail one weight at a time.
+        let mut tail = ([lattice.shift; 16], [0f32; 16]);
+        tail.0[..n - whole].copy_from_slice(&x[whole..n]);
+        tail.1[..n - whole].copy_from_slice(&a[whole..n]);
         let mut i = 0;
-        while i < whole {
+        while i < n {
             for half_lanes in 0..2 {
                 let at = i + 8 * half_lanes;
-                // SAFETY: at + 8 <= whole <= both lengths.
-                let (v, w) = unsafe { (_mm256_loadu_ps(x.as_ptr().add(at)), _mm256_loadu_ps(a.as_ptr().add(at))) };
+                let (v, w) = if i < whole {
+                    // SAFETY: at + 8 <= whole <= both lengths.
+                    unsafe { (_mm256_loadu_ps(x.as_ptr().add(at)), _mm256_loadu_ps(a.as_ptr().add(at))) }
+                } else {
+                    // SAFETY: each holds 16 f32 and at - i is 0 or 8.
+                    unsafe {
+                        (_mm256_loadu_ps(tail.0.as_ptr().add(at - i)), _mm256_loadu_ps(tail.1.as_ptr().add(at - i)))
+                    }
+                };
                 let c = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, shift), inv_scale), offset), half);
                 // max/min return their second operand for a NaN: 0, as `level` does.
                 let c = _mm256_min_ps(_mm256_max_ps(c, zero), max_code);
@@ -658,28 +666,12 @@ mod avx2 {
             }
             i += 16;
         }
-        if whole == n {
-            // No tail: the totals straight from the registers.
-            return sums.map(|[a, b]| register_total(_mm256_add_ps(a, b)));
-        }
-        let mut out = [[0f32; 16]; 3];
-        for (sum, lanes) in out.iter_mut().zip(sums) {
-            // SAFETY: each half of a destination holds 8 f32.
-            unsafe {
-                _mm256_storeu_ps(sum.as_mut_ptr(), lanes[0]);
-                _mm256_storeu_ps(sum.as_mut_ptr().add(8), lanes[1]);
-            }
-        }
-        for (j, (&v, &w)) in x[whole..n].iter().zip(&a[whole..n]).enumerate() {
-            super::add_level(&mut out, j, v, w, lattice);
-        }
-        // SAFETY: the CPU has AVX2 (this function's own requirement).
-        unsafe { [total(out[0]), total(out[1]), total(out[2])] }
+        sums.map(|[a, b]| register_total(_mm256_add_ps(a, b)))
     }
 }
 
-/// Weights the search's kernel takes at once (two AVX2 registers); a block's last `len % VECTOR_STEP` weights
-/// take a scalar path.
+/// Weights the search's kernel takes at once (two AVX2 registers): tiers padded to a multiple of it keep every
+/// loop of the search whole.
 pub const VECTOR_STEP: usize = 16;
 
 /// Weights are summed in f32 over runs of at most this many, then in f64: long blocks (whole rows, whole
