@@ -248,11 +248,12 @@ fn least(candidates: &[CodeSums; NSTEP + 1], error: impl Fn(&CodeSums) -> Option
     for (e, c) in errors.iter_mut().zip(candidates) {
         *e = error(c).unwrap_or(f64::INFINITY);
     }
-    let mut best = 0;
-    for (k, &e) in errors.iter().enumerate() {
-        best = if e < errors[best] { k } else { best };
+    // The least so far held in a register: indexing `errors` by `best` would chain a load into every step.
+    let (mut best, mut least) = (0, errors[0]);
+    for (k, &e) in errors.iter().enumerate().skip(1) {
+        (best, least) = if e < least { (k, e) } else { (best, least) };
     }
-    (errors[best] < f64::INFINITY).then(|| (errors[best], candidates[best]))
+    (least < f64::INFINITY).then(|| (least, candidates[best]))
 }
 
 /// Keeps the candidate's code sums when its error is the smaller (and it has one: a usable grid).
