@@ -72,9 +72,9 @@ pub fn calibrate(model: &Model, windows: &[Vec<u32>], second_moments: bool, job:
     Ok(CalibrationStats { mean_square, second_moment, tokens })
 }
 
-pub fn scores(w: &[f32], rows: usize, mean_square: &[f32]) -> Vec<f32> {
-    let cols = w.len() / rows;
+pub fn scores_into(w: &[f32], mean_square: &[f32], out: &mut [f32]) {
     let scale: Vec<f32> = mean_square.iter().map(|m| m.sqrt()).collect();
-    assert_eq!(scale.len(), cols);
-    w.chunks_exact(cols).flat_map(|row| row.iter().zip(&scale).map(|(v, s)| v.abs() * s)).collect()
+    for (row, out) in w.chunks_exact(scale.len()).zip(out.chunks_exact_mut(scale.len())) {
+        out.iter_mut().zip(row).zip(&scale).for_each(|((o, v), s)| *o = v.abs() * s);
+    }
 }

@@ -1,5 +1,5 @@
 //! s = |w|: the simplest signal, and the baseline the others must beat.
 
-pub fn scores(w: &[f32]) -> Vec<f32> {
-    w.iter().map(|v| v.abs()).collect()
+pub fn scores_into(w: &[f32], out: &mut [f32]) {
+    out.iter_mut().zip(w).for_each(|(s, v)| *s = v.abs());
 }

@@ -147,16 +147,32 @@ pub fn row_scores(
     cols: usize,
     calibration: Option<&CalibrationStats>,
 ) -> Vec<f32> {
-    let rows = w.len() / cols.max(1);
+    let mut out = crate::memory::zeroed_f32(w.len());
+    row_scores_into(method, name, w, first_row, cols, calibration, &mut out);
+    out
+}
+
+/// `row_scores` into `out` (as long as `w`; every value is written).
+pub fn row_scores_into(
+    method: &ImportanceMethod,
+    name: &str,
+    w: &[f32],
+    first_row: usize,
+    cols: usize,
+    calibration: Option<&CalibrationStats>,
+    out: &mut [f32],
+) {
+    assert_eq!(out.len(), w.len(), "one score per weight");
     match method {
-        ImportanceMethod::Magnitude => magnitude::scores(w),
-        ImportanceMethod::Swarm { alpha, radius } => swarm::scores(w, cols, *alpha, *radius),
-        // A matrix the calibration never saw as a matmul input (an untied embedding) falls back to |w|.
+        ImportanceMethod::Magnitude => magnitude::scores_into(w, out),
+        ImportanceMethod::Swarm { alpha, radius } => swarm::scores_into(w, cols, *alpha, *radius, out),
+        // A matrix the calibration never saw as a matmul input (an untied embedding), or whose statistics do not
+        // match its columns, falls back to |w|.
         ImportanceMethod::Activation => match calibration.and_then(|c| c.mean_square.get(name)) {
-            Some(ms) => activation::scores(w, rows, ms),
-            None => magnitude::scores(w),
+            Some(ms) if ms.len() == cols => activation::scores_into(w, ms, out),
+            _ => magnitude::scores_into(w, out),
         },
-        ImportanceMethod::Random { seed } => random::scores_from(first_row * cols, w.len(), *seed, name),
+        ImportanceMethod::Random { seed } => random::scores_into(first_row * cols, *seed, name, out),
     }
 }
 

@@ -7,8 +7,15 @@ pub fn scores(n: usize, seed: u64, name: &str) -> Vec<f32> {
 /// Scores `first..first + n` of the tensor's stream (splitmix64 steps its state by a constant, so any position
 /// of the stream is reached at once).
 pub fn scores_from(first: usize, n: usize, seed: u64, name: &str) -> Vec<f32> {
+    let mut out = vec![0f32; n];
+    scores_into(first, seed, name, &mut out);
+    out
+}
+
+/// `scores_from(first, out.len(), ..)` into `out`.
+pub fn scores_into(first: usize, seed: u64, name: &str, out: &mut [f32]) {
     let mut state = (seed ^ fnv1a(name.as_bytes())).wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(first as u64));
-    (0..n).map(|_| (splitmix64(&mut state) >> 40) as f32 / (1u64 << 24) as f32).collect()
+    out.iter_mut().for_each(|s| *s = (splitmix64(&mut state) >> 40) as f32 / (1u64 << 24) as f32);
 }
 
 pub fn splitmix64(state: &mut u64) -> u64 {

@@ -5,11 +5,15 @@ use rayon::prelude::*;
 
 pub fn scores(w: &[f32], cols: usize, alpha: f32, radius: usize) -> Vec<f32> {
     let mut out = crate::memory::zeroed_f32(w.len());
+    scores_into(w, cols, alpha, radius, &mut out);
+    out
+}
+
+pub fn scores_into(w: &[f32], cols: usize, alpha: f32, radius: usize, out: &mut [f32]) {
     let block = cols.max(1) * ROWS_AT_ONCE;
     out.par_chunks_mut(block)
         .zip(w.par_chunks(block))
         .for_each(|(out, rows)| block_scores(rows, out, cols, alpha, radius));
-    out
 }
 
 /// Rows scored side by side: each row's running window sum is a chain of dependent f64 additions, and four

@@ -113,12 +113,17 @@ impl Mapped {
 
     /// Rows `rows` of a matrix whose stored rows are ours (`Layout::Kept`).
     fn rows_f32(&self, rows: Range<usize>) -> Result<Vec<f32>> {
+        let bytes = self.row_bytes(rows.clone())?;
+        self.decode(bytes, rows.len() * self.shape[1])
+    }
+
+    /// The bytes of rows `rows` (in range) of a matrix whose stored rows are ours.
+    fn row_bytes(&self, rows: Range<usize>) -> Result<&[u8]> {
         let cols = self.shape[1];
         let row_bytes = (self.encoding.bytes_for(cols)).ok_or_else(|| {
             Error::InvalidArgument(format!("rows of {cols} weights are not whole {} blocks", self.encoding))
         })?;
-        let bytes = &self.bytes()[rows.start * row_bytes..rows.end * row_bytes];
-        self.decode(bytes, rows.len() * cols)
+        Ok(&self.bytes()[rows.start * row_bytes..rows.end * row_bytes])
     }
 }
 
@@ -169,6 +174,24 @@ impl Stored {
             Stored::Mapped(m) => Ok(m.to_f32()?.narrow(0, rows.start, rows.len())?.contiguous()?),
             Stored::Packed(p) => packed_rows(p, rows),
         }
+    }
+
+    /// Rows `rows` of a matrix decoded into `out` (rows × cols values), where the matrix is held encoded in our
+    /// layout; None where it is not (`rows` then makes the copy).
+    pub fn rows_into(&self, rows: Range<usize>, out: &mut [f32]) -> Option<Result<()>> {
+        let Stored::Mapped(m) = self else { return None };
+        let [n, cols] = *m.shape.as_slice() else { return None };
+        if !matches!(m.layout, Layout::Kept) {
+            return None;
+        }
+        if rows.start > rows.end || rows.end > n || out.len() != rows.len() * cols {
+            let message = format!("rows {rows:?} of a matrix of {n} rows into {} values", out.len());
+            return Some(Err(Error::InvalidArgument(message)));
+        }
+        let decoded = m
+            .row_bytes(rows)
+            .and_then(|bytes| crate::quant::ggml::decode_into(m.encoding, bytes, out).map_err(Error::InvalidArgument));
+        Some(decoded)
     }
 
     /// The rows named by `ids` (an embedding lookup), in f32.

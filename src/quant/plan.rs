@@ -228,7 +228,7 @@ fn apply_cut(
     job: &Job,
     mut sink: impl FnMut(&str, Treated) -> Result<()>,
 ) -> Result<BitReport> {
-    let scoring = Scoring { model, config, calibration, piece: cuts.piece };
+    let scoring = Scoring { model, config, calibration, piece: cuts.piece, pool: Default::default() };
     let global = scoring.global_thresholds(treatments, job)?;
     let pieces = pieces(cuts, model, treatments, &scoring, global.as_deref(), job)?;
     let (total, mut done) = (treatments.len() as u64, 0);
@@ -279,6 +279,8 @@ struct Scoring<'a> {
     calibration: Option<&'a CalibrationStats>,
     /// Weights scored at once in the streaming passes.
     piece: usize,
+    /// Buffers for the pieces' decoded weights and scores, reused from piece to piece.
+    pool: crate::memory::Pool,
 }
 
 /// Rows `rows` of a tensor of `of_rows` rows, what happens to them, and the thresholds its tiers use when they
@@ -361,36 +363,51 @@ pub fn batches_of<T>(items: &[T], weight: impl Fn(&T) -> usize, budget: usize) -
 impl Scoring<'_> {
     /// Decodes a piece's rows and quantizes them (or stores them in f16).
     fn treat(&self, piece: &Piece) -> Result<Treated> {
-        let name = piece.name;
-        let stored = self.model.weights.stored(name)?;
+        let stored = self.model.weights.stored(piece.name)?;
+        // Decoded from the mapped file into a reused buffer where the encoding allows: fresh memory for every
+        // tensor costs a page fault and the kernel's zeroing per page.
+        if !stored.is_f32() {
+            let mut decoded = self.pool.take(piece.weights);
+            if let Some(done) = stored.rows_into(piece.rows.clone(), &mut decoded) {
+                done?;
+                let cols = piece.weights / piece.rows.len().max(1);
+                return self.treat_values(piece, &decoded, &[piece.rows.len(), cols]);
+            }
+        }
         let tensor =
             if piece.rows.len() == piece.of_rows { stored.to_f32()? } else { stored.rows(piece.rows.clone())? };
         let tensor = tensor.contiguous()?;
         // The weights are read in place: a copy of the 28M-weight embedding alone costs ~0.1 s of page faults.
-        with_f32_slice(&tensor, |values| -> Result<Treated> {
-            Ok(match piece.treatment {
-                Treatment::Fp16 => {
-                    let mut shape = tensor.dims().to_vec();
-                    if let Some(rows) = shape.first_mut() {
-                        *rows = piece.of_rows;
-                    }
-                    let values = values.iter().map(|v| f16::from_f32(*v)).collect();
-                    Treated::Fp16 { shape, rows: piece.rows.clone(), values }
+        with_f32_slice(&tensor, |values| self.treat_values(piece, values, tensor.dims()))?
+    }
+
+    /// Quantizes a piece's decoded `values` of shape `dims` (or stores them in f16).
+    fn treat_values(&self, piece: &Piece, values: &[f32], dims: &[usize]) -> Result<Treated> {
+        Ok(match piece.treatment {
+            Treatment::Fp16 => {
+                let mut shape = dims.to_vec();
+                if let Some(rows) = shape.first_mut() {
+                    *rows = piece.of_rows;
                 }
-                Treatment::Quantize { plan, .. } => {
-                    let (rows, cols) = tensor.dims2()?;
-                    let scores = (plan.tiers.len() > 1).then(|| {
-                        let method = &self.config.importance;
-                        importance::row_scores(method, name, values, piece.rows.start, cols, self.calibration)
-                    });
-                    let tiers =
-                        assign(plan, rows, cols, scores.as_deref(), piece.thresholds.as_deref().map(|t| &t[..]))?;
-                    let inputs = InputStats::of(self.calibration, name, cols);
-                    let tensor = method::for_plan(plan).quantize(values, rows, cols, plan, &tiers, inputs);
-                    Treated::Quantized { tensor, rows: piece.rows.clone(), of_rows: piece.of_rows }
-                }
-            })
-        })?
+                let values = values.iter().map(|v| f16::from_f32(*v)).collect();
+                Treated::Fp16 { shape, rows: piece.rows.clone(), values }
+            }
+            Treatment::Quantize { plan, .. } => {
+                let &[rows, cols] = dims else {
+                    return Err(Error::InvalidArgument(format!("`{}` of shape {dims:?} is not a matrix", piece.name)));
+                };
+                let scores = (plan.tiers.len() > 1).then(|| {
+                    let mut scores = self.pool.take(values.len());
+                    let (method, first) = (&self.config.importance, piece.rows.start);
+                    importance::row_scores_into(method, piece.name, values, first, cols, self.calibration, &mut scores);
+                    scores
+                });
+                let tiers = assign(plan, rows, cols, scores.as_deref(), piece.thresholds.as_deref().map(|t| &t[..]))?;
+                let inputs = InputStats::of(self.calibration, piece.name, cols);
+                let tensor = method::for_plan(plan).quantize(values, rows, cols, plan, &tiers, inputs);
+                Treated::Quantized { tensor, rows: piece.rows.clone(), of_rows: piece.of_rows }
+            }
+        })
     }
 
     /// Hands every unit score of tensor `name` under `granularity` to `each`, a piece of rows at a time (for

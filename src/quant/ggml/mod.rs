@@ -298,13 +298,26 @@ fn decode_block(ty: BlockType, b: &[u8], y: &mut [f32]) {
 
 /// The `count` weights `bytes` encode as `ty`; an error when the sizes disagree (never a panic).
 pub fn decode(ty: BlockType, bytes: &[u8], count: usize) -> Result<Vec<f32>, String> {
+    check_size(ty, bytes, count)?;
+    let mut out = crate::memory::zeroed_f32(count);
+    decode_into(ty, bytes, &mut out)?;
+    Ok(out)
+}
+
+/// Whether `bytes` hold exactly `count` weights of `ty`.
+fn check_size(ty: BlockType, bytes: &[u8], count: usize) -> Result<(), String> {
     let expected = ty
         .bytes_for(count)
         .ok_or_else(|| format!("{count} weights do not fill whole {ty} blocks of {}", ty.block_weights()))?;
     if bytes.len() != expected {
         return Err(format!("{ty} data of {count} weights needs {expected} bytes, found {}", bytes.len()));
     }
-    let mut out = crate::memory::zeroed_f32(count);
+    Ok(())
+}
+
+/// `decode` into `out` (its length the count of weights).
+pub fn decode_into(ty: BlockType, bytes: &[u8], out: &mut [f32]) -> Result<(), String> {
+    check_size(ty, bytes, out.len())?;
     let (n, size) = (ty.block_weights(), ty.block_bytes());
     let chunk = n * 1024; // blocks per parallel task
     out.par_chunks_mut(chunk).zip(bytes.par_chunks(chunk / n * size)).for_each(|(y, b)| {
@@ -312,7 +325,7 @@ pub fn decode(ty: BlockType, bytes: &[u8], count: usize) -> Result<Vec<f32>, Str
             decode_block(ty, b, y);
         }
     });
-    Ok(out)
+    Ok(())
 }
 
 /// Σ imp·(w − q)² / Σ imp·w² over a `[rows, cols]` matrix: the relative output error the importance predicts.
