@@ -71,7 +71,8 @@ crate::math::dispatch! {
         let Some(candidate) = candidate.and_then(|(scale, min)| stored(grid, bits, scale, min)) else {
             return min_max;
         };
-        if weighted_error(&candidate, x, a) < weighted_error(&min_max, x, a) { candidate } else { min_max }
+        let [least_squares, rtn] = weighted_errors([&candidate, &min_max], x, a);
+        if least_squares < rtn { candidate } else { min_max }
     }
 }
 
@@ -271,38 +272,40 @@ fn stored(grid: Grid, bits: u8, scale: f32, min: f32) -> Option<BlockGrid> {
     (scale.is_finite() && min.is_finite() && scale.to_f32() > 0.0).then_some(BlockGrid { scale, min, grid, bits })
 }
 
-/// Σ a (x − q(x))² on `grid`, codes rounded to nearest as the coder does.
+/// Σ a (x − q(x))² on each grid, codes rounded to nearest as the coder does: one pass over the weights for all
+/// grids, each summed in 8 f32 lanes per run, then f64.
 #[inline(always)]
-pub fn weighted_error(grid: &BlockGrid, x: &[f32], a: &[f32]) -> f64 {
-    let fast = grid.fast();
-    let lattice = Lattice { shift: fast.min, inv_scale: fast.inv_scale, offset: fast.offset, max_code: fast.max_code };
-    let mut levels = [0f32; RUN];
-    let mut total = 0f64;
+pub fn weighted_errors<const G: usize>(grids: [&BlockGrid; G], x: &[f32], a: &[f32]) -> [f64; G] {
+    let grids = grids.map(|grid| {
+        let fast = grid.fast();
+        let lattice =
+            Lattice { shift: fast.min, inv_scale: fast.inv_scale, offset: fast.offset, max_code: fast.max_code };
+        (lattice, fast.scale, fast.min)
+    });
+    let add = |acc: &mut [[f32; 8]; G], j: usize, v: f32, w: f32| {
+        for ((lattice, scale, min), acc) in grids.iter().zip(acc.iter_mut()) {
+            let d = v - (lattice.level(v) * scale + min);
+            acc[j] += w * d * d;
+        }
+    };
+    let mut totals = [0f64; G];
     for (xs, ws) in x.chunks(RUN).zip(a.chunks(RUN)) {
-        let errors = &mut levels[..xs.len()];
-        for (e, &v) in errors.iter_mut().zip(xs) {
-            *e = v - (lattice.level(v) * fast.scale + fast.min);
+        let mut acc = [[0f32; 8]; G];
+        let (xc, wc) = (xs.chunks_exact(8), ws.chunks_exact(8));
+        let (xr, wr) = (xc.remainder(), wc.remainder());
+        for (x8, w8) in xc.zip(wc) {
+            for j in 0..8 {
+                add(&mut acc, j, x8[j], w8[j]);
+            }
         }
-        total += weighted_squares_run(errors, ws);
-    }
-    total
-}
-
-/// Σ w·d² over a run, in 8 f32 lanes then f64.
-#[inline(always)]
-fn weighted_squares_run(d: &[f32], w: &[f32]) -> f64 {
-    let mut acc = [0f32; 8];
-    let (dc, wc) = (d.chunks_exact(8), w.chunks_exact(8));
-    let (dr, wr) = (dc.remainder(), wc.remainder());
-    for (d, w) in dc.zip(wc) {
-        for j in 0..8 {
-            acc[j] += w[j] * d[j] * d[j];
+        for (j, (&v, &w)) in xr.iter().zip(wr).enumerate() {
+            add(&mut acc, j, v, w);
+        }
+        for (total, acc) in totals.iter_mut().zip(acc) {
+            *total += lane_total(acc);
         }
     }
-    for (j, (d, w)) in dr.iter().zip(wr).enumerate() {
-        acc[j] += w * d * d;
-    }
-    lane_total(acc)
+    totals
 }
 
 /// The lanes of (Σ w·l, Σ w·l², Σ w·l·x) over a run, l the levels `lattice` gives `x`: sixteen lanes, so that
@@ -706,7 +709,7 @@ mod tests {
                     let (lo, hi) = crate::math::min_max(xb);
                     let ls = fit(grid, bits, xb, ab, lo, hi);
                     let mm = rtn::fit(grid, bits, lo, hi);
-                    let (e_ls, e_mm) = (weighted_error(&ls, xb, ab), weighted_error(&mm, xb, ab));
+                    let [e_ls, e_mm] = weighted_errors([&ls, &mm], xb, ab);
                     assert!(e_ls <= e_mm, "{grid:?} {bits}b: {e_ls} > {e_mm}");
                     (ours, theirs) = (ours + e_ls, theirs + e_mm);
                 }
@@ -802,7 +805,7 @@ mod tests {
         let x = [0.25f32; 32];
         let a = [1.0f32; 32];
         let g = fit(Grid::Asymmetric, 4, &x, &a, 0.25, 0.25);
-        assert_eq!(weighted_error(&g, &x, &a), 0.0);
+        assert_eq!(weighted_errors([&g], &x, &a), [0.0]);
         let zero_weights = [0.0f32; 32];
         let y = noisy(32, 2.0);
         let (lo, hi) = crate::math::min_max(&y);
