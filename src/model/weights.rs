@@ -331,3 +331,37 @@ impl FromIterator<(String, Tensor)> for Weights {
         Weights(iter.into_iter().map(|(n, t)| (n, Stored::Dense(t))).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::ggml;
+
+    /// A 6 x 64 matrix in Q8_0, mapped from a file.
+    fn mapped_q8() -> (Stored, tempfile::TempDir) {
+        let values: Vec<f32> = (0..6 * 64).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let bytes = ggml::encode(BlockType::Q8_0, &values, 64, None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.bin");
+        std::fs::write(&path, &bytes).unwrap();
+        // SAFETY: the file is ours and not changed while mapped.
+        let file = Arc::new(unsafe { memmap2::Mmap::map(&std::fs::File::open(&path).unwrap()) }.unwrap());
+        let mapped = Mapped::new(BlockType::Q8_0, vec![6, 64], file, 0..bytes.len(), Layout::Kept, "w").unwrap();
+        (Stored::Mapped(mapped), dir)
+    }
+
+    #[test]
+    fn rows_decoded_into_a_buffer_are_the_rows_decoded_as_a_tensor() {
+        let (stored, _dir) = mapped_q8();
+        let mut out = vec![f32::NAN; 3 * 64];
+        stored.rows_into(2..5, &mut out).expect("a mapped matrix in our layout").unwrap();
+        let tensor = stored.rows(2..5).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(out, tensor);
+        // Rows outside the matrix, or a buffer of the wrong size, are errors, not panics.
+        assert!(stored.rows_into(5..7, &mut vec![0.0; 2 * 64]).unwrap().is_err());
+        assert!(stored.rows_into(0..2, &mut vec![0.0; 64]).unwrap().is_err());
+        // Tensors held in memory are not decoded into a buffer.
+        let dense = Stored::Dense(Tensor::zeros((2, 4), DType::F32, &cpu()).unwrap());
+        assert!(dense.rows_into(0..2, &mut [0.0; 8]).is_none());
+    }
+}

@@ -370,8 +370,8 @@ impl Scoring<'_> {
             let mut decoded = self.pool.take(piece.weights);
             if let Some(done) = stored.rows_into(piece.rows.clone(), &mut decoded) {
                 done?;
-                let cols = piece.weights / piece.rows.len().max(1);
-                return self.treat_values(piece, &decoded, &[piece.rows.len(), cols]);
+                // (`rows_into` decodes only matrices.)
+                return self.treat_values(piece, &decoded, &[piece.rows.len(), stored.dims()[1]]);
             }
         }
         let tensor =
