@@ -105,11 +105,16 @@ fn open_blas() -> Option<Blas> {
     }
 }
 
-/// The backend the forward pass uses right now, for reports.
+/// The backend the forward pass uses right now, for reports. OpenBLAS picks its kernels by the CPU unless
+/// `OPENBLAS_CORETYPE` names them (a machine-wide setting meant for every OpenBLAS, ours included): said, as it
+/// can halve the speed (Haswell's AVX2 kernels on an AVX-512 CPU).
 pub fn backend_name() -> String {
-    match blas() {
-        Some(blas) => format!("OpenBLAS ({} kernels)", blas.core),
-        None => "candle".into(),
+    let Some(blas) = blas() else { return "candle".into() };
+    match std::env::var("OPENBLAS_CORETYPE") {
+        Ok(asked) if !asked.is_empty() => {
+            format!("OpenBLAS ({} kernels, as OPENBLAS_CORETYPE={asked} asks)", blas.core)
+        }
+        _ => format!("OpenBLAS ({} kernels)", blas.core),
     }
 }
 
