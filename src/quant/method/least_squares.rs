@@ -282,25 +282,15 @@ pub fn weighted_errors<const G: usize>(grids: [&BlockGrid; G], x: &[f32], a: &[f
             Lattice { shift: fast.min, inv_scale: fast.inv_scale, offset: fast.offset, max_code: fast.max_code };
         (lattice, fast.scale, fast.min)
     });
-    let add = |acc: &mut [[f32; 8]; G], j: usize, v: f32, w: f32| {
-        for ((lattice, scale, min), acc) in grids.iter().zip(acc.iter_mut()) {
-            let d = v - (lattice.level(v) * scale + min);
-            acc[j] += w * d * d;
-        }
-    };
     let mut totals = [0f64; G];
     for (xs, ws) in x.chunks(RUN).zip(a.chunks(RUN)) {
         let mut acc = [[0f32; 8]; G];
-        let (xc, wc) = (xs.chunks_exact(8), ws.chunks_exact(8));
-        let (xr, wr) = (xc.remainder(), wc.remainder());
-        for (x8, w8) in xc.zip(wc) {
-            for j in 0..8 {
-                add(&mut acc, j, x8[j], w8[j]);
+        in_lanes::<8>(xs, ws, |j, v, w| {
+            for ((lattice, scale, min), acc) in grids.iter().zip(acc.iter_mut()) {
+                let d = v - (lattice.level(v) * scale + min);
+                acc[j] += w * d * d;
             }
-        }
-        for (j, (&v, &w)) in xr.iter().zip(wr).enumerate() {
-            add(&mut acc, j, v, w);
-        }
+        });
         for (total, acc) in totals.iter_mut().zip(acc) {
             *total += lane_total(acc);
         }
@@ -313,17 +303,24 @@ pub fn weighted_errors<const G: usize>(grids: [&BlockGrid; G], x: &[f32], a: &[f
 #[inline(always)]
 fn level_sums_run(x: &[f32], w: &[f32], lattice: Lattice) -> [[f32; 16]; 3] {
     let mut s = [[0f32; 16]; 3];
-    let (xc, wc) = (x.chunks_exact(16), w.chunks_exact(16));
-    let (xr, wr) = (xc.remainder(), wc.remainder());
-    for (x, w) in xc.zip(wc) {
-        for j in 0..16 {
-            add_level(&mut s, j, x[j], w[j], lattice);
+    in_lanes::<16>(x, w, |j, x, w| add_level(&mut s, j, x, w, lattice));
+    s
+}
+
+/// Calls `add(j, x, a)` for every weight in order, j its lane (its index modulo L), in whole steps of L and then
+/// the rest: the shape of loop that vectorizes into L lanes of sums.
+#[inline(always)]
+fn in_lanes<const L: usize>(x: &[f32], a: &[f32], mut add: impl FnMut(usize, f32, f32)) {
+    let (xc, ac) = (x.chunks_exact(L), a.chunks_exact(L));
+    let (xr, ar) = (xc.remainder(), ac.remainder());
+    for (x, a) in xc.zip(ac) {
+        for j in 0..L {
+            add(j, x[j], a[j]);
         }
     }
-    for (j, (&x, &w)) in xr.iter().zip(wr).enumerate() {
-        add_level(&mut s, j, x, w, lattice);
+    for (j, (&x, &a)) in xr.iter().zip(ar).enumerate() {
+        add(j, x, a);
     }
-    s
 }
 
 /// One weight's terms added to lane `j` of the sums.
@@ -406,22 +403,12 @@ impl Sums {
     fn of(x: &[f32], a: &[f32]) -> Sums {
         // Four f64 lanes, added at the end: the loop vectorizes.
         let mut s = [[0f64; 4]; 3];
-        let add = |s: &mut [[f64; 4]; 3], j: usize, v: f32, w: f32| {
+        in_lanes::<4>(x, a, |j, v, w| {
             let (v, w) = (v as f64, w as f64);
             s[0][j] += w;
             s[1][j] += w * v;
             s[2][j] += w * v * v;
-        };
-        let (xc, wc) = (x.chunks_exact(4), a.chunks_exact(4));
-        let (xr, wr) = (xc.remainder(), wc.remainder());
-        for (x, w) in xc.zip(wc) {
-            for j in 0..4 {
-                add(&mut s, j, x[j], w[j]);
-            }
-        }
-        for (j, (&v, &w)) in xr.iter().zip(wr).enumerate() {
-            add(&mut s, j, v, w);
-        }
+        });
         let [a, ax, axx] = s.map(|l| (l[0] + l[2]) + (l[1] + l[3]));
         Sums { a, ax, axx }
     }
