@@ -165,6 +165,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             per_read(&uniform4_ls),
             per_read(&uniform4)
         );
+        // The search's own cost, against the same preset with min-max grids.
+        println!(
+            "  least squares / RTN: seed {:.2}, uniform4 {:.2}",
+            seed_ls.min / seed.min,
+            uniform4_ls.min / uniform4.min
+        );
         println!("importance histograms {:.2} s (once per importance setting)", quant.index_seconds);
         println!("threshold change      {:.3} ms (new shares, payload/true bpw, size; mean of 100)", quant.estimate_ms);
         println!("nash strategy errors  {:.2} s ({} strategies per tensor)", quant.game_seconds, quant.menu_size);
