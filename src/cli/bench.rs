@@ -265,15 +265,7 @@ fn read_pass_seconds(model: &nash_swarm::Model) -> anyhow::Result<f64> {
     let start = Instant::now();
     let matrices: Vec<&nash_swarm::model::Stored> = model.weights.0.values().filter(|t| t.rank() == 2).collect();
     matrices.par_iter().try_for_each(|tensor| -> anyhow::Result<()> {
-        let mut decoded = pool.take(tensor.elem_count());
-        if let Some(done) = tensor.rows_into(0..tensor.dims()[0], &mut decoded) {
-            done?;
-            std::hint::black_box(sum_of_squares(&decoded));
-            return Ok(());
-        }
-        let tensor = tensor.to_f32()?.contiguous()?;
-        let sum = nash_swarm::model::tensor_io::with_f32_slice(&tensor, sum_of_squares)?;
-        std::hint::black_box(sum);
+        std::hint::black_box(tensor.with_rows(0..tensor.dims()[0], &pool, |values, _| sum_of_squares(values))?);
         Ok(())
     })?;
     Ok(start.elapsed().as_secs_f64())

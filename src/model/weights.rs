@@ -158,14 +158,20 @@ impl Stored {
         matches!(self, Stored::Dense(t) if t.dtype() == DType::F32)
     }
 
-    /// Rows `rows` of a matrix, in f32.
-    pub fn rows(&self, rows: Range<usize>) -> Result<Tensor> {
+    /// The columns of a matrix of which `rows` are rows; an error for another shape or rows outside it.
+    fn matrix_rows(&self, rows: &Range<usize>) -> Result<usize> {
         let [n, cols] = *self.dims() else {
             return Err(Error::InvalidArgument(format!("rows of a tensor of shape {:?}", self.dims())));
         };
         if rows.start > rows.end || rows.end > n {
             return Err(Error::InvalidArgument(format!("rows {rows:?} of a matrix of {n} rows")));
         }
+        Ok(cols)
+    }
+
+    /// Rows `rows` of a matrix, in f32.
+    pub fn rows(&self, rows: Range<usize>) -> Result<Tensor> {
+        let cols = self.matrix_rows(&rows)?;
         match self {
             Stored::Dense(t) => tensor_io::as_f32(&t.narrow(0, rows.start, rows.len())?),
             Stored::Mapped(m) if matches!(m.layout, Layout::Kept) => {
@@ -176,22 +182,50 @@ impl Stored {
         }
     }
 
+    /// The mapped matrix, where this is one held encoded in our layout (its rows decode straight into a buffer).
+    fn mapped_in_our_layout(&self) -> Option<&Mapped> {
+        match self {
+            Stored::Mapped(m) if matches!(m.layout, Layout::Kept) && m.shape.len() == 2 => Some(m),
+            _ => None,
+        }
+    }
+
     /// Rows `rows` of a matrix decoded into `out` (rows × cols values), where the matrix is held encoded in our
     /// layout; None where it is not (`rows` then makes the copy).
     pub fn rows_into(&self, rows: Range<usize>, out: &mut [f32]) -> Option<Result<()>> {
-        let Stored::Mapped(m) = self else { return None };
-        let [n, cols] = *m.shape.as_slice() else { return None };
-        if !matches!(m.layout, Layout::Kept) {
-            return None;
-        }
-        if rows.start > rows.end || rows.end > n || out.len() != rows.len() * cols {
-            let message = format!("rows {rows:?} of a matrix of {n} rows into {} values", out.len());
-            return Some(Err(Error::InvalidArgument(message)));
-        }
-        let decoded = m
-            .row_bytes(rows)
-            .and_then(|bytes| crate::quant::ggml::decode_into(m.encoding, bytes, out).map_err(Error::InvalidArgument));
+        let m = self.mapped_in_our_layout()?;
+        let decoded = self.matrix_rows(&rows).and_then(|cols| {
+            if out.len() != rows.len() * cols {
+                let message = format!("rows {rows:?} of {cols} columns into {} values", out.len());
+                return Err(Error::InvalidArgument(message));
+            }
+            let bytes = m.row_bytes(rows)?;
+            crate::quant::ggml::decode_into(m.encoding, bytes, out).map_err(Error::InvalidArgument)
+        });
         Some(decoded)
+    }
+
+    /// Calls `f` with rows `rows` in f32 and their shape: decoded into a buffer from `pool` where the matrix is
+    /// held encoded in our layout (fresh memory for every tensor costs a page fault and the kernel's zeroing per
+    /// page), else read in place when held in f32 or decoded into a copy. All rows of any tensor, or some of a
+    /// matrix.
+    pub fn with_rows<R>(
+        &self,
+        rows: Range<usize>,
+        pool: &crate::memory::Pool,
+        f: impl FnOnce(&[f32], &[usize]) -> R,
+    ) -> Result<R> {
+        if self.mapped_in_our_layout().is_some() {
+            let cols = self.matrix_rows(&rows)?;
+            let mut decoded = pool.take(rows.len() * cols);
+            if let Some(done) = self.rows_into(rows.clone(), &mut decoded) {
+                done?;
+                return Ok(f(&decoded, &[rows.len(), cols]));
+            }
+        }
+        let whole = rows == (0..self.dims().first().copied().unwrap_or(1));
+        let tensor = if whole { self.to_f32()? } else { self.rows(rows)? }.contiguous()?;
+        tensor_io::with_f32_slice(&tensor, |values| f(values, tensor.dims()))
     }
 
     /// The rows named by `ids` (an embedding lookup), in f32.
@@ -363,5 +397,12 @@ mod tests {
         // Tensors held in memory are not decoded into a buffer.
         let dense = Stored::Dense(Tensor::zeros((2, 4), DType::F32, &cpu()).unwrap());
         assert!(dense.rows_into(0..2, &mut [0.0; 8]).is_none());
+        // `with_rows` gives the same rows and shape either way.
+        let pool = crate::memory::Pool::default();
+        let pooled = stored.with_rows(2..5, &pool, |v, dims| (v.to_vec(), dims.to_vec())).unwrap();
+        assert_eq!(pooled, (tensor, vec![3, 64]));
+        let held = dense.with_rows(0..2, &pool, |v, dims| (v.to_vec(), dims.to_vec())).unwrap();
+        assert_eq!(held, (vec![0.0; 8], vec![2, 4]));
+        assert!(stored.with_rows(5..7, &pool, |_, _| ()).is_err());
     }
 }

@@ -15,7 +15,6 @@ use super::tiers::{Granularity, thresholds, thresholds_streamed, tier_of};
 use crate::error::{Error, Result};
 use crate::importance::{self, CalibrationStats};
 use crate::job::Job;
-use crate::model::tensor_io::with_f32_slice;
 use crate::model::{Model, Stored, TensorRole, Weights, cpu};
 
 /// What happens to one weight tensor.
@@ -364,21 +363,7 @@ impl Scoring<'_> {
     /// Decodes a piece's rows and quantizes them (or stores them in f16).
     fn treat(&self, piece: &Piece) -> Result<Treated> {
         let stored = self.model.weights.stored(piece.name)?;
-        // Decoded from the mapped file into a reused buffer where the encoding allows: fresh memory for every
-        // tensor costs a page fault and the kernel's zeroing per page.
-        if !stored.is_f32() {
-            let mut decoded = self.pool.take(piece.weights);
-            if let Some(done) = stored.rows_into(piece.rows.clone(), &mut decoded) {
-                done?;
-                // (`rows_into` decodes only matrices.)
-                return self.treat_values(piece, &decoded, &[piece.rows.len(), stored.dims()[1]]);
-            }
-        }
-        let tensor =
-            if piece.rows.len() == piece.of_rows { stored.to_f32()? } else { stored.rows(piece.rows.clone())? };
-        let tensor = tensor.contiguous()?;
-        // The weights are read in place: a copy of the 28M-weight embedding alone costs ~0.1 s of page faults.
-        with_f32_slice(&tensor, |values| self.treat_values(piece, values, tensor.dims()))?
+        stored.with_rows(piece.rows.clone(), &self.pool, |values, dims| self.treat_values(piece, values, dims))?
     }
 
     /// Quantizes a piece's decoded `values` of shape `dims` (or stores them in f16).
@@ -418,10 +403,11 @@ impl Scoring<'_> {
         let step = (self.piece / cols.max(1)).max(1);
         let mut sum = 0f64;
         for first in (0..rows).step_by(step) {
-            let piece = stored.rows(first..(first + step).min(rows))?;
             let method = &self.config.importance;
-            let scores = with_f32_slice(&piece, |values| {
-                importance::row_scores(method, name, values, first, cols, self.calibration)
+            let scores = stored.with_rows(first..(first + step).min(rows), &self.pool, |values, _| {
+                let mut scores = self.pool.take(values.len());
+                importance::row_scores_into(method, name, values, first, cols, self.calibration, &mut scores);
+                scores
             })?;
             match granularity {
                 Granularity::Tensor => sum = scores.iter().fold(sum, |s, &x| s + x as f64),

@@ -300,7 +300,7 @@ fn decode_block(ty: BlockType, b: &[u8], y: &mut [f32]) {
 pub fn decode(ty: BlockType, bytes: &[u8], count: usize) -> Result<Vec<f32>, String> {
     check_size(ty, bytes, count)?;
     let mut out = crate::memory::zeroed_f32(count);
-    decode_into(ty, bytes, &mut out)?;
+    decode_blocks(ty, bytes, &mut out);
     Ok(out)
 }
 
@@ -318,6 +318,12 @@ fn check_size(ty: BlockType, bytes: &[u8], count: usize) -> Result<(), String> {
 /// `decode` into `out` (its length the count of weights).
 pub fn decode_into(ty: BlockType, bytes: &[u8], out: &mut [f32]) -> Result<(), String> {
     check_size(ty, bytes, out.len())?;
+    decode_blocks(ty, bytes, out);
+    Ok(())
+}
+
+/// Decodes `bytes` into `out`, whose sizes `check_size` has found to agree.
+fn decode_blocks(ty: BlockType, bytes: &[u8], out: &mut [f32]) {
     let (n, size) = (ty.block_weights(), ty.block_bytes());
     let chunk = n * 1024; // blocks per parallel task
     out.par_chunks_mut(chunk).zip(bytes.par_chunks(chunk / n * size)).for_each(|(y, b)| {
@@ -325,7 +331,6 @@ pub fn decode_into(ty: BlockType, bytes: &[u8], out: &mut [f32]) -> Result<(), S
             decode_block(ty, b, y);
         }
     });
-    Ok(())
 }
 
 /// Σ imp·(w − q)² / Σ imp·w² over a `[rows, cols]` matrix: the relative output error the importance predicts.
