@@ -30,13 +30,14 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    // glibc gives every thread that allocates its own arena and keeps freed memory there: with a layer's weights
-    // decoded and dropped per window group, that held ~20 MB more than two arenas do (eval of the demo model,
-    // RssAnon 92-97 MB against 78-86 MB, same speed).
+    // glibc gives every thread that allocates its own arena and keeps freed memory there, where other threads'
+    // allocations cannot reuse it: with a layer's weights decoded and dropped per window group, eval of the demo
+    // model peaked at RssAnon 92-97 MB with an arena per thread, 83-90 MB with two and 63-65 MB with one, at the
+    // same speed (the threads' large buffers are few, so they rarely wait for the one lock).
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: a malloc tuning call before any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
     let result = cli::run(cli::Cli::parse()).and_then(|window| window.map_or(Ok(()), |w| gui::run(w.model, w.text)));
     match result {
