@@ -93,6 +93,10 @@ fn advise_huge_pages(start: usize, bytes: usize) {
     }
 }
 
+/// Bytes several tensors share: a memory-mapped file (`Arc<memmap2::Mmap>`) or encoded tensors made in memory
+/// (`Arc<Vec<u8>>`).
+pub type SharedBytes = std::sync::Arc<dyn std::ops::Deref<Target = [u8]> + Send + Sync>;
+
 /// Bytes owned in memory or left in a memory-mapped file: a packed model's codes stay in its file.
 #[derive(Clone)]
 pub enum Bytes {

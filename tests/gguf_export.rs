@@ -261,6 +261,34 @@ fn gpt2_is_written_with_llama_cpp_names_and_reads_back_exactly() {
     assert_eq!(plan.types["wpe.weight"], BlockType::F32);
 }
 
+/// What `compare` scores for a llama.cpp preset (the encoded tensors held as they are, decoded where used) is what
+/// loading the written file gives: every weight equal and the same NLL, through llama's permuted q/k and GPT-2's
+/// transposed matrices.
+#[test]
+fn a_preset_scored_without_writing_it_is_the_written_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = &nash_swarm::eval::read_text(&wikitext()).unwrap()[..5000];
+    for source in [stories(), common::tiny_gpt2()] {
+        let model = nash_swarm::load(&source).unwrap();
+        let plan = export::preset_plan(&model, Preset::parse("q4_k_m").unwrap(), false).unwrap();
+        let out = dir.path().join(format!("{}.gguf", model.architecture.name()));
+        export::export(&model, &plan, None, &out, &job()).unwrap();
+        let written = nash_swarm::load(&out).unwrap();
+        let tensors = export::encode_tensors(&model, &plan, None, &job()).unwrap();
+        let scored = model.with_weights(export::encoded_weights(&model, tensors).unwrap());
+        let names = |m: &nash_swarm::Model| m.weights.0.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(names(&scored), names(&written));
+        assert!(scored.makes_layers(), "the layers are decoded as they are used, not held in f32");
+        for name in names(&written) {
+            let (ours, theirs) = (scored.weights.get(&name).unwrap(), written.weights.get(&name).unwrap());
+            assert_eq!(ours.dims(), theirs.dims(), "{name}");
+            assert_eq!(values(&ours), values(&theirs), "{name}");
+        }
+        let ids = model.encode(text).unwrap();
+        assert_same_nll(&scored, &written, &ids[..48]);
+    }
+}
+
 #[test]
 fn a_sentencepiece_tokenizer_is_written_so_that_text_splits_the_same() {
     // stories260k's tokenizer.json is Llama 2's kind: BPE over `▁`-joined text with byte fallback.

@@ -266,10 +266,10 @@ fn gguf_row(bench: &Bench, preset: Preset, stats: Option<&CalibrationStats>, job
     let plan = export::preset_plan(model, preset, stats.is_some())?;
     let tensors = export::encode_tensors(model, &plan, stats, job)?;
     let report = export::tensor_report(model, &tensors);
-    let quantized = model.with_weights(export::decoded_weights(model, &tensors)?);
     let quantized_weights: usize =
         report.weights_by_type.iter().filter(|(t, _)| t.is_quantized()).map(|(_, n)| n).sum();
     let quantized_bytes: u64 = tensors.iter().filter(|t| t.ty.is_quantized()).map(|t| t.data.len() as u64).sum();
+    let quantized = model.with_weights(export::encoded_weights(model, tensors)?);
     let bill = Bill {
         configuration: format!("llama.cpp {} types: {}", preset.name, report.type_shares()),
         payload_bpw: quantized_bytes as f64 * 8.0 / quantized_weights.max(1) as f64,

@@ -116,7 +116,7 @@ pub fn safetensors_header(arrays: &[Entry], metadata: &BTreeMap<String, String>)
         offset = end;
     }
     let mut bytes = serde_json::to_vec(&header).expect("JSON serializes");
-    while bytes.len() % 8 != 0 {
+    while !bytes.len().is_multiple_of(8) {
         bytes.push(b' ');
     }
     bytes

@@ -25,13 +25,14 @@ pub enum Stored {
     Packed(Arc<RowAccess>),
 }
 
-/// A tensor's bytes in a mapped file: `shape` is ours (`[out, in]` for matrices); the bytes are in the file's
-/// layout, which `layout` turns into ours after decoding.
+/// A tensor's encoded bytes, in a mapped file (or made in memory, as a GGUF reader would map them): `shape` is
+/// ours (`[out, in]` for matrices); the bytes are in the file's layout, which `layout` turns into ours after
+/// decoding.
 #[derive(Clone)]
 pub struct Mapped {
     pub encoding: BlockType,
     pub shape: Vec<usize>,
-    file: Arc<memmap2::Mmap>,
+    file: crate::memory::SharedBytes,
     range: Range<usize>,
     layout: Layout,
 }
@@ -59,7 +60,7 @@ impl Mapped {
     pub fn new(
         encoding: BlockType,
         shape: Vec<usize>,
-        file: Arc<memmap2::Mmap>,
+        file: crate::memory::SharedBytes,
         range: Range<usize>,
         layout: Layout,
         name: &str,

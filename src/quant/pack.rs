@@ -148,7 +148,7 @@ impl<'a> BitReader<'a> {
     /// A reader whose first bit is bit `bit` of `bytes` (past the end: a reader that returns nothing).
     pub fn at(bytes: &'a [u8], bit: usize) -> Self {
         let mut reader = BitReader { bytes, next_byte: (bit / 8).min(bytes.len()), acc: 0, available: 0 };
-        if bit % 8 > 0 && reader.read((bit % 8) as u32).is_none() {
+        if !bit.is_multiple_of(8) && reader.read((bit % 8) as u32).is_none() {
             reader.next_byte = bytes.len();
         }
         reader

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::Value;
 
@@ -13,10 +14,9 @@ use crate::error::{Error, Result};
 use crate::importance::CalibrationStats;
 use crate::job::Job;
 use crate::model::tensor_io::with_f32_slice;
-use crate::model::{Model, SourceFormat, Weights};
+use crate::model::{Model, SourceFormat, Stored, Weights};
 use crate::quant::ggml::preset::{self, ModelFacts, Preset, TensorShape};
 use crate::quant::ggml::{self, BlockType};
-use rayon::prelude::*;
 
 /// The metadata key that marks a file as ours (and names the plan that made it).
 pub const PLAN_KEY: &str = "nash_swarm.plan";
@@ -188,20 +188,21 @@ pub fn encode_tensors(
     Ok(tensors)
 }
 
-/// The weights a GGUF reader gets from `tensors`: decoded, renamed and put back in our layout. What evaluating
-/// an export without writing it uses; equal to loading the written file.
-pub fn decoded_weights(model: &Model, tensors: &[GgufTensor]) -> Result<Weights> {
+/// The weights a GGUF reader gets from `tensors`: renamed, left encoded and decoded when used (a layer at a time
+/// in evaluation), in our layout. What evaluating an export without writing it uses; equal to loading the
+/// written file, and never a whole-model f32 copy.
+pub fn encoded_weights(model: &Model, tensors: Vec<GgufTensor>) -> Result<Weights> {
     let extras = extra_names(model);
-    let decoded: Vec<(String, candle_core::Tensor)> = tensors
-        .par_iter()
-        .filter(|t| !extras.contains(&t.name))
-        .map(|t| {
-            let arch = &model.architecture;
-            super::decode_tensor(&model.source, arch, &t.name, t.ty, &t.data, &t.shape)?
-                .ok_or_else(|| Error::InvalidArgument(format!("GGUF tensor `{}` has no name of ours", t.name)))
-        })
-        .collect::<Result<_>>()?;
-    Ok(decoded.into_iter().collect())
+    let mut weights = BTreeMap::new();
+    for t in tensors.into_iter().filter(|t| !extras.contains(&t.name)) {
+        let range = 0..t.data.len();
+        let data: crate::memory::SharedBytes = Arc::new(t.data);
+        let made = super::gguf_tensor(&model.architecture, &t.name, t.ty, t.shape, data, range)
+            .ok_or_else(|| Error::InvalidArgument(format!("GGUF tensor `{}` has no name of ours", t.name)))?;
+        let (ours, mapped) = made?;
+        weights.insert(ours, Stored::Mapped(mapped));
+    }
+    Ok(Weights(weights))
 }
 
 /// The file's metadata: the source GGUF's (file type, plan and quantization version replaced, alignment

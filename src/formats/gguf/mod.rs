@@ -12,14 +12,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::Tensor;
 use candle_core::quantized::gguf_file::Value;
 use header::Header;
 
 use super::checks::{check_token_ids, check_tokenizer, validate};
 use crate::error::{Error, Result};
 use crate::model::arch::{self, GgufMetadata};
-use crate::model::{Architecture, Layout, Mapped, Model, SourceFormat, Stored, cpu};
+use crate::model::{Architecture, Layout, Mapped, Model, SourceFormat, Stored};
 use crate::quant::ggml::BlockType;
 
 pub fn load(path: &Path) -> Result<Model> {
@@ -54,24 +53,6 @@ pub fn load(path: &Path) -> Result<Model> {
         stored_dtypes,
         made: Default::default(),
     })
-}
-
-/// One GGUF tensor as we hold it: decoded, named and laid out as ours; None for a tensor we do not read.
-/// `origin` names the file in errors.
-pub(crate) fn decode_tensor(
-    origin: &Path,
-    architecture: &Architecture,
-    name: &str,
-    ty: BlockType,
-    data: &[u8],
-    shape: &[usize],
-) -> Result<Option<(String, Tensor)>> {
-    let Some(ours) = architecture.from_gguf_name(name) else { return Ok(None) };
-    let values = crate::quant::ggml::decode(ty, data, shape.iter().product())
-        .map_err(|e| Error::bad_file(origin, format!("cannot read tensor `{name}` ({e})")))?;
-    let tensor = Tensor::from_vec(values, shape, &cpu())?;
-    let tensor = architecture.from_gguf_layout(&ours, tensor)?;
-    Ok(Some((ours, tensor)))
 }
 
 /// A GGUF file's bits per parameter: tensor bytes × 8 / elements (what llama.cpp prints as BPW), and the whole
@@ -124,16 +105,32 @@ fn mapped_tensors(
     let mut tensors = BTreeMap::new();
     let mut dtypes = BTreeMap::new();
     for info in &header.tensors {
-        let Some(ours) = architecture.from_gguf_name(&info.name) else { continue };
-        let layout = match architecture.gguf_layout_changes(&ours) {
-            true => Layout::Gguf { architecture: architecture.clone(), name: ours.clone() },
-            false => Layout::Kept,
-        };
         let range = info.start..info.start + info.size;
-        let mapped = Mapped::new(info.ty, info.shape.clone(), bytes.clone(), range, layout, &info.name)
-            .map_err(|e| Error::bad_file(path, e.to_string()))?;
+        let Some(made) = gguf_tensor(architecture, &info.name, info.ty, info.shape.clone(), bytes.clone(), range)
+        else {
+            continue;
+        };
+        let (ours, mapped) = made.map_err(|e| Error::bad_file(path, e.to_string()))?;
         dtypes.insert(ours.clone(), info.ty.name().to_string());
         tensors.insert(ours, mapped);
     }
     Ok((tensors, dtypes))
+}
+
+/// The GGUF tensor `name` (`shape` row-major, `range` of `bytes` holding it as `ty`) under our name, left encoded
+/// and decoded when used, in our layout; None for a tensor we have no name for.
+pub(crate) fn gguf_tensor(
+    architecture: &Architecture,
+    name: &str,
+    ty: BlockType,
+    shape: Vec<usize>,
+    bytes: crate::memory::SharedBytes,
+    range: std::ops::Range<usize>,
+) -> Option<Result<(String, Mapped)>> {
+    let ours = architecture.from_gguf_name(name)?;
+    let layout = match architecture.gguf_layout_changes(&ours) {
+        true => Layout::Gguf { architecture: architecture.clone(), name: ours.clone() },
+        false => Layout::Kept,
+    };
+    Some(Mapped::new(ty, shape, bytes, range, layout, name).map(|mapped| (ours, mapped)))
 }

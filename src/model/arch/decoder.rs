@@ -106,13 +106,13 @@ pub fn count(config: &serde_json::Value, key: &str, default: Option<usize>) -> s
 
 /// Checks what every family needs of its heads: divisible counts, an even rotary part.
 pub fn check_heads(spec: &BlockSpec) -> std::result::Result<(), String> {
-    if spec.kv_heads == 0 || spec.heads % spec.kv_heads != 0 {
+    if spec.kv_heads == 0 || !spec.heads.is_multiple_of(spec.kv_heads) {
         return Err(format!(
             "num_attention_heads {} is not a multiple of num_key_value_heads {}",
             spec.heads, spec.kv_heads
         ));
     }
-    if spec.head_dim == 0 || spec.rope.rotary_dim % 2 != 0 || spec.rope.rotary_dim > spec.head_dim {
+    if spec.head_dim == 0 || !spec.rope.rotary_dim.is_multiple_of(2) || spec.rope.rotary_dim > spec.head_dim {
         return Err(format!(
             "head dimension {} with a rotary part of {} (it must be even and fit the head)",
             spec.head_dim, spec.rope.rotary_dim

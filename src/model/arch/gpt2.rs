@@ -36,7 +36,7 @@ impl Gpt2Config {
         if self.n_head == 0 || self.n_embd == 0 || self.n_layer == 0 || self.vocab_size == 0 {
             return Err("n_embd, n_head, n_layer and vocab_size must be positive".into());
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return Err(format!("n_embd {} is not divisible by n_head {}", self.n_embd, self.n_head));
         }
         if !matches!(self.activation_function.as_str(), "gelu_new" | "gelu_pytorch_tanh" | "gelu") {

@@ -86,16 +86,16 @@ impl LlamaConfig {
         if heads == 0 || self.hidden_size == 0 || self.num_hidden_layers == 0 || self.vocab_size == 0 {
             return Err("hidden_size, num_attention_heads, num_hidden_layers and vocab_size must be positive".into());
         }
-        if self.head_dim.is_none() && self.hidden_size % heads != 0 {
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(heads) {
             return Err(format!("hidden_size {} is not divisible by num_attention_heads {heads}", self.hidden_size));
         }
-        if self.kv_heads() == 0 || heads % self.kv_heads() != 0 {
+        if self.kv_heads() == 0 || !heads.is_multiple_of(self.kv_heads()) {
             return Err(format!(
                 "num_attention_heads {heads} is not a multiple of num_key_value_heads {}",
                 self.kv_heads()
             ));
         }
-        if self.head_dim() == 0 || self.head_dim() % 2 != 0 {
+        if self.head_dim() == 0 || !self.head_dim().is_multiple_of(2) {
             return Err(format!("head dimension {} must be even and positive for RoPE", self.head_dim()));
         }
         positive("rope_theta", self.rope_theta)?;
