@@ -272,6 +272,31 @@ fn quantize_cli_reports_bits_and_perplexity_and_exports_loadable_fp16() {
     assert!((a - b).abs() < 1e-3, "{a} vs {b}");
 }
 
+/// GPTQ's E[x xᵀ] per matrix: its diagonal is E[x²] (summed apart, in f64), and matrices that read the same input
+/// hold one copy of it (q, k and v; gate and up), while the others hold their own.
+#[test]
+fn second_moments_match_the_mean_squares_and_are_shared_by_matrices_reading_one_input() {
+    let model = load(&stories()).unwrap();
+    let tokens = model.encode(&eval::read_text(&wikitext()).unwrap()).unwrap();
+    let (_, windows) = eval::split_calibration(&tokens, 4, 64, &wikitext()).unwrap();
+    let stats = nash_swarm::importance::activation::calibrate(&model, &windows, true, &Job::silent()).unwrap();
+    assert_eq!(stats.second_moment.len(), stats.mean_square.len());
+    for (name, mean_square) in &stats.mean_square {
+        let cols = mean_square.len();
+        let moment = stats.second_moment(name, cols).unwrap_or_else(|| panic!("{name}: no {cols}x{cols} moment"));
+        for (j, &m) in mean_square.iter().enumerate() {
+            let diagonal = moment[j * cols + j];
+            assert!((diagonal - m).abs() <= 1e-4 * m.abs().max(1e-6), "{name}[{j}]: {diagonal} vs {m}");
+        }
+    }
+    let held = |leaf: &str| stats.second_moment[&format!("model.layers.1.{leaf}.weight")].clone();
+    assert!(std::sync::Arc::ptr_eq(&held("self_attn.q_proj"), &held("self_attn.k_proj")));
+    assert!(std::sync::Arc::ptr_eq(&held("self_attn.q_proj"), &held("self_attn.v_proj")));
+    assert!(std::sync::Arc::ptr_eq(&held("mlp.gate_proj"), &held("mlp.up_proj")));
+    assert!(!std::sync::Arc::ptr_eq(&held("self_attn.q_proj"), &held("self_attn.o_proj")));
+    assert!(!std::sync::Arc::ptr_eq(&held("self_attn.q_proj"), &held("mlp.gate_proj")));
+}
+
 #[test]
 fn activation_importance_uses_held_out_calibration() {
     let model = load(&stories()).unwrap();

@@ -2,6 +2,7 @@
 //! feature j of that matrix over calibration tokens, gathered by observing every matmul of the forward pass.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::error::Result;
 use crate::job::Job;
@@ -11,8 +12,9 @@ use crate::model::Model;
 #[derive(Clone, Debug, Default)]
 pub struct CalibrationStats {
     pub mean_square: BTreeMap<String, Vec<f32>>,
-    /// E[x xᵀ] of every matrix's inputs (`cols × cols`, row-major), when asked for (GPTQ).
-    pub second_moment: BTreeMap<String, Vec<f32>>,
+    /// E[x xᵀ] of every matrix's inputs (`cols × cols`, row-major), when asked for (GPTQ); matrices that read the
+    /// same input (q, k and v; gate and up) share one.
+    pub second_moment: BTreeMap<String, Arc<Vec<f32>>>,
     pub tokens: usize,
 }
 
@@ -24,7 +26,7 @@ impl CalibrationStats {
 
     /// E[x xᵀ] of the `cols` inputs of matrix `name`, when it was gathered with that many columns.
     pub fn second_moment(&self, name: &str, cols: usize) -> Option<&[f32]> {
-        self.second_moment.get(name).filter(|m| Some(m.len()) == cols.checked_mul(cols)).map(Vec::as_slice)
+        self.second_moment.get(name).filter(|m| Some(m.len()) == cols.checked_mul(cols)).map(|m| m.as_slice())
     }
 }
 
@@ -33,10 +35,12 @@ impl CalibrationStats {
 pub fn calibrate(model: &Model, windows: &[Vec<u32>], second_moments: bool, job: &Job) -> Result<CalibrationStats> {
     let mut sums: BTreeMap<String, (Vec<f64>, usize)> = BTreeMap::new();
     let mut products: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    // Matrices that read the same input (q, k and v; gate and up) share one xᵀx, summed under the first one's name.
+    let mut sharing: BTreeMap<String, String> = BTreeMap::new();
     for (i, window) in windows.iter().enumerate() {
         job.checkpoint()?;
-        // Matrices that read the same input (q, k and v; gate and up) share one xᵀx.
-        let mut last: Option<(candle_core::TensorId, Vec<f32>)> = None;
+        // The input seen last, and the matrix that first read it.
+        let mut last: Option<(candle_core::TensorId, String)> = None;
         let mut observe = |name: &str, x: &candle_core::Tensor| -> Result<()> {
             let rows = x.dims()[0];
             let square_sums = x.sqr()?.sum(0)?.to_vec1::<f32>()?;
@@ -44,14 +48,15 @@ pub fn calibrate(model: &Model, windows: &[Vec<u32>], second_moments: bool, job:
             entry.0.iter_mut().zip(&square_sums).for_each(|(acc, v)| *acc += *v as f64);
             entry.1 += rows;
             if second_moments {
-                if last.as_ref().is_none_or(|(id, _)| *id != x.id()) {
-                    let xt = x.t()?.contiguous()?;
-                    let product = crate::model::layers::gemm::matmul_t(&xt, &xt)?.flatten_all()?.to_vec1::<f32>()?;
-                    last = Some((x.id(), product));
+                if let Some((_, first)) = last.as_ref().filter(|(id, _)| *id == x.id()) {
+                    sharing.insert(name.to_string(), first.clone());
+                    return Ok(());
                 }
-                let product = &last.as_ref().expect("set above").1;
+                let xt = x.t()?.contiguous()?;
+                let product = crate::model::layers::gemm::matmul_t(&xt, &xt)?.flatten_all()?.to_vec1::<f32>()?;
                 let acc = products.entry(name.to_string()).or_insert_with(|| vec![0.0; product.len()]);
-                acc.iter_mut().zip(product).for_each(|(a, p)| *a += p);
+                acc.iter_mut().zip(&product).for_each(|(a, p)| *a += p);
+                last = Some((x.id(), name.to_string()));
             }
             Ok(())
         };
@@ -62,13 +67,18 @@ pub fn calibrate(model: &Model, windows: &[Vec<u32>], second_moments: bool, job:
     let mean_square =
         sums.into_iter().map(|(k, (s, n))| (k, s.iter().map(|v| (v / n as f64) as f32).collect())).collect();
     let per_token = 1.0 / tokens.max(1) as f32;
-    let second_moment = products
+    let mut second_moment: BTreeMap<String, Arc<Vec<f32>>> = products
         .into_iter()
         .map(|(k, mut p)| {
             p.iter_mut().for_each(|v| *v *= per_token);
-            (k, p)
+            (k, Arc::new(p))
         })
         .collect();
+    for (name, first) in sharing {
+        if let (false, Some(shared)) = (second_moment.contains_key(&name), second_moment.get(&first).cloned()) {
+            second_moment.insert(name, shared);
+        }
+    }
     Ok(CalibrationStats { mean_square, second_moment, tokens })
 }
 
