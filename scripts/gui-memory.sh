@@ -25,16 +25,7 @@ open_window() {
     sleep 2
     wait_idle
 }
-# Waits until the app has used (almost) no CPU for 3 s: every job has ended.
-wait_idle() {
-    local before after
-    while true; do
-        before=$(awk '{print $14 + $15}' /proc/$app/stat)
-        sleep 3
-        after=$(awk '{print $14 + $15}' /proc/$app/stat)
-        [ $((after - before)) -lt 10 ] && return
-    done
-}
+source scripts/wait-idle.sh
 click() { xdotool mousemove "$1" "$2" click 1; sleep 1; }
 report() {
     local hwm rss anon

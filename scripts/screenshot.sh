@@ -21,16 +21,7 @@ env -u DBUS_SESSION_BUS_ADDRESS "$bin" gui --model ~/.cache/nash-swarm/SmolLM2-1
 app=$!
 
 shot() { xwd -root -silent | convert xwd:- -crop "${2:-1480x920}+0+0" "png:screenshots/$1"; }
-# Waits until the app has used (almost) no CPU for 3 s: every job has ended.
-wait_idle() {
-    local before after
-    while true; do
-        before=$(awk '{print $14 + $15}' /proc/$app/stat)
-        sleep 3
-        after=$(awk '{print $14 + $15}' /proc/$app/stat)
-        [ $((after - before)) -lt 10 ] && return
-    done
-}
+source scripts/wait-idle.sh
 click() { xdotool mousemove "$1" "$2" click 1; sleep "${3:-1}"; }
 
 sleep 5
