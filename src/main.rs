@@ -32,8 +32,8 @@ fn main() -> ExitCode {
     }
     // glibc gives every thread that allocates its own arena and keeps freed memory there, where other threads'
     // allocations cannot reuse it: with a layer's weights decoded and dropped per window group, eval of the demo
-    // model peaked at RssAnon 92-97 MB with an arena per thread, 83-90 MB with two and 63-65 MB with one, at the
-    // same speed (the threads' large buffers are few, so they rarely wait for the one lock).
+    // model peaked at RssAnon 92-97 MB with an arena per thread, 81-88 MiB with two and 62-64 MiB with one, at
+    // the same speed (the threads' large buffers are few, so they rarely wait for the one lock).
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: a malloc tuning call before any other thread exists.
     unsafe {
