@@ -87,8 +87,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let ours = best(rounds.iter().map(|r| r.ours));
     let gemm_peak = best(rounds.iter().map(|r| r.gemm_peak));
-    let llama_cpp = args.llama_cpp.then(|| llama_cpp_best(&rounds));
-    let own_kernels = own_kernels_best(&rounds);
+    // llama.cpp's fastest round, with the largest peak RSS of any.
+    let llama_cpp = fastest(rounds.iter().map(|r| r.llama_cpp.clone()), |l| l.tokens_per_second).map(|best| {
+        let peak_rss = rounds.iter().filter_map(|r| r.llama_cpp.as_ref()?.as_ref().ok()).map(|l| l.peak_rss).max();
+        best.map(|l| LlamaCpp { peak_rss: peak_rss.unwrap_or(l.peak_rss), ..l })
+    });
+    let own_kernels = fastest(rounds.iter().map(|r| r.own_kernels.clone()), |o| o.0);
     let peak_rss = peak_rss_bytes();
     // The same windows on candle's own GEMM, as a reference in this run (skipped when OpenBLAS is absent).
     let candle_tps = if backend.starts_with("OpenBLAS") {
@@ -469,25 +473,17 @@ fn best(values: impl Iterator<Item = f64>) -> f64 {
     values.fold(0.0, f64::max)
 }
 
-/// llama.cpp's fastest round (with the largest peak RSS of all), or the first failure.
-fn llama_cpp_best(rounds: &[Round]) -> Result<LlamaCpp, String> {
-    let runs = rounds.iter().filter_map(|r| r.llama_cpp.clone()).collect::<Result<Vec<LlamaCpp>, String>>()?;
-    let fastest = runs.iter().max_by(|a, b| a.tokens_per_second.total_cmp(&b.tokens_per_second));
-    let fastest = fastest.ok_or("no round ran it")?;
-    Ok(LlamaCpp { peak_rss: runs.iter().map(|l| l.peak_rss).max().unwrap_or(0), ..fastest.clone() })
-}
-
-/// The fastest child run with the CPU's own kernels, or the first failure (None when none was asked for).
-fn own_kernels_best(rounds: &[Round]) -> Option<Result<(f64, String), String>> {
-    let runs = rounds.iter().filter_map(|r| r.own_kernels.clone()).collect::<Vec<_>>();
+/// The fastest of the rounds' runs by `speed`, or the first failure; None when no round ran it.
+fn fastest<T>(
+    runs: impl Iterator<Item = Option<Result<T, String>>>,
+    speed: impl Fn(&T) -> f64,
+) -> Option<Result<T, String>> {
+    let runs: Vec<Result<T, String>> = runs.flatten().collect();
     if runs.is_empty() {
         return None;
     }
-    Some(
-        runs.into_iter()
-            .collect::<Result<Vec<_>, String>>()
-            .map(|runs| runs.into_iter().max_by(|a, b| a.0.total_cmp(&b.0)).expect("not empty")),
-    )
+    let runs = runs.into_iter().collect::<Result<Vec<T>, String>>();
+    Some(runs.map(|runs| runs.into_iter().max_by(|a, b| speed(a).total_cmp(&speed(b))).expect("not empty")))
 }
 
 /// Per round, `ours(round)` over llama.cpp's throughput in that round (rounds where either is missing left out).

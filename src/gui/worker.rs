@@ -178,8 +178,8 @@ impl<T: Send + 'static> Jobs<T> {
     }
 }
 
-/// Returns memory freed by a finished job to the system. glibc keeps freed blocks in per-thread arenas, so after
-/// a run the window would otherwise hold hundreds of MB it no longer uses, and the next job would stack on top.
+/// Returns memory freed by a finished job to the system. glibc keeps freed blocks in its arena, so after a run
+/// the window would otherwise hold hundreds of MB it no longer uses, and the next job would stack on top.
 pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free heap pages; it is safe to call at any time.

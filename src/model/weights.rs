@@ -32,7 +32,7 @@ pub enum Stored {
 pub struct Mapped {
     pub encoding: BlockType,
     pub shape: Vec<usize>,
-    file: crate::memory::SharedBytes,
+    bytes: crate::memory::SharedBytes,
     range: Range<usize>,
     layout: Layout,
 }
@@ -55,29 +55,29 @@ impl std::fmt::Debug for Mapped {
 }
 
 impl Mapped {
-    /// `range` of `file` holding `shape`'s values (in the file's layout) as `encoding`; an error naming `name`
+    /// `range` of `bytes` holding `shape`'s values (in the file's layout) as `encoding`; an error naming `name`
     /// when the sizes disagree.
     pub fn new(
         encoding: BlockType,
         shape: Vec<usize>,
-        file: crate::memory::SharedBytes,
+        bytes: crate::memory::SharedBytes,
         range: Range<usize>,
         layout: Layout,
         name: &str,
     ) -> Result<Mapped> {
         let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
         let expected = count.and_then(|c| encoding.bytes_for(c));
-        if range.end > file.len() || expected != Some(range.len()) {
+        if range.end > bytes.len() || expected != Some(range.len()) {
             return Err(Error::InvalidArgument(format!(
                 "tensor `{name}`: {} bytes of {encoding} cannot hold shape {shape:?}",
                 range.len()
             )));
         }
-        Ok(Mapped { encoding, shape, file, range, layout })
+        Ok(Mapped { encoding, shape, bytes, range, layout })
     }
 
     fn bytes(&self) -> &[u8] {
-        &self.file[self.range.clone()]
+        &self.bytes[self.range.clone()]
     }
 
     fn decode(&self, bytes: &[u8], count: usize) -> Result<Vec<f32>> {
