@@ -289,12 +289,12 @@ fn second_moments_match_the_mean_squares_and_are_shared_by_matrices_reading_one_
             assert!((diagonal - m).abs() <= 1e-4 * m.abs().max(1e-6), "{name}[{j}]: {diagonal} vs {m}");
         }
     }
-    let held = |leaf: &str| stats.second_moment[&format!("model.layers.1.{leaf}.weight")].clone();
-    assert!(std::sync::Arc::ptr_eq(&held("self_attn.q_proj"), &held("self_attn.k_proj")));
-    assert!(std::sync::Arc::ptr_eq(&held("self_attn.q_proj"), &held("self_attn.v_proj")));
-    assert!(std::sync::Arc::ptr_eq(&held("mlp.gate_proj"), &held("mlp.up_proj")));
-    assert!(!std::sync::Arc::ptr_eq(&held("self_attn.q_proj"), &held("self_attn.o_proj")));
-    assert!(!std::sync::Arc::ptr_eq(&held("self_attn.q_proj"), &held("mlp.gate_proj")));
+    let held = |leaf: &str| stats.second_moment[&format!("model.layers.1.{leaf}.weight")].values().as_ptr();
+    assert_eq!(held("self_attn.q_proj"), held("self_attn.k_proj"));
+    assert_eq!(held("self_attn.q_proj"), held("self_attn.v_proj"));
+    assert_eq!(held("mlp.gate_proj"), held("mlp.up_proj"));
+    assert_ne!(held("self_attn.q_proj"), held("self_attn.o_proj"));
+    assert_ne!(held("self_attn.q_proj"), held("mlp.gate_proj"));
 }
 
 #[test]

@@ -1,21 +1,36 @@
 //! Activation-aware importance: s_ij = |w_ij| · sqrt(E[x_j²]), where E[x_j²] is the mean square of input
 //! feature j of that matrix over calibration tokens, gathered by observing every matmul of the forward pass.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::io::Write;
+use std::ops::Range;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::job::Job;
+use crate::memory::SharedBytes;
 use crate::model::Model;
 
 /// Mean square of every input feature of every matrix, over the calibration tokens.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct CalibrationStats {
     pub mean_square: BTreeMap<String, Vec<f32>>,
-    /// E[x xᵀ] of every matrix's inputs (`cols × cols`, row-major), when asked for (GPTQ); matrices that read the
-    /// same input (q, k and v; gate and up) share one.
-    pub second_moment: BTreeMap<String, Arc<Vec<f32>>>,
+    /// E[x xᵀ] of every matrix's inputs, when asked for (GPTQ); matrices that read the same input (q, k and v;
+    /// gate and up) share one.
+    pub second_moment: BTreeMap<String, SecondMoment>,
     pub tokens: usize,
+}
+
+impl std::fmt::Debug for CalibrationStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let moments = self.second_moment.len();
+        write!(
+            f,
+            "CalibrationStats({} inputs, {moments} second moments, {} tokens)",
+            self.mean_square.len(),
+            self.tokens
+        )
+    }
 }
 
 impl CalibrationStats {
@@ -26,60 +41,158 @@ impl CalibrationStats {
 
     /// E[x xᵀ] of the `cols` inputs of matrix `name`, when it was gathered with that many columns.
     pub fn second_moment(&self, name: &str, cols: usize) -> Option<&[f32]> {
-        self.second_moment.get(name).filter(|m| Some(m.len()) == cols.checked_mul(cols)).map(|m| m.as_slice())
+        self.second_moment.get(name).map(SecondMoment::values).filter(|m| Some(m.len()) == cols.checked_mul(cols))
+    }
+}
+
+/// One input's E[x xᵀ] (`cols × cols` f32, row-major) in a scratch file that calibration wrote a layer at a time
+/// and maps: an 8B model's moments are about 33 GB, which need not fit in memory (the kernel pages them in as a
+/// quantizer reads them and may evict them after).
+#[derive(Clone)]
+pub struct SecondMoment {
+    file: SharedBytes,
+    range: Range<usize>,
+}
+
+impl SecondMoment {
+    pub fn values(&self) -> &[f32] {
+        // The mapping is page-aligned and every moment starts after whole f32s, so the cast cannot fail.
+        bytemuck::cast_slice(&self.file[self.range.clone()])
     }
 }
 
 /// Runs the model over the calibration windows and records E[x_j²] for each matrix's input, and E[x xᵀ] too
-/// with `second_moments` (GPTQ's Hessians: `cols²` floats per matrix).
+/// with `second_moments` (GPTQ's Hessians: `cols²` floats per input). The windows go through the model together a
+/// layer at a time, so each layer's weights are decoded once and only one layer's moments are summed in memory:
+/// when a layer is done they go to a scratch file.
 pub fn calibrate(model: &Model, windows: &[Vec<u32>], second_moments: bool, job: &Job) -> Result<CalibrationStats> {
-    let mut sums: BTreeMap<String, (Vec<f64>, usize)> = BTreeMap::new();
-    let mut products: BTreeMap<String, Vec<f32>> = BTreeMap::new();
-    // Matrices that read the same input (q, k and v; gate and up) share one xᵀx, summed under the first one's name.
-    let mut sharing: BTreeMap<String, String> = BTreeMap::new();
-    for (i, window) in windows.iter().enumerate() {
-        job.checkpoint()?;
-        // The input seen last, and the matrix that first read it.
-        let mut last: Option<(candle_core::TensorId, String)> = None;
-        let mut observe = |name: &str, x: &candle_core::Tensor| -> Result<()> {
-            let rows = x.dims()[0];
-            let square_sums = x.sqr()?.sum(0)?.to_vec1::<f32>()?;
-            let entry = sums.entry(name.to_string()).or_insert_with(|| (vec![0.0; square_sums.len()], 0));
-            entry.0.iter_mut().zip(&square_sums).for_each(|(acc, v)| *acc += *v as f64);
-            entry.1 += rows;
-            if second_moments {
-                if let Some((_, first)) = last.as_ref().filter(|(id, _)| *id == x.id()) {
-                    sharing.insert(name.to_string(), first.clone());
-                    return Ok(());
-                }
-                let xt = x.t()?.contiguous()?;
-                let product = crate::model::layers::gemm::matmul_t(&xt, &xt)?.flatten_all()?.to_vec1::<f32>()?;
-                let acc = products.entry(name.to_string()).or_insert_with(|| vec![0.0; product.len()]);
-                acc.iter_mut().zip(&product).for_each(|(a, p)| *a += p);
-                last = Some((x.id(), name.to_string()));
-            }
-            Ok(())
-        };
-        model.observe(window, &mut observe)?;
-        job.report("calibration", i as u64 + 1, windows.len() as u64, None);
-    }
     let tokens: usize = windows.iter().map(Vec::len).sum();
-    let mean_square =
-        sums.into_iter().map(|(k, (s, n))| (k, s.iter().map(|v| (v / n as f64) as f32).collect())).collect();
-    let per_token = 1.0 / tokens.max(1) as f32;
-    let mut second_moment: BTreeMap<String, Arc<Vec<f32>>> = products
-        .into_iter()
-        .map(|(k, mut p)| {
-            p.iter_mut().for_each(|v| *v *= per_token);
-            (k, Arc::new(p))
-        })
-        .collect();
-    for (name, first) in sharing {
-        if let (false, Some(shared)) = (second_moment.contains_key(&name), second_moment.get(&first).cloned()) {
-            second_moment.insert(name, shared);
+    let gathering = RefCell::new(Gathering::new(second_moments.then(MomentFile::new).transpose()?, tokens));
+    let mut observe = |name: &str, x: &candle_core::Tensor| gathering.borrow_mut().observe(name, x);
+    let layers = model.architecture.num_layers() as u64;
+    let mut after_layer = |done: usize| {
+        gathering.borrow_mut().finish_layer()?;
+        job.report("calibration", done as u64, layers, None);
+        job.checkpoint()
+    };
+    job.checkpoint()?;
+    let windows: Vec<&[u32]> = windows.iter().map(Vec::as_slice).collect();
+    model.observe(&windows, &mut observe, &mut after_layer)?;
+    gathering.into_inner().finish()
+}
+
+/// What calibration has summed so far.
+struct Gathering {
+    /// Σ x_j² per matrix, and the rows summed.
+    sums: BTreeMap<String, (Vec<f64>, usize)>,
+    /// The current layer's Σ x xᵀ, under the name of the first matrix that read each input.
+    open: BTreeMap<String, Vec<f32>>,
+    /// Matrices that read an input another one read first, and that one's name.
+    sharing: BTreeMap<String, String>,
+    /// The input seen last, and the matrix that first read it.
+    last: Option<(candle_core::TensorId, String)>,
+    /// Where finished layers' moments go; None without second moments.
+    moments: Option<MomentFile>,
+    tokens: usize,
+}
+
+impl Gathering {
+    fn new(moments: Option<MomentFile>, tokens: usize) -> Self {
+        Gathering {
+            sums: BTreeMap::new(),
+            open: BTreeMap::new(),
+            sharing: BTreeMap::new(),
+            last: None,
+            moments,
+            tokens,
         }
     }
-    Ok(CalibrationStats { mean_square, second_moment, tokens })
+
+    fn observe(&mut self, name: &str, x: &candle_core::Tensor) -> Result<()> {
+        let rows = x.dims()[0];
+        let square_sums = x.sqr()?.sum(0)?.to_vec1::<f32>()?;
+        let entry = self.sums.entry(name.to_string()).or_insert_with(|| (vec![0.0; square_sums.len()], 0));
+        entry.0.iter_mut().zip(&square_sums).for_each(|(acc, v)| *acc += *v as f64);
+        entry.1 += rows;
+        if self.moments.is_none() {
+            return Ok(());
+        }
+        if let Some((_, first)) = self.last.as_ref().filter(|(id, _)| *id == x.id()) {
+            self.sharing.insert(name.to_string(), first.clone());
+            return Ok(());
+        }
+        let xt = x.t()?.contiguous()?;
+        let product = crate::model::layers::gemm::matmul_t(&xt, &xt)?.flatten_all()?.to_vec1::<f32>()?;
+        let acc = self.open.entry(name.to_string()).or_insert_with(|| vec![0.0; product.len()]);
+        acc.iter_mut().zip(&product).for_each(|(a, p)| *a += p);
+        self.last = Some((x.id(), name.to_string()));
+        Ok(())
+    }
+
+    /// The moments summed so far are complete (a layer, or the head's input at the end): to the file.
+    fn finish_layer(&mut self) -> Result<()> {
+        let Some(file) = self.moments.as_mut() else { return Ok(()) };
+        let per_token = 1.0 / self.tokens.max(1) as f32;
+        for (name, mut sum) in std::mem::take(&mut self.open) {
+            sum.iter_mut().for_each(|v| *v *= per_token);
+            file.append(name, &sum)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<CalibrationStats> {
+        self.finish_layer()?;
+        let mean_square =
+            (self.sums.into_iter()).map(|(k, (s, n))| (k, s.iter().map(|v| (v / n as f64) as f32).collect())).collect();
+        let mut second_moment = match self.moments {
+            Some(file) => file.map()?,
+            None => BTreeMap::new(),
+        };
+        for (name, first) in self.sharing {
+            if let (false, Some(shared)) = (second_moment.contains_key(&name), second_moment.get(&first).cloned()) {
+                second_moment.insert(name, shared);
+            }
+        }
+        Ok(CalibrationStats { mean_square, second_moment, tokens: self.tokens })
+    }
+}
+
+/// An unnamed scratch file in the temporary folder (`TMPDIR`), removed when closed, that moments are appended to.
+struct MomentFile {
+    writer: std::io::BufWriter<std::fs::File>,
+    ranges: BTreeMap<String, Range<usize>>,
+    len: usize,
+}
+
+impl MomentFile {
+    fn new() -> Result<Self> {
+        let file = tempfile::tempfile().map_err(|e| scratch_error("creating", e))?;
+        Ok(MomentFile { writer: std::io::BufWriter::with_capacity(1 << 20, file), ranges: BTreeMap::new(), len: 0 })
+    }
+
+    fn append(&mut self, name: String, values: &[f32]) -> Result<()> {
+        let bytes: &[u8] = bytemuck::cast_slice(values);
+        self.writer.write_all(bytes).map_err(|e| scratch_error("writing", e))?;
+        self.ranges.insert(name, self.len..self.len + bytes.len());
+        self.len += bytes.len();
+        Ok(())
+    }
+
+    fn map(self) -> Result<BTreeMap<String, SecondMoment>> {
+        if self.ranges.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let file = self.writer.into_inner().map_err(|e| scratch_error("writing", e.into_error()))?;
+        // SAFETY: the file is unnamed and ours alone; nothing else can change it while it is mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| scratch_error("mapping", e))?;
+        let file: SharedBytes = std::sync::Arc::new(map);
+        Ok(self.ranges.into_iter().map(|(name, range)| (name, SecondMoment { file: file.clone(), range })).collect())
+    }
+}
+
+fn scratch_error(doing: &str, source: std::io::Error) -> Error {
+    let problem = format!("{doing} calibration's scratch file of second moments: {source}");
+    Error::io(std::env::temp_dir(), std::io::Error::new(source.kind(), problem))
 }
 
 pub fn scores_into(w: &[f32], mean_square: &[f32], out: &mut [f32]) {

@@ -127,12 +127,19 @@ impl Model {
         self.logits(&hidden, &self.head()?)
     }
 
-    /// The forward pass up to the head, showing every matrix's input (the head's too) to `observer`: calibration
-    /// statistics, which need no logits.
-    pub fn observe(&self, ids: &[u32], observer: &mut Observer) -> Result<()> {
+    /// The forward pass of `windows` up to the head, showing every matrix's input (the head's too) to `observer`:
+    /// calibration statistics, which need no logits. The windows go through a layer at a time, and `after_layer`
+    /// hears when each layer is done (so statistics can be finished and let go layer by layer).
+    pub fn observe(
+        &self,
+        windows: &[&[u32]],
+        observer: &mut Observer,
+        after_layer: &mut dyn FnMut(usize) -> Result<()>,
+    ) -> Result<()> {
         let linears = Linears { model: self, observer: Some(std::cell::RefCell::new(observer)) };
-        let hidden = self.hidden_states(&linears, &[ids], &mut |_| Ok(()))?.pop().expect("one window");
-        (linears.observer.as_ref().expect("set above").borrow_mut())(self.architecture.head_name(), &hidden)
+        let hidden = self.hidden_states(&linears, windows, after_layer)?;
+        let mut observer = linears.observer.as_ref().expect("set above").borrow_mut();
+        hidden.iter().try_for_each(|h| observer(self.architecture.head_name(), h))
     }
 
     /// Logits `[T, vocab]` of final hidden states (after the final norm) under `head`: the product, then the
