@@ -41,10 +41,23 @@ type SgemmFn = unsafe extern "C" fn(
 
 type SetThreadsFn = unsafe extern "C" fn(threads: c_int);
 
+/// `LAPACKE_dpotrf` and `LAPACKE_dtrtri` (this build's `lapack_int` is a C int).
+type PotrfFn = unsafe extern "C" fn(layout: c_int, uplo: std::ffi::c_char, n: c_int, a: *mut f64, lda: c_int) -> c_int;
+type TrtriFn = unsafe extern "C" fn(
+    layout: c_int,
+    uplo: std::ffi::c_char,
+    diag: std::ffi::c_char,
+    n: c_int,
+    a: *mut f64,
+    lda: c_int,
+) -> c_int;
+
 type CoreNameFn = unsafe extern "C" fn() -> *const std::ffi::c_char;
 
 struct Blas {
     sgemm: SgemmFn,
+    /// Cholesky factorisation and triangular inverse (GPTQ's inverse Hessians), where the library has them.
+    lapack: Option<(PotrfFn, TrtriFn)>,
     /// The kernel family OpenBLAS chose (`SkylakeX`, `Haswell`, ...).
     core: String,
     _library: libloading::Library,
@@ -101,7 +114,9 @@ fn open_blas() -> Option<Blas> {
             Ok(name) => std::ffi::CStr::from_ptr(name()).to_string_lossy().into_owned(),
             Err(_) => "unknown".into(),
         };
-        Some(Blas { sgemm, core, _library: library })
+        let potrf = library.get::<PotrfFn>(b"scipy_LAPACKE_dpotrf\0").ok().map(|f| *f);
+        let trtri = library.get::<TrtriFn>(b"scipy_LAPACKE_dtrtri\0").ok().map(|f| *f);
+        Some(Blas { sgemm, lapack: potrf.zip(trtri), core, _library: library })
     }
 }
 
@@ -121,6 +136,25 @@ pub fn backend_name() -> String {
 /// Turns OpenBLAS off or back on (benchmarks compare both in one run).
 pub fn set_blas_enabled(enabled: bool) {
     BLAS_ENABLED.store(enabled, Ordering::Relaxed);
+}
+
+/// In place, by OpenBLAS's LAPACK: the inverse of the lower Cholesky factor L of the symmetric `a` (`n × n`
+/// row-major, only its lower triangle read), a = L Lᵀ, left in the lower triangle (the upper one is then
+/// unspecified). None without OpenBLAS; Some(false) when `a` is not positive definite.
+pub(crate) fn inverse_cholesky_factor(a: &mut [f64], n: usize) -> Option<bool> {
+    let (potrf, trtri) = blas()?.lapack?;
+    assert_eq!(a.len(), n * n, "inverse_cholesky_factor: a is not n x n");
+    let n = c_int::try_from(n).ok()?;
+    // Column-major, the row-major lower triangle is the upper one: a = UᵀU with U = Lᵀ there, and U⁻¹ = (L⁻¹)ᵀ.
+    const COLUMN_MAJOR: c_int = 102;
+    let upper = b'U' as std::ffi::c_char;
+    // SAFETY: `a` holds exactly n² values with leading dimension n; both routines work within it.
+    unsafe {
+        Some(
+            potrf(COLUMN_MAJOR, upper, n, a.as_mut_ptr(), n) == 0
+                && trtri(COLUMN_MAJOR, upper, b'N' as std::ffi::c_char, n, a.as_mut_ptr(), n) == 0,
+        )
+    }
 }
 
 /// Single-threaded `C = alpha * A @ op(B)` on row-major slices, where `op(B)` is `B^T` when `b_transposed`.

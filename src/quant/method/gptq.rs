@@ -164,8 +164,12 @@ pub fn inverse_cholesky_upper(h: &[f32], n: usize, damping: f64) -> Option<Vec<f
         let d = &mut a[i * n + i];
         *d = if *d <= 0.0 { 1.0 } else { *d + lambda };
     }
-    let l = cholesky(&mut a, n)?;
-    let x = lower_inverse(l, n);
+    let factored = crate::model::layers::gemm::inverse_cholesky_factor(&mut a, n)
+        .unwrap_or_else(|| cholesky(&mut a, n) && invert_lower(&mut a, n));
+    if !factored {
+        return None;
+    }
+    let x = a;
     let mut u = vec![0f32; n * n];
     for i in 0..n {
         for j in i..n {
@@ -175,8 +179,9 @@ pub fn inverse_cholesky_upper(h: &[f32], n: usize, damping: f64) -> Option<Vec<f
     u.iter().all(|v| v.is_finite()).then_some(u)
 }
 
-/// The lower Cholesky factor of `a` (row-major, overwritten), or None when `a` is not positive definite.
-fn cholesky(a: &mut [f64], n: usize) -> Option<&[f64]> {
+/// The lower Cholesky factor of `a` (row-major, overwritten; OpenBLAS's LAPACK does this much faster where it is
+/// installed): false when `a` is not positive definite.
+fn cholesky(a: &mut [f64], n: usize) -> bool {
     for i in 0..n {
         for j in 0..=i {
             let (above, row_i) = a.split_at_mut(i * n);
@@ -185,7 +190,7 @@ fn cholesky(a: &mut [f64], n: usize) -> Option<&[f64]> {
             let s = row_i[j] - dot(&row_i[..j], row_j);
             if j == i {
                 if !(s > 0.0 && s.is_finite()) {
-                    return None;
+                    return false;
                 }
                 row_i[i] = s.sqrt();
             } else {
@@ -194,26 +199,25 @@ fn cholesky(a: &mut [f64], n: usize) -> Option<&[f64]> {
         }
         a[i * n + i + 1..(i + 1) * n].fill(0.0);
     }
-    Some(a)
+    true
 }
 
-/// L⁻¹ of a lower-triangular L: row i is (e_i − Σ_{k<i} L_ik · row k) / L_ii.
-fn lower_inverse(l: &[f64], n: usize) -> Vec<f64> {
-    let mut x = vec![0f64; n * n];
+/// L⁻¹ of a lower-triangular L, in place: row i is (e_i − Σ_{k<i} L_ik · row k) / L_ii. Row i's entries below
+/// the diagonal are read (as L_ik) just before they become its running sum, which is zero there until then.
+fn invert_lower(l: &mut [f64], n: usize) -> bool {
     for i in 0..n {
-        let (done, row) = x.split_at_mut(i * n);
+        let (done, row) = l.split_at_mut(i * n);
         let row = &mut row[..n];
         for k in 0..i {
-            let c = l[i * n + k];
+            let c = std::mem::take(&mut row[k]);
             if c != 0.0 {
                 row[..=k].iter_mut().zip(&done[k * n..k * n + k + 1]).for_each(|(r, &v)| *r -= c * v);
             }
         }
-        row[i] += 1.0;
-        let d = l[i * n + i];
+        let d = std::mem::replace(&mut row[i], 1.0);
         row[..=i].iter_mut().for_each(|v| *v /= d);
     }
-    x
+    true
 }
 
 crate::math::dispatch! {
@@ -292,6 +296,39 @@ mod tests {
         }
         let not_positive = vec![-1.0f32; 4];
         assert!(inverse_cholesky_upper(&not_positive, 2, 0.01).is_none());
+    }
+
+    /// The plain factorisation inverts the matrix, and OpenBLAS's LAPACK (used where it is installed) gives the
+    /// same lower triangle.
+    #[test]
+    fn the_plain_and_the_lapack_factors_agree() {
+        let (tokens, n) = (300, 150);
+        let h = second_moment(&inputs(tokens, n), tokens, n);
+        let a: Vec<f64> = (0..n * n).map(|i| h[i] as f64 + if i % (n + 1) == 0 { 0.01 } else { 0.0 }).collect();
+        let mut plain = a.clone();
+        assert!(cholesky(&mut plain, n) && invert_lower(&mut plain, n));
+        // a⁻¹ = L⁻ᵀ L⁻¹ = XᵀX, so (XᵀX) a = I.
+        for i in (0..n).step_by(7) {
+            for j in (0..n).step_by(5) {
+                let v: f64 = (0..n)
+                    .map(|k| (0..n).map(|m| plain[m * n + i] * plain[m * n + k]).sum::<f64>() * a[k * n + j])
+                    .sum();
+                let expected = if i == j { 1.0 } else { 0.0 };
+                assert!((v - expected).abs() < 1e-6, "({i}, {j}): {v}");
+            }
+        }
+        let mut lapack = a.clone();
+        if let Some(factored) = crate::model::layers::gemm::inverse_cholesky_factor(&mut lapack, n) {
+            assert!(factored);
+            for i in 0..n {
+                for j in 0..=i {
+                    let (p, l) = (plain[i * n + j], lapack[i * n + j]);
+                    assert!((p - l).abs() <= 1e-9 * p.abs().max(1.0), "({i}, {j}): {p} vs {l}");
+                }
+            }
+            let mut not_positive = vec![-1.0f64; 4];
+            assert_eq!(crate::model::layers::gemm::inverse_cholesky_factor(&mut not_positive, 2), Some(false));
+        }
     }
 
     #[test]
