@@ -120,7 +120,17 @@ fn player(
     cost: &dyn Cost,
 ) -> Result<Player> {
     let s = importance::tensor_scores(method, name, w, rows, calibration);
-    let inputs = InputStats::of(calibration, name, cols);
+    let mut inputs = InputStats::of(calibration, name, cols);
+    // GPTQ strategies share one update factor, made once here.
+    let factor = (inputs.second_moment)
+        .filter(|_| menu.iter().any(method::gptq::feeds_back_errors))
+        .map(|h| method::gptq::update_factor(h, cols));
+    if let Some(factor) = &factor {
+        match factor.as_deref() {
+            Some(u) => inputs.update_factor = Some(u),
+            None => inputs.second_moment = None,
+        }
+    }
     // Strategies in parallel too: a large tensor (the embedding, a fifth of SmolLM2) would otherwise keep one
     // thread busy alone at the end.
     let outcomes = menu

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use super::bits::{BitReport, TensorBits};
 use super::config::{QuantConfig, Scope};
 use super::method::{self, InputStats, TierSource};
-use super::spec::{GroupSize, QuantizerKind, TensorPlan};
+use super::spec::{GroupSize, TensorPlan};
 use super::stored::{QuantizedTensor, RowAccess};
 use super::tiers::{Granularity, thresholds, thresholds_streamed, tier_of};
 use crate::error::{Error, Result};
@@ -227,9 +227,18 @@ fn apply_cut(
     job: &Job,
     mut sink: impl FnMut(&str, Treated) -> Result<()>,
 ) -> Result<BitReport> {
-    let scoring = Scoring { model, config, calibration, piece: cuts.piece, pool: Default::default() };
+    let mut scoring = Scoring {
+        model,
+        config,
+        calibration,
+        piece: cuts.piece,
+        pool: Default::default(),
+        factors: Default::default(),
+    };
     let global = scoring.global_thresholds(treatments, job)?;
     let pieces = pieces(cuts, model, treatments, &scoring, global.as_deref(), job)?;
+    let moments = pieces.iter().map(|piece| scoring.second_moment(piece)).collect::<Result<Vec<_>>>()?;
+    scoring.factors = UpdateFactors::counting(moments.into_iter().flatten());
     let (total, mut done) = (treatments.len() as u64, 0);
     let mut bits = BitTally::default();
     // The pieces made so far of the multi-tier matrix whose last piece has not come yet: its tiers' codes go to
@@ -280,6 +289,48 @@ struct Scoring<'a> {
     piece: usize,
     /// Buffers for the pieces' decoded weights and scores, reused from piece to piece.
     pool: crate::memory::Pool,
+    factors: UpdateFactors,
+}
+
+/// GPTQ's update factors, one per input: made by the first piece that needs one, dropped once the last piece
+/// that uses it has it. The pieces of a cut matrix share one, and so do q, k and v (gate and up), so each is
+/// factorised once and at most a batch's factors exist at a time.
+#[derive(Default)]
+struct UpdateFactors(std::sync::Mutex<std::collections::HashMap<*const f32, (usize, SharedFactor)>>);
+
+type SharedFactor = std::sync::Arc<std::sync::OnceLock<Option<Vec<f32>>>>;
+
+// SAFETY: the pointers are only keys (the addresses of calibration's second moments), never dereferenced.
+unsafe impl Send for UpdateFactors {}
+unsafe impl Sync for UpdateFactors {}
+
+impl UpdateFactors {
+    /// Ready for one `take` of each second moment in `uses`.
+    fn counting<'h>(uses: impl Iterator<Item = &'h [f32]>) -> Self {
+        let mut users = std::collections::HashMap::new();
+        for h in uses {
+            users.entry(h.as_ptr()).or_insert((0, SharedFactor::default())).0 += 1;
+        }
+        UpdateFactors(std::sync::Mutex::new(users))
+    }
+
+    /// The factor of second moment `h` (`cols × cols`), made now when no piece has made it yet; None when it
+    /// cannot be made (GPTQ then falls back to least squares).
+    fn take(&self, h: &[f32], cols: usize) -> SharedFactor {
+        let shared = {
+            let mut users = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let Some((left, factor)) = users.get_mut(&h.as_ptr()) else { return Default::default() };
+            let factor = factor.clone();
+            *left -= 1;
+            if *left == 0 {
+                users.remove(&h.as_ptr());
+            }
+            factor
+        };
+        // Made outside the lock: other pieces of other inputs go on meanwhile.
+        shared.get_or_init(|| method::gptq::update_factor(h, cols));
+        shared
+    }
 }
 
 /// Rows `rows` of a tensor of `of_rows` rows, what happens to them, and the thresholds its tiers use when they
@@ -312,8 +363,8 @@ fn pieces<'a>(
         let (cut, thresholds) = match treatment {
             Treatment::Fp16 => (large && dims.len() == 2, None),
             Treatment::Quantize { plan, follows_tiers } => {
+                // GPTQ's rows are independent too once its update factor is made (pieces share it).
                 let rows_independent = plan.group_size != GroupSize::Tensor
-                    && plan.quantizer != QuantizerKind::Gptq
                     && (plan.tiers.len() == 1 || plan.granularity != Granularity::Tensor);
                 match (plan.tiers.len(), global.filter(|_| *follows_tiers)) {
                     (1, _) => (large && rows_independent, None),
@@ -388,11 +439,29 @@ impl Scoring<'_> {
                     scores
                 });
                 let tiers = assign(plan, rows, cols, scores.as_deref(), piece.thresholds.as_deref().map(|t| &t[..]))?;
-                let inputs = InputStats::of(self.calibration, piece.name, cols);
+                let mut inputs = InputStats::of(self.calibration, piece.name, cols);
+                let factor = self.second_moment(piece)?.map(|h| self.factors.take(h, cols));
+                if let Some(factor) = &factor {
+                    // Without a factor there is no error feedback: least squares, as `Gptq` itself would do.
+                    match factor.get().and_then(Option::as_deref) {
+                        Some(u) => inputs.update_factor = Some(u),
+                        None => inputs.second_moment = None,
+                    }
+                }
                 let tensor = method::for_plan(plan).quantize(values, rows, cols, plan, &tiers, inputs);
                 Treated::Quantized { tensor, rows: piece.rows.clone(), of_rows: piece.of_rows }
             }
         })
+    }
+
+    /// The second moment of a piece's inputs when GPTQ will feed errors back through it.
+    fn second_moment(&self, piece: &Piece) -> Result<Option<&[f32]>> {
+        let Treatment::Quantize { plan, .. } = piece.treatment else { return Ok(None) };
+        if !method::gptq::feeds_back_errors(plan) {
+            return Ok(None);
+        }
+        let (_, cols) = self.model.weights.dims2(piece.name)?;
+        Ok(InputStats::of(self.calibration, piece.name, cols).second_moment)
     }
 
     /// Hands every unit score of tensor `name` under `granularity` to `each`, a piece of rows at a time (for
@@ -553,25 +622,31 @@ mod tests {
     use super::*;
 
     /// Cut into pieces of a few rows, every tensor of the fixture (per-tensor thresholds from streaming passes,
-    /// global ones, one tier) is what it is quantized whole.
+    /// global ones, one tier, GPTQ with its shared update factors) is what it is quantized whole.
     #[test]
     fn cutting_tensors_into_pieces_changes_no_byte() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/stories260k");
         let model = crate::load(&path).unwrap();
         let job = Job::silent();
         let seed = QuantConfig::seed();
+        let windows: Vec<Vec<u32>> = (0..4).map(|w| (0..64).map(|i| (i * 7 + w * 31) % 512).collect()).collect();
+        let calibration = crate::importance::activation::calibrate(&model, &windows, true, &job).unwrap();
+        assert!(calibration.second_moment.len() > 5, "GPTQ feeds errors back through these");
+        let gptq =
+            QuantConfig { quantizer: crate::quant::QuantizerKind::Gptq, ..QuantConfig::uniform(3, GroupSize::G(32)) };
         let configs = [
-            seed.clone(),
-            QuantConfig { scope: Scope::Global, ..seed.clone() },
-            QuantConfig { granularity: Granularity::Channel, ..seed.clone() },
-            QuantConfig::uniform(4, GroupSize::G(32)),
+            (seed.clone(), None),
+            (QuantConfig { scope: Scope::Global, ..seed.clone() }, None),
+            (QuantConfig { granularity: Granularity::Channel, ..seed.clone() }, None),
+            (QuantConfig::uniform(4, GroupSize::G(32)), None),
+            (gptq, Some(&calibration)),
         ];
-        for config in configs {
+        for (config, calibration) in configs {
             let treatments = treatments(&model, &config);
             let run = |cuts: Cuts| {
                 let mut kept = Collector::default();
                 let mut pieces = 0;
-                apply_cut(cuts, &model, &config, &treatments, None, &job, |name, treated| {
+                apply_cut(cuts, &model, &config, &treatments, calibration, &job, |name, treated| {
                     pieces += 1;
                     kept.take(name, treated);
                     Ok(())

@@ -41,7 +41,15 @@ impl Quantizer for Gptq {
         let solved = match (group, inputs.second_moment, tiers) {
             (Some(group), Some(h), TierSource::Single) if bits < 16 && rows > 0 && cols > 1 => {
                 let weights = least_squares::column_weights(inputs.mean_square, cols);
-                gptq(w, rows, cols, group, plan.grid, bits, h, &weights)
+                let made;
+                let u = match inputs.update_factor {
+                    Some(u) => Some(u),
+                    None => {
+                        made = update_factor(h, cols);
+                        made.as_deref()
+                    }
+                };
+                u.map(|u| gptq(w, rows, cols, group, plan.grid, bits, u, &weights))
             }
             _ => None,
         };
@@ -64,8 +72,25 @@ const DAMPING: [f64; 4] = [0.01, 0.1, 1.0, 10.0];
 /// Columns per lazy update.
 const BLOCK: usize = 128;
 
-/// The quantized values (row-major, each on its group's grid) and the grids (row by row, group by group), or
-/// None when H cannot be factorised.
+/// Whether GPTQ quantizes under `plan` with error feedback (and so needs the update factor of its inputs'
+/// second moment): single-tier plans below 16 bits with blocks smaller than the tensor; other plans fall back to
+/// least squares.
+pub fn feeds_back_errors(plan: &TensorPlan) -> bool {
+    plan.quantizer == crate::quant::spec::QuantizerKind::Gptq
+        && plan.tiers.len() == 1
+        && plan.tiers[0].bits < 16
+        && plan.group_size != GroupSize::Tensor
+}
+
+/// The factor GPTQ's updates use for inputs of second moment `h` (`n × n`): the upper Cholesky factor of the
+/// damped inverse, the damping raised until it factorises; None when it never does. Rows quantize independently
+/// given it, so a matrix may be quantized in pieces of rows that share it.
+pub fn update_factor(h: &[f32], n: usize) -> Option<Vec<f32>> {
+    DAMPING.iter().find_map(|&damping| inverse_cholesky_upper(h, n, damping))
+}
+
+/// The quantized values (row-major, each on its group's grid) and the grids (row by row, group by group), with
+/// the update factor `u`.
 #[allow(clippy::too_many_arguments)]
 fn gptq(
     w: &[f32],
@@ -74,10 +99,9 @@ fn gptq(
     group: usize,
     grid: Grid,
     bits: u8,
-    h: &[f32],
+    u: &[f32],
     weights: &[f32],
-) -> Option<(Vec<f32>, Vec<BlockGrid>)> {
-    let u = DAMPING.iter().find_map(|&damping| inverse_cholesky_upper(h, cols, damping))?;
+) -> (Vec<f32>, Vec<BlockGrid>) {
     let groups_per_row = cols.div_ceil(group);
     // Column-major working copy: column i of W is the contiguous row i of `wt`.
     let mut wt = vec![0f32; rows * cols];
@@ -121,7 +145,7 @@ fn gptq(
             }
         });
     }
-    Some((values, grids))
+    (values, grids)
 }
 
 /// The grid of columns `c0..c1` (one group) of every row, from the weights as they stand now.
@@ -338,7 +362,7 @@ mod tests {
         let x = inputs(tokens, cols);
         let h = second_moment(&x, tokens, cols);
         let mean_square: Vec<f32> = (0..cols).map(|j| h[j * cols + j]).collect();
-        let stats = InputStats { mean_square: Some(&mean_square), second_moment: Some(&h) };
+        let stats = InputStats { mean_square: Some(&mean_square), second_moment: Some(&h), update_factor: None };
         // Output error Σ_t ‖(W − Q) x_t‖² = tr((W − Q) H (W − Q)ᵀ) · tokens.
         let output_error = |q: &[f32]| -> f64 {
             let d: Vec<f64> = w.iter().zip(q).map(|(a, b)| (a - b) as f64).collect();
@@ -364,7 +388,7 @@ mod tests {
         }
         // Without a Hessian it is least squares.
         let plan = TensorPlan::uniform(3, GroupSize::G(32), Grid::Asymmetric).with_quantizer(QuantizerKind::Gptq);
-        let without = InputStats { mean_square: Some(&mean_square), second_moment: None };
+        let without = InputStats { mean_square: Some(&mean_square), ..Default::default() };
         let (a, b) = (
             Gptq.quantize(&w, rows, cols, &plan, &TierSource::Single, without),
             LeastSquares.quantize(&w, rows, cols, &plan, &TierSource::Single, without),

@@ -718,7 +718,7 @@ mod tests {
             quantizer: super::super::QuantizerKind::LeastSquares,
             ..TensorPlan::uniform(3, GroupSize::G(32), Grid::Asymmetric)
         };
-        let inputs = |m| InputStats { mean_square: Some(m), second_moment: None };
+        let inputs = |m| InputStats { mean_square: Some(m), ..Default::default() };
         let error_on = |q: &QuantizedTensor, parity: usize| -> f64 {
             let d = q.dequantize().unwrap();
             (0..rows * cols).filter(|i| (i % cols) % 2 == parity).map(|i| ((w[i] - d[i]) as f64).powi(2)).sum()

@@ -46,13 +46,17 @@ pub struct InputStats<'a> {
     pub mean_square: Option<&'a [f32]>,
     /// E[x xᵀ] (`cols × cols`, row-major): GPTQ's Hessian, gathered only when a plan uses GPTQ.
     pub second_moment: Option<&'a [f32]>,
+    /// GPTQ's update factor of `second_moment` (`gptq::update_factor`) when it was made beforehand: the pieces of
+    /// a matrix, and the matrices that read one input, share one.
+    pub update_factor: Option<&'a [f32]>,
 }
 
 impl<'a> InputStats<'a> {
     /// The statistics of matrix `name` with `cols` inputs, where calibration recorded them with that width.
     pub fn of(calibration: Option<&'a CalibrationStats>, name: &str, cols: usize) -> Self {
         let Some(c) = calibration else { return InputStats::default() };
-        InputStats { mean_square: c.column_weights(name, cols), second_moment: c.second_moment(name, cols) }
+        let (mean_square, second_moment) = (c.column_weights(name, cols), c.second_moment(name, cols));
+        InputStats { mean_square, second_moment, update_factor: None }
     }
 }
 

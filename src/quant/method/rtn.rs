@@ -559,7 +559,7 @@ mod tests {
         for quantizer in [QuantizerKind::Rtn, QuantizerKind::LeastSquares] {
             for group_size in [GroupSize::G(32), GroupSize::Row] {
                 let plan = TensorPlan::uniform(3, group_size, Grid::Asymmetric).with_quantizer(quantizer);
-                let inputs = InputStats { mean_square: Some(&column_weights), second_moment: None };
+                let inputs = InputStats { mean_square: Some(&column_weights), ..Default::default() };
                 let rows_of = |r: std::ops::Range<usize>| {
                     let piece = &w[r.start * cols..r.end * cols];
                     super::super::for_plan(&plan).quantize(piece, r.len(), cols, &plan, &TierSource::Single, inputs)
