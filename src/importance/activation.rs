@@ -122,9 +122,9 @@ impl Gathering {
             return Ok(());
         }
         let xt = x.t()?.contiguous()?;
-        let product = crate::model::layers::gemm::matmul_t(&xt, &xt)?.flatten_all()?.to_vec1::<f32>()?;
-        let acc = self.open.entry(name.to_string()).or_insert_with(|| vec![0.0; product.len()]);
-        acc.iter_mut().zip(&product).for_each(|(a, p)| *a += p);
+        let cols = xt.dims()[0];
+        let sums = self.open.entry(name.to_string()).or_insert_with(|| crate::memory::zeroed_f32(cols * cols));
+        crate::model::layers::gemm::add_gram(&xt, sums)?;
         self.last = Some((x.id(), name.to_string()));
         Ok(())
     }

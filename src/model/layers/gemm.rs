@@ -178,6 +178,15 @@ impl Sgemm {
     }
 
     pub(crate) fn run(&self, s: &GemmShape, alpha: f32, a: &[f32], b: &[f32], c: &mut [f32]) {
+        self.call(s, alpha, 0.0, a, b, c)
+    }
+
+    /// `C += alpha * A @ op(B)`.
+    pub(crate) fn accumulate(&self, s: &GemmShape, alpha: f32, a: &[f32], b: &[f32], c: &mut [f32]) {
+        self.call(s, alpha, 1.0, a, b, c)
+    }
+
+    fn call(&self, s: &GemmShape, alpha: f32, beta: f32, a: &[f32], b: &[f32], c: &mut [f32]) {
         let (b_rows, b_cols) = if s.b_transposed { (s.n, s.k) } else { (s.k, s.n) };
         // Bounds are checked here so the unsafe call below can never read or write outside the slices.
         assert!(s.m == 0 || a.len() >= (s.m - 1) * s.lda + s.k, "sgemm: A too short");
@@ -203,7 +212,7 @@ impl Sgemm {
                 s.lda as c_int,
                 b.as_ptr(),
                 s.ldb as c_int,
-                0.0,
+                beta,
                 c.as_mut_ptr(),
                 s.ldc as c_int,
             )
@@ -226,6 +235,26 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let w = w.contiguous()?;
     let out = with_f32_slice(&x, |a| with_f32_slice(&w, |b| split_product(sgemm, a, b, m, n, k)))??;
     Ok(Tensor::from_vec(out, (m, n), &Device::Cpu)?)
+}
+
+/// `sums += a @ a^T` for `a: [n, k]` f32 and `sums` `n × n` row-major (calibration's Σ x xᵀ, with `a` the
+/// inputs transposed): added in place, so no `n × n` product exists beside the sums.
+pub fn add_gram(a: &Tensor, sums: &mut [f32]) -> Result<()> {
+    let (n, k) = a.dims2()?;
+    assert_eq!(sums.len(), n * n, "add_gram: the sums are not n x n");
+    let Some(sgemm) = Sgemm::get().filter(|_| a.dtype() == DType::F32 && c_int::try_from(n.max(k)).is_ok()) else {
+        let product = a.matmul(&a.t()?)?.flatten_all()?.to_vec1::<f32>()?;
+        sums.iter_mut().zip(&product).for_each(|(s, p)| *s += p);
+        return Ok(());
+    };
+    let a = a.contiguous()?;
+    with_f32_slice(&a, |a| {
+        let rows_per_task = n.div_ceil(rayon::current_num_threads()).max(1);
+        sums.par_chunks_mut(rows_per_task * n).zip(a.par_chunks(rows_per_task * k)).for_each(|(c, rows)| {
+            let shape = GemmShape { m: rows.len() / k.max(1), n, k, lda: k, ldb: k, ldc: n, b_transposed: true };
+            sgemm.accumulate(&shape, 1.0, rows, a, c);
+        })
+    })
 }
 
 /// `a @ b^T` (`a: [m, k]`, `b: [n, k]`) across rayon's threads, each running a single-threaded sgemm on a share
@@ -270,6 +299,20 @@ fn split_product(sgemm: Sgemm, a: &[f32], b: &[f32], m: usize, n: usize, k: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn add_gram_adds_a_at_to_the_sums() {
+        let (n, k) = (37, 70);
+        let a: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 211) as f32 / 50.0 - 2.0).collect();
+        let mut sums: Vec<f32> = (0..n * n).map(|i| i as f32).collect();
+        add_gram(&Tensor::from_vec(a.clone(), (n, k), &Device::Cpu).unwrap(), &mut sums).unwrap();
+        for i in 0..n {
+            for j in 0..n {
+                let want = (i * n + j) as f64 + (0..k).map(|l| a[i * k + l] as f64 * a[j * k + l] as f64).sum::<f64>();
+                assert!((sums[i * n + j] as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "({i}, {j})");
+            }
+        }
+    }
 
     #[test]
     fn matmul_t_matches_f64_loops_on_odd_shapes() {
