@@ -295,21 +295,18 @@ struct Scoring<'a> {
 /// GPTQ's update factors, one per input: made by the first piece that needs one, dropped once the last piece
 /// that uses it has it. The pieces of a cut matrix share one, and so do q, k and v (gate and up), so each is
 /// factorised once and at most a batch's factors exist at a time.
+/// Keyed by the second moment's address, with the number of pieces still to take it.
 #[derive(Default)]
-struct UpdateFactors(std::sync::Mutex<std::collections::HashMap<*const f32, (usize, SharedFactor)>>);
+struct UpdateFactors(std::sync::Mutex<std::collections::HashMap<usize, (usize, SharedFactor)>>);
 
 type SharedFactor = std::sync::Arc<std::sync::OnceLock<Option<Vec<f32>>>>;
-
-// SAFETY: the pointers are only keys (the addresses of calibration's second moments), never dereferenced.
-unsafe impl Send for UpdateFactors {}
-unsafe impl Sync for UpdateFactors {}
 
 impl UpdateFactors {
     /// Ready for one `take` of each second moment in `uses`.
     fn counting<'h>(uses: impl Iterator<Item = &'h [f32]>) -> Self {
         let mut users = std::collections::HashMap::new();
         for h in uses {
-            users.entry(h.as_ptr()).or_insert((0, SharedFactor::default())).0 += 1;
+            users.entry(h.as_ptr() as usize).or_insert((0, SharedFactor::default())).0 += 1;
         }
         UpdateFactors(std::sync::Mutex::new(users))
     }
@@ -319,11 +316,14 @@ impl UpdateFactors {
     fn take(&self, h: &[f32], cols: usize) -> SharedFactor {
         let shared = {
             let mut users = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            let Some((left, factor)) = users.get_mut(&h.as_ptr()) else { return Default::default() };
+            // A moment not counted (no piece should ask for one) gets a factor of its own.
+            let Some((left, factor)) = users.get_mut(&(h.as_ptr() as usize)) else {
+                return std::sync::Arc::new(std::sync::OnceLock::from(method::gptq::update_factor(h, cols)));
+            };
             let factor = factor.clone();
             *left -= 1;
             if *left == 0 {
-                users.remove(&h.as_ptr());
+                users.remove(&(h.as_ptr() as usize));
             }
             factor
         };
@@ -442,11 +442,7 @@ impl Scoring<'_> {
                 let mut inputs = InputStats::of(self.calibration, piece.name, cols);
                 let factor = self.second_moment(piece)?.map(|h| self.factors.take(h, cols));
                 if let Some(factor) = &factor {
-                    // Without a factor there is no error feedback: least squares, as `Gptq` itself would do.
-                    match factor.get().and_then(Option::as_deref) {
-                        Some(u) => inputs.update_factor = Some(u),
-                        None => inputs.second_moment = None,
-                    }
+                    inputs = inputs.with_update_factor(factor.get().and_then(Option::as_deref));
                 }
                 let tensor = method::for_plan(plan).quantize(values, rows, cols, plan, &tiers, inputs);
                 Treated::Quantized { tensor, rows: piece.rows.clone(), of_rows: piece.of_rows }

@@ -58,6 +58,15 @@ impl<'a> InputStats<'a> {
         let (mean_square, second_moment) = (c.column_weights(name, cols), c.second_moment(name, cols));
         InputStats { mean_square, second_moment, update_factor: None }
     }
+
+    /// These statistics with GPTQ's update factor made beforehand; when it could not be made, without the second
+    /// moment, so that GPTQ falls back to least squares as it would have found by itself.
+    pub fn with_update_factor(self, factor: Option<&'a [f32]>) -> Self {
+        match factor {
+            Some(u) => InputStats { update_factor: Some(u), ..self },
+            None => InputStats { second_moment: None, ..self },
+        }
+    }
 }
 
 /// Where each weight's tier comes from.
