@@ -211,6 +211,25 @@ fn missing_text() {
     assert_mentions(&eval_fails(&stories(), Path::new("/nonexistent/wiki.txt"), &[]), &["/nonexistent/wiki.txt"]);
 }
 
+/// GPTQ's second moments go to a scratch file in the temporary folder: one that cannot be made names the folder
+/// and writes nothing.
+#[test]
+fn an_unusable_temporary_folder_for_gptq_calibration() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (model, text) = (stories(), wikitext());
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_nash-swarm"))
+        .args(["quantize", "--preset", "uniform4", "--quantizer", "gptq", "--out", out.to_str().unwrap()])
+        .args(["--model", model.to_str().unwrap(), "--calib-text", text.to_str().unwrap()])
+        .env("TMPDIR", dir.path().join("missing"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert_mentions(&stderr, &["missing", "scratch file of second moments"]);
+    assert!(!out.exists(), "nothing written");
+}
+
 #[test]
 fn zero_context() {
     assert_mentions(&eval_fails(&stories(), &wikitext(), &["--ctx", "0"]), &["--ctx", "must be 2 to"]);
