@@ -108,24 +108,36 @@ impl Gathering {
         }
     }
 
+    /// Adds a window's inputs `x` (`[tokens, cols]`) of matrix `name`. Plain loops rather than candle's ops: those
+    /// wake candle's own worker thread, whose spinning took a core from the forward pass.
     fn observe(&mut self, name: &str, x: &candle_core::Tensor) -> Result<()> {
-        let rows = x.dims()[0];
-        let square_sums = x.sqr()?.sum(0)?.to_vec1::<f32>()?;
-        let entry = self.sums.entry(name.to_string()).or_insert_with(|| (vec![0.0; square_sums.len()], 0));
+        let (rows, cols) = x.dims2()?;
+        let x = x.contiguous()?;
+        crate::model::tensor_io::with_f32_slice(&x, |values| self.add(name, x.id(), values, rows, cols))?
+    }
+
+    fn add(&mut self, name: &str, id: candle_core::TensorId, x: &[f32], rows: usize, cols: usize) -> Result<()> {
+        let mut square_sums = vec![0f32; cols];
+        for row in x.chunks_exact(cols) {
+            square_sums.iter_mut().zip(row).for_each(|(s, v)| *s += v * v);
+        }
+        let entry = self.sums.entry(name.to_string()).or_insert_with(|| (vec![0.0; cols], 0));
         entry.0.iter_mut().zip(&square_sums).for_each(|(acc, v)| *acc += *v as f64);
         entry.1 += rows;
         if self.moments.is_none() {
             return Ok(());
         }
-        if let Some((_, first)) = self.last.as_ref().filter(|(id, _)| *id == x.id()) {
+        if let Some((_, first)) = self.last.as_ref().filter(|(last, _)| *last == id) {
             self.sharing.insert(name.to_string(), first.clone());
             return Ok(());
         }
-        let xt = x.t()?.contiguous()?;
-        let cols = xt.dims()[0];
+        let mut xt = vec![0f32; rows * cols];
+        for (t, row) in x.chunks_exact(cols).enumerate() {
+            row.iter().enumerate().for_each(|(j, &v)| xt[j * rows + t] = v);
+        }
         let sums = self.open.entry(name.to_string()).or_insert_with(|| crate::memory::zeroed_f32(cols * cols));
-        crate::model::layers::gemm::add_gram(&xt, sums)?;
-        self.last = Some((x.id(), name.to_string()));
+        crate::model::layers::gemm::add_gram(&xt, cols, rows, sums)?;
+        self.last = Some((id, name.to_string()));
         Ok(())
     }
 

@@ -237,24 +237,25 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(out, (m, n), &Device::Cpu)?)
 }
 
-/// `sums += a @ a^T` for `a: [n, k]` f32 and `sums` `n × n` row-major (calibration's Σ x xᵀ, with `a` the
-/// inputs transposed): added in place, so no `n × n` product exists beside the sums.
-pub fn add_gram(a: &Tensor, sums: &mut [f32]) -> Result<()> {
-    let (n, k) = a.dims2()?;
-    assert_eq!(sums.len(), n * n, "add_gram: the sums are not n x n");
-    let Some(sgemm) = Sgemm::get().filter(|_| a.dtype() == DType::F32 && c_int::try_from(n.max(k)).is_ok()) else {
+/// `sums += a @ a^T` for `a` `n × k` and `sums` `n × n`, row-major f32 (calibration's Σ x xᵀ, with `a` the inputs
+/// transposed): added in place, so no `n × n` product exists beside the sums.
+pub fn add_gram(a: &[f32], n: usize, k: usize, sums: &mut [f32]) -> Result<()> {
+    assert_eq!((a.len(), sums.len()), (n * k, n * n), "add_gram: a is not n x k or the sums not n x n");
+    if k == 0 {
+        return Ok(());
+    }
+    let Some(sgemm) = Sgemm::get().filter(|_| c_int::try_from(n.max(k)).is_ok()) else {
+        let a = Tensor::from_slice(a, (n, k), &Device::Cpu)?;
         let product = a.matmul(&a.t()?)?.flatten_all()?.to_vec1::<f32>()?;
         sums.iter_mut().zip(&product).for_each(|(s, p)| *s += p);
         return Ok(());
     };
-    let a = a.contiguous()?;
-    with_f32_slice(&a, |a| {
-        let rows_per_task = n.div_ceil(rayon::current_num_threads()).max(1);
-        sums.par_chunks_mut(rows_per_task * n).zip(a.par_chunks(rows_per_task * k)).for_each(|(c, rows)| {
-            let shape = GemmShape { m: rows.len() / k.max(1), n, k, lda: k, ldb: k, ldc: n, b_transposed: true };
-            sgemm.accumulate(&shape, 1.0, rows, a, c);
-        })
-    })
+    let rows_per_task = n.div_ceil(rayon::current_num_threads()).max(1);
+    sums.par_chunks_mut(rows_per_task * n).zip(a.par_chunks(rows_per_task * k)).for_each(|(c, rows)| {
+        let shape = GemmShape { m: rows.len() / k.max(1), n, k, lda: k, ldb: k, ldc: n, b_transposed: true };
+        sgemm.accumulate(&shape, 1.0, rows, a, c);
+    });
+    Ok(())
 }
 
 /// `a @ b^T` (`a: [m, k]`, `b: [n, k]`) across rayon's threads, each running a single-threaded sgemm on a share
@@ -305,7 +306,7 @@ mod tests {
         let (n, k) = (37, 70);
         let a: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 211) as f32 / 50.0 - 2.0).collect();
         let mut sums: Vec<f32> = (0..n * n).map(|i| i as f32).collect();
-        add_gram(&Tensor::from_vec(a.clone(), (n, k), &Device::Cpu).unwrap(), &mut sums).unwrap();
+        add_gram(&a, n, k, &mut sums).unwrap();
         for i in 0..n {
             for j in 0..n {
                 let want = (i * n + j) as f64 + (0..k).map(|l| a[i * k + l] as f64 * a[j * k + l] as f64).sum::<f64>();
