@@ -45,6 +45,68 @@ pub enum SourceFormat {
     Packed,
 }
 
+/// The windows' hidden states that calibration keeps in memory between layers; beyond this they go to a scratch
+/// file (64 windows of 128 tokens are 19 MB for SmolLM2 and 134 MB for an 8B model).
+const STATES_IN_MEMORY: usize = 256 << 20;
+
+/// Windows' hidden states between layers: in memory, or in an unnamed scratch file in the temporary folder,
+/// mapped, where a window's state is copied in and out as its layer runs.
+enum States {
+    Memory(Vec<Tensor>),
+    File { map: memmap2::MmapMut, shapes: Vec<Vec<usize>>, starts: Vec<usize>, end: usize },
+}
+
+impl States {
+    /// Room for `windows` states of `bytes` in all, in memory when that is at most `in_memory`.
+    fn new(windows: usize, bytes: usize, in_memory: usize) -> Result<States> {
+        if bytes <= in_memory {
+            return Ok(States::Memory(Vec::with_capacity(windows)));
+        }
+        let scratch = |e: std::io::Error| {
+            let problem = format!("the scratch file of calibration's hidden states ({bytes} bytes): {e}");
+            Error::io(std::env::temp_dir(), std::io::Error::new(e.kind(), problem))
+        };
+        let file = tempfile::tempfile().map_err(scratch)?;
+        file.set_len(bytes as u64).map_err(scratch)?;
+        // SAFETY: the file is unnamed and ours alone; nothing else can change its length or contents.
+        let map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(scratch)?;
+        Ok(States::File { map, shapes: Vec::new(), starts: Vec::new(), end: 0 })
+    }
+
+    fn get(&self, window: usize) -> Result<Tensor> {
+        match self {
+            States::Memory(states) => Ok(states[window].clone()),
+            States::File { map, shapes, starts, .. } => {
+                let count: usize = shapes[window].iter().product();
+                let bytes = &map[starts[window]..starts[window] + 4 * count];
+                Ok(Tensor::from_slice(bytemuck::cast_slice::<u8, f32>(bytes), shapes[window].as_slice(), &cpu())?)
+            }
+        }
+    }
+
+    /// Sets the state of `window`: the next one in order, or one already set (of the same size).
+    fn set(&mut self, window: usize, x: &Tensor) -> Result<()> {
+        match self {
+            States::Memory(states) if window == states.len() => states.push(x.clone()),
+            States::Memory(states) => states[window] = x.clone(),
+            States::File { map, shapes, starts, end } => {
+                let values = tensor_io::tensor_to_vec(x)?;
+                if window == shapes.len() {
+                    shapes.push(x.dims().to_vec());
+                    starts.push(*end);
+                    *end += 4 * values.len();
+                }
+                let start = starts[window];
+                let bytes = map.get_mut(start..start + 4 * values.len()).ok_or_else(|| {
+                    Error::Inconsistent(format!("window {window}'s hidden state outgrew its scratch space"))
+                })?;
+                bytes.copy_from_slice(bytemuck::cast_slice(&values));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Sees `(weight name, input [T, in])` for every matrix multiplication of a forward pass.
 pub type Observer<'a> = dyn FnMut(&str, &Tensor) -> Result<()> + 'a;
 
@@ -136,10 +198,23 @@ impl Model {
         observer: &mut Observer,
         after_layer: &mut dyn FnMut(usize) -> Result<()>,
     ) -> Result<()> {
+        self.observe_within(windows, observer, after_layer, STATES_IN_MEMORY)
+    }
+
+    fn observe_within(
+        &self,
+        windows: &[&[u32]],
+        observer: &mut Observer,
+        after_layer: &mut dyn FnMut(usize) -> Result<()>,
+        states_in_memory: usize,
+    ) -> Result<()> {
         let linears = Linears { model: self, observer: Some(std::cell::RefCell::new(observer)) };
-        let hidden = self.hidden_states(&linears, windows, after_layer)?;
-        let mut observer = linears.observer.as_ref().expect("set above").borrow_mut();
-        hidden.iter().try_for_each(|h| observer(self.architecture.head_name(), h))
+        let states = self.run_layers(&linears, windows, after_layer, states_in_memory)?;
+        for i in 0..windows.len() {
+            let hidden = self.architecture.final_norm(&linears, &states.get(i)?)?;
+            (linears.observer.as_ref().expect("set above").borrow_mut())(self.architecture.head_name(), &hidden)?;
+        }
+        Ok(())
     }
 
     /// Logits `[T, vocab]` of final hidden states (after the final norm) under `head`: the product, then the
@@ -220,6 +295,20 @@ impl Model {
         windows: &[&[u32]],
         after_layer: &mut dyn FnMut(usize) -> Result<()>,
     ) -> Result<Vec<Tensor>> {
+        let states = self.run_layers(linears, windows, after_layer, usize::MAX)?;
+        (0..windows.len()).map(|i| self.architecture.final_norm(linears, &states.get(i)?)).collect()
+    }
+
+    /// The windows through every layer, before the final norm. The windows advance together one layer at a time,
+    /// so each layer is decoded once; their states stay in memory up to `states_in_memory` bytes, beyond it in a
+    /// scratch file.
+    fn run_layers(
+        &self,
+        linears: &Linears,
+        windows: &[&[u32]],
+        after_layer: &mut dyn FnMut(usize) -> Result<()>,
+        states_in_memory: usize,
+    ) -> Result<States> {
         for ids in windows {
             if ids.is_empty() {
                 return Err(Error::InvalidArgument("forward pass over zero tokens".into()));
@@ -233,17 +322,28 @@ impl Model {
             }
         }
         let arch = &self.architecture;
-        let mut xs = windows.iter().map(|ids| arch.embed(linears, ids)).collect::<Result<Vec<_>>>()?;
-        // The windows advance together one layer at a time, so each layer is decoded once.
+        let mut states: Option<States> = None;
+        for (w, ids) in windows.iter().enumerate() {
+            let x = arch.embed(linears, ids)?;
+            let tokens: usize = windows.iter().map(|w| w.len()).sum();
+            let bytes = tokens.saturating_mul(x.dims().last().copied().unwrap_or(0)).saturating_mul(4);
+            let states = match &mut states {
+                Some(states) => states,
+                None => states.insert(States::new(windows.len(), bytes, states_in_memory)?),
+            };
+            states.set(w, &x)?;
+        }
+        let mut states = states.unwrap_or(States::Memory(Vec::new()));
         for i in 0..arch.num_layers() {
-            for x in xs.iter_mut() {
-                *x = arch.layer(linears, i, x)?;
+            for w in 0..windows.len() {
+                let x = arch.layer(linears, i, &states.get(w)?)?;
+                states.set(w, &x)?;
             }
             after_layer(i + 1)?;
         }
         // The last layer's f32 copy is of no use to the head, nor to the next call (which starts at layer 0).
         self.made.clear();
-        xs.iter().map(|x| arch.final_norm(linears, x)).collect()
+        Ok(states)
     }
 
     pub fn param_count(&self) -> usize {
@@ -331,6 +431,31 @@ pub(crate) fn cpu() -> Device {
 
 #[cfg(test)]
 mod tests {
+    /// Calibration's windows see the same inputs whether their states between layers stay in memory or go
+    /// through the scratch file.
+    #[test]
+    fn states_in_a_scratch_file_are_the_states_in_memory() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/stories260k");
+        let model = crate::load(&path).unwrap();
+        let windows: Vec<Vec<u32>> =
+            (0..3).map(|w| (0..40 + w).map(|i| (i * 13 + w as u32 * 7) % 512).collect()).collect();
+        let windows: Vec<&[u32]> = windows.iter().map(Vec::as_slice).collect();
+        let seen = |states_in_memory: usize| {
+            let mut inputs: Vec<(String, Vec<f32>)> = Vec::new();
+            let mut observer = |name: &str, x: &candle_core::Tensor| {
+                inputs.push((name.to_string(), super::tensor_to_vec(x)?));
+                Ok(())
+            };
+            let mut layers = 0;
+            model.observe_within(&windows, &mut observer, &mut |_| Ok(layers += 1), states_in_memory).unwrap();
+            assert_eq!(layers, model.architecture.num_layers());
+            inputs
+        };
+        let (in_memory, in_file) = (seen(usize::MAX), seen(0));
+        assert!(in_memory.len() > 10 * windows.len());
+        assert!(in_memory == in_file, "the inputs differ");
+    }
+
     #[test]
     fn layer_prefixes_follow_the_numbered_part() {
         assert_eq!(super::layer_prefix("model.layers.12.mlp.up_proj.weight"), Some("model.layers.12."));
