@@ -126,7 +126,7 @@ fn player(
         .filter(|_| menu.iter().any(method::gptq::feeds_back_errors))
         .map(|h| method::gptq::update_factor(h, cols));
     if let Some(factor) = &factor {
-        inputs = inputs.with_update_factor(factor.as_deref());
+        inputs = inputs.with_update_factor(factor.as_ref());
     }
     // Strategies in parallel too: a large tensor (the embedding, a fifth of SmolLM2) would otherwise keep one
     // thread busy alone at the end.

@@ -299,7 +299,7 @@ struct Scoring<'a> {
 #[derive(Default)]
 struct UpdateFactors(std::sync::Mutex<std::collections::HashMap<usize, (usize, SharedFactor)>>);
 
-type SharedFactor = std::sync::Arc<std::sync::OnceLock<Option<Vec<f32>>>>;
+type SharedFactor = std::sync::Arc<std::sync::OnceLock<Option<method::gptq::UpdateFactor>>>;
 
 impl UpdateFactors {
     /// Ready for one `take` of each second moment in `uses`.
@@ -442,7 +442,7 @@ impl Scoring<'_> {
                 let mut inputs = InputStats::of(self.calibration, piece.name, cols);
                 let factor = self.second_moment(piece)?.map(|h| self.factors.take(h, cols));
                 if let Some(factor) = &factor {
-                    inputs = inputs.with_update_factor(factor.get().and_then(Option::as_deref));
+                    inputs = inputs.with_update_factor(factor.get().and_then(Option::as_ref));
                 }
                 let tensor = method::for_plan(plan).quantize(values, rows, cols, plan, &tiers, inputs);
                 Treated::Quantized { tensor, rows: piece.rows.clone(), of_rows: piece.of_rows }

@@ -48,7 +48,7 @@ pub struct InputStats<'a> {
     pub second_moment: Option<&'a [f32]>,
     /// GPTQ's update factor of `second_moment` (`gptq::update_factor`) when it was made beforehand: the pieces of
     /// a matrix, and the matrices that read one input, share one.
-    pub update_factor: Option<&'a [f32]>,
+    pub update_factor: Option<&'a gptq::UpdateFactor>,
 }
 
 impl<'a> InputStats<'a> {
@@ -61,7 +61,7 @@ impl<'a> InputStats<'a> {
 
     /// These statistics with GPTQ's update factor made beforehand; when it could not be made, without the second
     /// moment, so that GPTQ falls back to least squares as it would have found by itself.
-    pub fn with_update_factor(self, factor: Option<&'a [f32]>) -> Self {
+    pub fn with_update_factor(self, factor: Option<&'a gptq::UpdateFactor>) -> Self {
         match factor {
             Some(u) => InputStats { update_factor: Some(u), ..self },
             None => InputStats { second_moment: None, ..self },
