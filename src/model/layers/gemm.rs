@@ -1,5 +1,5 @@
 //! Matrix products of the forward pass: OpenBLAS's `cblas_sgemm` when it is installed, candle's own GEMM
-//! otherwise.
+//! otherwise. The same library's LAPACK also factors GPTQ's Hessians (`inverse_cholesky_factor`).
 //!
 //! The forward pass spends ~90% of its time in `x @ W^T`. OpenBLAS comes from PyPI's `scipy-openblas32` wheel
 //! (fetched and hash-checked with the demo model, symbols prefixed `scipy_`), so a fresh machine needs no system

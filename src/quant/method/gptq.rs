@@ -247,6 +247,7 @@ fn cholesky(a: &mut [f64], n: usize) -> bool {
 
 /// L⁻¹ of a lower-triangular L, in place: row i is (e_i − Σ_{k<i} L_ik · row k) / L_ii. Row i's entries below
 /// the diagonal are read (as L_ik) just before they become its running sum, which is zero there until then.
+/// Always true (a Cholesky factor's diagonal is positive): a bool only to chain after `cholesky`.
 fn invert_lower(l: &mut [f64], n: usize) -> bool {
     for i in 0..n {
         let (done, row) = l.split_at_mut(i * n);
