@@ -112,8 +112,9 @@ impl Gathering {
     /// wake candle's own worker thread, whose spinning took a core from the forward pass.
     fn observe(&mut self, name: &str, x: &candle_core::Tensor) -> Result<()> {
         let (rows, cols) = x.dims2()?;
-        let x = x.contiguous()?;
-        crate::model::tensor_io::with_f32_slice(&x, |values| self.add(name, x.id(), values, rows, cols))?
+        // The id of the tensor the model passed: matrices that read one input are told apart by it.
+        let id = x.id();
+        crate::model::tensor_io::with_f32_slice(&x.contiguous()?, |values| self.add(name, id, values, rows, cols))?
     }
 
     fn add(&mut self, name: &str, id: candle_core::TensorId, x: &[f32], rows: usize, cols: usize) -> Result<()> {
