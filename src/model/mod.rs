@@ -322,18 +322,17 @@ impl Model {
             }
         }
         let arch = &self.architecture;
-        let mut states: Option<States> = None;
+        let tokens: usize = windows.iter().map(|w| w.len()).sum();
+        let mut states = States::Memory(Vec::new());
         for (w, ids) in windows.iter().enumerate() {
             let x = arch.embed(linears, ids)?;
-            let tokens: usize = windows.iter().map(|w| w.len()).sum();
-            let bytes = tokens.saturating_mul(x.dims().last().copied().unwrap_or(0)).saturating_mul(4);
-            let states = match &mut states {
-                Some(states) => states,
-                None => states.insert(States::new(windows.len(), bytes, states_in_memory)?),
-            };
+            if w == 0 {
+                // The first embedding gives the width, and so the size of all the states.
+                let bytes = tokens.saturating_mul(x.dims().last().copied().unwrap_or(0)).saturating_mul(4);
+                states = States::new(windows.len(), bytes, states_in_memory)?;
+            }
             states.set(w, &x)?;
         }
-        let mut states = states.unwrap_or(States::Memory(Vec::new()));
         for i in 0..arch.num_layers() {
             for w in 0..windows.len() {
                 let x = arch.layer(linears, i, &states.get(w)?)?;
