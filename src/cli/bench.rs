@@ -94,11 +94,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     });
     let own_kernels = fastest(rounds.iter().map(|r| r.own_kernels.clone()), |o| o.0);
     let peak_rss = peak_rss_bytes();
-    // The same windows on candle's own GEMM, as a reference in this run (skipped when OpenBLAS is absent).
-    let candle_tps = if backend.starts_with("OpenBLAS") {
-        nash_swarm::model::gemm::set_blas_enabled(false);
+    // The same windows on candle's own GEMM, as a reference in this run (skipped when candle's is the one that ran).
+    let candle_tps = if backend != "candle" {
+        nash_swarm::model::gemm::set_fast_kernels_enabled(false);
         let candle = eval::evaluate_ppl(&model, &windows, Kld::Skip, &nash_swarm::Job::silent());
-        nash_swarm::model::gemm::set_blas_enabled(true);
+        nash_swarm::model::gemm::set_fast_kernels_enabled(true);
         Some(candle?.0.tokens_per_second)
     } else {
         None
@@ -156,7 +156,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             100.0 * eval_gflops / gemm_peak
         );
         if let Some(candle) = candle_tps {
-            println!("  same run, candle GEMM {candle:.1} tokens/s: OpenBLAS / candle = {:.2}", ours / candle);
+            println!("  same run, candle GEMM {candle:.1} tokens/s: ours / candle = {:.2}", ours / candle);
         }
         let by_round = |ratios: Vec<f64>| ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ");
         match &llama_cpp {
@@ -501,7 +501,7 @@ fn own_kernels_figure(
     windows: usize,
 ) -> Option<Result<(f64, String), String>> {
     let asked = std::env::var("OPENBLAS_CORETYPE").is_ok_and(|v| !v.is_empty());
-    if !asked || !nash_swarm::model::gemm::backend_name().starts_with("OpenBLAS") {
+    if !asked || !nash_swarm::model::gemm::uses_openblas() {
         return None;
     }
     let run = || -> Result<(f64, String), String> {

@@ -3,7 +3,7 @@
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use super::gemm::{GemmShape, Sgemm};
+use super::gemm::Kernel;
 use crate::error::Result;
 use crate::model::tensor_io::with_f32_slice;
 
@@ -17,8 +17,12 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, window: 
     let (_, heads, t, hd) = q.dims4()?;
     let kv_heads = k.dim(1)?;
     let window = window.unwrap_or(usize::MAX).max(1);
-    let out = match Sgemm::get() {
-        Some(sgemm) => blocked_attention(sgemm, &q.contiguous()?, &k.contiguous()?, &v.contiguous()?, scale, window)?,
+    // Any fast kernel at all (ours runs every block size when it is the only one).
+    let out = match Kernel::for_rows(1) {
+        Some(any) => {
+            let kernel = |rows| Kernel::for_rows(rows).unwrap_or(any);
+            blocked_attention(&kernel, &q.contiguous()?, &k.contiguous()?, &v.contiguous()?, scale, window)?
+        }
         None => {
             let (k, v) = (repeat_kv(k, heads / kv_heads)?, repeat_kv(v, heads / kv_heads)?);
             candle_attention(q, &k, &v, scale, window)?
@@ -34,8 +38,15 @@ fn candle_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, window: usiz
 }
 
 /// One task per (head, block of query rows): rows `r0..r1` only attend to keys `0..r1`, so the GEMMs skip the
-/// masked upper triangle except within the diagonal block.
-fn blocked_attention(sgemm: Sgemm, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, window: usize) -> Result<Tensor> {
+/// masked upper triangle except within the diagonal block. `kernel` picks the products' kernel by a block's rows.
+fn blocked_attention(
+    kernel: &(dyn Fn(usize) -> Kernel + Sync),
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    window: usize,
+) -> Result<Tensor> {
     let (_, heads, t, hd) = q.dims4()?;
     let group = heads / k.dim(1)?;
     let mut out = vec![0f32; heads * t * hd];
@@ -50,16 +61,14 @@ fn blocked_attention(sgemm: Sgemm, q: &Tensor, k: &Tensor, v: &Tensor, scale: f6
                         let kv = head / group;
                         let q = &q[(head * t + r0) * hd..][..rows * hd];
                         let (k, v) = (&k[kv * t * hd..][..keys * hd], &v[kv * t * hd..][..keys * hd]);
+                        let kernel = kernel(rows);
                         let mut scores = vec![0f32; rows * keys];
-                        let qk = GemmShape { m: rows, n: keys, k: hd, lda: hd, ldb: hd, ldc: keys, b_transposed: true };
-                        sgemm.run(&qk, scale as f32, q, k, &mut scores);
+                        kernel.a_bt(q, k, &mut scores, (rows, keys, hd), keys);
                         for (i, row) in scores.chunks_mut(keys).enumerate() {
                             let end = r0 + i + 1;
-                            softmax_range(row, end.saturating_sub(window), end);
+                            softmax_range(row, end.saturating_sub(window), end, scale as f32);
                         }
-                        let pv =
-                            GemmShape { m: rows, n: hd, k: keys, lda: keys, ldb: hd, ldc: hd, b_transposed: false };
-                        sgemm.run(&pv, 1.0, &scores, v, out);
+                        kernel.a_b(&scores, v, out, (rows, hd, keys), hd);
                     })
                 })
             })
@@ -68,10 +77,11 @@ fn blocked_attention(sgemm: Sgemm, q: &Tensor, k: &Tensor, v: &Tensor, scale: f6
     Ok(Tensor::from_vec(out, (1, heads, t, hd), &Device::Cpu)?)
 }
 
-/// Softmax over `row[start..end]`; the masked rest becomes 0.
-fn softmax_range(row: &mut [f32], start: usize, end: usize) {
+/// Softmax over `row[start..end]` scaled by `scale`; the masked rest becomes 0.
+fn softmax_range(row: &mut [f32], start: usize, end: usize, scale: f32) {
     let (head, rest) = row.split_at_mut(end);
     let (before, live) = head.split_at_mut(start);
+    live.iter_mut().for_each(|x| *x *= scale);
     let max = crate::math::max(live);
     let inv = (1.0 / crate::math::exp_shifted_in_place(live, max)) as f32;
     live.iter_mut().for_each(|x| *x *= inv);
@@ -156,11 +166,13 @@ mod tests {
             let want = naive(&q, &k, &v, (heads, kv_heads, t, hd), scale, window);
             let (k2, v2) = (repeat_kv(&kt, 2).unwrap(), repeat_kv(&vt, 2).unwrap());
             let mut results = vec![("candle", candle_attention(&qt, &k2, &v2, scale, window).unwrap())];
-            match Sgemm::get() {
-                Some(sgemm) => {
-                    results.push(("OpenBLAS", blocked_attention(sgemm, &qt, &kt, &vt, scale, window).unwrap()))
+            for (backend, kernel) in [("OpenBLAS", Kernel::blas()), ("AVX-512", Kernel::avx512())] {
+                match kernel {
+                    Some(kernel) => {
+                        results.push((backend, blocked_attention(&|_| kernel, &qt, &kt, &vt, scale, window).unwrap()))
+                    }
+                    None => eprintln!("{backend} is not here: its attention is not checked"),
                 }
-                None => eprintln!("OpenBLAS not found: only candle's attention is checked"),
             }
             for (backend, got) in results {
                 let got = got.transpose(1, 2).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();

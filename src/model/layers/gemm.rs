@@ -1,12 +1,15 @@
-//! Matrix products of the forward pass: OpenBLAS's `cblas_sgemm` when it is installed, candle's own GEMM
-//! otherwise. The same library's LAPACK also factors GPTQ's Hessians (`inverse_cholesky_factor`).
+//! Matrix products of the forward pass: `x @ W^T` by our own AVX-512 kernel where the CPU has AVX-512F
+//! (`avx512.rs`), else by OpenBLAS's `cblas_sgemm` when it is installed, else by candle's own GEMM. Attention's
+//! products go to OpenBLAS when it is installed. The same library's LAPACK also factors GPTQ's Hessians
+//! (`inverse_cholesky_factor`).
 //!
 //! The forward pass spends ~90% of its time in `x @ W^T`. OpenBLAS comes from PyPI's `scipy-openblas32` wheel
 //! (fetched and hash-checked with the demo model, symbols prefixed `scipy_`), so a fresh machine needs no system
 //! package. Measured on the 2-core reference machine, all candidates in one run (`x @ W^T` at SmolLM2's and
 //! Llama-3.2-1B's shapes, 512 tokens): this OpenBLAS 0.3.34 at 160–280 GFLOP/s, faer 0.24 at 120–280 (weakest on
 //! the LM head), Debian's OpenBLAS 0.3.21 at 110–280, and candle's GEMM at 75–160. `bench` prints which backend
-//! ran and compares it with candle's in the same run.
+//! ran and compares it with candle's in the same run. On an AVX-512 CPU our kernel reached 1.7x OpenBLAS's
+//! throughput where `OPENBLAS_CORETYPE=Haswell` held OpenBLAS to AVX2 (single-threaded, SmolLM2's shapes).
 
 use std::ffi::c_int;
 use std::sync::OnceLock;
@@ -64,10 +67,10 @@ struct Blas {
 }
 
 static BLAS: OnceLock<Option<Blas>> = OnceLock::new();
-static BLAS_ENABLED: AtomicBool = AtomicBool::new(true);
+static FAST_KERNELS_ENABLED: AtomicBool = AtomicBool::new(true);
 
 fn blas() -> Option<&'static Blas> {
-    if !BLAS_ENABLED.load(Ordering::Relaxed) {
+    if !FAST_KERNELS_ENABLED.load(Ordering::Relaxed) {
         return None;
     }
     BLAS.get_or_init(open_blas).as_ref()
@@ -124,18 +127,31 @@ fn open_blas() -> Option<Blas> {
 /// `OPENBLAS_CORETYPE` names them (a machine-wide setting meant for every OpenBLAS, ours included): said, as it
 /// can halve the speed (Haswell's AVX2 kernels on an AVX-512 CPU).
 pub fn backend_name() -> String {
-    let Some(blas) = blas() else { return "candle".into() };
-    match std::env::var("OPENBLAS_CORETYPE") {
-        Ok(asked) if !asked.is_empty() => {
+    let blas = match (blas(), std::env::var("OPENBLAS_CORETYPE")) {
+        (None, _) => "candle".to_string(),
+        (Some(blas), Ok(asked)) if !asked.is_empty() => {
             format!("OpenBLAS ({} kernels, as OPENBLAS_CORETYPE={asked} asks)", blas.core)
         }
-        _ => format!("OpenBLAS ({} kernels)", blas.core),
-    }
+        (Some(blas), _) => format!("OpenBLAS ({} kernels)", blas.core),
+    };
+    if avx512_enabled() { format!("own AVX-512 kernel for x @ W^T; attention on {blas}") } else { blas }
 }
 
-/// Turns OpenBLAS off or back on (benchmarks compare both in one run).
-pub fn set_blas_enabled(enabled: bool) {
-    BLAS_ENABLED.store(enabled, Ordering::Relaxed);
+/// Whether OpenBLAS runs the forward pass's products (not candle's, not only our own kernel).
+pub fn uses_openblas() -> bool {
+    blas().is_some()
+}
+
+/// Turns our AVX-512 kernel and OpenBLAS off or back on (benchmarks compare them with candle in one run).
+pub fn set_fast_kernels_enabled(enabled: bool) {
+    FAST_KERNELS_ENABLED.store(enabled, Ordering::Relaxed);
+}
+
+fn avx512_enabled() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return FAST_KERNELS_ENABLED.load(Ordering::Relaxed) && super::avx512::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
 }
 
 /// In place, by OpenBLAS's LAPACK: the inverse of the lower Cholesky factor L of the symmetric `a` (`n × n`
@@ -222,19 +238,75 @@ impl Sgemm {
 
 /// `x @ w^T` for `x: [m, k]` and `w: [n, k]`, both f32.
 pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let (Some(sgemm), DType::F32, DType::F32) = (Sgemm::get(), x.dtype(), w.dtype()) else {
-        return Ok(x.matmul(&w.t()?)?);
-    };
+    let candle = || Ok(x.matmul(&w.t()?)?);
+    let (DType::F32, DType::F32) = (x.dtype(), w.dtype()) else { return candle() };
     let (m, k) = x.dims2()?;
     let (n, k_w) = w.dims2()?;
     if k == 0 || k != k_w || [m, n, k].iter().any(|&d| c_int::try_from(d).is_err()) {
         // candle reports the shape mismatch (or handles sizes beyond a C int).
-        return Ok(x.matmul(&w.t()?)?);
+        return candle();
     }
+    let Some(kernel) = Kernel::for_rows(m) else { return candle() };
     let x = x.contiguous()?;
     let w = w.contiguous()?;
-    let out = with_f32_slice(&x, |a| with_f32_slice(&w, |b| split_product(sgemm, a, b, m, n, k)))??;
+    let out = with_f32_slice(&x, |a| with_f32_slice(&w, |b| split_product(kernel, a, b, m, n, k)))??;
     Ok(Tensor::from_vec(out, (m, n), &Device::Cpu)?)
+}
+
+/// A single-threaded kernel for a share of a product: our AVX-512 one or OpenBLAS's sgemm.
+#[derive(Clone, Copy)]
+pub(crate) enum Kernel {
+    Avx512,
+    Blas(Sgemm),
+}
+
+impl Kernel {
+    /// The kernel for `m` rows of the left operand, None when only candle's GEMM is left. Ours packs all of the
+    /// right operand for every product, which a handful of rows does not repay when OpenBLAS is there.
+    pub(crate) fn for_rows(m: usize) -> Option<Kernel> {
+        const AVX512_MIN_ROWS: usize = 16;
+        let blas = Kernel::blas();
+        match Kernel::avx512() {
+            Some(ours) if m >= AVX512_MIN_ROWS || blas.is_none() => Some(ours),
+            _ => blas,
+        }
+    }
+
+    /// OpenBLAS's kernel, when it is installed and enabled.
+    pub(crate) fn blas() -> Option<Kernel> {
+        Sgemm::get().map(Kernel::Blas)
+    }
+
+    /// Our AVX-512 kernel, when the CPU has it and it is enabled.
+    pub(crate) fn avx512() -> Option<Kernel> {
+        avx512_enabled().then_some(Kernel::Avx512)
+    }
+
+    /// `c = a @ b^T` for `a: [m, k]`, `b: [n, k]`, `c: [m, n]` with row stride `ldc`.
+    pub(crate) fn a_bt(self, a: &[f32], b: &[f32], c: &mut [f32], (m, n, k): (usize, usize, usize), ldc: usize) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => super::avx512::matmul_t(a, b, c, m, n, k, ldc),
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Avx512 => unreachable!("the AVX-512 kernel exists only on x86-64"),
+            Kernel::Blas(sgemm) => {
+                sgemm.run(&GemmShape { m, n, k, lda: k, ldb: k, ldc, b_transposed: true }, 1.0, a, b, c)
+            }
+        }
+    }
+
+    /// `c = a @ b` for `a: [m, k]`, `b: [k, n]`, `c: [m, n]` with row stride `ldc`.
+    pub(crate) fn a_b(self, a: &[f32], b: &[f32], c: &mut [f32], (m, n, k): (usize, usize, usize), ldc: usize) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => super::avx512::matmul(a, b, c, m, n, k, ldc),
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Avx512 => unreachable!("the AVX-512 kernel exists only on x86-64"),
+            Kernel::Blas(sgemm) => {
+                sgemm.run(&GemmShape { m, n, k, lda: k, ldb: n, ldc, b_transposed: false }, 1.0, a, b, c)
+            }
+        }
+    }
 }
 
 /// `sums += a @ a^T` for `a` `n × k` and `sums` `n × n`, row-major f32 (calibration's Σ x xᵀ, with `a` the inputs
@@ -261,7 +333,7 @@ pub fn add_gram(a: &[f32], n: usize, k: usize, sums: &mut [f32]) -> Result<()> {
 /// `a @ b^T` (`a: [m, k]`, `b: [n, k]`) across rayon's threads, each running a single-threaded sgemm on a share
 /// of the larger side: every task packs all of the other operand, so splitting the rows of a small `a` (a short
 /// window against a wide LM head) would pack the whole of `b` once per thread.
-fn split_product(sgemm: Sgemm, a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+fn split_product(kernel: Kernel, a: &[f32], b: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
     let threads = rayon::current_num_threads();
     let mut out = vec![0f32; m * n];
     if m == 0 {
@@ -270,8 +342,7 @@ fn split_product(sgemm: Sgemm, a: &[f32], b: &[f32], m: usize, n: usize, k: usiz
     if m >= n || threads == 1 {
         let rows_per_task = m.div_ceil(threads).max(1);
         out.par_chunks_mut(rows_per_task * n).zip(a.par_chunks(rows_per_task * k)).for_each(|(c, a)| {
-            let shape = GemmShape { m: a.len() / k, n, k, lda: k, ldb: k, ldc: n, b_transposed: true };
-            sgemm.run(&shape, 1.0, a, b, c);
+            kernel.a_bt(a, b, c, (a.len() / k, n, k), n);
         });
         return out;
     }
@@ -283,8 +354,7 @@ fn split_product(sgemm: Sgemm, a: &[f32], b: &[f32], m: usize, n: usize, k: usiz
         .map(|(i, b)| {
             let cols = b.len() / k;
             let mut c = vec![0f32; m * cols];
-            let shape = GemmShape { m, n: cols, k, lda: k, ldb: k, ldc: cols, b_transposed: true };
-            sgemm.run(&shape, 1.0, a, b, &mut c);
+            kernel.a_bt(a, b, &mut c, (m, cols, k), cols);
             (i * cols_per_task, c)
         })
         .collect();

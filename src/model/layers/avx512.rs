@@ -1,0 +1,237 @@
+//! `x @ W^T` in f32 by our own AVX-512 kernel, on CPUs that have AVX-512F.
+//!
+//! Why a kernel of our own beside OpenBLAS: OpenBLAS obeys `OPENBLAS_CORETYPE`, a machine-wide setting that can
+//! hold it to AVX2 kernels on an AVX-512 CPU (Haswell's on the reference machine, half the FMA width). This kernel
+//! is not OpenBLAS, so that setting does not speak to it; it is used wherever the CPU has AVX-512F.
+//!
+//! The usual blocked scheme (Goto/BLIS): the depth is cut into blocks of `DEPTH`; for each, a block of `W`'s rows
+//! is packed into panels of `COLS` rows laid out depth-major, a block of `x`'s rows into panels of `ROWS` rows the
+//! same way, and a register tile of `ROWS × COLS` outputs (`ROWS` broadcasts times `COLS / 16` vectors of `W`)
+//! is accumulated over the depth block. Panels are padded with zeros, so edges need no special kernel; a tile
+//! that sticks out of the output is written through a scratch tile.
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+/// Rows of `x` per register tile.
+const ROWS: usize = 12;
+/// Rows of `W` (output columns) per register tile: two vectors of 16 lanes.
+const COLS: usize = 32;
+/// Depth per packed block: a `W` panel (`DEPTH × COLS` f32, 32 KiB) stays in L1 while the `x` block streams.
+const DEPTH: usize = 256;
+/// Rows of `x` per block (96 KiB at full depth: L2).
+const X_BLOCK: usize = 8 * ROWS;
+/// Rows of `W` per packed block (2 MiB at full depth).
+const W_BLOCK: usize = 64 * COLS;
+
+/// Whether this CPU runs the kernel.
+pub fn available() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))
+}
+
+thread_local! {
+    /// Packing buffers reused across calls (fresh memory per product cost page faults): `W`'s panels, and the
+    /// zero-padded copy of a last `x` panel that has fewer than `ROWS` rows.
+    static PACKED: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// `c = a @ b^T` for row-major `a: [m, k]`, `b: [n, k]` and `c: [m, n]` (row stride `ldc`), single-threaded.
+///
+/// Panics when the slices are shorter than the shape or the CPU lacks AVX-512F (callers check `available`).
+pub fn matmul_t(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
+    product(a, b, BLayout::Rows, c, (m, n, k), ldc)
+}
+
+/// `c = a @ b` for row-major `a: [m, k]`, `b: [k, n]` and `c: [m, n]` (row stride `ldc`), single-threaded.
+pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
+    product(a, b, BLayout::Columns, c, (m, n, k), ldc)
+}
+
+/// How the right operand holds the output's columns: as its rows (`b: [n, k]`) or as its columns (`b: [k, n]`).
+#[derive(Clone, Copy)]
+enum BLayout {
+    Rows,
+    Columns,
+}
+
+fn product(a: &[f32], b: &[f32], layout: BLayout, c: &mut [f32], (m, n, k): (usize, usize, usize), ldc: usize) {
+    assert!(available(), "avx512: a CPU without AVX-512F");
+    assert!(a.len() >= m * k && b.len() >= n * k && ldc >= n, "avx512: operands too short");
+    assert!(m == 0 || c.len() >= (m - 1) * ldc + n, "avx512: output too short");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(0.0));
+        return;
+    }
+    PACKED.with_borrow_mut(|(packed_w, padded_x)| {
+        for j0 in (0..n).step_by(W_BLOCK) {
+            let cols = W_BLOCK.min(n - j0);
+            for p0 in (0..k).step_by(DEPTH) {
+                let depth = DEPTH.min(k - p0);
+                pack_w(b, layout, (n, k), j0, cols, p0, depth, packed_w);
+                let packed_w = &packed_w[..cols.div_ceil(COLS) * COLS * depth];
+                for i0 in (0..m).step_by(X_BLOCK) {
+                    let rows = X_BLOCK.min(m - i0);
+                    let block = Block { x: &a[i0 * k + p0..], k, rows, cols, depth, accumulate: p0 > 0 };
+                    // SAFETY: `available()` was checked above: the CPU has AVX-512F.
+                    unsafe { multiply_block(&block, packed_w, padded_x, &mut c[i0 * ldc + j0..], ldc) };
+                }
+            }
+        }
+    });
+}
+
+/// One block's product: `rows × cols` outputs over `depth`, added to the output when `accumulate`. `x` starts at
+/// the block's first row and depth, its rows `k` apart.
+struct Block<'a> {
+    x: &'a [f32],
+    k: usize,
+    rows: usize,
+    cols: usize,
+    depth: usize,
+    accumulate: bool,
+}
+
+/// Packs output columns `first..first + count` of `w` (shape `(n, k)` in `layout`), depth `p0..p0 + depth`, into
+/// panels of `COLS` columns each laid out depth-major (`[panel][p][column in panel]`), zero-padding the last panel.
+#[allow(clippy::too_many_arguments)]
+fn pack_w(
+    w: &[f32],
+    layout: BLayout,
+    (n, k): (usize, usize),
+    first: usize,
+    count: usize,
+    p0: usize,
+    depth: usize,
+    out: &mut Vec<f32>,
+) {
+    // Only grown, never cleared: every value is written below, so zeroing it first would be a wasted pass.
+    let len = count.div_ceil(COLS) * COLS * depth;
+    if out.len() < len {
+        out.resize(len, 0.0);
+    }
+    for (panel, dst) in out[..len].chunks_exact_mut(COLS * depth).enumerate() {
+        let cols = COLS.min(count - panel * COLS);
+        let first = first + panel * COLS;
+        match layout {
+            BLayout::Rows => pack_rows(&w[first * k + p0..][..(cols - 1) * k + depth], k, cols, dst),
+            BLayout::Columns => {
+                for (p, dst) in dst.chunks_exact_mut(COLS).enumerate() {
+                    dst[..cols].copy_from_slice(&w[(p0 + p) * n + first..][..cols]);
+                    dst[cols..].fill(0.0);
+                }
+            }
+        }
+    }
+}
+
+/// One panel from `cols` rows of `w` (`k` apart): a transpose, eight steps of depth at a time (eight reads along
+/// each row, then eight whole rows of the panel written).
+fn pack_rows(w: &[f32], k: usize, cols: usize, panel: &mut [f32]) {
+    let depth = panel.len() / COLS;
+    for (p, dst) in (0..depth).step_by(8).zip(panel.chunks_mut(8 * COLS)) {
+        let steps = 8.min(depth - p);
+        for r in 0..cols {
+            for (s, &v) in w[r * k + p..][..steps].iter().enumerate() {
+                dst[s * COLS + r] = v;
+            }
+        }
+        for s in 0..steps {
+            dst[s * COLS + cols..(s + 1) * COLS].fill(0.0);
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+fn multiply_block(block: &Block, packed_w: &[f32], padded_x: &mut Vec<f32>, c: &mut [f32], ldc: usize) {
+    let (depth, k) = (block.depth, block.k);
+    for (jp, w_panel) in packed_w.chunks_exact(COLS * depth).enumerate() {
+        let cols = COLS.min(block.cols - jp * COLS);
+        for i in (0..block.rows).step_by(ROWS) {
+            let rows = ROWS.min(block.rows - i);
+            let tile = if rows == ROWS {
+                tile(depth, &block.x[i * k..], k, w_panel)
+            } else {
+                // The last rows, padded with zero rows to a whole tile (`x` has no rows past them).
+                padded_x.clear();
+                padded_x.resize(ROWS * depth, 0.0);
+                for (r, dst) in padded_x.chunks_exact_mut(depth).take(rows).enumerate() {
+                    dst.copy_from_slice(&block.x[(i + r) * k..][..depth]);
+                }
+                tile(depth, padded_x, depth, w_panel)
+            };
+            let corner = i * ldc + jp * COLS;
+            for (r, values) in tile.iter().enumerate().take(rows) {
+                let out = &mut c[corner + r * ldc..][..cols];
+                if block.accumulate {
+                    out.iter_mut().zip(values).for_each(|(o, v)| *o += v);
+                } else {
+                    out.copy_from_slice(&values[..cols]);
+                }
+            }
+        }
+    }
+}
+
+/// The register tile: `ROWS × COLS` sums over `depth` of `x`'s rows (`stride` apart) times a packed `W` panel.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn tile(depth: usize, x: &[f32], stride: usize, w_panel: &[f32]) -> [[f32; COLS]; ROWS] {
+    assert!(x.len() >= (ROWS - 1) * stride + depth && w_panel.len() == COLS * depth, "avx512::tile: too short");
+    let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
+    let (x, w) = (x.as_ptr(), w_panel.as_ptr());
+    for p in 0..depth {
+        // SAFETY: `x` holds `ROWS` rows of `depth` values `stride` apart and the panel `depth` steps (asserted).
+        let (w0, w1) = unsafe { (_mm512_loadu_ps(w.add(p * COLS)), _mm512_loadu_ps(w.add(p * COLS + 16))) };
+        for (r, sums) in acc.iter_mut().enumerate() {
+            let xr = _mm512_set1_ps(unsafe { *x.add(r * stride + p) });
+            sums[0] = _mm512_fmadd_ps(xr, w0, sums[0]);
+            sums[1] = _mm512_fmadd_ps(xr, w1, sums[1]);
+        }
+    }
+    let mut out = [[0f32; COLS]; ROWS];
+    for (row, sums) in out.iter_mut().zip(&acc) {
+        // SAFETY: each output row holds two vectors of 16 lanes.
+        unsafe {
+            _mm512_storeu_ps(row.as_mut_ptr(), sums[0]);
+            _mm512_storeu_ps(row.as_mut_ptr().add(16), sums[1]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_layouts_match_f64_loops_on_edges_and_depth_blocks() {
+        if !available() {
+            eprintln!("no AVX-512F here: the kernel is not used on this CPU");
+            return;
+        }
+        // Edges in every direction, a depth over two blocks, an output with a wider row stride.
+        for (m, n, k, ldc) in [(1, 1, 1, 1), (13, 33, 257, 40), (97, 2050, 70, 2050), (24, 64, 600, 64)] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 211) as f32 / 50.0 - 2.0).collect();
+            let b: Vec<f32> = (0..n * k).map(|i| ((i * 104_729) % 197) as f32 / 40.0 - 2.4).collect();
+            // `b` as `[n, k]`, and the same matrix transposed as `[k, n]`.
+            let b_columns: Vec<f32> = (0..k * n).map(|i| b[(i % n) * k + i / n]).collect();
+            let mut c = vec![f32::NAN; (m - 1) * ldc + n];
+            let mut c_columns = c.clone();
+            matmul_t(&a, &b, &mut c, m, n, k, ldc);
+            matmul(&a, &b_columns, &mut c_columns, m, n, k, ldc);
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k).map(|l| a[i * k + l] as f64 * b[j * k + l] as f64).sum();
+                    for got in [c[i * ldc + j], c_columns[i * ldc + j]] {
+                        let error = (got as f64 - want).abs();
+                        assert!(error < 1e-4 * (1.0 + want.abs()), "({m}, {n}, {k}) at ({i}, {j})");
+                    }
+                }
+            }
+        }
+    }
+}
