@@ -117,7 +117,8 @@ fn pack_w(
         let cols = COLS.min(count - panel * COLS);
         let first = first + panel * COLS;
         match layout {
-            BLayout::Rows => pack_rows(&w[first * k + p0..][..(cols - 1) * k + depth], k, cols, dst),
+            // SAFETY: the caller runs only where the CPU has AVX-512F.
+            BLayout::Rows => unsafe { pack_rows(&w[first * k + p0..][..(cols - 1) * k + depth], k, cols, dst) },
             BLayout::Columns => {
                 for (p, dst) in dst.chunks_exact_mut(COLS).enumerate() {
                     dst[..cols].copy_from_slice(&w[(p0 + p) * n + first..][..cols]);
@@ -128,21 +129,66 @@ fn pack_w(
     }
 }
 
-/// One panel from `cols` rows of `w` (`k` apart): a transpose, eight steps of depth at a time (eight reads along
-/// each row, then eight whole rows of the panel written).
+/// One panel from `cols` rows of `w` (`k` apart), transposed: 16 rows by 16 steps of depth at a time in
+/// registers, the ragged rest value by value.
+#[target_feature(enable = "avx512f")]
 fn pack_rows(w: &[f32], k: usize, cols: usize, panel: &mut [f32]) {
     let depth = panel.len() / COLS;
-    for (p, dst) in (0..depth).step_by(8).zip(panel.chunks_mut(8 * COLS)) {
-        let steps = 8.min(depth - p);
-        for r in 0..cols {
-            for (s, &v) in w[r * k + p..][..steps].iter().enumerate() {
-                dst[s * COLS + r] = v;
+    let whole_depth = depth / 16 * 16;
+    for half in 0..COLS / 16 {
+        let first = half * 16;
+        if first + 16 > cols {
+            break;
+        }
+        for p in (0..whole_depth).step_by(16) {
+            let rows: [__m512; 16] = std::array::from_fn(|r| {
+                let row = &w[(first + r) * k + p..][..16];
+                // SAFETY: `row` holds 16 values.
+                unsafe { _mm512_loadu_ps(row.as_ptr()) }
+            });
+            for (s, column) in transpose_16x16(rows).into_iter().enumerate() {
+                let dst = &mut panel[(p + s) * COLS + first..][..16];
+                // SAFETY: `dst` holds 16 values.
+                unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), column) };
             }
         }
-        for s in 0..steps {
-            dst[s * COLS + cols..(s + 1) * COLS].fill(0.0);
-        }
     }
+    // What the blocks of 16 left: rows past the last whole 16, and steps past the last whole 16.
+    let whole_rows = cols / 16 * 16;
+    for p in 0..depth {
+        let dst = &mut panel[p * COLS..][..COLS];
+        let done = if p < whole_depth { whole_rows } else { 0 };
+        for (r, v) in dst.iter_mut().enumerate().take(cols).skip(done) {
+            *v = w[r * k + p];
+        }
+        dst[cols..].fill(0.0);
+    }
+}
+
+/// The transpose of a 16 × 16 block held as 16 row vectors: unpacks of pairs of 32-bit lanes, then of 64-bit
+/// lanes, then two rounds of 128-bit lane shuffles.
+#[target_feature(enable = "avx512f")]
+fn transpose_16x16(r: [__m512; 16]) -> [__m512; 16] {
+    let pairs: [__m512; 16] = std::array::from_fn(|i| {
+        let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+        if i % 2 == 0 { _mm512_unpacklo_ps(a, b) } else { _mm512_unpackhi_ps(a, b) }
+    });
+    // quads[4g + j]: from pairs 4g..4g+4; j = 0, 1 from (4g, 4g + 2) low, high; j = 2, 3 from (4g + 1, 4g + 3).
+    let quads: [__m512; 16] = std::array::from_fn(|i| {
+        let (g, j) = (i / 4, i % 4);
+        let (a, b) = (_mm512_castps_pd(pairs[4 * g + j / 2]), _mm512_castps_pd(pairs[4 * g + j / 2 + 2]));
+        _mm512_castpd_ps(if j % 2 == 0 { _mm512_unpacklo_pd(a, b) } else { _mm512_unpackhi_pd(a, b) })
+    });
+    // Within each half of the rows: 128-bit lanes 0, 2 of each pair of quads, then lanes 1, 3.
+    let halves: [__m512; 16] = std::array::from_fn(|i| {
+        let (h, j) = (i / 8, i % 8);
+        let (a, b) = (quads[8 * h + j % 4], quads[8 * h + j % 4 + 4]);
+        if j < 4 { _mm512_shuffle_f32x4::<0x88>(a, b) } else { _mm512_shuffle_f32x4::<0xdd>(a, b) }
+    });
+    std::array::from_fn(|i| {
+        let (a, b) = (halves[i % 8], halves[i % 8 + 8]);
+        if i < 8 { _mm512_shuffle_f32x4::<0x88>(a, b) } else { _mm512_shuffle_f32x4::<0xdd>(a, b) }
+    })
 }
 
 #[target_feature(enable = "avx512f")]
