@@ -492,8 +492,9 @@ fn ratios_by_round(rounds: &[Round], ours: impl Fn(&Round) -> Option<f64>) -> Ve
     rounds.iter().filter_map(|r| Some(ours(r)? / theirs(r)?)).collect()
 }
 
-/// When `OPENBLAS_CORETYPE` chose OpenBLAS's kernels, the same eval in a child process without it, where OpenBLAS
-/// picks the CPU's own: both settings' throughput in one run, as the variable can halve it.
+/// When `OPENBLAS_CORETYPE` chose the kernels of the OpenBLAS that runs the products, the same eval in a child
+/// process without it, where OpenBLAS picks the CPU's own: both settings' throughput in one run, as the variable can
+/// halve it. (Our own AVX-512 kernel, where it runs, does not read the variable.)
 fn own_kernels_figure(
     model: &std::path::Path,
     text: &std::path::Path,
@@ -501,7 +502,7 @@ fn own_kernels_figure(
     windows: usize,
 ) -> Option<Result<(f64, String), String>> {
     let asked = std::env::var("OPENBLAS_CORETYPE").is_ok_and(|v| !v.is_empty());
-    if !asked || !nash_swarm::model::gemm::uses_openblas() {
+    if !asked || !nash_swarm::model::gemm::openblas_runs_the_products() {
         return None;
     }
     let run = || -> Result<(f64, String), String> {

@@ -134,12 +134,12 @@ pub fn backend_name() -> String {
         }
         (Some(blas), _) => format!("OpenBLAS ({} kernels)", blas.core),
     };
-    if avx512_enabled() { format!("own AVX-512 kernel for x @ W^T; attention on {blas}") } else { blas }
+    if avx512_enabled() { format!("own AVX-512 kernel ({blas} for products of fewer than 16 rows)") } else { blas }
 }
 
-/// Whether OpenBLAS runs the forward pass's products (not candle's, not only our own kernel).
-pub fn uses_openblas() -> bool {
-    blas().is_some()
+/// Whether OpenBLAS runs the forward pass's products (neither our kernel nor candle's).
+pub fn openblas_runs_the_products() -> bool {
+    blas().is_some() && !avx512_enabled()
 }
 
 /// Turns our AVX-512 kernel and OpenBLAS off or back on (benchmarks compare them with candle in one run).
@@ -253,6 +253,9 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(out, (m, n), &Device::Cpu)?)
 }
 
+/// Below this many rows of the left operand, OpenBLAS (when installed) runs a product rather than our kernel.
+const AVX512_MIN_ROWS: usize = 16;
+
 /// A single-threaded kernel for a share of a product: our AVX-512 one or OpenBLAS's sgemm.
 #[derive(Clone, Copy)]
 pub(crate) enum Kernel {
@@ -264,7 +267,6 @@ impl Kernel {
     /// The kernel for `m` rows of the left operand, None when only candle's GEMM is left. Ours packs all of the
     /// right operand for every product, which a handful of rows does not repay when OpenBLAS is there.
     pub(crate) fn for_rows(m: usize) -> Option<Kernel> {
-        const AVX512_MIN_ROWS: usize = 16;
         let blas = Kernel::blas();
         match Kernel::avx512() {
             Some(ours) if m >= AVX512_MIN_ROWS || blas.is_none() => Some(ours),
