@@ -1,14 +1,16 @@
-//! `x @ W^T` in f32 by our own AVX-512 kernel, on CPUs that have AVX-512F.
+//! Matrix products in f32 by our own AVX-512 kernel, on CPUs that have AVX-512F: `x @ W^T` (the layers, the head,
+//! attention's scores, calibration's `x xᵀ` sums) and `x @ W` (attention's weighted values).
 //!
 //! Why a kernel of our own beside OpenBLAS: OpenBLAS obeys `OPENBLAS_CORETYPE`, a machine-wide setting that can
 //! hold it to AVX2 kernels on an AVX-512 CPU (Haswell's on the reference machine, half the FMA width). This kernel
 //! is not OpenBLAS, so that setting does not speak to it; it is used wherever the CPU has AVX-512F.
 //!
-//! The usual blocked scheme (Goto/BLIS): the depth is cut into blocks of `DEPTH`; for each, a block of `W`'s rows
-//! is packed into panels of `COLS` rows laid out depth-major, a block of `x`'s rows into panels of `ROWS` rows the
-//! same way, and a register tile of `ROWS × COLS` outputs (`ROWS` broadcasts times `COLS / 16` vectors of `W`)
-//! is accumulated over the depth block. Panels are padded with zeros, so edges need no special kernel; a tile
-//! that sticks out of the output is written through a scratch tile.
+//! The usual blocked scheme (Goto/BLIS): the depth is cut into blocks of `DEPTH`; for each, a block of `W`'s output
+//! columns is packed into panels of `COLS` laid out depth-major (`W`'s rows by 16 x 16 transposes in registers),
+//! and a register tile of `ROWS × COLS` outputs (`ROWS` values of `x`, read in place and broadcast, times
+//! `COLS / 16` vectors of `W`) is accumulated over the depth block. Zero padding (of `W`'s last panel, of a copy
+//! of `x`'s last rows) spares the edges a kernel of their own; a tile that sticks out of the output is written
+//! through a scratch tile.
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -40,12 +42,17 @@ thread_local! {
 ///
 /// Panics when the slices are shorter than the shape or the CPU lacks AVX-512F (callers check `available`).
 pub fn matmul_t(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
-    product(a, b, BLayout::Rows, c, (m, n, k), ldc)
+    product(a, b, BLayout::Rows, c, (m, n, k), ldc, false)
+}
+
+/// `c += a @ b^T`, shapes as in `matmul_t`.
+pub fn add_matmul_t(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
+    product(a, b, BLayout::Rows, c, (m, n, k), ldc, true)
 }
 
 /// `c = a @ b` for row-major `a: [m, k]`, `b: [k, n]` and `c: [m, n]` (row stride `ldc`), single-threaded.
 pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
-    product(a, b, BLayout::Columns, c, (m, n, k), ldc)
+    product(a, b, BLayout::Columns, c, (m, n, k), ldc, false)
 }
 
 /// How the right operand holds the output's columns: as its rows (`b: [n, k]`) or as its columns (`b: [k, n]`).
@@ -55,7 +62,16 @@ enum BLayout {
     Columns,
 }
 
-fn product(a: &[f32], b: &[f32], layout: BLayout, c: &mut [f32], (m, n, k): (usize, usize, usize), ldc: usize) {
+/// `c = a @ op(b)`, or `c += a @ op(b)` when `add`.
+fn product(
+    a: &[f32],
+    b: &[f32],
+    layout: BLayout,
+    c: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    ldc: usize,
+    add: bool,
+) {
     assert!(available(), "avx512: a CPU without AVX-512F");
     assert!(a.len() >= m * k && b.len() >= n * k && ldc >= n, "avx512: operands too short");
     assert!(m == 0 || c.len() >= (m - 1) * ldc + n, "avx512: output too short");
@@ -63,7 +79,9 @@ fn product(a: &[f32], b: &[f32], layout: BLayout, c: &mut [f32], (m, n, k): (usi
         return;
     }
     if k == 0 {
-        c.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(0.0));
+        if !add {
+            c.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(0.0));
+        }
         return;
     }
     PACKED.with_borrow_mut(|(packed_w, padded_x)| {
@@ -75,7 +93,7 @@ fn product(a: &[f32], b: &[f32], layout: BLayout, c: &mut [f32], (m, n, k): (usi
                 let packed_w = &packed_w[..cols.div_ceil(COLS) * COLS * depth];
                 for i0 in (0..m).step_by(X_BLOCK) {
                     let rows = X_BLOCK.min(m - i0);
-                    let block = Block { x: &a[i0 * k + p0..], k, rows, cols, depth, accumulate: p0 > 0 };
+                    let block = Block { x: &a[i0 * k + p0..], k, rows, cols, depth, accumulate: add || p0 > 0 };
                     // SAFETY: `available()` was checked above: the CPU has AVX-512F.
                     unsafe { multiply_block(&block, packed_w, padded_x, &mut c[i0 * ldc + j0..], ldc) };
                 }
@@ -254,7 +272,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn both_layouts_match_f64_loops_on_edges_and_depth_blocks() {
+    fn both_layouts_and_adding_match_f64_loops_on_edges_and_depth_blocks() {
         if !available() {
             eprintln!("no AVX-512F here: the kernel is not used on this CPU");
             return;
@@ -269,10 +287,15 @@ mod tests {
             let mut c_columns = c.clone();
             matmul_t(&a, &b, &mut c, m, n, k, ldc);
             matmul(&a, &b_columns, &mut c_columns, m, n, k, ldc);
+            // And added to what is there.
+            let start = |i: usize, j: usize| ((i * 31 + j * 7) % 17) as f32 / 8.0 - 1.0;
+            let mut c_added: Vec<f32> = (0..c.len()).map(|e| start(e / ldc, e % ldc)).collect();
+            add_matmul_t(&a, &b, &mut c_added, m, n, k, ldc);
             for i in 0..m {
                 for j in 0..n {
                     let want: f64 = (0..k).map(|l| a[i * k + l] as f64 * b[j * k + l] as f64).sum();
-                    for got in [c[i * ldc + j], c_columns[i * ldc + j]] {
+                    let added = c_added[i * ldc + j] - start(i, j);
+                    for got in [c[i * ldc + j], c_columns[i * ldc + j], added] {
                         let error = (got as f64 - want).abs();
                         assert!(error < 1e-4 * (1.0 + want.abs()), "({m}, {n}, {k}) at ({i}, {j})");
                     }

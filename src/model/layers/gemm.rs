@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
+use super::avx512;
 use crate::error::Result;
 use crate::model::tensor_io::with_f32_slice;
 
@@ -148,10 +149,7 @@ pub fn set_fast_kernels_enabled(enabled: bool) {
 }
 
 fn avx512_enabled() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return FAST_KERNELS_ENABLED.load(Ordering::Relaxed) && super::avx512::available();
-    #[cfg(not(target_arch = "x86_64"))]
-    return false;
+    FAST_KERNELS_ENABLED.load(Ordering::Relaxed) && avx512::available()
 }
 
 /// In place, by OpenBLAS's LAPACK: the inverse of the lower Cholesky factor L of the symmetric `a` (`n × n`
@@ -287,12 +285,19 @@ impl Kernel {
     /// `c = a @ b^T` for `a: [m, k]`, `b: [n, k]`, `c: [m, n]` with row stride `ldc`.
     pub(crate) fn a_bt(self, a: &[f32], b: &[f32], c: &mut [f32], (m, n, k): (usize, usize, usize), ldc: usize) {
         match self {
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => super::avx512::matmul_t(a, b, c, m, n, k, ldc),
-            #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Avx512 => unreachable!("the AVX-512 kernel exists only on x86-64"),
+            Kernel::Avx512 => avx512::matmul_t(a, b, c, m, n, k, ldc),
             Kernel::Blas(sgemm) => {
                 sgemm.run(&GemmShape { m, n, k, lda: k, ldb: k, ldc, b_transposed: true }, 1.0, a, b, c)
+            }
+        }
+    }
+
+    /// `c += a @ b^T`, shapes as in `a_bt`.
+    pub(crate) fn add_a_bt(self, a: &[f32], b: &[f32], c: &mut [f32], (m, n, k): (usize, usize, usize), ldc: usize) {
+        match self {
+            Kernel::Avx512 => avx512::add_matmul_t(a, b, c, m, n, k, ldc),
+            Kernel::Blas(sgemm) => {
+                sgemm.accumulate(&GemmShape { m, n, k, lda: k, ldb: k, ldc, b_transposed: true }, 1.0, a, b, c)
             }
         }
     }
@@ -300,10 +305,7 @@ impl Kernel {
     /// `c = a @ b` for `a: [m, k]`, `b: [k, n]`, `c: [m, n]` with row stride `ldc`.
     pub(crate) fn a_b(self, a: &[f32], b: &[f32], c: &mut [f32], (m, n, k): (usize, usize, usize), ldc: usize) {
         match self {
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => super::avx512::matmul(a, b, c, m, n, k, ldc),
-            #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Avx512 => unreachable!("the AVX-512 kernel exists only on x86-64"),
+            Kernel::Avx512 => avx512::matmul(a, b, c, m, n, k, ldc),
             Kernel::Blas(sgemm) => {
                 sgemm.run(&GemmShape { m, n, k, lda: k, ldb: n, ldc, b_transposed: false }, 1.0, a, b, c)
             }
@@ -318,16 +320,15 @@ pub fn add_gram(a: &[f32], n: usize, k: usize, sums: &mut [f32]) -> Result<()> {
     if k == 0 {
         return Ok(());
     }
-    let Some(sgemm) = Sgemm::get().filter(|_| c_int::try_from(n.max(k)).is_ok()) else {
+    let rows_per_task = n.div_ceil(rayon::current_num_threads()).max(1);
+    let Some(kernel) = Kernel::for_rows(rows_per_task).filter(|_| c_int::try_from(n.max(k)).is_ok()) else {
         let a = Tensor::from_slice(a, (n, k), &Device::Cpu)?;
         let product = a.matmul(&a.t()?)?.flatten_all()?.to_vec1::<f32>()?;
         sums.iter_mut().zip(&product).for_each(|(s, p)| *s += p);
         return Ok(());
     };
-    let rows_per_task = n.div_ceil(rayon::current_num_threads()).max(1);
     sums.par_chunks_mut(rows_per_task * n).zip(a.par_chunks(rows_per_task * k)).for_each(|(c, rows)| {
-        let shape = GemmShape { m: rows.len() / k.max(1), n, k, lda: k, ldb: k, ldc: n, b_transposed: true };
-        sgemm.accumulate(&shape, 1.0, rows, a, c);
+        kernel.add_a_bt(rows, a, c, (rows.len() / k, n, k), n);
     });
     Ok(())
 }

@@ -3,5 +3,21 @@
 pub mod attention;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+#[cfg(not(target_arch = "x86_64"))]
+pub mod avx512 {
+    //! No AVX-512 off x86-64: `available` is false, so the products are never called.
+    pub fn available() -> bool {
+        false
+    }
+    pub fn matmul_t(_: &[f32], _: &[f32], _: &mut [f32], _: usize, _: usize, _: usize, _: usize) {
+        unreachable!("the AVX-512 kernel exists only on x86-64")
+    }
+    pub fn add_matmul_t(_: &[f32], _: &[f32], _: &mut [f32], _: usize, _: usize, _: usize, _: usize) {
+        unreachable!("the AVX-512 kernel exists only on x86-64")
+    }
+    pub fn matmul(_: &[f32], _: &[f32], _: &mut [f32], _: usize, _: usize, _: usize, _: usize) {
+        unreachable!("the AVX-512 kernel exists only on x86-64")
+    }
+}
 pub mod decoder;
 pub mod gemm;
