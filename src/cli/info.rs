@@ -47,7 +47,7 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
     if let Some((tensors, file)) = gguf_bpw {
         println!("bits/weight:  {tensors:.3} in tensors ({file:.3} for the whole file)");
     }
-    println!("{:<48} {:>16} {:>6} {:>8} {}", "tensor", "shape", "dtype", "stored", "role");
+    println!("{:<48} {:>16} {:>6} {:>8} role", "tensor", "shape", "dtype", "stored");
     for t in &tensors {
         let shape: Vec<String> = t["shape"].as_array().unwrap().iter().map(|d| d.to_string()).collect();
         println!(

@@ -200,11 +200,11 @@ pub struct Reference {
     pub base: PplReport,
 }
 
-pub fn reference(model: &Model, text: &PathBuf, spec: WindowSpec, job: &Job) -> anyhow::Result<Reference> {
+pub fn reference(model: &Model, text: &Path, spec: WindowSpec, job: &Job) -> anyhow::Result<Reference> {
     let tokens = model.encode(&eval::read_text(text)?)?;
     let windows = eval::windows(model, &tokens, spec, text)?;
     let (base, logits) = eval::evaluate_ppl(model, &windows, Kld::Record, job)?;
-    Ok(Reference { text: text.clone(), spec, windows, logits: Arc::new(logits.expect("recorded")), base })
+    Ok(Reference { text: text.to_path_buf(), spec, windows, logits: Arc::new(logits.expect("recorded")), base })
 }
 
 impl Reference {

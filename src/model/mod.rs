@@ -436,8 +436,7 @@ mod tests {
     fn states_in_a_scratch_file_are_the_states_in_memory() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/stories260k");
         let model = crate::load(&path).unwrap();
-        let windows: Vec<Vec<u32>> =
-            (0..3).map(|w| (0..40 + w).map(|i| (i * 13 + w as u32 * 7) % 512).collect()).collect();
+        let windows: Vec<Vec<u32>> = (0..3u32).map(|w| (0..40 + w).map(|i| (i * 13 + w * 7) % 512).collect()).collect();
         let windows: Vec<&[u32]> = windows.iter().map(Vec::as_slice).collect();
         let seen = |states_in_memory: usize| {
             let mut inputs: Vec<(String, Vec<f32>)> = Vec::new();
@@ -446,7 +445,11 @@ mod tests {
                 Ok(())
             };
             let mut layers = 0;
-            model.observe_within(&windows, &mut observer, &mut |_| Ok(layers += 1), states_in_memory).unwrap();
+            let mut count_layer = |_| {
+                layers += 1;
+                Ok(())
+            };
+            model.observe_within(&windows, &mut observer, &mut count_layer, states_in_memory).unwrap();
             assert_eq!(layers, model.architecture.num_layers());
             inputs
         };
