@@ -55,6 +55,11 @@ pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize,
     product(a, b, BLayout::Columns, c, (m, n, k), ldc, false)
 }
 
+/// `c += a @ b`, shapes as in `matmul`.
+pub fn add_matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
+    product(a, b, BLayout::Columns, c, (m, n, k), ldc, true)
+}
+
 /// How the right operand holds the output's columns: as its rows (`b: [n, k]`) or as its columns (`b: [k, n]`).
 #[derive(Clone, Copy)]
 enum BLayout {
@@ -290,12 +295,14 @@ mod tests {
             // And added to what is there.
             let start = |i: usize, j: usize| ((i * 31 + j * 7) % 17) as f32 / 8.0 - 1.0;
             let mut c_added: Vec<f32> = (0..c.len()).map(|e| start(e / ldc, e % ldc)).collect();
+            let mut c_columns_added = c_added.clone();
             add_matmul_t(&a, &b, &mut c_added, m, n, k, ldc);
+            add_matmul(&a, &b_columns, &mut c_columns_added, m, n, k, ldc);
             for i in 0..m {
                 for j in 0..n {
                     let want: f64 = (0..k).map(|l| a[i * k + l] as f64 * b[j * k + l] as f64).sum();
-                    let added = c_added[i * ldc + j] - start(i, j);
-                    for got in [c[i * ldc + j], c_columns[i * ldc + j], added] {
+                    let added = [c_added[i * ldc + j] - start(i, j), c_columns_added[i * ldc + j] - start(i, j)];
+                    for got in [c[i * ldc + j], c_columns[i * ldc + j], added[0], added[1]] {
                         let error = (got as f64 - want).abs();
                         assert!(error < 1e-4 * (1.0 + want.abs()), "({m}, {n}, {k}) at ({i}, {j})");
                     }

@@ -302,6 +302,16 @@ impl Kernel {
         }
     }
 
+    /// `c += a @ b`, shapes as in `a_b`.
+    pub(crate) fn add_a_b(self, a: &[f32], b: &[f32], c: &mut [f32], (m, n, k): (usize, usize, usize), ldc: usize) {
+        match self {
+            Kernel::Avx512 => avx512::add_matmul(a, b, c, m, n, k, ldc),
+            Kernel::Blas(sgemm) => {
+                sgemm.accumulate(&GemmShape { m, n, k, lda: k, ldb: n, ldc, b_transposed: false }, 1.0, a, b, c)
+            }
+        }
+    }
+
     /// `c = a @ b` for `a: [m, k]`, `b: [k, n]`, `c: [m, n]` with row stride `ldc`.
     pub(crate) fn a_b(self, a: &[f32], b: &[f32], c: &mut [f32], (m, n, k): (usize, usize, usize), ldc: usize) {
         match self {
@@ -331,6 +341,23 @@ pub fn add_gram(a: &[f32], n: usize, k: usize, sums: &mut [f32]) -> Result<()> {
         kernel.add_a_bt(rows, a, c, (rows.len() / k, n, k), n);
     });
     Ok(())
+}
+
+/// `c += a @ b` for row-major `a: [m, k]`, `b: [k, n]` and `c: [m, n]`, the rows split over rayon's threads; false
+/// (and `c` untouched) when only candle's GEMM is here.
+pub(crate) fn add_matmul(a: &[f32], b: &[f32], c: &mut [f32], (m, n, k): (usize, usize, usize)) -> bool {
+    assert!(a.len() == m * k && b.len() == k * n && c.len() == m * n, "add_matmul: shapes do not match");
+    let rows_per_task = m.div_ceil(rayon::current_num_threads()).max(1);
+    let Some(kernel) = Kernel::for_rows(rows_per_task).filter(|_| c_int::try_from(m.max(n).max(k)).is_ok()) else {
+        return false;
+    };
+    if m == 0 || n == 0 || k == 0 {
+        return true;
+    }
+    c.par_chunks_mut(rows_per_task * n).zip(a.par_chunks(rows_per_task * k)).for_each(|(c, a)| {
+        kernel.add_a_b(a, b, c, (a.len() / k, n, k), n);
+    });
+    true
 }
 
 /// `a @ b^T` (`a: [m, k]`, `b: [n, k]`) across rayon's threads, each running a single-threaded sgemm on a share

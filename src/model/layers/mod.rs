@@ -18,6 +18,9 @@ pub mod avx512 {
     pub fn matmul(_: &[f32], _: &[f32], _: &mut [f32], _: usize, _: usize, _: usize, _: usize) {
         unreachable!("the AVX-512 kernel exists only on x86-64")
     }
+    pub fn add_matmul(_: &[f32], _: &[f32], _: &mut [f32], _: usize, _: usize, _: usize, _: usize) {
+        unreachable!("the AVX-512 kernel exists only on x86-64")
+    }
 }
 pub mod decoder;
 pub mod gemm;

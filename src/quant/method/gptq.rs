@@ -137,15 +137,28 @@ fn gptq(
             }
         }
         // After the block: the columns beyond it, each taking every error of the block.
-        let errors = &errors[..(i1 - i0) * rows];
-        wt[i1 * rows..].par_chunks_mut(rows).enumerate().for_each(|(k, column)| {
-            let j = i1 + k;
-            for (i, error) in (i0..i1).zip(errors.chunks_exact(rows)) {
-                axpy(-u.at(i, j), error, column);
-            }
-        });
+        feed_forward(&mut wt[i1 * rows..], &errors[..(i1 - i0) * rows], u, (i0, i1), rows);
     }
     (values, grids)
+}
+
+/// Every column `j ≥ i1` (`rest`, column-major, `rows` long each) takes the errors of columns `i0..i1`:
+/// column_j −= Σ_i U_ij · error_i, which is one matrix product, `rest += (−Uᵀ) @ errors` (most of GPTQ's work).
+fn feed_forward(rest: &mut [f32], errors: &[f32], u: &UpdateFactor, (i0, i1): (usize, usize), rows: usize) {
+    let (width, first) = (i1 - i0, i1);
+    let later = rest.len() / rows.max(1);
+    let mut minus_ut = vec![0f32; later * width];
+    minus_ut.par_chunks_mut(width.max(1)).enumerate().for_each(|(k, row)| {
+        row.iter_mut().enumerate().for_each(|(t, v)| *v = -u.at(i0 + t, first + k));
+    });
+    if crate::model::gemm::add_matmul(&minus_ut, errors, rest, (later, rows, width)) {
+        return;
+    }
+    rest.par_chunks_mut(rows).zip(minus_ut.par_chunks(width.max(1))).for_each(|(column, minus_u)| {
+        for (&a, error) in minus_u.iter().zip(errors.chunks_exact(rows)) {
+            axpy(a, error, column);
+        }
+    });
 }
 
 /// The grid of columns `c0..c1` (one group) of every row, from the weights as they stand now.
@@ -313,6 +326,26 @@ mod tests {
             }
         }
         h
+    }
+
+    #[test]
+    fn the_feedback_after_a_block_is_the_sum_of_its_column_updates() {
+        let (tokens, cols, rows) = (200, 300, 37);
+        let h = second_moment(&inputs(tokens, cols), tokens, cols);
+        let u = inverse_cholesky_upper(&h, cols, 0.01).unwrap();
+        let (i0, i1) = (40, 40 + BLOCK);
+        let errors: Vec<f32> = (0..BLOCK * rows).map(|i| uniform(i, 2.0)).collect();
+        let start: Vec<f32> = (0..(cols - i1) * rows).map(|i| uniform(i, 7.0)).collect();
+        let mut rest = start.clone();
+        feed_forward(&mut rest, &errors, &u, (i0, i1), rows);
+        for (k, column) in rest.chunks_exact(rows).enumerate() {
+            for (r, &got) in column.iter().enumerate() {
+                let moved: f64 =
+                    (i0..i1).map(|i| u.at(i, i1 + k) as f64 * errors[(i - i0) * rows + r] as f64).sum::<f64>();
+                let want = start[k * rows + r] as f64 - moved;
+                assert!((got as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "column {k}, row {r}");
+            }
+        }
     }
 
     #[test]
