@@ -137,7 +137,7 @@ impl Gathering {
             row.iter().enumerate().for_each(|(j, &v)| xt[j * rows + t] = v);
         }
         let sums = self.open.entry(name.to_string()).or_insert_with(|| crate::memory::zeroed_f32(cols * cols));
-        crate::model::layers::gemm::add_gram(&xt, cols, rows, sums)?;
+        crate::model::layers::gemm::add_gram_lower(&xt, cols, rows, sums)?;
         self.last = Some((id, name.to_string()));
         Ok(())
     }
@@ -147,6 +147,8 @@ impl Gathering {
         let Some(file) = self.moments.as_mut() else { return Ok(()) };
         let per_token = 1.0 / self.tokens.max(1) as f32;
         for (name, mut sum) in std::mem::take(&mut self.open) {
+            let cols = (sum.len() as f64).sqrt().round() as usize;
+            crate::model::layers::gemm::mirror_lower(&mut sum, cols);
             sum.iter_mut().for_each(|v| *v *= per_token);
             file.append(name, &sum)?;
         }

@@ -323,24 +323,47 @@ impl Kernel {
     }
 }
 
-/// `sums += a @ a^T` for `a` `n × k` and `sums` `n × n`, row-major f32 (calibration's Σ x xᵀ, with `a` the inputs
-/// transposed): added in place, so no `n × n` product exists beside the sums.
-pub fn add_gram(a: &[f32], n: usize, k: usize, sums: &mut [f32]) -> Result<()> {
-    assert_eq!((a.len(), sums.len()), (n * k, n * n), "add_gram: a is not n x k or the sums not n x n");
-    if k == 0 {
+/// The lower triangle of `sums += a @ a^T` for `a` `n × k` and `sums` `n × n`, row-major f32 (calibration's
+/// Σ x xᵀ, with `a` the inputs transposed): added in place, so no `n × n` product exists beside the sums. Only the
+/// triangle is owed (half the work): above the diagonal `sums` is left partly added to, for `mirror_lower` to
+/// overwrite once the sums are complete.
+pub fn add_gram_lower(a: &[f32], n: usize, k: usize, sums: &mut [f32]) -> Result<()> {
+    assert_eq!((a.len(), sums.len()), (n * k, n * n), "add_gram_lower: a is not n x k or the sums not n x n");
+    if k == 0 || n == 0 {
         return Ok(());
     }
-    let rows_per_task = n.div_ceil(rayon::current_num_threads()).max(1);
-    let Some(kernel) = Kernel::for_rows(rows_per_task).filter(|_| c_int::try_from(n.max(k)).is_ok()) else {
+    let tasks = rayon::current_num_threads().max(1);
+    let Some(any) = Kernel::for_rows(n.div_ceil(tasks)).filter(|_| c_int::try_from(n.max(k)).is_ok()) else {
         let a = Tensor::from_slice(a, (n, k), &Device::Cpu)?;
         let product = a.matmul(&a.t()?)?.flatten_all()?.to_vec1::<f32>()?;
         sums.iter_mut().zip(&product).for_each(|(s, p)| *s += p);
         return Ok(());
     };
-    sums.par_chunks_mut(rows_per_task * n).zip(a.par_chunks(rows_per_task * k)).for_each(|(c, rows)| {
-        kernel.add_a_bt(rows, a, c, (rows.len() / k, n, k), n);
+    // Row i of the triangle holds i + 1 products: rows cut at n·√(t / tasks) give every task the same share.
+    let cuts: Vec<usize> =
+        (0..=tasks).map(|t| (n as f64 * (t as f64 / tasks as f64).sqrt()).round() as usize).collect();
+    let mut pieces = Vec::with_capacity(tasks);
+    let mut rest = sums;
+    for cut in cuts.windows(2) {
+        let (piece, after) = rest.split_at_mut((cut[1] - cut[0]) * n);
+        pieces.push((cut[0]..cut[1], piece));
+        rest = after;
+    }
+    pieces.into_par_iter().filter(|(rows, _)| !rows.is_empty()).for_each(|(rows, c)| {
+        let kernel = Kernel::for_rows(rows.len()).unwrap_or(any);
+        kernel.add_a_bt(&a[rows.start * k..rows.end * k], &a[..rows.end * k], c, (rows.len(), rows.end, k), n);
     });
     Ok(())
+}
+
+/// Copies the lower triangle of the row-major `n × n` `sums` onto the upper one (see `add_gram_lower`).
+pub fn mirror_lower(sums: &mut [f32], n: usize) {
+    assert_eq!(sums.len(), n * n, "mirror_lower: not n x n");
+    for i in 0..n {
+        for j in i + 1..n {
+            sums[i * n + j] = sums[j * n + i];
+        }
+    }
 }
 
 /// `c += a @ b` for row-major `a: [m, k]`, `b: [k, n]` and `c: [m, n]`, the rows split over rayon's threads; false
@@ -402,14 +425,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn add_gram_adds_a_at_to_the_sums() {
-        let (n, k) = (37, 70);
+    fn add_gram_lower_then_mirror_lower_add_a_at_to_the_sums() {
+        // Rows enough for our kernel in every task, and few enough for OpenBLAS's.
+        for (n, k) in [(37, 70), (101, 33)] {
+            add_gram_and_check(n, k);
+        }
+    }
+
+    fn add_gram_and_check(n: usize, k: usize) {
         let a: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 211) as f32 / 50.0 - 2.0).collect();
-        let mut sums: Vec<f32> = (0..n * n).map(|i| i as f32).collect();
-        add_gram(&a, n, k, &mut sums).unwrap();
+        // Symmetric sums to start from, as the sums of earlier windows are.
+        let mut sums: Vec<f32> = (0..n * n).map(|e| ((e / n) * (e % n) % 23) as f32).collect();
+        add_gram_lower(&a, n, k, &mut sums).unwrap();
+        mirror_lower(&mut sums, n);
         for i in 0..n {
             for j in 0..n {
-                let want = (i * n + j) as f64 + (0..k).map(|l| a[i * k + l] as f64 * a[j * k + l] as f64).sum::<f64>();
+                let start = (i * j % 23) as f64;
+                let want = start + (0..k).map(|l| a[i * k + l] as f64 * a[j * k + l] as f64).sum::<f64>();
                 assert!((sums[i * n + j] as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "({i}, {j})");
             }
         }
