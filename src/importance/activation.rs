@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::ops::Range;
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::memory::SharedBytes;
@@ -89,8 +91,8 @@ struct Gathering {
     open: BTreeMap<String, Vec<f32>>,
     /// Matrices that read an input another one read first, and that one's name.
     sharing: BTreeMap<String, String>,
-    /// The input seen last, and the matrix that first read it.
-    last: Option<(candle_core::TensorId, String)>,
+    /// The input seen last, the matrix that first read it, and its Σ x_j² (q, k and v read one input).
+    last: Option<(candle_core::TensorId, String, Vec<f32>)>,
     /// Where finished layers' moments go; None without second moments.
     moments: Option<MomentFile>,
     tokens: usize,
@@ -118,27 +120,29 @@ impl Gathering {
     }
 
     fn add(&mut self, name: &str, id: candle_core::TensorId, x: &[f32], rows: usize, cols: usize) -> Result<()> {
-        let mut square_sums = vec![0f32; cols];
-        for row in x.chunks_exact(cols) {
-            square_sums.iter_mut().zip(row).for_each(|(s, v)| *s += v * v);
-        }
+        let shared = self.last.as_ref().filter(|(last, ..)| *last == id).map(|(_, first, squares)| (first, squares));
+        let square_sums = match shared {
+            Some((_, squares)) => squares.clone(),
+            None => square_sums(x, cols),
+        };
         let entry = self.sums.entry(name.to_string()).or_insert_with(|| (vec![0.0; cols], 0));
         entry.0.iter_mut().zip(&square_sums).for_each(|(acc, v)| *acc += *v as f64);
         entry.1 += rows;
-        if self.moments.is_none() {
+        if let Some((first, _)) = shared {
+            if self.moments.is_some() {
+                self.sharing.insert(name.to_string(), first.clone());
+            }
             return Ok(());
         }
-        if let Some((_, first)) = self.last.as_ref().filter(|(last, _)| *last == id) {
-            self.sharing.insert(name.to_string(), first.clone());
-            return Ok(());
+        if self.moments.is_some() {
+            let mut xt = vec![0f32; rows * cols];
+            xt.par_chunks_mut(rows.max(1)).with_min_len(64).enumerate().for_each(|(j, column)| {
+                column.iter_mut().enumerate().for_each(|(t, v)| *v = x[t * cols + j]);
+            });
+            let sums = self.open.entry(name.to_string()).or_insert_with(|| crate::memory::zeroed_f32(cols * cols));
+            crate::model::layers::gemm::add_gram_lower(&xt, cols, rows, sums)?;
         }
-        let mut xt = vec![0f32; rows * cols];
-        for (t, row) in x.chunks_exact(cols).enumerate() {
-            row.iter().enumerate().for_each(|(j, &v)| xt[j * rows + t] = v);
-        }
-        let sums = self.open.entry(name.to_string()).or_insert_with(|| crate::memory::zeroed_f32(cols * cols));
-        crate::model::layers::gemm::add_gram_lower(&xt, cols, rows, sums)?;
-        self.last = Some((id, name.to_string()));
+        self.last = Some((id, name.to_string(), square_sums));
         Ok(())
     }
 
@@ -170,6 +174,15 @@ impl Gathering {
         }
         Ok(CalibrationStats { mean_square, second_moment, tokens: self.tokens })
     }
+}
+
+/// Σ_t x_tj² of the row-major `x` (`[tokens, cols]`).
+fn square_sums(x: &[f32], cols: usize) -> Vec<f32> {
+    let mut sums = vec![0f32; cols];
+    for row in x.chunks_exact(cols) {
+        sums.iter_mut().zip(row).for_each(|(s, v)| *s += v * v);
+    }
+    sums
 }
 
 /// An unnamed scratch file in the temporary folder (`TMPDIR`), removed when closed, that moments are appended to.
