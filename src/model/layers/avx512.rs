@@ -13,6 +13,8 @@
 //! through a scratch tile.
 
 use std::arch::x86_64::*;
+
+use super::gemm::BLayout;
 use std::cell::RefCell;
 
 /// Rows of `x` per register tile.
@@ -38,37 +40,11 @@ thread_local! {
     static PACKED: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// `c = a @ b^T` for row-major `a: [m, k]`, `b: [n, k]` and `c: [m, n]` (row stride `ldc`), single-threaded.
+/// `c = a @ op(b)`, or `c += a @ op(b)` when `add`, single-threaded: row-major `a: [m, k]`, `b` holding `op(b)`'s
+/// `k × n` values as `layout` says, `c: [m, n]` with row stride `ldc`.
 ///
 /// Panics when the slices are shorter than the shape or the CPU lacks AVX-512F (callers check `available`).
-pub fn matmul_t(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
-    product(a, b, BLayout::Rows, c, (m, n, k), ldc, false)
-}
-
-/// `c += a @ b^T`, shapes as in `matmul_t`.
-pub fn add_matmul_t(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
-    product(a, b, BLayout::Rows, c, (m, n, k), ldc, true)
-}
-
-/// `c = a @ b` for row-major `a: [m, k]`, `b: [k, n]` and `c: [m, n]` (row stride `ldc`), single-threaded.
-pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
-    product(a, b, BLayout::Columns, c, (m, n, k), ldc, false)
-}
-
-/// `c += a @ b`, shapes as in `matmul`.
-pub fn add_matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
-    product(a, b, BLayout::Columns, c, (m, n, k), ldc, true)
-}
-
-/// How the right operand holds the output's columns: as its rows (`b: [n, k]`) or as its columns (`b: [k, n]`).
-#[derive(Clone, Copy)]
-enum BLayout {
-    Rows,
-    Columns,
-}
-
-/// `c = a @ op(b)`, or `c += a @ op(b)` when `add`.
-fn product(
+pub fn product(
     a: &[f32],
     b: &[f32],
     layout: BLayout,
@@ -290,14 +266,14 @@ mod tests {
             let b_columns: Vec<f32> = (0..k * n).map(|i| b[(i % n) * k + i / n]).collect();
             let mut c = vec![f32::NAN; (m - 1) * ldc + n];
             let mut c_columns = c.clone();
-            matmul_t(&a, &b, &mut c, m, n, k, ldc);
-            matmul(&a, &b_columns, &mut c_columns, m, n, k, ldc);
+            product(&a, &b, BLayout::Rows, &mut c, (m, n, k), ldc, false);
+            product(&a, &b_columns, BLayout::Columns, &mut c_columns, (m, n, k), ldc, false);
             // And added to what is there.
             let start = |i: usize, j: usize| ((i * 31 + j * 7) % 17) as f32 / 8.0 - 1.0;
             let mut c_added: Vec<f32> = (0..c.len()).map(|e| start(e / ldc, e % ldc)).collect();
             let mut c_columns_added = c_added.clone();
-            add_matmul_t(&a, &b, &mut c_added, m, n, k, ldc);
-            add_matmul(&a, &b_columns, &mut c_columns_added, m, n, k, ldc);
+            product(&a, &b, BLayout::Rows, &mut c_added, (m, n, k), ldc, true);
+            product(&a, &b_columns, BLayout::Columns, &mut c_columns_added, (m, n, k), ldc, true);
             for i in 0..m {
                 for j in 0..n {
                     let want: f64 = (0..k).map(|l| a[i * k + l] as f64 * b[j * k + l] as f64).sum();

@@ -283,44 +283,56 @@ impl Kernel {
     }
 
     /// `c = a @ b^T` for `a: [m, k]`, `b: [n, k]`, `c: [m, n]` with row stride `ldc`.
-    pub(crate) fn a_bt(self, a: &[f32], b: &[f32], c: &mut [f32], (m, n, k): (usize, usize, usize), ldc: usize) {
-        match self {
-            Kernel::Avx512 => avx512::matmul_t(a, b, c, m, n, k, ldc),
-            Kernel::Blas(sgemm) => {
-                sgemm.run(&GemmShape { m, n, k, lda: k, ldb: k, ldc, b_transposed: true }, 1.0, a, b, c)
-            }
-        }
+    pub(crate) fn a_bt(self, a: &[f32], b: &[f32], c: &mut [f32], shape: (usize, usize, usize), ldc: usize) {
+        self.product(a, b, BLayout::Rows, c, shape, ldc, false)
     }
 
     /// `c += a @ b^T`, shapes as in `a_bt`.
-    pub(crate) fn add_a_bt(self, a: &[f32], b: &[f32], c: &mut [f32], (m, n, k): (usize, usize, usize), ldc: usize) {
-        match self {
-            Kernel::Avx512 => avx512::add_matmul_t(a, b, c, m, n, k, ldc),
-            Kernel::Blas(sgemm) => {
-                sgemm.accumulate(&GemmShape { m, n, k, lda: k, ldb: k, ldc, b_transposed: true }, 1.0, a, b, c)
-            }
-        }
-    }
-
-    /// `c += a @ b`, shapes as in `a_b`.
-    pub(crate) fn add_a_b(self, a: &[f32], b: &[f32], c: &mut [f32], (m, n, k): (usize, usize, usize), ldc: usize) {
-        match self {
-            Kernel::Avx512 => avx512::add_matmul(a, b, c, m, n, k, ldc),
-            Kernel::Blas(sgemm) => {
-                sgemm.accumulate(&GemmShape { m, n, k, lda: k, ldb: n, ldc, b_transposed: false }, 1.0, a, b, c)
-            }
-        }
+    pub(crate) fn add_a_bt(self, a: &[f32], b: &[f32], c: &mut [f32], shape: (usize, usize, usize), ldc: usize) {
+        self.product(a, b, BLayout::Rows, c, shape, ldc, true)
     }
 
     /// `c = a @ b` for `a: [m, k]`, `b: [k, n]`, `c: [m, n]` with row stride `ldc`.
-    pub(crate) fn a_b(self, a: &[f32], b: &[f32], c: &mut [f32], (m, n, k): (usize, usize, usize), ldc: usize) {
+    pub(crate) fn a_b(self, a: &[f32], b: &[f32], c: &mut [f32], shape: (usize, usize, usize), ldc: usize) {
+        self.product(a, b, BLayout::Columns, c, shape, ldc, false)
+    }
+
+    /// `c += a @ b`, shapes as in `a_b`.
+    pub(crate) fn add_a_b(self, a: &[f32], b: &[f32], c: &mut [f32], shape: (usize, usize, usize), ldc: usize) {
+        self.product(a, b, BLayout::Columns, c, shape, ldc, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn product(
+        self,
+        a: &[f32],
+        b: &[f32],
+        layout: BLayout,
+        c: &mut [f32],
+        (m, n, k): (usize, usize, usize),
+        ldc: usize,
+        add: bool,
+    ) {
         match self {
-            Kernel::Avx512 => avx512::matmul(a, b, c, m, n, k, ldc),
+            Kernel::Avx512 => avx512::product(a, b, layout, c, (m, n, k), ldc, add),
             Kernel::Blas(sgemm) => {
-                sgemm.run(&GemmShape { m, n, k, lda: k, ldb: n, ldc, b_transposed: false }, 1.0, a, b, c)
+                let (ldb, b_transposed) = match layout {
+                    BLayout::Rows => (k, true),
+                    BLayout::Columns => (n, false),
+                };
+                let shape = GemmShape { m, n, k, lda: k, ldb, ldc, b_transposed };
+                if add { sgemm.accumulate(&shape, 1.0, a, b, c) } else { sgemm.run(&shape, 1.0, a, b, c) }
             }
         }
     }
+}
+
+/// How a product's right operand holds the output's columns: as its rows (`b: [n, k]`, the product `a @ b^T`) or
+/// as its columns (`b: [k, n]`, the product `a @ b`).
+#[derive(Clone, Copy)]
+pub enum BLayout {
+    Rows,
+    Columns,
 }
 
 /// The lower triangle of `sums += a @ a^T` for `a` `n × k` and `sums` `n × n`, row-major f32 (calibration's

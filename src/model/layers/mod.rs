@@ -9,16 +9,15 @@ pub mod avx512 {
     pub fn available() -> bool {
         false
     }
-    pub fn matmul_t(_: &[f32], _: &[f32], _: &mut [f32], _: usize, _: usize, _: usize, _: usize) {
-        unreachable!("the AVX-512 kernel exists only on x86-64")
-    }
-    pub fn add_matmul_t(_: &[f32], _: &[f32], _: &mut [f32], _: usize, _: usize, _: usize, _: usize) {
-        unreachable!("the AVX-512 kernel exists only on x86-64")
-    }
-    pub fn matmul(_: &[f32], _: &[f32], _: &mut [f32], _: usize, _: usize, _: usize, _: usize) {
-        unreachable!("the AVX-512 kernel exists only on x86-64")
-    }
-    pub fn add_matmul(_: &[f32], _: &[f32], _: &mut [f32], _: usize, _: usize, _: usize, _: usize) {
+    pub fn product(
+        _: &[f32],
+        _: &[f32],
+        _: super::gemm::BLayout,
+        _: &mut [f32],
+        _: (usize, usize, usize),
+        _: usize,
+        _: bool,
+    ) {
         unreachable!("the AVX-512 kernel exists only on x86-64")
     }
 }
