@@ -1,7 +1,7 @@
 //! Matrix products of the forward pass (and of calibration's `x xᵀ` sums and GPTQ's error feedback): by our own
 //! AVX-512 kernel where the CPU has AVX-512F (`avx512.rs`), else by OpenBLAS's `cblas_sgemm` when it is
 //! installed (also for products of fewer than `AVX512_MIN_ROWS` rows), else by candle's own GEMM. OpenBLAS's LAPACK
-//! also factors GPTQ's Hessians (`inverse_cholesky_factor`).
+//! and f64 BLAS also make GPTQ's update factors (`factor.rs`).
 //!
 //! The forward pass spends ~90% of its time in `x @ W^T`. OpenBLAS comes from PyPI's `scipy-openblas32` wheel
 //! (fetched and hash-checked with the demo model, symbols prefixed `scipy_`), so a fresh machine needs no system
@@ -45,23 +45,12 @@ type SgemmFn = unsafe extern "C" fn(
 
 type SetThreadsFn = unsafe extern "C" fn(threads: c_int);
 
-/// `LAPACKE_dpotrf` and `LAPACKE_dtrtri` (this build's `lapack_int` is a C int).
-type PotrfFn = unsafe extern "C" fn(layout: c_int, uplo: std::ffi::c_char, n: c_int, a: *mut f64, lda: c_int) -> c_int;
-type TrtriFn = unsafe extern "C" fn(
-    layout: c_int,
-    uplo: std::ffi::c_char,
-    diag: std::ffi::c_char,
-    n: c_int,
-    a: *mut f64,
-    lda: c_int,
-) -> c_int;
-
 type CoreNameFn = unsafe extern "C" fn() -> *const std::ffi::c_char;
 
 struct Blas {
     sgemm: SgemmFn,
-    /// Cholesky factorisation and triangular inverse (GPTQ's inverse Hessians), where the library has them.
-    lapack: Option<(PotrfFn, TrtriFn)>,
+    /// The f64 routines of GPTQ's update factors, where the library has them.
+    factor: Option<super::factor::Routines>,
     /// The kernel family OpenBLAS chose (`SkylakeX`, `Haswell`, ...).
     core: String,
     _library: libloading::Library,
@@ -118,9 +107,8 @@ fn open_blas() -> Option<Blas> {
             Ok(name) => std::ffi::CStr::from_ptr(name()).to_string_lossy().into_owned(),
             Err(_) => "unknown".into(),
         };
-        let potrf = library.get::<PotrfFn>(b"scipy_LAPACKE_dpotrf\0").ok().map(|f| *f);
-        let trtri = library.get::<TrtriFn>(b"scipy_LAPACKE_dtrtri\0").ok().map(|f| *f);
-        Some(Blas { sgemm, lapack: potrf.zip(trtri), core, _library: library })
+        let factor = super::factor::Routines::find(&library);
+        Some(Blas { sgemm, factor, core, _library: library })
     }
 }
 
@@ -152,23 +140,9 @@ fn avx512_enabled() -> bool {
     FAST_KERNELS_ENABLED.load(Ordering::Relaxed) && avx512::available()
 }
 
-/// In place, by OpenBLAS's LAPACK: the inverse of the lower Cholesky factor L of the symmetric `a` (`n × n`
-/// row-major, only its lower triangle read), a = L Lᵀ, left in the lower triangle (the upper one is then
-/// unspecified). None without OpenBLAS; Some(false) when `a` is not positive definite.
-pub(crate) fn inverse_cholesky_factor(a: &mut [f64], n: usize) -> Option<bool> {
-    let (potrf, trtri) = blas()?.lapack?;
-    assert_eq!(a.len(), n * n, "inverse_cholesky_factor: a is not n x n");
-    let n = c_int::try_from(n).ok()?;
-    // Column-major, the row-major lower triangle is the upper one: a = UᵀU with U = Lᵀ there, and U⁻¹ = (L⁻¹)ᵀ.
-    const COLUMN_MAJOR: c_int = 102;
-    let upper = b'U' as std::ffi::c_char;
-    // SAFETY: `a` holds exactly n² values with leading dimension n; both routines work within it.
-    unsafe {
-        Some(
-            potrf(COLUMN_MAJOR, upper, n, a.as_mut_ptr(), n) == 0
-                && trtri(COLUMN_MAJOR, upper, b'N' as std::ffi::c_char, n, a.as_mut_ptr(), n) == 0,
-        )
-    }
+/// OpenBLAS's f64 routines for GPTQ's update factors, when it is installed and has them.
+pub(crate) fn factor_routines() -> Option<super::factor::Routines> {
+    blas()?.factor
 }
 
 /// Single-threaded `C = alpha * A @ op(B)` on row-major slices, where `op(B)` is `B^T` when `b_transposed`.
@@ -351,14 +325,11 @@ pub fn add_gram_lower(a: &[f32], n: usize, k: usize, sums: &mut [f32]) -> Result
         sums.iter_mut().zip(&product).for_each(|(s, p)| *s += p);
         return Ok(());
     };
-    // Row i of the triangle holds i + 1 products: rows cut at n·√(t / tasks) give every task the same share.
-    let cuts: Vec<usize> =
-        (0..=tasks).map(|t| (n as f64 * (t as f64 / tasks as f64).sqrt()).round() as usize).collect();
     let mut pieces = Vec::with_capacity(tasks);
     let mut rest = sums;
-    for cut in cuts.windows(2) {
-        let (piece, after) = rest.split_at_mut((cut[1] - cut[0]) * n);
-        pieces.push((cut[0]..cut[1], piece));
+    for rows in super::factor::triangle_parts(n, tasks) {
+        let (piece, after) = rest.split_at_mut(rows.len() * n);
+        pieces.push((rows, piece));
         rest = after;
     }
     pieces.into_par_iter().filter(|(rows, _)| !rows.is_empty()).for_each(|(rows, c)| {

@@ -22,4 +22,5 @@ pub mod avx512 {
     }
 }
 pub mod decoder;
+pub mod factor;
 pub mod gemm;

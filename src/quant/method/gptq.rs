@@ -201,7 +201,7 @@ pub fn inverse_cholesky_upper(h: &[f32], n: usize, damping: f64) -> Option<Updat
         let d = &mut a[i * n + i];
         *d = if *d <= 0.0 { 1.0 } else { *d + lambda };
     }
-    let factored = crate::model::layers::gemm::inverse_cholesky_factor(&mut a, n)
+    let factored = crate::model::layers::factor::inverse_cholesky_factor(&mut a, n)
         .unwrap_or_else(|| cholesky(&mut a, n) && invert_lower(&mut a, n));
     if !factored {
         return None;
@@ -396,7 +396,7 @@ mod tests {
             }
         }
         let mut lapack = a.clone();
-        if let Some(factored) = crate::model::layers::gemm::inverse_cholesky_factor(&mut lapack, n) {
+        if let Some(factored) = crate::model::layers::factor::inverse_cholesky_factor(&mut lapack, n) {
             assert!(factored);
             for i in 0..n {
                 for j in 0..=i {
@@ -405,7 +405,7 @@ mod tests {
                 }
             }
             let mut not_positive = vec![-1.0f64; 4];
-            assert_eq!(crate::model::layers::gemm::inverse_cholesky_factor(&mut not_positive, 2), Some(false));
+            assert_eq!(crate::model::layers::factor::inverse_cholesky_factor(&mut not_positive, 2), Some(false));
         }
     }
 
