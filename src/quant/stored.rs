@@ -235,8 +235,14 @@ impl QuantizedTensor {
             }
             scratch.tiers.iter_mut().zip(&scratch.codes).for_each(|(t, &c)| *t = c as u8);
         } else {
-            let unit_of = |i: usize| self.plan.granularity.unit_of(start + i, cols);
-            scratch.tiers.iter_mut().enumerate().for_each(|(i, t)| *t = self.tier_map.get(unit_of(i)));
+            // Run by run: the weights of one unit share its tier (a division and a bit read per run, not per weight).
+            let granularity = self.plan.granularity;
+            let mut i = 0;
+            while i < len {
+                let run = granularity.run_from(start + i, cols).clamp(1, len - i);
+                scratch.tiers[i..i + run].fill(self.tier_map.get(granularity.unit_of(start + i, cols)));
+                i += run;
+            }
         }
         let mut counts = [0usize; MAX_TIERS];
         for &t in &scratch.tiers {

@@ -104,6 +104,19 @@ impl Granularity {
         }
     }
 
+    /// How many weights from `index` on (row-major, `cols` per row) share its unit: a unit never spans rows
+    /// but a whole tensor's.
+    #[inline]
+    pub fn run_from(self, index: usize, cols: usize) -> usize {
+        let col = index % cols.max(1);
+        match self {
+            Granularity::Weight => 1,
+            Granularity::Group(g) => (g.max(1) - col % g.max(1)).min(cols - col),
+            Granularity::Channel => cols - col,
+            Granularity::Tensor => usize::MAX,
+        }
+    }
+
     /// Mean importance of every unit (borrowed when units are weights).
     pub fn unit_scores(self, scores: &[f32], cols: usize) -> std::borrow::Cow<'_, [f32]> {
         use std::borrow::Cow;
@@ -515,6 +528,19 @@ mod tests {
             want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         );
         assert_eq!(got[4], 1e9);
+    }
+
+    #[test]
+    fn a_run_is_every_weight_that_shares_the_unit() {
+        let (rows, cols) = (3, 10);
+        for granularity in [Granularity::Weight, Granularity::Group(4), Granularity::Channel, Granularity::Tensor] {
+            for index in 0..rows * cols {
+                let unit = granularity.unit_of(index, cols);
+                let same = (index..rows * cols).take_while(|&i| granularity.unit_of(i, cols) == unit).count();
+                let run = granularity.run_from(index, cols).min(rows * cols - index);
+                assert_eq!(run, same, "{granularity:?} at {index}");
+            }
+        }
     }
 
     #[test]
