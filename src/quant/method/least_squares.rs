@@ -461,52 +461,104 @@ fn code_sums(x: &[f32], a: &[f32], lattice: Lattice) -> CodeSums {
 }
 
 /// The same sums written with AVX2 intrinsics: the search's inner loop, which LLVM would not vectorize whole.
-/// The operations and their order are those of `super::level_sums_run`, so both paths agree bit for bit.
+/// The operations and their order are those of `super::level_sums_run`, so both paths agree bit for bit. The
+/// kernels are compiled for AVX2 and again with AVX-512's registers (`Simd`), where the sweep spills less.
 mod avx2 {
     use super::{Lattice, NSTEP, RunSweep, SETS, Sweep, never};
+    use crate::math::Simd;
 
     /// (Σ a l, Σ a l², Σ a l x) of one run, each its lanes' `lanes16_total`, or None where the CPU lacks AVX2
     /// and FMA.
     #[inline(always)]
     pub(super) fn level_sums_run(x: &[f32], a: &[f32], lattice: Lattice) -> Option<[f64; 3]> {
+        level_sums_on(Simd::best()?, x, a, lattice)
+    }
+
+    /// `level_sums_run` compiled for `simd`; None where the CPU lacks it.
+    #[inline(always)]
+    pub(super) fn level_sums_on(simd: Simd, x: &[f32], a: &[f32], lattice: Lattice) -> Option<[f64; 3]> {
         #[cfg(target_arch = "x86_64")]
-        if crate::math::has_avx2_fma() {
-            // SAFETY: the CPU has AVX2 and FMA (checked above).
-            return Some(unsafe { lanes(x, a, lattice) });
+        {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2(x: &[f32], a: &[f32], lattice: Lattice) -> [f64; 3] {
+                // SAFETY: this function's features are the kernel's.
+                unsafe { lanes(x, a, lattice) }
+            }
+            #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+            unsafe fn avx512(x: &[f32], a: &[f32], lattice: Lattice) -> [f64; 3] {
+                // SAFETY: this function's features include the kernel's.
+                unsafe { lanes(x, a, lattice) }
+            }
+            if simd.here() {
+                // SAFETY: the CPU has `simd`'s features (checked above).
+                return Some(unsafe {
+                    match simd {
+                        Simd::Avx512 => avx512(x, a, lattice),
+                        Simd::Avx2 => avx2(x, a, lattice),
+                    }
+                });
+            }
         }
         None
     }
 
-    /// `super::lane_total` of eight lanes in a register.
+    /// `super::lane_total` of eight lanes in a register. Inlined into callers compiled for AVX2 and FMA (as are
+    /// the kernels below: each is unsafe to call without them).
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    fn register_total(folded: std::arch::x86_64::__m256) -> f64 {
+    #[inline(always)]
+    unsafe fn register_total(folded: std::arch::x86_64::__m256) -> f64 {
         use std::arch::x86_64::*;
-        let h = _mm256_add_pd(
-            _mm256_cvtps_pd(_mm256_castps256_ps128(folded)),
-            _mm256_cvtps_pd(_mm256_extractf128_ps(folded, 1)),
-        );
-        let pairs = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
-        _mm_cvtsd_f64(_mm_add_sd(pairs, _mm_unpackhi_pd(pairs, pairs)))
+        // SAFETY: the caller's features include AVX2.
+        unsafe {
+            let h = _mm256_add_pd(
+                _mm256_cvtps_pd(_mm256_castps256_ps128(folded)),
+                _mm256_cvtps_pd(_mm256_extractf128_ps(folded, 1)),
+            );
+            let pairs = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
+            _mm_cvtsd_f64(_mm_add_sd(pairs, _mm_unpackhi_pd(pairs, pairs)))
+        }
     }
 
     /// `Sweep::run` into an empty `run`, eight weights at a time; false (and `run` untouched) where the CPU
     /// lacks AVX2 and FMA.
     #[inline(always)]
     pub(super) fn sweep_run(x: &[f32], a: &[f32], sweep: &Sweep, run: &mut RunSweep) -> bool {
+        Simd::best().is_some_and(|simd| sweep_on(simd, x, a, sweep, run))
+    }
+
+    /// `sweep_run` compiled for `simd`; false where the CPU lacks it.
+    #[inline(always)]
+    pub(super) fn sweep_on(simd: Simd, x: &[f32], a: &[f32], sweep: &Sweep, run: &mut RunSweep) -> bool {
         #[cfg(target_arch = "x86_64")]
-        if crate::math::has_avx2_fma() {
-            // SAFETY: the CPU has AVX2 and FMA (checked above).
-            unsafe { sweep_lanes(x, a, sweep, run) };
-            return true;
+        {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2(x: &[f32], a: &[f32], sweep: &Sweep, run: &mut RunSweep) {
+                // SAFETY: this function's features are the kernel's.
+                unsafe { sweep_lanes(x, a, sweep, run) }
+            }
+            #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+            unsafe fn avx512(x: &[f32], a: &[f32], sweep: &Sweep, run: &mut RunSweep) {
+                // SAFETY: this function's features include the kernel's.
+                unsafe { sweep_lanes(x, a, sweep, run) }
+            }
+            if simd.here() {
+                // SAFETY: the CPU has `simd`'s features (checked above).
+                unsafe {
+                    match simd {
+                        Simd::Avx512 => avx512(x, a, sweep, run),
+                        Simd::Avx2 => avx2(x, a, sweep, run),
+                    }
+                }
+                return true;
+            }
         }
         false
     }
 
+    /// Inlined into callers compiled for AVX2 and FMA, whose features its intrinsics take.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
+    #[inline(always)]
+    #[allow(unsafe_op_in_unsafe_fn)]
     unsafe fn sweep_lanes(x: &[f32], a: &[f32], sweep: &Sweep, run: &mut RunSweep) {
         use std::arch::x86_64::*;
         let n = x.len().min(a.len());
@@ -598,9 +650,9 @@ mod avx2 {
 
     /// Four vectors of eight lanes as eight vectors of their lane's four terms.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    fn transpose(r: [std::arch::x86_64::__m256; 4]) -> [std::arch::x86_64::__m128; 8] {
+    #[inline(always)]
+    #[allow(unsafe_op_in_unsafe_fn)]
+    unsafe fn transpose(r: [std::arch::x86_64::__m256; 4]) -> [std::arch::x86_64::__m128; 8] {
         use std::arch::x86_64::*;
         let (t0, t1) = (_mm256_unpacklo_ps(r[0], r[1]), _mm256_unpackhi_ps(r[0], r[1]));
         let (t2, t3) = (_mm256_unpacklo_ps(r[2], r[3]), _mm256_unpackhi_ps(r[2], r[3]));
@@ -611,14 +663,23 @@ mod avx2 {
             _mm256_shuffle_ps(t1, t3, 0x44),
             _mm256_shuffle_ps(t1, t3, 0xEE),
         ];
-        std::array::from_fn(|lane| {
-            if lane < 4 { _mm256_castps256_ps128(o[lane]) } else { _mm256_extractf128_ps(o[lane - 4], 1) }
-        })
+        // Written out, not by `array::from_fn`: a closure would not take its caller's target features.
+        [
+            _mm256_castps256_ps128(o[0]),
+            _mm256_castps256_ps128(o[1]),
+            _mm256_castps256_ps128(o[2]),
+            _mm256_castps256_ps128(o[3]),
+            _mm256_extractf128_ps(o[0], 1),
+            _mm256_extractf128_ps(o[1], 1),
+            _mm256_extractf128_ps(o[2], 1),
+            _mm256_extractf128_ps(o[3], 1),
+        ]
     }
 
+    /// Inlined into callers compiled for AVX2 and FMA, whose features its intrinsics take.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
+    #[inline(always)]
+    #[allow(unsafe_op_in_unsafe_fn)]
     unsafe fn lanes(x: &[f32], a: &[f32], lattice: Lattice) -> [f64; 3] {
         use std::arch::x86_64::*;
         let n = x.len().min(a.len());
@@ -657,7 +718,13 @@ mod avx2 {
             }
             i += 16;
         }
-        sums.map(|[a, b]| register_total(_mm256_add_ps(a, b)))
+        // Not by `map`: a closure would not take its caller's target features.
+        let [[a0, b0], [a1, b1], [a2, b2]] = sums;
+        [
+            register_total(_mm256_add_ps(a0, b0)),
+            register_total(_mm256_add_ps(a1, b1)),
+            register_total(_mm256_add_ps(a2, b2)),
+        ]
     }
 }
 
@@ -672,6 +739,7 @@ const RUN: usize = 256;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::math::Simd;
     use crate::quant::spec::GroupSize;
 
     fn noisy(n: usize, seed: f32) -> Vec<f32> {
@@ -732,28 +800,30 @@ mod tests {
     }
 
     #[test]
-    fn the_avx2_sums_and_sweeps_are_the_portable_ones_bit_for_bit() {
+    fn the_vector_sums_and_sweeps_are_the_portable_ones_bit_for_bit() {
         let x = noisy(203, 5.0);
         let a: Vec<f32> = noisy(203, 9.0).iter().map(|v| v.abs() * 10.0).collect();
         for lattice in [
             Lattice { shift: -0.1, inv_scale: 31.7, offset: 0.0, max_code: 15.0 },
             Lattice { shift: 0.0, inv_scale: 12.3, offset: 3.0, max_code: 6.0 },
         ] {
-            for n in [0, 5, 8, 16, 29, 64, 203] {
-                if let Some(fast) = avx2::level_sums_run(&x[..n], &a[..n], lattice) {
-                    let portable = level_sums_run(&x[..n], &a[..n], lattice).map(lanes16_total);
-                    assert_eq!(fast.map(f64::to_bits), portable.map(f64::to_bits), "{n} weights");
-                }
+            for (n, simd) in
+                [0, 5, 8, 16, 29, 64, 203].into_iter().flat_map(|n| Simd::supported().into_iter().map(move |s| (n, s)))
+            {
+                let fast = avx2::level_sums_on(simd, &x[..n], &a[..n], lattice).expect("supported");
+                let portable = level_sums_run(&x[..n], &a[..n], lattice).map(lanes16_total);
+                assert_eq!(fast.map(f64::to_bits), portable.map(f64::to_bits), "{simd:?}, {n} weights");
             }
         }
         let (lo, hi) = crate::math::min_max(&x);
         for sweep in [Sweep::new(lo, 0.0, 15.0, 14.0, hi - lo), Sweep::new(0.0, 3.0, 6.0, 2.5, hi.max(-lo))] {
-            for n in [0, 5, 8, 16, 29, 64, 203] {
+            for (n, simd) in
+                [0, 5, 8, 16, 29, 64, 203].into_iter().flat_map(|n| Simd::supported().into_iter().map(move |s| (n, s)))
+            {
                 let (mut fast, mut portable) = (RunSweep::EMPTY, RunSweep::EMPTY);
-                if avx2::sweep_run(&x[..n], &a[..n], &sweep, &mut fast) {
-                    sweep.run(&x[..n], &a[..n], &mut portable);
-                    assert_eq!(fast, portable, "{n} weights");
-                }
+                assert!(avx2::sweep_on(simd, &x[..n], &a[..n], &sweep, &mut fast));
+                sweep.run(&x[..n], &a[..n], &mut portable);
+                assert_eq!(fast, portable, "{simd:?}, {n} weights");
             }
         }
     }
