@@ -97,11 +97,7 @@ impl Simd {
     /// All that this CPU has (tests compare each with the portable code).
     #[cfg(test)]
     pub(crate) fn supported() -> Vec<Simd> {
-        [(Simd::Avx2, has_avx2_fma()), (Simd::Avx512, has_avx512vl())]
-            .into_iter()
-            .filter(|s| s.1)
-            .map(|s| s.0)
-            .collect()
+        [Simd::Avx2, Simd::Avx512].into_iter().filter(|s| s.here()).collect()
     }
 
     /// Whether the CPU has it (a caller given a `Simd` checks before running code compiled for it).
@@ -113,7 +109,7 @@ impl Simd {
     }
 }
 
-pub(crate) fn has_avx2_fma() -> bool {
+fn has_avx2_fma() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
     #[cfg(target_arch = "x86_64")]
     return *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
