@@ -151,7 +151,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
         println!("matrix products       {backend}");
         println!(
-            "  {eval_gflops:.0} GFLOP/s in eval = {:.0}% of this machine's sgemm peak, {gemm_peak:.0} GFLOP/s \
+            "  {eval_gflops:.0} GFLOP/s in eval = {:.0}% of the same kernels' peak here, {gemm_peak:.0} GFLOP/s \
              (512x2048x2048, best of the rounds)",
             100.0 * eval_gflops / gemm_peak
         );
@@ -455,7 +455,7 @@ fn llama_cpp_figure(
     })
 }
 
-/// One round of the throughput figures (tokens/s), and the sgemm peak (GFLOP/s) measured beside them.
+/// One round of the throughput figures (tokens/s), and the matrix-product peak (GFLOP/s, the kernels eval uses) measured beside them.
 struct Round {
     ours: f64,
     llama_cpp: Option<Result<LlamaCpp, String>>,
