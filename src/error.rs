@@ -65,6 +65,13 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
     }
+
+    /// A scratch file in the temporary folder (`TMPDIR`) failed: the folder is named, `what` says which file and
+    /// what was being done.
+    pub fn scratch(what: &str, source: std::io::Error) -> Self {
+        let problem = format!("{what}: {source}");
+        Error::io(std::env::temp_dir(), std::io::Error::new(source.kind(), problem))
+    }
 }
 
 /// Reads a whole file, naming it in the error.

@@ -219,8 +219,7 @@ impl MomentFile {
 }
 
 fn scratch_error(doing: &str, source: std::io::Error) -> Error {
-    let problem = format!("{doing} calibration's scratch file of second moments: {source}");
-    Error::io(std::env::temp_dir(), std::io::Error::new(source.kind(), problem))
+    Error::scratch(&format!("{doing} calibration's scratch file of second moments"), source)
 }
 
 pub fn scores_into(w: &[f32], mean_square: &[f32], out: &mut [f32]) {

@@ -62,10 +62,8 @@ impl States {
         if bytes <= in_memory {
             return Ok(States::Memory(Vec::with_capacity(windows)));
         }
-        let scratch = |e: std::io::Error| {
-            let problem = format!("the scratch file of calibration's hidden states ({bytes} bytes): {e}");
-            Error::io(std::env::temp_dir(), std::io::Error::new(e.kind(), problem))
-        };
+        let scratch =
+            |e| Error::scratch(&format!("the scratch file of calibration's hidden states ({bytes} bytes)"), e);
         let file = tempfile::tempfile().map_err(scratch)?;
         file.set_len(bytes as u64).map_err(scratch)?;
         // SAFETY: the file is unnamed and ours alone; nothing else can change its length or contents.
