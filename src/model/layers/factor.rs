@@ -10,25 +10,12 @@
 use std::ffi::{c_char, c_int};
 use std::ops::Range;
 
+use super::gemm::{CBLAS_NO_TRANS as NO_TRANS, CBLAS_ROW_MAJOR as ROW_MAJOR, CBLAS_TRANS as TRANS, GemmFn};
+
 type PotrfFn = unsafe extern "C" fn(layout: c_int, uplo: c_char, n: c_int, a: *mut f64, lda: c_int) -> c_int;
 type TrtriFn =
     unsafe extern "C" fn(layout: c_int, uplo: c_char, diag: c_char, n: c_int, a: *mut f64, lda: c_int) -> c_int;
-type DgemmFn = unsafe extern "C" fn(
-    layout: c_int,
-    trans_a: c_int,
-    trans_b: c_int,
-    m: c_int,
-    n: c_int,
-    k: c_int,
-    alpha: f64,
-    a: *const f64,
-    lda: c_int,
-    b: *const f64,
-    ldb: c_int,
-    beta: f64,
-    c: *mut f64,
-    ldc: c_int,
-);
+type DgemmFn = GemmFn<f64>;
 /// `cblas_dtrsm` and `cblas_dtrmm` share this signature.
 type TriangularFn = unsafe extern "C" fn(
     layout: c_int,
@@ -45,10 +32,7 @@ type TriangularFn = unsafe extern "C" fn(
     ldb: c_int,
 );
 
-const ROW_MAJOR: c_int = 101;
 const COLUMN_MAJOR: c_int = 102;
-const NO_TRANS: c_int = 111;
-const TRANS: c_int = 112;
 const LOWER: c_int = 122;
 const NON_UNIT: c_int = 131;
 const LEFT: c_int = 141;
@@ -94,15 +78,26 @@ pub(crate) fn inverse_cholesky_factor(a: &mut [f64], n: usize) -> Option<bool> {
     Some(if threads > 1 && n > 2 * BLOCK { blocked(routines, a, n, BLOCK, threads) } else { whole(routines, a, n) })
 }
 
-/// One LAPACK call each. Column-major, the row-major lower triangle is the upper one: a = UᵀU with U = Lᵀ there,
-/// and U⁻¹ = (L⁻¹)ᵀ.
+/// One LAPACK call each, on the whole matrix.
 fn whole(r: Routines, a: &mut [f64], n: usize) -> bool {
-    let n = n as c_int;
-    // SAFETY: `a` holds exactly n² values with leading dimension n; both routines work within it.
-    unsafe {
-        (r.potrf)(COLUMN_MAJOR, b'U' as c_char, n, a.as_mut_ptr(), n) == 0
-            && (r.trtri)(COLUMN_MAJOR, b'U' as c_char, b'N' as c_char, n, a.as_mut_ptr(), n) == 0
-    }
+    // SAFETY: `a` holds exactly n² values with leading dimension n.
+    unsafe { factor_block(r, a.as_mut_ptr(), n, n) && invert_block(r, a.as_mut_ptr(), n, n) }
+}
+
+/// In place, the lower Cholesky factor of the `w × w` block at `corner` (leading dimension `ld`); false when it is
+/// not positive definite. Column-major, the row-major lower triangle is the upper one: a = UᵀU with U = Lᵀ there.
+///
+/// SAFETY: the block lies inside the caller's matrix.
+unsafe fn factor_block(r: Routines, corner: *mut f64, w: usize, ld: usize) -> bool {
+    unsafe { (r.potrf)(COLUMN_MAJOR, b'U' as c_char, w as c_int, corner, ld as c_int) == 0 }
+}
+
+/// In place, the inverse of the lower-triangular `w × w` block at `corner` (column-major, U⁻¹ = (L⁻¹)ᵀ as in
+/// `factor_block`); false when it is singular.
+///
+/// SAFETY: the block lies inside the caller's matrix.
+unsafe fn invert_block(r: Routines, corner: *mut f64, w: usize, ld: usize) -> bool {
+    unsafe { (r.trtri)(COLUMN_MAJOR, b'U' as c_char, b'N' as c_char, w as c_int, corner, ld as c_int) == 0 }
 }
 
 /// The blocked algorithms, in `parts` threads.
@@ -112,11 +107,12 @@ fn blocked(r: Routines, a: &mut [f64], n: usize, block: usize, parts: usize) -> 
     let ld = dim(n);
     // Cholesky, right-looking: factor the diagonal block, solve the panel below it, update what is left.
     for j0 in (0..n).step_by(block) {
-        let (j1, w) = ((j0 + block).min(n), (j0 + block).min(n) - j0);
+        let j1 = (j0 + block).min(n);
+        let w = j1 - j0;
         // SAFETY (every call in this function): `Matrix::at` stays inside the n × n matrix, every call's region
         // (rows × columns at leading dimension n from its corner) lies inside it, and the parts run at once
         // write disjoint regions and read only regions no part writes in that step.
-        if unsafe { (r.potrf)(COLUMN_MAJOR, b'U' as c_char, dim(w), a.at(j0, j0), ld) } != 0 {
+        if !unsafe { factor_block(r, a.at(j0, j0), w, n) } {
             return false;
         }
         let below = n - j1;
@@ -125,7 +121,7 @@ fn blocked(r: Routines, a: &mut [f64], n: usize, block: usize, parts: usize) -> 
             (r.dtrsm)(ROW_MAJOR, RIGHT, LOWER, TRANS, NON_UNIT, m, dim(w), 1.0, a.at(j0, j0), ld, corner, ld)
         });
         // The trailing lower triangle −= panel · panelᵀ, rows cut for equal shares of the triangle.
-        in_parts(triangle_parts(below, parts), |rows| unsafe {
+        in_parts(super::gemm::triangle_parts(below, parts), |rows| unsafe {
             let (m, cols) = (dim(rows.len()), dim(rows.end));
             let (panel_rows, panel) = (a.at(j1 + rows.start, j0), a.at(j1, j0));
             let c = a.at(j1 + rows.start, j1);
@@ -136,7 +132,8 @@ fn blocked(r: Routines, a: &mut [f64], n: usize, block: usize, parts: usize) -> 
     // inverse already made), then the diagonal block is inverted.
     let last = (n - 1) / block * block;
     for j0 in (0..=last).rev().step_by(block) {
-        let (j1, w) = ((j0 + block).min(n), (j0 + block).min(n) - j0);
+        let j1 = (j0 + block).min(n);
+        let w = j1 - j0;
         let below = n - j1;
         if below > 0 {
             in_parts(even_parts(w, parts), |cols| unsafe {
@@ -161,7 +158,7 @@ fn blocked(r: Routines, a: &mut [f64], n: usize, block: usize, parts: usize) -> 
                 (r.dtrsm)(ROW_MAJOR, RIGHT, LOWER, NO_TRANS, NON_UNIT, m, dim(w), -1.0, a.at(j0, j0), ld, b, ld)
             });
         }
-        if unsafe { (r.trtri)(COLUMN_MAJOR, b'U' as c_char, b'N' as c_char, dim(w), a.at(j0, j0), ld) } != 0 {
+        if !unsafe { invert_block(r, a.at(j0, j0), w, n) } {
             return false;
         }
     }
@@ -207,31 +204,6 @@ fn even_parts(len: usize, parts: usize) -> Vec<Range<usize>> {
     cuts.windows(2).map(|c| c[0]..c[1]).collect()
 }
 
-/// Rows `0..len` cut into `parts` ranges for products over a lower triangle, where a part's product covers its
-/// rows times every column up to its last row: the cuts make those rectangles the same size. From the end, a
-/// part ending at row c with area A starts at c − A / c; A is found by bisection so that the first part starts at 0.
-pub(crate) fn triangle_parts(len: usize, parts: usize) -> Vec<Range<usize>> {
-    let parts = parts.max(1);
-    let starts = |area: f64| {
-        let mut cuts = vec![len as f64];
-        for _ in 0..parts {
-            let end = *cuts.last().expect("not empty");
-            cuts.push(if end > 0.0 { (end - area / end).max(0.0) } else { 0.0 });
-        }
-        cuts.reverse();
-        cuts
-    };
-    // Too large an area leaves the first part empty (start 0 reached early), too small one starts above 0.
-    let (mut low, mut high) = (0.0, (len * len) as f64);
-    for _ in 0..60 {
-        let mid = 0.5 * (low + high);
-        if starts(mid)[0] > 0.0 { low = mid } else { high = mid }
-    }
-    let mut cuts: Vec<usize> = starts(high).iter().map(|&c| (c.round() as usize).min(len)).collect();
-    (cuts[0], cuts[parts]) = (0, len);
-    cuts.windows(2).map(|c| c[0]..c[1].max(c[0])).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,19 +239,5 @@ mod tests {
         let mut not_positive = a.clone();
         not_positive[70 * n + 70] = -1.0;
         assert!(!blocked(routines, &mut not_positive, n, 16, 2));
-    }
-
-    #[test]
-    fn triangle_parts_cover_the_rows_in_products_of_one_size() {
-        for (len, parts) in [(1000, 2), (8192, 3), (5, 4), (1, 2), (0, 2)] {
-            let cut = triangle_parts(len, parts);
-            assert_eq!((cut.len(), cut[0].start, cut[parts - 1].end), (parts, 0, len), "{len} in {parts}");
-            assert!(cut.windows(2).all(|w| w[0].end == w[1].start), "{len} in {parts}: {cut:?}");
-            if len >= 1000 {
-                let areas: Vec<f64> = cut.iter().map(|r| (r.len() * r.end) as f64).collect();
-                let (min, max) = areas.iter().fold((f64::MAX, 0f64), |(lo, hi), &a| (lo.min(a), hi.max(a)));
-                assert!(max / min < 1.01, "{len} in {parts}: {areas:?}");
-            }
-        }
     }
 }

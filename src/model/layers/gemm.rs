@@ -12,6 +12,7 @@
 //! throughput where `OPENBLAS_CORETYPE=Haswell` held OpenBLAS to AVX2 (single-threaded, SmolLM2's shapes).
 
 use std::ffi::c_int;
+use std::ops::Range;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -22,26 +23,29 @@ use super::avx512;
 use crate::error::Result;
 use crate::model::tensor_io::with_f32_slice;
 
-const CBLAS_ROW_MAJOR: c_int = 101;
-const CBLAS_NO_TRANS: c_int = 111;
-const CBLAS_TRANS: c_int = 112;
+// CBLAS's enumerations (cblas.h), shared with `factor.rs`.
+pub(super) const CBLAS_ROW_MAJOR: c_int = 101;
+pub(super) const CBLAS_NO_TRANS: c_int = 111;
+pub(super) const CBLAS_TRANS: c_int = 112;
 
-type SgemmFn = unsafe extern "C" fn(
+/// `cblas_sgemm` (`T` = f32) and `cblas_dgemm` (`T` = f64).
+pub(super) type GemmFn<T> = unsafe extern "C" fn(
     layout: c_int,
     trans_a: c_int,
     trans_b: c_int,
     m: c_int,
     n: c_int,
     k: c_int,
-    alpha: f32,
-    a: *const f32,
+    alpha: T,
+    a: *const T,
     lda: c_int,
-    b: *const f32,
+    b: *const T,
     ldb: c_int,
-    beta: f32,
-    c: *mut f32,
+    beta: T,
+    c: *mut T,
     ldc: c_int,
 );
+type SgemmFn = GemmFn<f32>;
 
 type SetThreadsFn = unsafe extern "C" fn(threads: c_int);
 
@@ -327,7 +331,7 @@ pub fn add_gram_lower(a: &[f32], n: usize, k: usize, sums: &mut [f32]) -> Result
     };
     let mut pieces = Vec::with_capacity(tasks);
     let mut rest = sums;
-    for rows in super::factor::triangle_parts(n, tasks) {
+    for rows in triangle_parts(n, tasks) {
         let (piece, after) = rest.split_at_mut(rows.len() * n);
         pieces.push((rows, piece));
         rest = after;
@@ -337,6 +341,31 @@ pub fn add_gram_lower(a: &[f32], n: usize, k: usize, sums: &mut [f32]) -> Result
         kernel.add_a_bt(&a[rows.start * k..rows.end * k], &a[..rows.end * k], c, (rows.len(), rows.end, k), n);
     });
     Ok(())
+}
+
+/// Rows `0..len` cut into `parts` ranges for products over a lower triangle, where a part's product covers its
+/// rows times every column up to its last row: the cuts make those rectangles the same size. From the end, a
+/// part ending at row c with area A starts at c − A / c; A is found by bisection so that the first part starts at 0.
+pub(crate) fn triangle_parts(len: usize, parts: usize) -> Vec<Range<usize>> {
+    let parts = parts.max(1);
+    let starts = |area: f64| {
+        let mut cuts = vec![len as f64];
+        for _ in 0..parts {
+            let end = *cuts.last().expect("not empty");
+            cuts.push(if end > 0.0 { (end - area / end).max(0.0) } else { 0.0 });
+        }
+        cuts.reverse();
+        cuts
+    };
+    // Too large an area leaves the first part empty (start 0 reached early), too small one starts above 0.
+    let (mut low, mut high) = (0.0, (len * len) as f64);
+    for _ in 0..60 {
+        let mid = 0.5 * (low + high);
+        if starts(mid)[0] > 0.0 { low = mid } else { high = mid }
+    }
+    let mut cuts: Vec<usize> = starts(high).iter().map(|&c| (c.round() as usize).min(len)).collect();
+    (cuts[0], cuts[parts]) = (0, len);
+    cuts.windows(2).map(|c| c[0]..c[1].max(c[0])).collect()
 }
 
 /// Copies the lower triangle of the row-major `n × n` `sums` onto the upper one (see `add_gram_lower`).
@@ -355,21 +384,25 @@ pub fn mirror_lower(sums: &mut [f32], n: usize) {
     }
 }
 
-/// `c += a @ b` for row-major `a: [m, k]`, `b: [k, n]` and `c: [m, n]`, the rows split over rayon's threads; false
-/// (and `c` untouched) when only candle's GEMM is here.
-pub(crate) fn add_matmul(a: &[f32], b: &[f32], c: &mut [f32], (m, n, k): (usize, usize, usize)) -> bool {
+/// `c += a @ b` for row-major `a: [m, k]`, `b: [k, n]` and `c: [m, n]`, the rows split over rayon's threads (by
+/// plain loops when neither fast kernel is here: row r of `c` takes `a_rt` times row t of `b`, for t in order).
+pub(crate) fn add_matmul(a: &[f32], b: &[f32], c: &mut [f32], (m, n, k): (usize, usize, usize)) {
     assert!(a.len() == m * k && b.len() == k * n && c.len() == m * n, "add_matmul: shapes do not match");
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
     let rows_per_task = m.div_ceil(rayon::current_num_threads()).max(1);
     let Some(kernel) = Kernel::for_rows(rows_per_task).filter(|_| c_int::try_from(m.max(n).max(k)).is_ok()) else {
-        return false;
+        c.par_chunks_mut(n).zip(a.par_chunks(k)).for_each(|(c, a)| {
+            for (&a, b) in a.iter().zip(b.chunks_exact(n)) {
+                c.iter_mut().zip(b).for_each(|(c, b)| *c += a * b);
+            }
+        });
+        return;
     };
-    if m == 0 || n == 0 || k == 0 {
-        return true;
-    }
     c.par_chunks_mut(rows_per_task * n).zip(a.par_chunks(rows_per_task * k)).for_each(|(c, a)| {
         kernel.add_a_b(a, b, c, (a.len() / k, n, k), n);
     });
-    true
 }
 
 /// `a @ b^T` (`a: [m, k]`, `b: [n, k]`) across rayon's threads, each running a single-threaded sgemm on a share
@@ -454,6 +487,20 @@ mod tests {
                     let want: f64 = (0..k).map(|l| x[i * k + l] as f64 * w[j * k + l] as f64).sum();
                     assert!((got[i * n + j] as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "({i}, {j})");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn triangle_parts_cover_the_rows_in_products_of_one_size() {
+        for (len, parts) in [(1000, 2), (8192, 3), (5, 4), (1, 2), (0, 2)] {
+            let cut = triangle_parts(len, parts);
+            assert_eq!((cut.len(), cut[0].start, cut[parts - 1].end), (parts, 0, len), "{len} in {parts}");
+            assert!(cut.windows(2).all(|w| w[0].end == w[1].start), "{len} in {parts}: {cut:?}");
+            if len >= 1000 {
+                let areas: Vec<f64> = cut.iter().map(|r| (r.len() * r.end) as f64).collect();
+                let (min, max) = areas.iter().fold((f64::MAX, 0f64), |(lo, hi), &a| (lo.min(a), hi.max(a)));
+                assert!(max / min < 1.01, "{len} in {parts}: {areas:?}");
             }
         }
     }

@@ -145,20 +145,13 @@ fn gptq(
 /// Every column `j ≥ i1` (`rest`, column-major, `rows` long each) takes the errors of columns `i0..i1`:
 /// column_j −= Σ_i U_ij · error_i, which is one matrix product, `rest += (−Uᵀ) @ errors` (most of GPTQ's work).
 fn feed_forward(rest: &mut [f32], errors: &[f32], u: &UpdateFactor, (i0, i1): (usize, usize), rows: usize) {
-    let (width, first) = (i1 - i0, i1);
+    let width = i1 - i0;
     let later = rest.len() / rows.max(1);
     let mut minus_ut = vec![0f32; later * width];
     minus_ut.par_chunks_mut(width.max(1)).enumerate().for_each(|(k, row)| {
-        row.iter_mut().enumerate().for_each(|(t, v)| *v = -u.at(i0 + t, first + k));
+        row.iter_mut().enumerate().for_each(|(t, v)| *v = -u.at(i0 + t, i1 + k));
     });
-    if crate::model::gemm::add_matmul(&minus_ut, errors, rest, (later, rows, width)) {
-        return;
-    }
-    rest.par_chunks_mut(rows).zip(minus_ut.par_chunks(width.max(1))).for_each(|(column, minus_u)| {
-        for (&a, error) in minus_u.iter().zip(errors.chunks_exact(rows)) {
-            axpy(a, error, column);
-        }
-    });
+    crate::model::gemm::add_matmul(&minus_ut, errors, rest, (later, rows, width))
 }
 
 /// The grid of columns `c0..c1` (one group) of every row, from the weights as they stand now.
