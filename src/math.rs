@@ -83,15 +83,10 @@ pub(crate) enum Simd {
 }
 
 impl Simd {
-    /// The best this CPU has.
+    /// The best this CPU has (detected once: every dispatched kernel call asks).
     pub(crate) fn best() -> Option<Simd> {
-        if has_avx512vl() {
-            Some(Simd::Avx512)
-        } else if has_avx2_fma() {
-            Some(Simd::Avx2)
-        } else {
-            None
-        }
+        static BEST: OnceLock<Option<Simd>> = OnceLock::new();
+        *BEST.get_or_init(|| [Simd::Avx512, Simd::Avx2].into_iter().find(|s| s.here()))
     }
 
     /// All that this CPU has (tests compare each with the portable code).
