@@ -1,8 +1,8 @@
 //! ggml block types against independent implementations: the `gguf` package's numpy quantizers (byte-identical
 //! blocks for the types it encodes) and dequantizers (every type), and round-trip error bounds.
-//! Needs python3 with `gguf==0.19.0` and numpy (`.ci/run` installs them).
+//! Needs python3 with pip: `gguf==0.19.0` and numpy are installed into the cache where it lacks them.
 
-use std::process::Command;
+mod common;
 
 use nash_swarm::quant::ggml::{self, BlockType};
 
@@ -52,17 +52,13 @@ fn floats_of(bytes: &[u8]) -> Vec<f32> {
 
 /// Runs `script` with python3 (argv: paths), failing clearly when python or the `gguf` package is missing.
 fn python(script: &str, args: &[&str]) {
-    let out = Command::new("python3")
+    let out = common::python_with_gguf()
         .arg("-c")
         .arg(script)
         .args(args)
         .output()
-        .expect("python3 is needed for the independent ggml reference (`.ci/run` installs it)");
-    assert!(
-        out.status.success(),
-        "python reference failed (needs `pip install gguf==0.19.0 numpy`): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .expect("python3 is needed for the independent ggml reference");
+    assert!(out.status.success(), "python reference failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 const GGUF_QUANTIZE: &str = r#"

@@ -1,13 +1,12 @@
 //! GGUF export: the files we write are read back by an independent reader (the `gguf` package, 0.19.0) with the
 //! names, shapes, types and values we meant; they load in our reader with the tokenizer intact; presets pick
 //! llama.cpp's per-tensor types; what cannot be written is refused before anything is.
-//! Needs python3 with `gguf==0.19.0` and numpy (`.ci/run` installs them).
+//! Needs python3 with pip: `gguf==0.19.0` and numpy are installed into the cache where it lacks them.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use common::{cli, gguf_writer, leftovers, stories, tree_hashes, wikitext};
 use nash_swarm::formats::gguf::{self, export};
@@ -59,11 +58,11 @@ for t in r.tensors:
     out[t.name] = {"ty": t.tensor_type.name, "shape": [int(d) for d in t.shape], "values": values.tolist()}
 json.dump(out, sys.stdout)
 "#;
-    let out = Command::new("python3")
+    let out = common::python_with_gguf()
         .args(["-c", script])
         .arg(path)
         .output()
-        .expect("python3 is needed for the independent GGUF reader (`.ci/run` installs it)");
+        .expect("python3 is needed for the independent GGUF reader");
     assert!(out.status.success(), "gguf package failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -98,3 +98,66 @@ fn walk_dirs(root: &Path) -> Vec<PathBuf> {
     }
     dirs
 }
+
+/// The version of the `gguf` package (llama.cpp's own Python reader and block codecs) the tests compare with.
+const GGUF_PACKAGE: &str = "gguf==0.19.0";
+
+/// python3 (or `$PYTHON`) able to import the pinned `gguf` package and numpy, the independent reader the tests
+/// check our GGUF files and block codecs against. Where the interpreter lacks them (a fresh machine), they are
+/// installed once from PyPI into a folder of the cache (`pip install --target`, no root, the system untouched) and
+/// put on `PYTHONPATH`.
+pub fn python_with_gguf() -> std::process::Command {
+    static PACKAGES: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let packages = PACKAGES.get_or_init(|| install_gguf_package(&python));
+    let mut command = std::process::Command::new(&python);
+    if let Some(dir) = packages {
+        command.env("PYTHONPATH", dir);
+    }
+    command
+}
+
+/// `None` when `python` already imports the pinned `gguf` and numpy; else the folder they were installed into.
+fn install_gguf_package(python: &str) -> Option<PathBuf> {
+    let version = GGUF_PACKAGE.trim_start_matches("gguf==");
+    let check = format!(
+        "import importlib.metadata as m, numpy, gguf\nassert m.version('gguf') == '{version}', m.version('gguf')"
+    );
+    let imports = |path: Option<&Path>| {
+        let mut command = std::process::Command::new(python);
+        if let Some(path) = path {
+            command.env("PYTHONPATH", path);
+        }
+        command.args(["-c", &check]).output().is_ok_and(|out| out.status.success())
+    };
+    if imports(None) {
+        return None;
+    }
+    let target = nash_swarm::pypi::cache_dir().join(format!("python-gguf-{version}"));
+    if imports(Some(&target)) {
+        return Some(target);
+    }
+    // Installed beside the target and renamed into place: another test process sees all of it or none.
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    let staging = target.with_file_name(format!(".python-gguf-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    eprintln!("installing {GGUF_PACKAGE} and numpy from PyPI into {}", target.display());
+    let status = std::process::Command::new(python)
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--only-binary=:all:", "--target"])
+        .arg(&staging)
+        .args([GGUF_PACKAGE, "numpy"])
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run `{python} -m pip` ({e}): the tests need Python 3 with pip"));
+    assert!(status.success(), "`pip install {GGUF_PACKAGE} numpy` failed ({status}): the tests need PyPI");
+    if std::fs::rename(&staging, &target).is_err() {
+        if imports(Some(&target)) {
+            let _ = std::fs::remove_dir_all(&staging); // another process renamed its copy first
+        } else {
+            // A copy for another Python version: replaced.
+            std::fs::remove_dir_all(&target).unwrap();
+            std::fs::rename(&staging, &target).unwrap();
+        }
+    }
+    assert!(imports(Some(&target)), "{GGUF_PACKAGE} installed into {} but does not import", target.display());
+    Some(target)
+}
