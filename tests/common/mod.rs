@@ -138,7 +138,8 @@ fn install_gguf_package(python: &str) -> Option<PathBuf> {
         return Some(target);
     }
     // Installed beside the target and renamed into place: another test process sees all of it or none.
-    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    let cache = target.parent().unwrap();
+    std::fs::create_dir_all(cache).unwrap_or_else(|e| panic!("cannot create the cache {} ({e})", cache.display()));
     let staging = target.with_file_name(format!(".python-gguf-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     eprintln!("installing {GGUF_PACKAGE} and numpy from PyPI into {}", target.display());
