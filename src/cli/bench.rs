@@ -437,7 +437,7 @@ fn llama_cpp_figure(
     windows: usize,
 ) -> Result<LlamaCpp, String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/llama_cpp_bench.py");
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = nash_swarm::pypi::python();
     let out = std::process::Command::new(&python)
         .arg(script)
         .args(["--model", &model.display().to_string(), "--text", &text.display().to_string()])

@@ -108,7 +108,7 @@ const GGUF_PACKAGE: &str = "gguf==0.19.0";
 /// put on `PYTHONPATH`.
 pub fn python_with_gguf() -> std::process::Command {
     static PACKAGES: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = nash_swarm::pypi::python();
     let packages = PACKAGES.get_or_init(|| install_gguf_package(&python));
     let mut command = std::process::Command::new(&python);
     if let Some(dir) = packages {
