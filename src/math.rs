@@ -95,30 +95,19 @@ impl Simd {
         [Simd::Avx2, Simd::Avx512].into_iter().filter(|s| s.here()).collect()
     }
 
-    /// Whether the CPU has it (a caller given a `Simd` checks before running code compiled for it).
+    /// Whether the CPU has it (a caller given a `Simd` checks before running code compiled for it). The standard
+    /// library caches what it detects, so asking is a load.
     pub(crate) fn here(self) -> bool {
-        match self {
-            Simd::Avx2 => has_avx2_fma(),
-            Simd::Avx512 => has_avx512vl(),
-        }
+        #[cfg(target_arch = "x86_64")]
+        return match self {
+            Simd::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            Simd::Avx512 => {
+                Simd::Avx2.here() && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl")
+            }
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        return false;
     }
-}
-
-fn has_avx2_fma() -> bool {
-    static HAS: OnceLock<bool> = OnceLock::new();
-    #[cfg(target_arch = "x86_64")]
-    return *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
-    #[cfg(not(target_arch = "x86_64"))]
-    return *HAS.get_or_init(|| false);
-}
-
-fn has_avx512vl() -> bool {
-    static HAS: OnceLock<bool> = OnceLock::new();
-    #[cfg(target_arch = "x86_64")]
-    return *HAS
-        .get_or_init(|| has_avx2_fma() && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl"));
-    #[cfg(not(target_arch = "x86_64"))]
-    return *HAS.get_or_init(|| false);
 }
 
 dispatch! {
